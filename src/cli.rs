@@ -1,0 +1,407 @@
+//! The command line (clap derive) and its one conversion into a validated `Config`.
+//!
+//! Every value is parsed by a plain function (`units.rs` and below), so a bad value is a clap
+//! error that names the flag; `Cli::into_config` only checks combinations.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Method;
+
+use crate::config::{Config, Format, InputSource, OutputTarget, DEFAULT_USER_AGENT};
+use crate::error::UsageError;
+use crate::units::{parse_duration, parse_rate, parse_size, Rate};
+
+/// Fetch a list of URLs as fast as a quota allows and never faster; write one CSV row per
+/// input line.
+#[derive(Debug, Parser)]
+#[command(name = "ratefetch", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// URL list: a path, or - (or nothing) for stdin. One URL per line; blank lines and
+    /// lines starting with # are skipped.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+
+    /// Write the report to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Global rate: 10, 10/s, 600/m, 5000/h, 0.5/s or unlimited.
+    #[arg(short, long, value_name = "RATE", default_value = "10/s", value_parser = parse_rate)]
+    pub rate: Rate,
+
+    /// Requests allowed at once above the rate.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub burst: NonZeroU32,
+
+    /// Max requests in flight.
+    #[arg(short, long, value_name = "N", default_value = "16", value_parser = parse_positive)]
+    pub concurrency: usize,
+
+    /// Pool size [default: the concurrency].
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub workers: Option<usize>,
+
+    /// Rate per host (same forms as --rate), burst 1.
+    #[arg(long, value_name = "RATE", default_value = "unlimited", value_parser = parse_rate)]
+    pub per_host_rate: Rate,
+
+    /// Max requests in flight per host.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub per_host_concurrency: Option<usize>,
+
+    /// Whole-attempt timeout, body included (250ms, 30s, 2m).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Connect timeout.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Retries after the first attempt (connect errors, timeouts, --retry-status).
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub retries: u32,
+
+    /// Statuses that are retried, comma-separated.
+    #[arg(long, value_name = "LIST", default_value = "429,502,503,504", value_parser = parse_status_list)]
+    pub retry_status: StatusList,
+
+    /// Base of the exponential backoff with full jitter (capped at 30s).
+    #[arg(long, value_name = "DUR", default_value = "500ms", value_parser = parse_duration)]
+    pub backoff: Duration,
+
+    /// Longest Retry-After that is waited for; longer ones end the job with that status.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub max_retry_after: Duration,
+
+    /// Time in-flight requests get to finish after Ctrl-C.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// HTTP method [default: GET, or POST with --data].
+    #[arg(short = 'X', long, value_name = "M", value_parser = parse_method)]
+    pub method: Option<Method>,
+
+    /// Extra request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "'K: V'", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+
+    /// Request body; @FILE reads it from a file.
+    #[arg(short = 'd', long, value_name = "BODY")]
+    pub data: Option<String>,
+
+    /// User-Agent header.
+    #[arg(short = 'A', long, value_name = "UA", default_value = DEFAULT_USER_AGENT)]
+    pub user_agent: String,
+
+    /// Redirects followed before a redirect_limit error.
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub max_redirects: usize,
+
+    /// Body cap in decompressed bytes (10MiB, 512KB, bytes; 0 = no cap).
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    pub max_body: u64,
+
+    /// Report format.
+    #[arg(long, value_name = "FORMAT", default_value = "csv", value_enum)]
+    pub format: Format,
+
+    /// No progress and no summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Append to --output, skipping inputs already in it.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// A parsed `--retry-status` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusList(pub Vec<u16>);
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a whole number above 0".to_string()),
+    }
+}
+
+fn parse_status_list(s: &str) -> Result<StatusList, String> {
+    const FORMS: &str = "expected HTTP status codes like 429,502,503,504 (or 'none')";
+    if s.trim().eq_ignore_ascii_case("none") || s.trim().is_empty() {
+        return Ok(StatusList(Vec::new()));
+    }
+    s.split(',')
+        .map(|code| match code.trim().parse::<u16>() {
+            Ok(c) if (100..=599).contains(&c) => Ok(c),
+            _ => Err(FORMS.to_string()),
+        })
+        .collect::<Result<_, _>>()
+        .map(StatusList)
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| "expected an HTTP method like GET, HEAD or POST".to_string())
+}
+
+fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    const FORMS: &str = "expected 'Name: value'";
+    let (name, value) = s.split_once(':').ok_or_else(|| FORMS.to_string())?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("{FORMS} (bad header name {:?})", name.trim()))?;
+    let value =
+        HeaderValue::from_str(value.trim()).map_err(|_| format!("{FORMS} (bad header value)"))?;
+    Ok((name, value))
+}
+
+impl Cli {
+    /// Checks combinations and builds the run's `Config`.
+    pub fn into_config(self) -> Result<Config, UsageError> {
+        let input = match self.input {
+            None => InputSource::Stdin,
+            Some(p) if p.as_os_str() == "-" => InputSource::Stdin,
+            Some(p) => InputSource::Path(p),
+        };
+        let output = match self.output {
+            None => OutputTarget::Stdout,
+            Some(p) if p.as_os_str() == "-" => OutputTarget::Stdout,
+            Some(p) => OutputTarget::Path(p),
+        };
+        if self.resume && output == OutputTarget::Stdout {
+            return Err(UsageError::new(
+                "--resume",
+                "needs --output FILE (it appends to that file)",
+            ));
+        }
+        let body =
+            match self.data {
+                None => None,
+                Some(d) => Some(match d.strip_prefix('@') {
+                    Some(path) => Bytes::from(std::fs::read(path).map_err(|e| {
+                        UsageError::new("--data", format!("cannot read {path}: {e}"))
+                    })?),
+                    None => Bytes::from(d),
+                }),
+            };
+        let method = self.method.unwrap_or(if body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        });
+        let mut headers = HeaderMap::new();
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        Ok(Config {
+            input,
+            output,
+            rate: self.rate,
+            burst: self.burst,
+            concurrency: self.concurrency,
+            workers: self.workers.unwrap_or(self.concurrency),
+            per_host_rate: self.per_host_rate,
+            per_host_concurrency: self.per_host_concurrency,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            retries: self.retries,
+            retry_status: self.retry_status.0,
+            backoff: self.backoff,
+            max_retry_after: self.max_retry_after,
+            method,
+            headers,
+            body,
+            user_agent: self.user_agent,
+            max_redirects: self.max_redirects,
+            max_body: (self.max_body > 0).then_some(self.max_body),
+            format: self.format,
+            quiet: self.quiet,
+            resume: self.resume,
+            grace: self.grace,
+            no_proxy: false,
+        })
+    }
+}
+
+/// The one line printed for a clap error: its first line, which names the flag and the
+/// expected form (clap's hint lines are dropped so that scripts see one line).
+pub fn usage_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: invalid arguments")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind as ClapKind;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["ratefetch"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| usage_line(&e))?;
+        cli.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&[]).unwrap();
+        let d = Config::default();
+        assert_eq!(c.input, InputSource::Stdin);
+        assert_eq!(c.output, OutputTarget::Stdout);
+        assert_eq!(c.rate, Rate::Every(Duration::from_millis(100)));
+        assert_eq!(c.burst.get(), 1);
+        assert_eq!(c.concurrency, 16);
+        assert_eq!(c.workers, 16);
+        assert_eq!(c.per_host_rate, Rate::Unlimited);
+        assert_eq!(c.per_host_concurrency, None);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.retries, 2);
+        assert_eq!(c.retry_status, vec![429, 502, 503, 504]);
+        assert_eq!(c.backoff, Duration::from_millis(500));
+        assert_eq!(c.max_retry_after, Duration::from_secs(60));
+        assert_eq!(c.grace, Duration::from_secs(5));
+        assert_eq!(c.method, Method::GET);
+        assert_eq!(
+            c.user_agent,
+            format!("ratefetch/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(c.max_redirects, 10);
+        assert_eq!(c.max_body, Some(10 * 1024 * 1024));
+        assert_eq!(c.format, Format::Csv);
+        assert!(!c.quiet && !c.resume);
+        // The library default and the CLI default agree.
+        assert_eq!(
+            (c.rate, c.burst, c.concurrency, c.timeout, c.max_body),
+            (d.rate, d.burst, d.concurrency, d.timeout, d.max_body)
+        );
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let c = parse(&[
+            "list.txt",
+            "-o",
+            "out.csv",
+            "-r",
+            "600/m",
+            "--burst",
+            "5",
+            "-c",
+            "8",
+            "--workers",
+            "4",
+            "--per-host-rate",
+            "2/s",
+            "--per-host-concurrency",
+            "2",
+            "--timeout",
+            "5s",
+            "--connect-timeout",
+            "250ms",
+            "--retries",
+            "0",
+            "--retry-status",
+            "500,503",
+            "--backoff",
+            "1s",
+            "--max-retry-after",
+            "2m",
+            "--grace",
+            "1s",
+            "-X",
+            "put",
+            "-H",
+            "X-A: 1",
+            "-H",
+            "X-B:two",
+            "-d",
+            "hello",
+            "-A",
+            "bot/1",
+            "--max-redirects",
+            "3",
+            "--max-body",
+            "512KB",
+            "--format",
+            "jsonl",
+            "-q",
+            "--resume",
+        ])
+        .unwrap();
+        assert_eq!(c.input, InputSource::Path("list.txt".into()));
+        assert_eq!(c.output, OutputTarget::Path("out.csv".into()));
+        assert_eq!(c.rate, Rate::Every(Duration::from_millis(100)));
+        assert_eq!((c.burst.get(), c.concurrency, c.workers), (5, 8, 4));
+        assert_eq!(c.per_host_rate, Rate::Every(Duration::from_millis(500)));
+        assert_eq!(c.per_host_concurrency, Some(2));
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!((c.retries, c.retry_status.clone()), (0, vec![500, 503]));
+        assert_eq!(c.backoff, Duration::from_secs(1));
+        assert_eq!(c.max_retry_after, Duration::from_secs(120));
+        assert_eq!(c.grace, Duration::from_secs(1));
+        assert_eq!(c.method, Method::PUT);
+        assert_eq!(c.headers["x-a"], "1");
+        assert_eq!(c.headers["x-b"], "two");
+        assert_eq!(c.body.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(c.user_agent, "bot/1");
+        assert_eq!((c.max_redirects, c.max_body), (3, Some(512_000)));
+        assert_eq!(c.format, Format::Jsonl);
+        assert!(c.quiet && c.resume);
+    }
+
+    #[test]
+    fn data_implies_post_and_dash_means_stdin() {
+        let c = parse(&["-", "-d", "x=1"]).unwrap();
+        assert_eq!(c.method, Method::POST);
+        assert_eq!(c.input, InputSource::Stdin);
+        assert_eq!(parse(&["--max-body", "0"]).unwrap().max_body, None);
+        assert_eq!(parse(&["-r", "unlimited"]).unwrap().rate, Rate::Unlimited);
+    }
+
+    #[test]
+    fn bad_values_are_one_line_naming_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--rate", "fast"], "--rate"),
+            (&["-r", "0"], "--rate"),
+            (&["--burst", "0"], "--burst"),
+            (&["-c", "0"], "--concurrency"),
+            (&["--timeout", "30"], "--timeout"),
+            (&["--max-body", "ten"], "--max-body"),
+            (&["-H", "no-colon"], "--header"),
+            (&["--retry-status", "429,abc"], "--retry-status"),
+            (&["--format", "xml"], "--format"),
+            (&["--per-host-rate", "1/d"], "--per-host-rate"),
+            (&["--resume"], "--resume"),
+        ];
+        for (args, flag) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert!(
+                !err.contains('\n'),
+                "{args:?}: {err:?} is more than one line"
+            );
+            assert!(err.contains(flag), "{args:?}: {err:?} does not name {flag}");
+        }
+        let err = parse(&["--rate", "fast"]).unwrap_err();
+        assert!(err.contains("600/m") && err.contains("unlimited"), "{err}");
+        let err = parse(&["--max-body", "ten"]).unwrap_err();
+        assert!(err.contains("10MiB"), "{err}");
+    }
+
+    #[test]
+    fn help_and_version_are_not_usage_errors() {
+        let e = Cli::try_parse_from(["ratefetch", "--help"]).unwrap_err();
+        assert_eq!(e.kind(), ClapKind::DisplayHelp);
+        let e = Cli::try_parse_from(["ratefetch", "--version"]).unwrap_err();
+        assert_eq!(e.kind(), ClapKind::DisplayVersion);
+    }
+}

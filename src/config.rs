@@ -1,0 +1,139 @@
+//! `Config`: the validated settings of one run, in real types. The command line (`cli.rs`)
+//! builds one; library users build one directly, starting from `Config::default()`.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+
+use crate::units::Rate;
+
+/// Where the URL list comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSource {
+    Stdin,
+    Path(PathBuf),
+}
+
+/// Where the report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    Stdout,
+    Path(PathBuf),
+}
+
+impl InputSource {
+    /// The name used in messages.
+    pub fn display_path(&self) -> PathBuf {
+        match self {
+            InputSource::Stdin => PathBuf::from("<stdin>"),
+            InputSource::Path(p) => p.clone(),
+        }
+    }
+}
+
+impl OutputTarget {
+    /// The name used in messages.
+    pub fn display_path(&self) -> PathBuf {
+        match self {
+            OutputTarget::Stdout => PathBuf::from("<stdout>"),
+            OutputTarget::Path(p) => p.clone(),
+        }
+    }
+}
+
+/// Report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// One JSON object per line, with the CSV column names as keys.
+    Jsonl,
+}
+
+/// Everything one run needs. Defaults match the documented flag defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub input: InputSource,
+    pub output: OutputTarget,
+    /// Global rate (`--rate`).
+    pub rate: Rate,
+    /// Requests allowed at once above the rate (`--burst`).
+    pub burst: NonZeroU32,
+    /// Max requests in flight (`--concurrency`).
+    pub concurrency: usize,
+    /// Number of workers in the pool (`--workers`, default = concurrency).
+    pub workers: usize,
+    /// Rate per host (`--per-host-rate`), burst 1.
+    pub per_host_rate: Rate,
+    /// Max requests in flight per host (`--per-host-concurrency`).
+    pub per_host_concurrency: Option<usize>,
+    /// Whole-attempt timeout, body included (`--timeout`).
+    pub timeout: Duration,
+    /// TCP (and TLS) connect timeout (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt (`--retries`).
+    pub retries: u32,
+    /// Statuses that are retried (`--retry-status`).
+    pub retry_status: Vec<u16>,
+    /// Base of the exponential backoff (`--backoff`).
+    pub backoff: Duration,
+    /// Longest Retry-After that is waited for (`--max-retry-after`).
+    pub max_retry_after: Duration,
+    pub method: Method,
+    /// Extra request headers (`-H`).
+    pub headers: HeaderMap,
+    /// Request body (`-d`).
+    pub body: Option<Bytes>,
+    pub user_agent: String,
+    pub max_redirects: usize,
+    /// Body cap in decompressed bytes; `None` = no cap (`--max-body 0`).
+    pub max_body: Option<u64>,
+    pub format: Format,
+    /// No progress and no summary (`-q`).
+    pub quiet: bool,
+    /// Append to the output, skipping inputs already in it (`--resume`).
+    pub resume: bool,
+    /// Time in-flight requests get after a stop request (`--grace`).
+    pub grace: Duration,
+    /// Ignore proxy environment variables (tests use it; the CLI honours them).
+    pub no_proxy: bool,
+}
+
+/// The default User-Agent: `ratefetch/<version>`.
+pub const DEFAULT_USER_AGENT: &str = concat!("ratefetch/", env!("CARGO_PKG_VERSION"));
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            input: InputSource::Stdin,
+            output: OutputTarget::Stdout,
+            rate: Rate::Every(Duration::from_millis(100)),
+            burst: NonZeroU32::MIN,
+            concurrency: 16,
+            workers: 16,
+            per_host_rate: Rate::Unlimited,
+            per_host_concurrency: None,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retries: 2,
+            retry_status: vec![429, 502, 503, 504],
+            backoff: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(60),
+            method: Method::GET,
+            headers: HeaderMap::new(),
+            body: None,
+            user_agent: DEFAULT_USER_AGENT.to_string(),
+            max_redirects: 10,
+            max_body: Some(10 << 20),
+            format: Format::Csv,
+            quiet: false,
+            resume: false,
+            grace: Duration::from_secs(5),
+            no_proxy: false,
+        }
+    }
+}

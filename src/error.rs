@@ -1,0 +1,199 @@
+//! Error types: the per-URL `ErrorKind` written in the `error_kind` column, run-level `Error`s, usage
+//! errors, and the one mapping from errors to exit codes.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// What went wrong with one job. The strings are the `error_kind` column values and are a
+/// contract: scripts filter on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The input line is not an absolute URL.
+    InvalidUrl,
+    /// The URL (or a redirect) uses a scheme other than http or https.
+    UnsupportedScheme,
+    /// The host name did not resolve.
+    Dns,
+    /// The TCP connection could not be made (refused, unreachable, connect timeout).
+    Connect,
+    /// The TLS handshake failed.
+    Tls,
+    /// The attempt did not finish within `--timeout`.
+    Timeout,
+    /// More redirects than `--max-redirects`.
+    RedirectLimit,
+    /// The body is larger than `--max-body`; the row keeps what was read up to the cap.
+    BodyTooLarge,
+    /// The body could not be read or decoded (connection closed mid-body, bad gzip, …).
+    Body,
+    /// robots.txt disallows the URL.
+    RobotsDisallowed,
+    /// Anything else (a malformed response, an internal error).
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of the documentation.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidUrl,
+        ErrorKind::UnsupportedScheme,
+        ErrorKind::Dns,
+        ErrorKind::Connect,
+        ErrorKind::Tls,
+        ErrorKind::Timeout,
+        ErrorKind::RedirectLimit,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::Body,
+        ErrorKind::RobotsDisallowed,
+        ErrorKind::Other,
+    ];
+
+    /// The value written in the `error_kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUrl => "invalid_url",
+            ErrorKind::UnsupportedScheme => "unsupported_scheme",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::RedirectLimit => "redirect_limit",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Body => "body",
+            ErrorKind::RobotsDisallowed => "robots_disallowed",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A per-URL failure: its kind and a one-line human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A bad command-line value or combination: exit code 2, one line that names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for {flag}: {message}")]
+pub struct UsageError {
+    /// The flag as the user types it, e.g. `--rate`.
+    pub flag: &'static str,
+    pub message: String,
+}
+
+impl UsageError {
+    pub fn new(flag: &'static str, message: impl Into<String>) -> UsageError {
+        UsageError {
+            flag,
+            message: message.into(),
+        }
+    }
+}
+
+/// A run-level failure: the run cannot go on (or cannot start).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error("cannot read input {}: {source}", path.display())]
+    Input { path: PathBuf, source: io::Error },
+    #[error("cannot write output {}: {source}", path.display())]
+    Output { path: PathBuf, source: io::Error },
+    #[error("cannot resume {}: {reason}", path.display())]
+    Resume { path: PathBuf, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl Error {
+    /// True when the output is a pipe whose reader went away (`ratefetch … | head -1`): a
+    /// normal way for a pipeline to end, so the binary exits quietly.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Exit codes (DESIGN.md §2): 0 the run finished, 1 run-level failure, 2 usage error,
+/// 130 interrupted.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The exit code for a run-level error.
+pub fn exit_code(err: &Error) -> u8 {
+    match err {
+        Error::Usage(_) => exit::USAGE,
+        _ if err.is_broken_pipe() => exit::OK,
+        _ => exit::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kind_strings_are_the_csv_contract() {
+        let strings: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            strings,
+            [
+                "invalid_url",
+                "unsupported_scheme",
+                "dns",
+                "connect",
+                "tls",
+                "timeout",
+                "redirect_limit",
+                "body_too_large",
+                "body",
+                "robots_disallowed",
+                "other",
+            ]
+        );
+    }
+
+    #[test]
+    fn usage_error_names_the_flag() {
+        let e = UsageError::new("--rate", "expected a rate like 10/s");
+        assert_eq!(
+            e.to_string(),
+            "invalid value for --rate: expected a rate like 10/s"
+        );
+        assert_eq!(exit_code(&Error::Usage(e)), exit::USAGE);
+    }
+
+    #[test]
+    fn broken_pipe_on_output_exits_quietly_other_io_fails() {
+        let pipe = Error::Output {
+            path: "-".into(),
+            source: io::Error::from(io::ErrorKind::BrokenPipe),
+        };
+        assert_eq!(exit_code(&pipe), exit::OK);
+        let full = Error::Output {
+            path: "/dev/full".into(),
+            source: io::Error::other("No space left on device"),
+        };
+        assert_eq!(exit_code(&full), exit::FAILURE);
+    }
+}

@@ -1,0 +1,347 @@
+//! Input: turns a byte stream of URL lines into `Job`s, lazily, on its own thread, through a
+//! bounded channel (memory does not grow with the length of the list).
+//!
+//! Every non-blank, non-comment line becomes a job, bad lines included: they become error
+//! rows and never stop the run. `index` is the 1-based line number, so skipped lines still
+//! count.
+
+use std::io::{self, BufRead};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::error::{ErrorKind, Failure};
+use crate::sink::DoneSet;
+
+/// Lines longer than this are not URLs; they become `invalid_url` rows and only this many
+/// bytes of them are ever held in memory.
+pub const MAX_LINE: usize = 64 * 1024;
+/// How much of an over-long line is shown in the `url` cell.
+const SHOWN_OF_LONG_LINE: usize = 200;
+
+/// One unit of work: one input line.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// 1-based position in the input (the line number for text input).
+    pub index: u64,
+    /// The line as given, trimmed.
+    pub url: String,
+    /// The URL to fetch, or why the line is not one.
+    pub target: Result<Url, Failure>,
+}
+
+/// Counters the input shares with progress reporting.
+#[derive(Debug, Default)]
+pub struct InputProgress {
+    /// Jobs read so far (skipped --resume jobs excluded).
+    pub jobs: AtomicU64,
+    /// Set once the whole input has been read: `jobs` is then the total.
+    pub finished: AtomicBool,
+}
+
+/// Parses one trimmed, non-empty line into the URL to fetch.
+///
+/// ```
+/// use ratefetch::input::parse_target;
+/// use ratefetch::ErrorKind;
+/// assert!(parse_target("https://example.com/a").is_ok());
+/// let e = parse_target("example.com").unwrap_err();
+/// assert_eq!(e.kind, ErrorKind::InvalidUrl);
+/// assert_eq!(e.message, "missing scheme; did you mean https://example.com?");
+/// assert_eq!(parse_target("ftp://x.org/f").unwrap_err().kind, ErrorKind::UnsupportedScheme);
+/// ```
+pub fn parse_target(line: &str) -> Result<Url, Failure> {
+    match Url::parse(line) {
+        Ok(url) => match url.scheme() {
+            "http" | "https" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    Err(Failure::new(ErrorKind::InvalidUrl, "URL has no host"))
+                } else {
+                    Ok(url)
+                }
+            }
+            // `example.com:8080/x` and `localhost:3000` parse with a "scheme" of
+            // `example.com` / `localhost`: they are hosts that lack a scheme.
+            scheme if scheme.contains('.') || after_colon_is_port(line) => {
+                Err(missing_scheme(line))
+            }
+            scheme => Err(Failure::new(
+                ErrorKind::UnsupportedScheme,
+                format!("unsupported scheme '{scheme}:'; only http and https are fetched"),
+            )),
+        },
+        Err(url::ParseError::RelativeUrlWithoutBase) => Err(missing_scheme(line)),
+        Err(e) => Err(Failure::new(ErrorKind::InvalidUrl, e.to_string())),
+    }
+}
+
+fn after_colon_is_port(line: &str) -> bool {
+    line.split_once(':').is_some_and(|(_, rest)| {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && matches!(rest.as_bytes().get(digits), None | Some(b'/'))
+    })
+}
+
+fn missing_scheme(line: &str) -> Failure {
+    let host = line.split(['/', '?', '#']).next().unwrap_or("");
+    let looks_like_host = !host.is_empty()
+        && !host.contains(char::is_whitespace)
+        && (host.contains('.') || host.starts_with("localhost"));
+    if looks_like_host {
+        Failure::new(
+            ErrorKind::InvalidUrl,
+            format!("missing scheme; did you mean https://{line}?"),
+        )
+    } else {
+        Failure::new(
+            ErrorKind::InvalidUrl,
+            "not an absolute URL (expected http:// or https://)",
+        )
+    }
+}
+
+/// Reads lines into jobs. Holds at most `MAX_LINE` bytes of any line.
+pub struct LineReader<R> {
+    inner: R,
+    line_no: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> LineReader<R> {
+    pub fn new(inner: R) -> LineReader<R> {
+        LineReader {
+            inner,
+            line_no: 0,
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// The next job, skipping blank and comment lines; `None` at the end of the input.
+    pub fn next_job(&mut self) -> io::Result<Option<Job>> {
+        loop {
+            let Some(len) = read_capped_line(&mut self.inner, &mut self.buf, MAX_LINE)? else {
+                return Ok(None);
+            };
+            self.line_no += 1;
+            let mut bytes = &self.buf[..];
+            if self.line_no == 1 {
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            if len > MAX_LINE {
+                let shown = String::from_utf8_lossy(&bytes[..SHOWN_OF_LONG_LINE.min(bytes.len())]);
+                return Ok(Some(Job {
+                    index: self.line_no,
+                    url: format!("{}…", shown.trim()),
+                    target: Err(Failure::new(
+                        ErrorKind::InvalidUrl,
+                        format!(
+                            "line is {len} bytes long; longer than {MAX_LINE} bytes, not a URL"
+                        ),
+                    )),
+                }));
+            }
+            let (text, target_override) = match std::str::from_utf8(bytes) {
+                Ok(s) => (s.trim().to_string(), None),
+                Err(_) => (
+                    String::from_utf8_lossy(bytes).trim().to_string(),
+                    Some(Failure::new(
+                        ErrorKind::InvalidUrl,
+                        "line is not valid UTF-8",
+                    )),
+                ),
+            };
+            if text.is_empty() || text.starts_with('#') {
+                continue;
+            }
+            let target = match target_override {
+                Some(f) => Err(f),
+                None => parse_target(&text),
+            };
+            return Ok(Some(Job {
+                index: self.line_no,
+                url: text,
+                target,
+            }));
+        }
+    }
+}
+
+/// Reads one line (through `\n`) into `buf`, keeping at most `cap` bytes of it; returns the
+/// line's full length, or `None` at the end of the input.
+fn read_capped_line(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> io::Result<Option<usize>> {
+    buf.clear();
+    let mut total = 0usize;
+    loop {
+        let available = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((total > 0).then_some(total));
+        }
+        let (used, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..used.min(room)]);
+        total += used;
+        r.consume(used);
+        if done {
+            return Ok(Some(total));
+        }
+    }
+}
+
+/// Streams `reader` into `jobs` on a dedicated thread until the input ends, `stop` is
+/// cancelled or the channel is closed. Jobs whose index is in `skip` (already in a resumed
+/// report) are not sent.
+pub fn spawn_reader(
+    reader: Box<dyn BufRead + Send>,
+    jobs: async_channel::Sender<Job>,
+    skip: Option<Arc<DoneSet>>,
+    stop: CancellationToken,
+    progress: Arc<InputProgress>,
+) -> std::thread::JoinHandle<io::Result<()>> {
+    std::thread::Builder::new()
+        .name("ratefetch-input".into())
+        .spawn(move || {
+            let mut lines = LineReader::new(reader);
+            while let Some(job) = lines.next_job()? {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                if skip.as_ref().is_some_and(|s| s.contains(job.index)) {
+                    continue;
+                }
+                progress.jobs.fetch_add(1, Ordering::Relaxed);
+                if jobs.send_blocking(job).is_err() {
+                    // The pool closed the channel: it is stopping.
+                    return Ok(());
+                }
+            }
+            progress.finished.store(true, Ordering::Release);
+            Ok(())
+        })
+        .expect("spawning the input thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(input: &[u8]) -> Vec<Job> {
+        let mut r = LineReader::new(input);
+        let mut out = Vec::new();
+        while let Some(j) = r.next_job().unwrap() {
+            out.push(j);
+        }
+        out
+    }
+
+    fn kind(j: &Job) -> Option<ErrorKind> {
+        j.target.as_ref().err().map(|f| f.kind)
+    }
+
+    #[test]
+    fn blank_and_comment_lines_are_skipped_but_counted() {
+        let js = jobs(b"http://a.test/1\n\n# note\n   \nhttp://a.test/5\n");
+        let idx: Vec<u64> = js.iter().map(|j| j.index).collect();
+        assert_eq!(idx, [1, 5]);
+    }
+
+    #[test]
+    fn crlf_bom_and_missing_final_newline_are_tolerated() {
+        let js = jobs(b"\xEF\xBB\xBFhttp://a.test/1\r\n  http://a.test/2  \r\nhttp://a.test/3");
+        let urls: Vec<&str> = js.iter().map(|j| j.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            ["http://a.test/1", "http://a.test/2", "http://a.test/3"]
+        );
+        assert!(js.iter().all(|j| j.target.is_ok()));
+    }
+
+    #[test]
+    fn bad_lines_become_jobs_with_the_right_kind() {
+        let js = jobs(b"example.com\nftp://x.test/f\nfile:///etc/passwd\nnot a url\nhttp://\nlocalhost:8080/x\nhttp://ok.test/\n");
+        let kinds: Vec<Option<ErrorKind>> = js.iter().map(kind).collect();
+        use ErrorKind::*;
+        assert_eq!(
+            kinds,
+            [
+                Some(InvalidUrl),
+                Some(UnsupportedScheme),
+                Some(UnsupportedScheme),
+                Some(InvalidUrl),
+                Some(InvalidUrl),
+                Some(InvalidUrl),
+                None
+            ]
+        );
+        assert_eq!(
+            js[0].target.as_ref().unwrap_err().message,
+            "missing scheme; did you mean https://example.com?"
+        );
+        assert_eq!(
+            js[5].target.as_ref().unwrap_err().message,
+            "missing scheme; did you mean https://localhost:8080/x?"
+        );
+    }
+
+    #[test]
+    fn non_utf8_line_is_an_invalid_url_row() {
+        let js = jobs(b"http://a.test/\xff\xfe\nhttp://b.test/\n");
+        assert_eq!(js.len(), 2);
+        assert_eq!(kind(&js[0]), Some(ErrorKind::InvalidUrl));
+        assert!(js[0].target.as_ref().unwrap_err().message.contains("UTF-8"));
+        assert_eq!(kind(&js[1]), None);
+    }
+
+    #[test]
+    fn megabyte_line_is_an_invalid_url_row_with_bounded_memory() {
+        let mut input = b"http://a.test/".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 << 20));
+        input.extend_from_slice(b"\nhttp://b.test/\n");
+        let mut r = LineReader::new(&input[..]);
+        let long = r.next_job().unwrap().unwrap();
+        assert_eq!(kind(&long), Some(ErrorKind::InvalidUrl));
+        assert!(long.url.len() < 1024, "the url cell is cut");
+        assert!(
+            r.buf.capacity() <= 2 * MAX_LINE,
+            "held {} bytes",
+            r.buf.capacity()
+        );
+        let next = r.next_job().unwrap().unwrap();
+        assert_eq!((next.index, next.url.as_str()), (2, "http://b.test/"));
+    }
+
+    #[test]
+    fn reader_thread_skips_done_indices_and_reports_the_total() {
+        let (tx, rx) = async_channel::bounded(4);
+        let mut done = DoneSet::default();
+        done.insert(2);
+        let progress = Arc::new(InputProgress::default());
+        let input: &'static [u8] = b"http://a.test/1\nhttp://a.test/2\nhttp://a.test/3\n";
+        let t = spawn_reader(
+            Box::new(input),
+            tx,
+            Some(Arc::new(done)),
+            CancellationToken::new(),
+            progress.clone(),
+        );
+        let got: Vec<u64> = std::iter::from_fn(|| rx.recv_blocking().ok())
+            .map(|j| j.index)
+            .collect();
+        t.join().unwrap().unwrap();
+        assert_eq!(got, [1, 3]);
+        assert_eq!(progress.jobs.load(Ordering::Relaxed), 2);
+        assert!(progress.finished.load(Ordering::Acquire));
+    }
+}

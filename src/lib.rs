@@ -1,0 +1,89 @@
+//! ratefetch: fetch a list of URLs as fast as a quota allows and never faster, and write one
+//! report row per input line.
+//!
+//! The binary is a thin shell over this library. A run from Rust:
+//!
+//! ```no_run
+//! use ratefetch::{Config, config::{InputSource, OutputTarget}, units::parse_rate, Shutdown};
+//! # async fn demo() -> Result<(), ratefetch::Error> {
+//! let config = Config {
+//!     input: InputSource::Path("urls.txt".into()),
+//!     output: OutputTarget::Path("report.csv".into()),
+//!     rate: parse_rate("600/m").unwrap(),
+//!     ..Config::default()
+//! };
+//! let summary = ratefetch::run(config, Shutdown::new()).await?;
+//! println!("{summary}");
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod fetch;
+pub mod input;
+pub mod limits;
+pub mod pool;
+pub mod progress;
+pub mod sink;
+pub mod units;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind};
+pub use fetch::Outcome;
+pub use pool::Shutdown;
+pub use progress::Summary;
+
+use config::{InputSource, OutputTarget};
+use sink::Sink;
+
+/// Opens the input and the output named by `config` (both before the first request, so a
+/// bad path fails at once), resumes the output if asked, and runs the pool.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
+    let input: Box<dyn BufRead + Send> = match &config.input {
+        InputSource::Stdin => Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin())),
+        InputSource::Path(path) => {
+            let file = File::open(path).map_err(|source| Error::Input {
+                path: path.clone(),
+                source,
+            })?;
+            if file.metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(Error::Input {
+                    path: path.clone(),
+                    source: std::io::Error::other("is a directory"),
+                });
+            }
+            Box::new(BufReader::with_capacity(64 * 1024, file))
+        }
+    };
+    let (sink, skip) = match &config.output {
+        OutputTarget::Stdout => (Sink::new(Box::new(std::io::stdout()), config.format), None),
+        OutputTarget::Path(path) if config.resume => {
+            let resumed = sink::resume(path, config.format)?;
+            let out: Box<dyn Write + Send> = Box::new(resumed.file);
+            let sink = if resumed.fresh {
+                Sink::new(out, config.format)
+            } else {
+                Ok(Sink::without_header(out, config.format))
+            };
+            (sink, Some(Arc::new(resumed.done)))
+        }
+        OutputTarget::Path(path) => {
+            let file = File::create(path).map_err(|source| Error::Output {
+                path: path.clone(),
+                source,
+            })?;
+            (Sink::new(Box::new(file), config.format), None)
+        }
+    };
+    let sink = sink.map_err(|source| Error::Output {
+        path: config.output.display_path(),
+        source,
+    })?;
+    pool::run(Arc::new(config), input, sink, skip, shutdown).await
+}

@@ -1,0 +1,264 @@
+//! Pool: runs the fixed set of workers, wires the channels, and handles stopping.
+//!
+//! ```text
+//!  input thread ──jobs (bounded)──▶ N workers ──outcomes (bounded)──▶ sink thread ──▶ report
+//! ```
+//!
+//! Who owns what at shutdown:
+//! - `Shutdown::stop` (first Ctrl-C / SIGTERM): the jobs channel is closed, so the input
+//!   thread stops reading; workers take no new job and drop jobs still waiting for a permit,
+//!   a token or a backoff (they write no row, so `--resume` does them exactly once); requests
+//!   already sent go on.
+//! - `grace` after `stop`, or `Shutdown::abort` (second Ctrl-C): requests in flight are
+//!   dropped, without rows.
+//! - The sink thread owns the output. It exits when every worker has dropped its outcome
+//!   sender, after flushing, so every row that was finished is on disk before `run` returns.
+//! - A panic while handling one job is caught around that job: it becomes the job's row
+//!   (`other`, "internal error: …") and the worker goes on, so the pool keeps its size.
+
+use std::any::Any;
+use std::io::BufRead;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Failure};
+use crate::fetch::{Fetcher, Outcome};
+use crate::input::{self, InputProgress, Job};
+use crate::limits::Limits;
+use crate::progress::{Progress, Stats, Summary};
+use crate::sink::{DoneSet, Sink};
+
+/// How a run is told to stop. Cloning shares the tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop taking jobs; let requests in flight finish within the grace period.
+    pub stop: CancellationToken,
+    /// Drop requests in flight at once.
+    pub abort: CancellationToken,
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+}
+
+/// Fetches every job of `input` under `config`'s limits and writes one row per job to
+/// `sink`. Jobs whose index is in `skip` are not done (they are in a resumed report).
+/// Returns when the input is done or the run was stopped; the sink is flushed by then.
+pub async fn run(
+    config: Arc<Config>,
+    input: Box<dyn BufRead + Send>,
+    sink: Sink,
+    skip: Option<Arc<DoneSet>>,
+    shutdown: Shutdown,
+) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let limits = Arc::new(Limits::new(&config));
+    let fetcher = Arc::new(Fetcher::new(config.clone(), limits)?);
+    let input_progress = Arc::new(InputProgress::default());
+
+    // A few jobs per worker keep every worker busy without reading ahead of the run.
+    let (job_tx, job_rx) = async_channel::bounded::<Job>(config.workers.saturating_mul(4).max(64));
+    let (out_tx, out_rx) = mpsc::channel::<Outcome>(1024);
+
+    let reader = input::spawn_reader(
+        input,
+        job_tx,
+        skip,
+        shutdown.stop.clone(),
+        input_progress.clone(),
+    );
+    let progress = Progress::new(config.quiet);
+    let sink_thread = spawn_sink(
+        sink,
+        out_rx,
+        progress,
+        input_progress.clone(),
+        shutdown.clone(),
+    );
+
+    // On stop: close intake at once, then give requests in flight the grace period.
+    let stopper = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let job_rx = job_rx.clone();
+        let grace = config.grace;
+        async move {
+            shutdown.stop.cancelled().await;
+            job_rx.close();
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => shutdown.abort.cancel(),
+                _ = shutdown.abort.cancelled() => {}
+            }
+        }
+    });
+
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..config.workers {
+        workers.spawn(worker(
+            fetcher.clone(),
+            job_rx.clone(),
+            out_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(out_tx);
+    while let Some(res) = workers.join_next().await {
+        // A worker catches every panic of its jobs, so a failed join is a bug worth showing.
+        res.expect("a worker panicked outside of a job");
+    }
+    stopper.abort();
+    job_rx.close();
+
+    let (stats, sink_result) = tokio::task::spawn_blocking(move || {
+        sink_thread.join().expect("the sink thread does not panic")
+    })
+    .await
+    .expect("joining the sink thread");
+    sink_result.map_err(|source| Error::Output {
+        path: config.output.display_path(),
+        source,
+    })?;
+
+    let interrupted = shutdown.stop.is_cancelled();
+    let input_finished = input_progress.finished.load(Ordering::Acquire);
+    // The input thread is done unless the run was stopped (it may then sit in a read of a
+    // terminal or pipe; it ends with the process).
+    if !interrupted && reader.is_finished() || input_finished {
+        if let Ok(Err(e)) = reader.join() {
+            return Err(Error::Input {
+                path: config.input.display_path(),
+                source: e,
+            });
+        }
+    }
+    let read = input_progress.jobs.load(Ordering::Relaxed);
+    Ok(Summary {
+        stats,
+        elapsed: started.elapsed(),
+        interrupted,
+        not_done: read.saturating_sub(stats.rows),
+        input_finished,
+    })
+}
+
+async fn worker(
+    fetcher: Arc<Fetcher>,
+    jobs: async_channel::Receiver<Job>,
+    out: mpsc::Sender<Outcome>,
+    shutdown: Shutdown,
+) {
+    // The worker's own body buffer, reused from job to job.
+    let mut buf = Vec::new();
+    loop {
+        let job = tokio::select! {
+            biased;
+            _ = shutdown.stop.cancelled() => return,
+            job = jobs.recv() => match job {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let result = AssertUnwindSafe(fetcher.fetch(&job, &mut buf, &shutdown))
+            .catch_unwind()
+            .await;
+        let outcome = match result {
+            Ok(Some(mut o)) => {
+                o.url = job.url;
+                o
+            }
+            Ok(None) => return,
+            Err(panic) => {
+                buf = Vec::new();
+                Outcome::failed(
+                    job.index,
+                    job.url,
+                    Failure::new(
+                        ErrorKind::Other,
+                        format!("internal error: {}", panic_message(&*panic)),
+                    ),
+                )
+            }
+        };
+        if buf.capacity() > 4 << 20 {
+            buf = Vec::new();
+        }
+        if out.send(outcome).await.is_err() {
+            return; // The sink is gone (an output error); the run is ending.
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a worker panicked".to_string()
+    }
+}
+
+/// The sink runs on its own thread, so writes that block (a slow disk, a full pipe) never
+/// stall the runtime's workers. It flushes at least once a second while rows come, and at
+/// the end.
+fn spawn_sink(
+    mut sink: Sink,
+    mut rows: mpsc::Receiver<Outcome>,
+    mut progress: Progress,
+    input: Arc<InputProgress>,
+    shutdown: Shutdown,
+) -> std::thread::JoinHandle<(Stats, std::io::Result<()>)> {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("ratefetch-sink".into())
+        .spawn(move || {
+            let mut stats = Stats::default();
+            let result = handle.block_on(async {
+                let second = std::time::Duration::from_secs(1);
+                let mut next_flush = tokio::time::Instant::now() + second;
+                let mut dirty = false;
+                let mut tick = tokio::time::interval(second);
+                loop {
+                    tokio::select! {
+                        row = rows.recv() => {
+                            let Some(row) = row else { break };
+                            sink.write(&row)?;
+                            stats.add(&row);
+                            progress.update(&stats, &input);
+                            dirty = true;
+                            if tokio::time::Instant::now() >= next_flush {
+                                sink.flush()?;
+                                dirty = false;
+                                next_flush = tokio::time::Instant::now() + second;
+                            }
+                        }
+                        _ = tick.tick() => {
+                            if dirty {
+                                sink.flush()?;
+                                dirty = false;
+                                next_flush = tokio::time::Instant::now() + second;
+                            }
+                            progress.update(&stats, &input);
+                        }
+                    }
+                }
+                sink.flush()
+            });
+            if result.is_err() {
+                // The report cannot be written: finishing more requests would only lose them.
+                shutdown.stop.cancel();
+                shutdown.abort.cancel();
+            }
+            progress.finish();
+            (stats, result)
+        })
+        .expect("spawning the sink thread")
+}

@@ -1,0 +1,239 @@
+//! Progress on stderr while a run goes on: an indicatif bar when stderr is a terminal, a
+//! plain line every few seconds when it is not (logs, CI), nothing with `-q`. Also the run's
+//! counters and the summary line.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::fetch::Outcome;
+use crate::input::InputProgress;
+
+/// How often the plain progress line is printed.
+pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Counters over the rows written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub rows: u64,
+    /// Rows with a 1xx, 2xx or 3xx status and no error kind.
+    pub ok: u64,
+    /// Rows with a 4xx or 5xx status and no error kind.
+    pub http_errors: u64,
+    /// Rows with an error kind (no usable response).
+    pub failed: u64,
+    /// Requests sent, retries included.
+    pub attempts: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Outcome) {
+        self.rows += 1;
+        self.attempts += u64::from(o.attempts);
+        match (o.error_kind, o.status) {
+            (Some(_), _) | (None, None) => self.failed += 1,
+            (None, Some(s)) if s >= 400 => self.http_errors += 1,
+            (None, Some(_)) => self.ok += 1,
+        }
+    }
+}
+
+/// What a finished (or stopped) run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub stats: Stats,
+    pub elapsed: Duration,
+    /// The run was stopped (Ctrl-C, SIGTERM, `Shutdown::stop`) before the input was done.
+    pub interrupted: bool,
+    /// Jobs read from the input that wrote no row (only when interrupted).
+    pub not_done: u64,
+    /// Whether the input was read to its end.
+    pub input_finished: bool,
+}
+
+impl Summary {
+    /// Requests per second over the run, retries included.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.stats.attempts as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        write!(
+            f,
+            "{} rows ({} 2xx/3xx, {} 4xx/5xx, {} failed) in {:.2}s, {} requests, {:.1} req/s",
+            s.rows,
+            s.ok,
+            s.http_errors,
+            s.failed,
+            self.elapsed.as_secs_f64(),
+            s.attempts,
+            self.rate()
+        )?;
+        if self.interrupted {
+            write!(f, "; interrupted: {} started jobs not done", self.not_done)?;
+            if !self.input_finished {
+                write!(f, " and the rest of the input not read")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The progress display of a run.
+pub enum Progress {
+    Off,
+    Bar { bar: ProgressBar, sized: bool },
+    Plain { next: Instant, started: Instant },
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, plain lines otherwise, nothing when `quiet`.
+    pub fn new(quiet: bool) -> Progress {
+        if quiet {
+            return Progress::Off;
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {elapsed_precise} {pos} rows {per_sec} {msg}",
+                )
+                .expect("static template"),
+            );
+            Progress::Bar { bar, sized: false }
+        } else {
+            let now = Instant::now();
+            Progress::Plain {
+                next: now + PLAIN_EVERY,
+                started: now,
+            }
+        }
+    }
+
+    /// Updates the display after a row (or on a timer tick).
+    pub fn update(&mut self, stats: &Stats, input: &InputProgress) {
+        match self {
+            Progress::Off => {}
+            Progress::Bar { bar, sized } => {
+                if !*sized && input.finished.load(Ordering::Acquire) {
+                    bar.set_length(input.jobs.load(Ordering::Relaxed));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} {per_sec} eta {eta} {msg}",
+                        )
+                        .expect("static template")
+                        .progress_chars("=> "),
+                    );
+                    *sized = true;
+                }
+                bar.set_position(stats.rows);
+                let failed = stats.failed + stats.http_errors;
+                if failed > 0 {
+                    bar.set_message(format!("{failed} errors"));
+                }
+            }
+            Progress::Plain { next, started } => {
+                let now = Instant::now();
+                if now < *next {
+                    return;
+                }
+                *next = now + PLAIN_EVERY;
+                let secs = now.duration_since(*started).as_secs_f64();
+                let rate = stats.rows as f64 / secs.max(1e-9);
+                let mut line = format!("ratefetch: {} rows", stats.rows);
+                if input.finished.load(Ordering::Acquire) {
+                    let total = input.jobs.load(Ordering::Relaxed);
+                    line = format!("ratefetch: {}/{} rows", stats.rows, total);
+                    if rate > 0.0 {
+                        let left = total.saturating_sub(stats.rows) as f64 / rate;
+                        line.push_str(&format!(
+                            ", eta {}",
+                            humantime::format_duration(Duration::from_secs(left.ceil() as u64))
+                        ));
+                    }
+                }
+                eprintln!(
+                    "{line}, {rate:.1} rows/s, {} errors",
+                    stats.failed + stats.http_errors
+                );
+            }
+        }
+    }
+
+    /// Removes the bar (the summary line follows it).
+    pub fn finish(&mut self) {
+        if let Progress::Bar { bar, .. } = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn stats_sort_rows_into_ok_http_errors_and_failures() {
+        let mut s = Stats::default();
+        for (status, kind, attempts) in [
+            (Some(200), None, 1),
+            (Some(301), None, 1),
+            (Some(404), None, 1),
+            (Some(503), None, 3),
+            (None, Some(ErrorKind::Dns), 1),
+            (Some(200), Some(ErrorKind::BodyTooLarge), 1),
+            (None, Some(ErrorKind::InvalidUrl), 0),
+        ] {
+            s.add(&Outcome {
+                status,
+                error_kind: kind,
+                attempts,
+                ..Outcome::default()
+            });
+        }
+        assert_eq!(
+            s,
+            Stats {
+                rows: 7,
+                ok: 2,
+                http_errors: 2,
+                failed: 3,
+                attempts: 8
+            }
+        );
+    }
+
+    #[test]
+    fn summary_line_names_the_counts_and_the_rate() {
+        let sum = Summary {
+            stats: Stats {
+                rows: 10,
+                ok: 7,
+                http_errors: 2,
+                failed: 1,
+                attempts: 20,
+            },
+            elapsed: Duration::from_secs(2),
+            interrupted: true,
+            not_done: 3,
+            input_finished: false,
+        };
+        assert_eq!(
+            sum.to_string(),
+            "10 rows (7 2xx/3xx, 2 4xx/5xx, 1 failed) in 2.00s, 20 requests, 10.0 req/s; \
+             interrupted: 3 started jobs not done and the rest of the input not read"
+        );
+    }
+}

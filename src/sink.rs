@@ -1,0 +1,520 @@
+//! Sink: the only writer of the report. Writes the header, one row per outcome (CSV or
+//! JSONL), and can resume an earlier report: it repairs a torn last line and reads which
+//! job indices are already done.
+//!
+//! Cells never hold a line break (they are replaced by spaces), so every line of a report is
+//! exactly one row; that is what makes a torn last line detectable and repairable.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::config::Format;
+use crate::error::Error;
+use crate::fetch::Outcome;
+
+/// The standard columns, in order. A contract: scripts rely on the names and the order.
+pub const COLUMNS: [&str; 12] = [
+    "index",
+    "url",
+    "final_url",
+    "status",
+    "error_kind",
+    "error",
+    "attempts",
+    "elapsed_ms",
+    "bytes",
+    "content_type",
+    "title",
+    "started_at",
+];
+
+/// The set of job indices already in a report. A bitset: 10 million indices take 1.25 MB.
+#[derive(Debug, Default, Clone)]
+pub struct DoneSet {
+    bits: Vec<u64>,
+    len: u64,
+}
+
+impl DoneSet {
+    pub fn insert(&mut self, index: u64) -> bool {
+        let (word, bit) = ((index / 64) as usize, index % 64);
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        let fresh = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        self.len += u64::from(fresh);
+        fresh
+    }
+
+    pub fn contains(&self, index: u64) -> bool {
+        self.bits
+            .get((index / 64) as usize)
+            .is_some_and(|w| w & (1 << (index % 64)) != 0)
+    }
+
+    /// How many indices are in the set.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A text cell as written to CSV: line breaks become spaces, and a cell that a spreadsheet
+/// would run as a formula (leading `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, the
+/// OWASP recommendation, so it shows as text.
+pub fn csv_text(s: &str) -> Cow<'_, str> {
+    let formula = matches!(
+        s.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    );
+    let breaks = s.contains(['\r', '\n']);
+    if !formula && !breaks {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 1);
+    if formula {
+        out.push('\'');
+    }
+    out.extend(
+        s.chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
+    );
+    Cow::Owned(out)
+}
+
+fn one_line(s: &str) -> Cow<'_, str> {
+    if s.contains(['\r', '\n']) {
+        Cow::Owned(s.replace(['\r', '\n'], " "))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T08:54:07.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+enum Encoder {
+    // Boxed: the csv writer carries its state inline and would make every Sink large.
+    Csv(Box<csv::Writer<Box<dyn Write + Send>>>),
+    Jsonl(BufWriter<Box<dyn Write + Send>>),
+}
+
+/// Writes report rows.
+pub struct Sink {
+    enc: Encoder,
+    rows: u64,
+    int: itoa::Buffer,
+}
+
+impl Sink {
+    /// A sink writing a fresh report (header included) to `out`.
+    pub fn new(out: Box<dyn Write + Send>, format: Format) -> io::Result<Sink> {
+        let mut sink = Sink::without_header(out, format);
+        if let Encoder::Csv(w) = &mut sink.enc {
+            w.write_record(COLUMNS)?;
+        }
+        Ok(sink)
+    }
+
+    /// A sink appending to a report that already has its header.
+    pub fn without_header(out: Box<dyn Write + Send>, format: Format) -> Sink {
+        let enc = match format {
+            Format::Csv => Encoder::Csv(Box::new(
+                csv::WriterBuilder::new()
+                    .buffer_capacity(64 * 1024)
+                    .from_writer(out),
+            )),
+            Format::Jsonl => Encoder::Jsonl(BufWriter::with_capacity(64 * 1024, out)),
+        };
+        Sink {
+            enc,
+            rows: 0,
+            int: itoa::Buffer::new(),
+        }
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes one row.
+    pub fn write(&mut self, o: &Outcome) -> io::Result<()> {
+        match &mut self.enc {
+            Encoder::Csv(w) => write_csv(w, &mut self.int, o)?,
+            Encoder::Jsonl(w) => write_jsonl(w, o)?,
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &mut self.enc {
+            Encoder::Csv(w) => w.flush(),
+            Encoder::Jsonl(w) => w.flush(),
+        }
+    }
+}
+
+fn write_csv(
+    w: &mut csv::Writer<Box<dyn Write + Send>>,
+    int: &mut itoa::Buffer,
+    o: &Outcome,
+) -> csv::Result<()> {
+    fn opt_text(s: &Option<String>) -> Cow<'_, str> {
+        s.as_deref().map(csv_text).unwrap_or(Cow::Borrowed(""))
+    }
+    w.write_field(int.format(o.index))?;
+    w.write_field(csv_text(&o.url).as_bytes())?;
+    w.write_field(opt_text(&o.final_url).as_bytes())?;
+    match o.status {
+        Some(s) => w.write_field(int.format(s))?,
+        None => w.write_field("")?,
+    }
+    w.write_field(o.error_kind.map(|k| k.as_str()).unwrap_or(""))?;
+    w.write_field(opt_text(&o.error).as_bytes())?;
+    w.write_field(int.format(o.attempts))?;
+    w.write_field(int.format(o.elapsed.as_millis()))?;
+    w.write_field(int.format(o.bytes))?;
+    w.write_field(opt_text(&o.content_type).as_bytes())?;
+    w.write_field(opt_text(&o.title).as_bytes())?;
+    match o.started_at {
+        Some(t) => w.write_field(rfc3339(t))?,
+        None => w.write_field("")?,
+    }
+    w.write_record(None::<&[u8]>)
+}
+
+fn write_jsonl(w: &mut impl Write, o: &Outcome) -> io::Result<()> {
+    use serde_json::{json, Value};
+    let text = |s: &Option<String>| match s {
+        Some(s) => Value::String(one_line(s).into_owned()),
+        None => Value::Null,
+    };
+    let row = json!({
+        "index": o.index,
+        "url": one_line(&o.url),
+        "final_url": text(&o.final_url),
+        "status": o.status,
+        "error_kind": o.error_kind.map(|k| k.as_str()),
+        "error": text(&o.error),
+        "attempts": o.attempts,
+        "elapsed_ms": o.elapsed.as_millis() as u64,
+        "bytes": o.bytes,
+        "content_type": text(&o.content_type),
+        "title": text(&o.title),
+        "started_at": o.started_at.map(rfc3339),
+    });
+    serde_json::to_writer(&mut *w, &row)?;
+    w.write_all(b"\n")
+}
+
+/// An earlier report opened for `--resume`: positioned at its end, torn last line removed.
+pub struct Resumed {
+    pub file: File,
+    /// Job indices already in the report.
+    pub done: DoneSet,
+    /// True when the file was empty (the header must be written).
+    pub fresh: bool,
+    /// Bytes of a torn last line that were cut.
+    pub repaired: u64,
+}
+
+/// Opens `path` for `--resume`: cuts a torn last line, checks the header (CSV), reads the
+/// done indices. A missing file is a fresh report.
+pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
+    let io_err = |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |reason: String| Error::Resume {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    // Keep everything up to the last line break: a row is whole only when its line ends.
+    let keep = last_line_end(&mut file, len).map_err(io_err)?;
+    if keep < len {
+        file.set_len(keep).map_err(io_err)?;
+    }
+    let mut done = DoneSet::default();
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let reader = BufReader::with_capacity(256 * 1024, &mut file);
+    let mut fresh = keep == 0;
+    match format {
+        Format::Csv if keep > 0 => {
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(reader);
+            let header = rdr.headers().map_err(|e| refuse(e.to_string()))?;
+            let expected: Vec<&str> = COLUMNS.to_vec();
+            let found: Vec<&str> = header.iter().collect();
+            if found != expected {
+                return Err(refuse(format!(
+                    "its columns are not this run's (found {}); write to a new file",
+                    found.join(",")
+                )));
+            }
+            for (n, record) in rdr.records().enumerate() {
+                let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
+                let index = record
+                    .get(0)
+                    .and_then(|i| i.parse::<u64>().ok())
+                    .ok_or_else(|| refuse(format!("row {} has no index", n + 2)))?;
+                done.insert(index);
+            }
+        }
+        Format::Jsonl => {
+            for (n, line) in reader.lines().enumerate() {
+                let line = line.map_err(io_err)?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let index = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("index").and_then(|i| i.as_u64()))
+                    .ok_or_else(|| {
+                        refuse(format!("line {} is not a ratefetch JSONL row", n + 1))
+                    })?;
+                done.insert(index);
+            }
+            fresh = false;
+        }
+        Format::Csv => {}
+    }
+    file.seek(SeekFrom::End(0)).map_err(io_err)?;
+    Ok(Resumed {
+        file,
+        done,
+        fresh,
+        repaired: len - keep,
+    })
+}
+
+/// The length of the file up to and including its last `\n` (0 if none).
+fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
+    use std::io::Read;
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A `Write` the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sample() -> Outcome {
+        Outcome {
+            index: 7,
+            url: "http://a.test/x".into(),
+            final_url: Some("http://a.test/y".into()),
+            status: Some(200),
+            attempts: 1,
+            elapsed: Duration::from_millis(12),
+            bytes: 42,
+            content_type: Some("text/html".into()),
+            title: Some("=1+1, \"quoted\"".into()),
+            started_at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
+            ..Outcome::default()
+        }
+    }
+
+    fn render(format: Format, rows: &[Outcome]) -> String {
+        let out = Shared::default();
+        let mut sink = Sink::new(Box::new(out.clone()), format).unwrap();
+        for r in rows {
+            sink.write(r).unwrap();
+        }
+        sink.flush().unwrap();
+        drop(sink);
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn csv_header_snapshot() {
+        let text = render(Format::Csv, &[]);
+        assert_eq!(
+            text,
+            "index,url,final_url,status,error_kind,error,attempts,elapsed_ms,bytes,content_type,title,started_at\n"
+        );
+    }
+
+    #[test]
+    fn csv_row_round_trips_with_escaping_and_neutralised_formula() {
+        let text = render(Format::Csv, &[sample()]);
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        let row = rdr.records().next().unwrap().unwrap();
+        let cells: Vec<&str> = row.iter().collect();
+        assert_eq!(
+            cells,
+            [
+                "7",
+                "http://a.test/x",
+                "http://a.test/y",
+                "200",
+                "",
+                "",
+                "1",
+                "12",
+                "42",
+                "text/html",
+                "'=1+1, \"quoted\"",
+                "1970-01-01T00:00:01.500Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised_and_breaks_removed() {
+        for (input, want) in [
+            ("=HYPERLINK(1)", "'=HYPERLINK(1)"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("a\r\nb", "a  b"),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(csv_text(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn failure_row_has_empty_response_cells() {
+        let o = Outcome::failed(
+            3,
+            "nope".into(),
+            crate::error::Failure::new(ErrorKind::InvalidUrl, "bad\nline"),
+        );
+        let text = render(Format::Csv, &[o]);
+        let line = text.lines().nth(1).unwrap();
+        assert_eq!(line, "3,nope,,,invalid_url,bad line,0,0,0,,,");
+    }
+
+    #[test]
+    fn jsonl_uses_the_column_names_numbers_and_nulls() {
+        let failed = Outcome::failed(
+            2,
+            "x".into(),
+            crate::error::Failure::new(ErrorKind::Dns, "no such host"),
+        );
+        let text = render(Format::Jsonl, &[sample(), failed]);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let keys: Vec<&str> = lines[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want = COLUMNS.to_vec();
+        want.sort_unstable();
+        let mut got = keys.clone();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        assert_eq!(lines[0]["status"], 200);
+        assert_eq!(lines[0]["elapsed_ms"], 12);
+        assert_eq!(lines[0]["title"], "=1+1, \"quoted\"");
+        assert_eq!(lines[1]["status"], serde_json::Value::Null);
+        assert_eq!(lines[1]["final_url"], serde_json::Value::Null);
+        assert_eq!(lines[1]["error_kind"], "dns");
+    }
+
+    #[test]
+    fn done_set_inserts_and_counts() {
+        let mut d = DoneSet::default();
+        assert!(d.insert(1));
+        assert!(d.insert(10_000_000));
+        assert!(!d.insert(1));
+        assert!(d.contains(1) && d.contains(10_000_000) && !d.contains(2));
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn resume_cuts_a_torn_line_and_reads_done_indices() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut text = render(Format::Csv, &[sample()]);
+        text.push_str("9,http://a.test/torn,http://a.t");
+        std::fs::write(&path, &text).unwrap();
+        let r = resume(&path, Format::Csv).unwrap();
+        assert!(r.done.contains(7) && !r.done.contains(9));
+        assert_eq!(r.done.len(), 1);
+        assert!(r.repaired > 0 && !r.fresh);
+        drop(r);
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.ends_with('\n') && !after.contains("torn"));
+    }
+
+    #[test]
+    fn resume_refuses_other_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, "a,b\n1,2\n").unwrap();
+        let err = resume(&path, Format::Csv).err().unwrap();
+        assert!(err.to_string().contains("columns"), "{err}");
+    }
+
+    #[test]
+    fn resume_of_a_missing_or_empty_file_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = resume(&dir.path().join("new.csv"), Format::Csv).unwrap();
+        assert!(r.fresh && r.done.is_empty());
+    }
+
+    #[test]
+    fn resume_reads_jsonl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut text = render(Format::Jsonl, &[sample()]);
+        text.push_str("{\"index\":8,\"url\":");
+        std::fs::write(&path, &text).unwrap();
+        let r = resume(&path, Format::Jsonl).unwrap();
+        assert!(r.done.contains(7) && !r.done.contains(8));
+    }
+}

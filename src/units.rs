@@ -1,0 +1,228 @@
+//! Parsers for the value forms of the command line: RATE (`10/s`, `600/m`, `unlimited`),
+//! DURATION (humantime: `250ms`, `30s`, `2m`) and SIZE (`10MiB`, `512KB`, bytes).
+//!
+//! Each parser is a plain function usable as a clap `value_parser`; its error text is the
+//! "expected …" half of a usage error, clap adds the flag name.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The accepted RATE forms, quoted in usage errors.
+pub const RATE_FORMS: &str = "expected a rate like 10, 10/s, 600/m, 5000/h, 0.5/s or unlimited";
+/// The accepted SIZE forms, quoted in usage errors.
+pub const SIZE_FORMS: &str = "expected a size like 10MiB, 512KB, 1GB or a number of bytes";
+/// The accepted DURATION forms, quoted in usage errors.
+pub const DURATION_FORMS: &str = "expected a duration like 250ms, 30s, 2m or 1h";
+
+/// A request rate: either unlimited or one request per `period`.
+///
+/// ```
+/// use ratefetch::units::{parse_rate, Rate};
+/// use std::time::Duration;
+/// assert_eq!(parse_rate("600/m").unwrap(), Rate::Every(Duration::from_millis(100)));
+/// assert_eq!(parse_rate("10").unwrap().per_second(), Some(10.0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    Unlimited,
+    /// One request per this period (the GCRA emission interval).
+    Every(Duration),
+}
+
+impl Rate {
+    /// Requests per second, `None` when unlimited.
+    pub fn per_second(self) -> Option<f64> {
+        match self {
+            Rate::Unlimited => None,
+            Rate::Every(p) => Some(1.0 / p.as_secs_f64()),
+        }
+    }
+
+    /// The emission interval, `None` when unlimited.
+    pub fn period(self) -> Option<Duration> {
+        match self {
+            Rate::Unlimited => None,
+            Rate::Every(p) => Some(p),
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.per_second() {
+            None => f.write_str("unlimited"),
+            Some(r) => write!(f, "{r}/s"),
+        }
+    }
+}
+
+/// Parses RATE: `N` (per second), `N/s`, `N/m`, `N/h` (also `sec`, `min`, `hour` and plural
+/// spellings), a decimal `N`, or `unlimited`.
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Ok(Rate::Unlimited);
+    }
+    let (count, unit) = match s.split_once('/') {
+        Some((n, u)) => (n.trim(), u.trim()),
+        None => (s, "s"),
+    };
+    let unit_secs = match unit.to_ascii_lowercase().as_str() {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hr" | "hour" | "hours" => 3600.0,
+        _ => return Err(RATE_FORMS.to_string()),
+    };
+    let n: f64 = count.parse().map_err(|_| RATE_FORMS.to_string())?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(format!("{RATE_FORMS} (the count must be above 0)"));
+    }
+    let period = unit_secs / n;
+    // Below one nanosecond the limiter cannot represent the rate; above ~a year it is a typo.
+    if period < 1e-9 {
+        return Err(format!("{RATE_FORMS} (too high; use 'unlimited')"));
+    }
+    if period > 366.0 * 86_400.0 {
+        return Err(format!("{RATE_FORMS} (too low)"));
+    }
+    Ok(Rate::Every(Duration::from_secs_f64(period)))
+}
+
+/// Parses DURATION in humantime form (`250ms`, `30s`, `2m`, `1h 30m`). A bare `0` is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|_| DURATION_FORMS.to_string())
+}
+
+/// Parses SIZE: a number of bytes, optionally with a unit. Decimal units (`KB`, `MB`, `GB`,
+/// also `K`, `M`, `G`) are powers of 1000; binary units (`KiB`, `MiB`, `GiB`) powers of 1024.
+/// Units are case-insensitive; `B` is bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = (&s[..split], s[split..].trim());
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(SIZE_FORMS.to_string()),
+    };
+    if number.is_empty() {
+        return Err(SIZE_FORMS.to_string());
+    }
+    if let Ok(n) = number.parse::<u64>() {
+        return n
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("{SIZE_FORMS} (too large)"));
+    }
+    let n: f64 = number.parse().map_err(|_| SIZE_FORMS.to_string())?;
+    let bytes = n * multiplier as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{SIZE_FORMS} (too large)"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_ms(ms: u64) -> Rate {
+        Rate::Every(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn rate_forms() {
+        assert_eq!(parse_rate("10").unwrap(), every_ms(100));
+        assert_eq!(parse_rate("10/s").unwrap(), every_ms(100));
+        assert_eq!(parse_rate("600/m").unwrap(), every_ms(100));
+        assert_eq!(parse_rate("600/min").unwrap(), every_ms(100));
+        assert_eq!(parse_rate("5000/h").unwrap(), every_ms(720));
+        assert_eq!(parse_rate("0.5/s").unwrap(), every_ms(2000));
+        assert_eq!(parse_rate(" 2 / second ").unwrap(), every_ms(500));
+        assert_eq!(parse_rate("unlimited").unwrap(), Rate::Unlimited);
+        assert_eq!(parse_rate("Unlimited").unwrap(), Rate::Unlimited);
+    }
+
+    #[test]
+    fn rate_rejects() {
+        for bad in [
+            "", "0", "-1", "ten", "10/d", "10/", "/s", "NaN", "inf", "1e12",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(parse_rate("x").unwrap_err().contains("600/m"));
+    }
+
+    #[test]
+    fn rate_per_second_round_trips() {
+        for r in [0.5, 1.0, 10.0, 200.0, 1000.0, 123.0] {
+            let got = parse_rate(&format!("{r}/s")).unwrap().per_second().unwrap();
+            assert!((got - r).abs() / r < 1e-6, "{r} -> {got}");
+        }
+    }
+
+    #[test]
+    fn duration_forms() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn size_forms() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("1048576").unwrap(), 1_048_576);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("512KB").unwrap(), 512_000);
+        assert_eq!(parse_size("512kib").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("1.5MiB").unwrap(), 1_572_864);
+        assert_eq!(parse_size("100 B").unwrap(), 100);
+        assert_eq!(parse_size("2k").unwrap(), 2000);
+    }
+
+    #[test]
+    fn size_rejects() {
+        for bad in [
+            "",
+            "MiB",
+            "ten",
+            "10XB",
+            "-5",
+            "99999999999999999999",
+            "1e3",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn parsers_never_panic_on_arbitrary_text() {
+        // A cheap fuzz over short strings of the characters the grammars use.
+        let alphabet: Vec<char> = "0123456789./smhKMGiBb unlted-e".chars().collect();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..8);
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let _ = parse_rate(&s);
+            let _ = parse_size(&s);
+            let _ = parse_duration(&s);
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The rate promise, checked where it matters: at the server. At `--rate R --burst B`, no
+//! window of length T in the server's arrival log holds more than B + R·T requests, retries
+//! included; per host likewise. A small tolerance absorbs scheduling noise on a busy 2-core
+//! machine. Concurrency limits are checked with the server's in-flight gauge.
+
+mod support;
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use ratefetch::units::Rate;
+use ratefetch::Config;
+use support::report::{assert_each_index_once, run_lib, test_config};
+use support::server::{check_rate, Arrival, Server};
+
+/// Arrival-time noise allowed on top of the promise.
+const TOLERANCE: Duration = Duration::from_millis(10);
+
+fn per_second(r: f64) -> Rate {
+    Rate::Every(Duration::from_secs_f64(1.0 / r))
+}
+
+fn times(arrivals: &[Arrival]) -> Vec<Instant> {
+    arrivals.iter().map(|a| a.at).collect()
+}
+
+fn assert_promise(arrivals: &[Arrival], rate: f64, burst: u32, what: &str) {
+    let check = check_rate(&times(arrivals), rate, burst, TOLERANCE);
+    assert!(
+        check.held,
+        "{what}: {} requests within {:?}, promise allows {:.2} (rate {rate}/s, burst {burst})",
+        check.worst_count, check.worst_span, check.allowed
+    );
+}
+
+#[test]
+fn global_rate_holds_at_the_server() {
+    let server = Server::start();
+    let lines: Vec<String> = (0..60).map(|_| server.url("/ok")).collect();
+    let config = Config {
+        rate: per_second(50.0),
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert_each_index_once(&rows, 1..=60);
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 60);
+    assert_promise(&arrivals, 50.0, 1, "global 50/s");
+}
+
+#[test]
+fn burst_is_allowed_but_no_more() {
+    let server = Server::start();
+    let lines: Vec<String> = (0..40).map(|_| server.url("/ok")).collect();
+    let config = Config {
+        rate: per_second(20.0),
+        burst: NonZeroU32::new(5).unwrap(),
+        ..test_config()
+    };
+    run_lib(config, &lines);
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 40);
+    assert_promise(&arrivals, 20.0, 5, "20/s burst 5");
+}
+
+#[test]
+fn retries_take_rate_tokens_too() {
+    let server = Server::start();
+    let lines: Vec<String> = (0..20).map(|_| server.url("/status/503")).collect();
+    let config = Config {
+        rate: per_second(40.0),
+        retries: 2,
+        backoff: Duration::from_millis(1),
+        ..test_config()
+    };
+    let (summary, rows) = run_lib(config, &lines);
+    assert!(rows
+        .iter()
+        .all(|r| r.get("attempts") == "3" && r.get("status") == "503"));
+    assert_eq!(summary.stats.attempts, 60);
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 60, "every attempt reached the server");
+    assert_promise(&arrivals, 40.0, 1, "40/s with retries");
+}
+
+#[test]
+fn per_host_rate_holds_for_each_host_while_hosts_go_in_parallel() {
+    let a = Server::start_on([127, 0, 0, 2]);
+    let b = Server::start_on([127, 0, 0, 3]);
+    let lines: Vec<String> = (0..25).flat_map(|_| [a.url("/ok"), b.url("/ok")]).collect();
+    let config = Config {
+        per_host_rate: per_second(20.0),
+        ..test_config()
+    };
+    run_lib(config, &lines);
+    let (arr_a, arr_b) = (a.arrivals(), b.arrivals());
+    assert_eq!((arr_a.len(), arr_b.len()), (25, 25));
+    assert_promise(&arr_a, 20.0, 1, "host a at 20/s");
+    assert_promise(&arr_b, 20.0, 1, "host b at 20/s");
+}
+
+#[test]
+fn global_and_per_host_rates_hold_together() {
+    let a = Server::start_on([127, 0, 0, 4]);
+    let b = Server::start_on([127, 0, 0, 5]);
+    let lines: Vec<String> = (0..20).flat_map(|_| [a.url("/ok"), b.url("/ok")]).collect();
+    let config = Config {
+        rate: per_second(30.0),
+        per_host_rate: per_second(20.0),
+        ..test_config()
+    };
+    run_lib(config, &lines);
+    let (arr_a, arr_b) = (a.arrivals(), b.arrivals());
+    assert_promise(&arr_a, 20.0, 1, "host a at 20/s");
+    assert_promise(&arr_b, 20.0, 1, "host b at 20/s");
+    let mut all = arr_a;
+    all.extend(arr_b);
+    assert_eq!(all.len(), 40);
+    assert_promise(&all, 30.0, 1, "global 30/s");
+}
+
+#[test]
+fn concurrency_caps_requests_in_flight() {
+    let server = Server::start();
+    let lines: Vec<String> = (0..24).map(|_| server.url("/delay/50")).collect();
+    let config = Config {
+        concurrency: 3,
+        workers: 16,
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert_eq!(rows.len(), 24);
+    let max = server.max_in_flight();
+    assert!(max <= 3, "{max} requests in flight with --concurrency 3");
+}
+
+#[test]
+fn per_host_concurrency_caps_each_host() {
+    let a = Server::start_on([127, 0, 0, 6]);
+    let b = Server::start_on([127, 0, 0, 7]);
+    let lines: Vec<String> = (0..12)
+        .flat_map(|_| [a.url("/delay/50"), b.url("/delay/50")])
+        .collect();
+    let config = Config {
+        per_host_concurrency: Some(2),
+        concurrency: 16,
+        workers: 16,
+        ..test_config()
+    };
+    run_lib(config, &lines);
+    assert!(a.max_in_flight() <= 2, "host a: {}", a.max_in_flight());
+    assert!(b.max_in_flight() <= 2, "host b: {}", b.max_in_flight());
+}
+
+#[test]
+fn retry_after_cools_the_whole_host_while_other_hosts_go_on() {
+    let a = Server::start_on([127, 0, 0, 8]);
+    let b = Server::start_on([127, 0, 0, 9]);
+    let mut lines = vec![a.url("/status/429?retry_after=1")];
+    // Ten jobs for host a among 230 slow ones for host b: enough b work to outlast the
+    // cool-down, and enough workers that a's waiting jobs cannot hold them all.
+    for i in 0..240 {
+        lines.push(if i % 24 == 0 {
+            a.url("/ok")
+        } else {
+            b.url("/delay/100")
+        });
+    }
+    let config = Config {
+        retries: 1,
+        concurrency: 32,
+        workers: 32,
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert_eq!(rows.len(), 241);
+    assert_eq!(rows[0].get("status"), "429");
+    assert_eq!(rows[0].get("attempts"), "2");
+
+    let arr_a = a.arrivals();
+    let first_429 = arr_a
+        .iter()
+        .find(|x| x.path.starts_with("/status/429"))
+        .expect("the 429 arrived")
+        .at;
+    // Requests sent before the 429 came back may land just after it; after that, host a is
+    // quiet until a second has passed.
+    let early = first_429 + Duration::from_millis(100);
+    let quiet_until = first_429 + Duration::from_secs(1);
+    let offenders: Vec<Duration> = arr_a
+        .iter()
+        .filter(|x| x.at > early && x.at < quiet_until)
+        .map(|x| x.at - first_429)
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "host a got requests during its cool-down at {offenders:?}"
+    );
+    let b_during = b
+        .arrivals()
+        .iter()
+        .filter(|x| x.at > early && x.at < quiet_until)
+        .count();
+    assert!(b_during > 0, "host b went on during host a's cool-down");
+}

@@ -1,0 +1,234 @@
+//! Stopping and resuming: Ctrl-C / SIGTERM stop intake, let requests in flight finish,
+//! flush and exit 130; a second Ctrl-C exits at once; `--resume` finishes the list so that
+//! every index appears exactly once, even after SIGKILL.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ratefetch::config::{InputSource, OutputTarget};
+use ratefetch::units::Rate;
+use ratefetch::{Config, Shutdown};
+use support::report::{assert_each_index_once, read_csv, test_config};
+use support::server::Server;
+
+fn spawn(args: &[&str], list: &Path, report: &Path) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("ratefetch"))
+        .args(args)
+        .arg("-o")
+        .arg(report)
+        .arg(list)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting ratefetch")
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+fn write_list(dir: &Path, urls: impl Iterator<Item = String>) -> std::path::PathBuf {
+    let list = dir.join("urls.txt");
+    let text: String = urls.map(|u| u + "\n").collect();
+    std::fs::write(&list, text).unwrap();
+    list
+}
+
+fn wait_output(child: Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().expect("waiting for ratefetch");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctrl_c_flushes_exits_130_and_resume_does_the_rest_exactly_once() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(
+        dir.path(),
+        (0..100).map(|i| server.url(&format!("/ok?{i}"))),
+    );
+    let report = dir.path().join("report.csv");
+
+    let child = spawn(&["-r", "20/s"], &list, &report);
+    assert_eq!(server.wait_arrivals(10, Duration::from_secs(20)).len(), 10);
+    signal(&child, libc::SIGINT);
+    let (code, stderr) = wait_output(child);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let partial = read_csv(&report);
+    assert!(
+        partial.len() >= 10 && partial.len() < 100,
+        "{} rows",
+        partial.len()
+    );
+    let indices: std::collections::HashSet<u64> = partial.iter().map(|r| r.index()).collect();
+    assert_eq!(indices.len(), partial.len(), "no index twice");
+
+    let child = spawn(&["-q", "-r", "unlimited", "--resume"], &list, &report);
+    let (code, stderr) = wait_output(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let all = read_csv(&report);
+    assert_each_index_once(&all, 1..=100);
+    // Jobs stopped before they were sent were not sent: each URL reached the server once.
+    let arrivals = server.arrivals();
+    let total = 10 + arrivals.len();
+    assert_eq!(
+        total, 100,
+        "each URL fetched exactly once across the two runs"
+    );
+}
+
+#[test]
+fn sigterm_stops_like_ctrl_c() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), (0..100).map(|_| server.url("/ok")));
+    let report = dir.path().join("report.csv");
+    let child = spawn(&["-r", "20/s"], &list, &report);
+    assert_eq!(server.wait_arrivals(3, Duration::from_secs(20)).len(), 3);
+    signal(&child, libc::SIGTERM);
+    let (code, stderr) = wait_output(child);
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(read_csv(&report).len() < 100);
+}
+
+#[test]
+fn second_ctrl_c_exits_at_once_without_waiting_for_the_grace_period() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![server.url("/ok")];
+    urls.extend((0..4).map(|_| server.url("/delay/60000")));
+    let list = write_list(dir.path(), urls.into_iter());
+    let report = dir.path().join("report.csv");
+    let child = spawn(&["-r", "unlimited", "--grace", "120s"], &list, &report);
+    assert_eq!(server.wait_arrivals(5, Duration::from_secs(20)).len(), 5);
+    let mut child = child;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    signal(&child, libc::SIGINT);
+    // The first stop waits (up to 120 s) for the four slow requests; once it is under way
+    // (the notice is printed), the second ends it.
+    let mut line = String::new();
+    while !line.contains("stopping") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "stderr ended before the notice"
+        );
+    }
+    signal(&child, libc::SIGINT);
+    let code = child.wait().unwrap().code();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("interrupted"), "{rest}");
+    assert_eq!(code, Some(130));
+    let rows = read_csv(&report);
+    // What finished is there; the aborted requests wrote no row.
+    assert_each_index_once(&rows, [1]);
+}
+
+#[test]
+fn stop_lets_requests_in_flight_finish_and_writes_their_rows() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), (0..20).map(|_| server.url("/delay/300")));
+    let report = dir.path().join("report.csv");
+    let config = Config {
+        input: InputSource::Path(list),
+        output: OutputTarget::Path(report.clone()),
+        rate: Rate::Unlimited,
+        concurrency: 4,
+        workers: 4,
+        grace: Duration::from_secs(30),
+        ..test_config()
+    };
+    let shutdown = Shutdown::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = rt.spawn(ratefetch::run(config, shutdown.clone()));
+    assert_eq!(server.wait_arrivals(4, Duration::from_secs(20)).len(), 4);
+    shutdown.stop.cancel();
+    let summary = rt.block_on(run).unwrap().unwrap();
+    assert!(summary.interrupted);
+    let rows = read_csv(&report);
+    assert_eq!(rows.len(), 4, "the four requests in flight finished");
+    assert!(rows.iter().all(|r| r.get("status") == "200"));
+    assert!(
+        server.arrivals().is_empty(),
+        "nothing new was sent after the stop"
+    );
+}
+
+#[test]
+fn grace_period_ends_requests_still_in_flight_without_rows() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), (0..4).map(|_| server.url("/delay/60000")));
+    let report = dir.path().join("report.csv");
+    let config = Config {
+        input: InputSource::Path(list),
+        output: OutputTarget::Path(report.clone()),
+        grace: Duration::from_millis(200),
+        ..test_config()
+    };
+    let shutdown = Shutdown::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = rt.spawn(ratefetch::run(config, shutdown.clone()));
+    assert_eq!(server.wait_arrivals(4, Duration::from_secs(20)).len(), 4);
+    shutdown.stop.cancel();
+    let summary = rt.block_on(run).unwrap().unwrap();
+    assert!(summary.interrupted);
+    assert_eq!(summary.not_done, 4);
+    assert!(read_csv(&report).is_empty());
+}
+
+#[test]
+fn sigkill_at_random_points_then_resume_gives_each_index_exactly_once() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 4000u64;
+    let list = write_list(dir.path(), (0..n).map(|i| server.url(&format!("/ok?{i}"))));
+    let report = dir.path().join("report.csv");
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    for round in 0..5 {
+        let resume: &[&str] = if round == 0 { &[] } else { &["--resume"] };
+        let mut args = vec!["-q", "-r", "1000/s"];
+        args.extend_from_slice(resume);
+        let mut child = spawn(&args, &list, &report);
+        // Kill after a random number of requests (0.05 to 1.5 s of work), so the kill lands
+        // before, between and after writes (a 64 KiB buffer, flushed every second).
+        let wait_for = rng.usize(50..1500);
+        assert_eq!(
+            server
+                .wait_arrivals(wait_for, Duration::from_secs(20))
+                .len(),
+            wait_for
+        );
+        signal(&child, libc::SIGKILL);
+        child.wait().unwrap();
+        // Whatever the moment, the file is CSV but for perhaps a torn last line.
+        let text = std::fs::read(&report).unwrap();
+        let whole = &text[..text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)];
+        let (_, rows) = support::report::parse_csv(whole);
+        let unique: std::collections::HashSet<u64> = rows.iter().map(|r| r.index()).collect();
+        assert_eq!(unique.len(), rows.len(), "round {round}: an index twice");
+    }
+    let child = spawn(&["-q", "-r", "unlimited", "--resume"], &list, &report);
+    let (code, stderr) = wait_output(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_each_index_once(&read_csv(&report), 1..=n);
+}
