@@ -12,8 +12,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::config::Format;
 use crate::error::{ErrorKind, Failure};
-use crate::sink::DoneSet;
+use crate::sink::{report_url, DoneSet};
 
 /// Lines longer than this are not URLs; they become `invalid_url` rows and only this many
 /// bytes of them are ever held in memory.
@@ -200,13 +201,59 @@ fn read_capped_line(
     }
 }
 
+/// The jobs a resumed report already holds, and the report's format (to compare URLs as
+/// it wrote them).
+#[derive(Debug, Clone)]
+pub struct Skip {
+    pub set: DoneSet,
+    pub format: Format,
+}
+
+fn not_the_same_input(index: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "line {index} is not the URL the report holds for index {index}; \
+             --resume needs the same input the report was made from"
+        ),
+    )
+}
+
+/// Checks, before anything is fetched, that `reader` is the input `skip` was made from:
+/// every done index is a line of it with the same URL.
+pub fn verify_resume(reader: impl BufRead, skip: &Skip) -> io::Result<()> {
+    let mut lines = LineReader::new(reader);
+    let mut seen = 0u64;
+    while let Some(job) = lines.next_job()? {
+        match skip
+            .set
+            .matches(job.index, &report_url(skip.format, &job.url))
+        {
+            Some(true) => seen += 1,
+            Some(false) => return Err(not_the_same_input(job.index)),
+            None => {}
+        }
+    }
+    if seen != skip.set.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the report holds {} rows for lines this input does not have; \
+                 --resume needs the same input the report was made from",
+                skip.set.len() - seen
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Streams `reader` into `jobs` on a dedicated thread until the input ends, `stop` is
 /// cancelled or the channel is closed. Jobs whose index is in `skip` (already in a resumed
 /// report) are not sent.
 pub fn spawn_reader(
     reader: Box<dyn BufRead + Send>,
     jobs: async_channel::Sender<Job>,
-    skip: Option<Arc<DoneSet>>,
+    skip: Option<Arc<Skip>>,
     stop: CancellationToken,
     progress: Arc<InputProgress>,
 ) -> std::thread::JoinHandle<io::Result<()>> {
@@ -218,8 +265,15 @@ pub fn spawn_reader(
                 if stop.is_cancelled() {
                     return Ok(());
                 }
-                if skip.as_ref().is_some_and(|s| s.contains(job.index)) {
-                    continue;
+                if let Some(done) = &skip {
+                    match done
+                        .set
+                        .matches(job.index, &report_url(done.format, &job.url))
+                    {
+                        Some(true) => continue,
+                        Some(false) => return Err(not_the_same_input(job.index)),
+                        None => {}
+                    }
                 }
                 progress.jobs.fetch_add(1, Ordering::Relaxed);
                 if jobs.send_blocking(job).is_err() {
@@ -323,16 +377,53 @@ mod tests {
     }
 
     #[test]
+    fn resume_verification_refuses_another_input() {
+        let mut set = DoneSet::default();
+        set.insert(1, "http://a.test/1");
+        let skip = Skip {
+            set,
+            format: Format::Csv,
+        };
+        assert!(verify_resume(&b"http://a.test/1\nhttp://a.test/2\n"[..], &skip).is_ok());
+        let err = verify_resume(&b"http://b.test/1\n"[..], &skip).unwrap_err();
+        assert!(err.to_string().contains("same input"), "{err}");
+        let err = verify_resume(&b"\nhttp://a.test/1\n"[..], &skip).unwrap_err();
+        assert!(err.to_string().contains("line"), "{err}");
+    }
+
+    #[test]
+    fn reader_thread_refuses_a_line_that_differs_from_the_report() {
+        let (tx, _rx) = async_channel::bounded(4);
+        let mut set = DoneSet::default();
+        set.insert(1, "http://a.test/1");
+        let input: &'static [u8] = b"http://other.test/\n";
+        let t = spawn_reader(
+            Box::new(input),
+            tx,
+            Some(Arc::new(Skip {
+                set,
+                format: Format::Csv,
+            })),
+            CancellationToken::new(),
+            Arc::new(InputProgress::default()),
+        );
+        assert!(t.join().unwrap().is_err());
+    }
+
+    #[test]
     fn reader_thread_skips_done_indices_and_reports_the_total() {
         let (tx, rx) = async_channel::bounded(4);
         let mut done = DoneSet::default();
-        done.insert(2);
+        done.insert(2, "http://a.test/2");
         let progress = Arc::new(InputProgress::default());
         let input: &'static [u8] = b"http://a.test/1\nhttp://a.test/2\nhttp://a.test/3\n";
         let t = spawn_reader(
             Box::new(input),
             tx,
-            Some(Arc::new(done)),
+            Some(Arc::new(Skip {
+                set: done,
+                format: Format::Csv,
+            })),
             CancellationToken::new(),
             progress.clone(),
         );

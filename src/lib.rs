@@ -40,6 +40,7 @@ pub use pool::Shutdown;
 pub use progress::Summary;
 
 use config::{InputSource, OutputTarget};
+use input::Skip;
 use sink::Sink;
 
 /// Opens the input and the output named by `config` (both before the first request, so a
@@ -65,13 +66,29 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
         OutputTarget::Stdout => (Sink::new(Box::new(std::io::stdout()), config.format), None),
         OutputTarget::Path(path) if config.resume => {
             let resumed = sink::resume(path, config.format)?;
+            let skip = Skip {
+                set: resumed.done,
+                format: resumed.format,
+            };
+            // A file input is checked whole before anything is fetched, so that a resume with
+            // the wrong list never appends to the report. (Stdin is checked as it streams.)
+            if let InputSource::Path(input_path) = &config.input {
+                let file = File::open(input_path).map_err(|source| Error::Input {
+                    path: input_path.clone(),
+                    source,
+                })?;
+                input::verify_resume(BufReader::new(file), &skip).map_err(|e| Error::Resume {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
             let out: Box<dyn Write + Send> = Box::new(resumed.file);
             let sink = if resumed.fresh {
                 Sink::new(out, config.format)
             } else {
                 Ok(Sink::without_header(out, config.format))
             };
-            (sink, Some(Arc::new(resumed.done)))
+            (sink, Some(Arc::new(skip)))
         }
         OutputTarget::Path(path) => {
             let file = File::create(path).map_err(|source| Error::Output {

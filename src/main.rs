@@ -9,6 +9,7 @@ use ratefetch::error::{exit, exit_code};
 use ratefetch::Shutdown;
 
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
             if !quiet {
                 eprintln!("ratefetch: {summary}");
                 if summary.interrupted {
-                    eprintln!("ratefetch: to finish, run the same command with --resume");
+                    eprintln!("ratefetch: to finish, run: {}", resume_command());
                 }
             }
             ExitCode::from(if summary.interrupted {
@@ -69,6 +70,49 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// This run's command line with `--resume` added (if it is not there), quoted for a POSIX
+/// shell.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    args.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// A panic inside a job becomes that job's row (see `pool`); the user sees one line, not a
+/// backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("ratefetch: internal error{location}: {message}");
+    }));
 }
 
 /// First Ctrl-C or SIGTERM: stop (in-flight requests get the grace period). Second: abort.

@@ -30,10 +30,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::{Fetcher, Outcome};
+use crate::input::Skip;
 use crate::input::{self, InputProgress, Job};
 use crate::limits::Limits;
 use crate::progress::{Progress, Stats, Summary};
-use crate::sink::{DoneSet, Sink};
+use crate::sink::Sink;
 
 /// How a run is told to stop. Cloning shares the tokens.
 #[derive(Debug, Clone, Default)]
@@ -57,12 +58,46 @@ pub async fn run(
     config: Arc<Config>,
     input: Box<dyn BufRead + Send>,
     sink: Sink,
-    skip: Option<Arc<DoneSet>>,
+    skip: Option<Arc<Skip>>,
+    shutdown: Shutdown,
+) -> Result<Summary, Error> {
+    let limits = Arc::new(Limits::new(&config));
+    let fetcher = Arc::new(Fetcher::new(config.clone(), limits)?);
+    run_with(config, fetcher, input, sink, skip, shutdown).await
+}
+
+/// What a worker does with one job: `Fetcher` in a real run; tests and other programs can
+/// wrap or replace it. Returns `None` when the run stopped before the job finished (no row).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        job: &Job,
+        buf: &mut Vec<u8>,
+        shutdown: &Shutdown,
+    ) -> impl std::future::Future<Output = Option<Outcome>> + Send;
+}
+
+impl Handler for Fetcher {
+    fn handle(
+        &self,
+        job: &Job,
+        buf: &mut Vec<u8>,
+        shutdown: &Shutdown,
+    ) -> impl std::future::Future<Output = Option<Outcome>> + Send {
+        self.fetch(job, buf, shutdown)
+    }
+}
+
+/// `run` with a given job handler.
+pub async fn run_with<H: Handler>(
+    config: Arc<Config>,
+    handler: Arc<H>,
+    input: Box<dyn BufRead + Send>,
+    sink: Sink,
+    skip: Option<Arc<Skip>>,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
-    let limits = Arc::new(Limits::new(&config));
-    let fetcher = Arc::new(Fetcher::new(config.clone(), limits)?);
     let input_progress = Arc::new(InputProgress::default());
 
     // A few jobs per worker keep every worker busy without reading ahead of the run.
@@ -103,7 +138,7 @@ pub async fn run(
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..config.workers {
         workers.spawn(worker(
-            fetcher.clone(),
+            handler.clone(),
             job_rx.clone(),
             out_tx.clone(),
             shutdown.clone(),
@@ -129,9 +164,10 @@ pub async fn run(
 
     let interrupted = shutdown.stop.is_cancelled();
     let input_finished = input_progress.finished.load(Ordering::Acquire);
-    // The input thread is done unless the run was stopped (it may then sit in a read of a
-    // terminal or pipe; it ends with the process).
-    if !interrupted && reader.is_finished() || input_finished {
+    // Unless the run was stopped, the workers ended because the input thread closed the
+    // channel, so it is ending; if stopped, it may sit in a read of a terminal or pipe and
+    // ends with the process.
+    if !interrupted || input_finished {
         if let Ok(Err(e)) = reader.join() {
             return Err(Error::Input {
                 path: config.input.display_path(),
@@ -149,8 +185,8 @@ pub async fn run(
     })
 }
 
-async fn worker(
-    fetcher: Arc<Fetcher>,
+async fn worker<H: Handler>(
+    handler: Arc<H>,
     jobs: async_channel::Receiver<Job>,
     out: mpsc::Sender<Outcome>,
     shutdown: Shutdown,
@@ -166,7 +202,7 @@ async fn worker(
                 Err(_) => return,
             },
         };
-        let result = AssertUnwindSafe(fetcher.fetch(&job, &mut buf, &shutdown))
+        let result = AssertUnwindSafe(handler.handle(&job, &mut buf, &shutdown))
             .catch_unwind()
             .await;
         let outcome = match result {

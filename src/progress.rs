@@ -3,7 +3,7 @@
 //! counters and the summary line.
 
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,7 @@ impl fmt::Display for Summary {
             self.rate()
         )?;
         if self.interrupted {
-            write!(f, "; interrupted: {} started jobs not done", self.not_done)?;
+            write!(f, "; interrupted: {} jobs not done", self.not_done)?;
             if !self.input_finished {
                 write!(f, " and the rest of the input not read")?;
             }
@@ -93,8 +93,16 @@ impl fmt::Display for Summary {
 /// The progress display of a run.
 pub enum Progress {
     Off,
-    Bar { bar: ProgressBar, sized: bool },
-    Plain { next: Instant, started: Instant },
+    Bar {
+        bar: ProgressBar,
+        sized: bool,
+    },
+    Plain {
+        out: Box<dyn Write + Send>,
+        every: Duration,
+        next: Instant,
+        started: Instant,
+    },
 }
 
 impl Progress {
@@ -113,11 +121,18 @@ impl Progress {
             );
             Progress::Bar { bar, sized: false }
         } else {
-            let now = Instant::now();
-            Progress::Plain {
-                next: now + PLAIN_EVERY,
-                started: now,
-            }
+            Progress::plain(Box::new(std::io::stderr()), PLAIN_EVERY)
+        }
+    }
+
+    /// Plain lines to `out`, at most one per `every`.
+    pub fn plain(out: Box<dyn Write + Send>, every: Duration) -> Progress {
+        let now = Instant::now();
+        Progress::Plain {
+            out,
+            every,
+            next: now + every,
+            started: now,
         }
     }
 
@@ -143,12 +158,17 @@ impl Progress {
                     bar.set_message(format!("{failed} errors"));
                 }
             }
-            Progress::Plain { next, started } => {
+            Progress::Plain {
+                out,
+                every,
+                next,
+                started,
+            } => {
                 let now = Instant::now();
                 if now < *next {
                     return;
                 }
-                *next = now + PLAIN_EVERY;
+                *next = now + *every;
                 let secs = now.duration_since(*started).as_secs_f64();
                 let rate = stats.rows as f64 / secs.max(1e-9);
                 let mut line = format!("ratefetch: {} rows", stats.rows);
@@ -163,7 +183,9 @@ impl Progress {
                         ));
                     }
                 }
-                eprintln!(
+                // Progress is best effort: a closed stderr must not end the run.
+                let _ = writeln!(
+                    out,
                     "{line}, {rate:.1} rows/s, {} errors",
                     stats.failed + stats.http_errors
                 );
@@ -215,6 +237,64 @@ mod tests {
         );
     }
 
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_progress_prints_done_total_rate_eta_and_errors() {
+        let out = Shared::default();
+        let mut p = Progress::plain(Box::new(out.clone()), Duration::ZERO);
+        let input = InputProgress::default();
+        input.jobs.store(10, Ordering::Relaxed);
+        let stats = Stats {
+            rows: 3,
+            ok: 2,
+            failed: 1,
+            attempts: 3,
+            ..Stats::default()
+        };
+        p.update(&stats, &input);
+        input.finished.store(true, Ordering::Release);
+        p.update(&stats, &input);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        // Before the input is read to its end, the total is unknown.
+        assert!(lines[0].starts_with("ratefetch: 3 rows, "), "{}", lines[0]);
+        assert!(
+            lines[1].starts_with("ratefetch: 3/10 rows, eta "),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].contains("rows/s") && lines[1].ends_with("1 errors"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn plain_progress_waits_for_its_interval() {
+        let out = Shared::default();
+        let mut p = Progress::plain(Box::new(out.clone()), Duration::from_secs(3600));
+        p.update(&Stats::default(), &InputProgress::default());
+        assert!(out.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn quiet_means_no_progress() {
+        assert!(matches!(Progress::new(true), Progress::Off));
+    }
+
     #[test]
     fn summary_line_names_the_counts_and_the_rate() {
         let sum = Summary {
@@ -233,7 +313,7 @@ mod tests {
         assert_eq!(
             sum.to_string(),
             "10 rows (7 2xx/3xx, 2 4xx/5xx, 1 failed) in 2.00s, 20 requests, 10.0 req/s; \
-             interrupted: 3 started jobs not done and the rest of the input not read"
+             interrupted: 3 jobs not done and the rest of the input not read"
         );
     }
 }

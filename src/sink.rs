@@ -31,29 +31,53 @@ pub const COLUMNS: [&str; 12] = [
     "started_at",
 ];
 
-/// The set of job indices already in a report. A bitset: 10 million indices take 1.25 MB.
+/// The job indices already in a report, each with a one-byte tag of its URL, so that a
+/// resume can tell that the input is not the one the report was made from. One byte per
+/// input line: 10 million lines take 10 MB.
 #[derive(Debug, Default, Clone)]
 pub struct DoneSet {
-    bits: Vec<u64>,
+    /// `tags[index]`: 0 when not done, else the URL's tag (1..=255).
+    tags: Vec<u8>,
     len: u64,
 }
 
+/// FNV-1a folded into 1..=255: stable across runs and Rust versions, unlike std's hasher.
+fn url_tag(url: &str) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in url.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h % 255) as u8 + 1
+}
+
 impl DoneSet {
-    pub fn insert(&mut self, index: u64) -> bool {
-        let (word, bit) = ((index / 64) as usize, index % 64);
-        if word >= self.bits.len() {
-            self.bits.resize(word + 1, 0);
+    /// Marks `index` done with the URL cell found in the report. Returns false if it was
+    /// already there (a report with an index twice).
+    pub fn insert(&mut self, index: u64, url: &str) -> bool {
+        let i = usize::try_from(index).expect("indices fit in memory");
+        if i >= self.tags.len() {
+            self.tags.resize(i + 1, 0);
         }
-        let fresh = self.bits[word] & (1 << bit) == 0;
-        self.bits[word] |= 1 << bit;
+        let fresh = self.tags[i] == 0;
+        self.tags[i] = url_tag(url);
         self.len += u64::from(fresh);
         fresh
     }
 
     pub fn contains(&self, index: u64) -> bool {
-        self.bits
-            .get((index / 64) as usize)
-            .is_some_and(|w| w & (1 << (index % 64)) != 0)
+        self.tag(index).is_some()
+    }
+
+    fn tag(&self, index: u64) -> Option<u8> {
+        let i = usize::try_from(index).ok()?;
+        self.tags.get(i).copied().filter(|t| *t != 0)
+    }
+
+    /// For a done index, whether `url` (as the report writes it) matches the report's cell:
+    /// `None` when the index is not done. A different URL is caught with probability 254/255
+    /// per line.
+    pub fn matches(&self, index: u64, report_url: &str) -> Option<bool> {
+        self.tag(index).map(|t| t == url_tag(report_url))
     }
 
     /// How many indices are in the set.
@@ -63,6 +87,14 @@ impl DoneSet {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// The `url` cell as the report holds it, in `format`.
+pub fn report_url(format: Format, url: &str) -> Cow<'_, str> {
+    match format {
+        Format::Csv => csv_text(url),
+        Format::Jsonl => one_line(url),
     }
 }
 
@@ -120,7 +152,7 @@ impl Sink {
     pub fn new(out: Box<dyn Write + Send>, format: Format) -> io::Result<Sink> {
         let mut sink = Sink::without_header(out, format);
         if let Encoder::Csv(w) = &mut sink.enc {
-            w.write_record(COLUMNS)?;
+            w.write_record(COLUMNS).map_err(csv_io)?;
         }
         Ok(sink)
     }
@@ -150,7 +182,7 @@ impl Sink {
     /// Writes one row.
     pub fn write(&mut self, o: &Outcome) -> io::Result<()> {
         match &mut self.enc {
-            Encoder::Csv(w) => write_csv(w, &mut self.int, o)?,
+            Encoder::Csv(w) => write_csv(w, &mut self.int, o).map_err(csv_io)?,
             Encoder::Jsonl(w) => write_jsonl(w, o)?,
         }
         self.rows += 1;
@@ -194,6 +226,14 @@ fn write_csv(
     w.write_record(None::<&[u8]>)
 }
 
+/// The I/O error inside a csv error, so that its kind (a broken pipe, a full disk) survives.
+fn csv_io(err: csv::Error) -> io::Error {
+    match err.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
 fn write_jsonl(w: &mut impl Write, o: &Outcome) -> io::Result<()> {
     use serde_json::{json, Value};
     let text = |s: &Option<String>| match s {
@@ -218,11 +258,17 @@ fn write_jsonl(w: &mut impl Write, o: &Outcome) -> io::Result<()> {
     w.write_all(b"\n")
 }
 
+/// The largest index a resumed report may hold (the done set takes a byte per index; a
+/// damaged cell must not make it allocate terabytes).
+const MAX_INDEX: u64 = 1 << 32;
+
 /// An earlier report opened for `--resume`: positioned at its end, torn last line removed.
 pub struct Resumed {
     pub file: File,
-    /// Job indices already in the report.
+    /// Job indices already in the report, with their URL tags.
     pub done: DoneSet,
+    /// The format of the report (to compare URLs as the report writes them).
+    pub format: Format,
     /// True when the file was empty (the header must be written).
     pub fresh: bool,
     /// Bytes of a torn last line that were cut.
@@ -276,8 +322,11 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
                 let index = record
                     .get(0)
                     .and_then(|i| i.parse::<u64>().ok())
-                    .ok_or_else(|| refuse(format!("row {} has no index", n + 2)))?;
-                done.insert(index);
+                    .filter(|i| *i <= MAX_INDEX)
+                    .ok_or_else(|| refuse(format!("row {} has no valid index", n + 2)))?;
+                if !done.insert(index, record.get(1).unwrap_or("")) {
+                    return Err(refuse(format!("index {index} appears twice")));
+                }
             }
         }
         Format::Jsonl => {
@@ -286,13 +335,21 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let index = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
+                let row = serde_json::from_str::<serde_json::Value>(&line).ok();
+                let index = row
+                    .as_ref()
                     .and_then(|v| v.get("index").and_then(|i| i.as_u64()))
+                    .filter(|i| *i <= MAX_INDEX)
                     .ok_or_else(|| {
                         refuse(format!("line {} is not a ratefetch JSONL row", n + 1))
                     })?;
-                done.insert(index);
+                let url = row
+                    .as_ref()
+                    .and_then(|v| v.get("url").and_then(|u| u.as_str()))
+                    .unwrap_or("");
+                if !done.insert(index, url) {
+                    return Err(refuse(format!("index {index} appears twice")));
+                }
             }
             fresh = false;
         }
@@ -302,6 +359,7 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
     Ok(Resumed {
         file,
         done,
+        format,
         fresh,
         repaired: len - keep,
     })
@@ -468,11 +526,14 @@ mod tests {
     #[test]
     fn done_set_inserts_and_counts() {
         let mut d = DoneSet::default();
-        assert!(d.insert(1));
-        assert!(d.insert(10_000_000));
-        assert!(!d.insert(1));
+        assert!(d.insert(1, "http://a.test/"));
+        assert!(d.insert(10_000_000, "http://b.test/"));
+        assert!(!d.insert(1, "http://a.test/"));
         assert!(d.contains(1) && d.contains(10_000_000) && !d.contains(2));
         assert_eq!(d.len(), 2);
+        assert_eq!(d.matches(1, "http://a.test/"), Some(true));
+        assert_eq!(d.matches(1, "http://other.test/"), Some(false));
+        assert_eq!(d.matches(2, "http://a.test/"), None);
     }
 
     #[test]
@@ -484,6 +545,7 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let r = resume(&path, Format::Csv).unwrap();
         assert!(r.done.contains(7) && !r.done.contains(9));
+        assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
         assert_eq!(r.done.len(), 1);
         assert!(r.repaired > 0 && !r.fresh);
         drop(r);
@@ -498,6 +560,15 @@ mod tests {
         std::fs::write(&path, "a,b\n1,2\n").unwrap();
         let err = resume(&path, Format::Csv).err().unwrap();
         assert!(err.to_string().contains("columns"), "{err}");
+    }
+
+    #[test]
+    fn resume_refuses_a_report_with_an_index_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, render(Format::Csv, &[sample(), sample()])).unwrap();
+        let err = resume(&path, Format::Csv).err().unwrap();
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]
@@ -516,5 +587,6 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let r = resume(&path, Format::Jsonl).unwrap();
         assert!(r.done.contains(7) && !r.done.contains(8));
+        assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
     }
 }

@@ -232,3 +232,76 @@ fn sigkill_at_random_points_then_resume_gives_each_index_exactly_once() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_each_index_once(&read_csv(&report), 1..=n);
 }
+
+#[test]
+fn resume_with_another_input_is_refused_and_the_report_untouched() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), (0..5).map(|i| server.url(&format!("/ok?{i}"))));
+    let report = dir.path().join("report.csv");
+    let (code, stderr) = wait_output(spawn(&["-q", "-r", "unlimited"], &list, &report));
+    assert_eq!(code, Some(0), "{stderr}");
+    let before = std::fs::read(&report).unwrap();
+    server.arrivals();
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = write_list(
+        other_dir.path(),
+        (0..8).map(|i| server.url(&format!("/other?{i}"))),
+    );
+    let (code, stderr) = wait_output(spawn(&["-r", "unlimited", "--resume"], &other, &report));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("same input"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(
+        std::fs::read(&report).unwrap(),
+        before,
+        "the report is untouched"
+    );
+    assert!(server.arrivals().is_empty(), "nothing was fetched");
+}
+
+#[test]
+fn resume_with_other_columns_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(
+        dir.path(),
+        std::iter::once("http://127.0.0.1:9/".to_string()),
+    );
+    let report = dir.path().join("report.csv");
+    std::fs::write(&report, "name,price\nwidget,3\n").unwrap();
+    let (code, stderr) = wait_output(spawn(&["-r", "unlimited", "--resume"], &list, &report));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("columns"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&report).unwrap(),
+        "name,price\nwidget,3\n"
+    );
+}
+
+#[test]
+fn jsonl_reports_resume_too() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), (0..60).map(|i| server.url(&format!("/ok?{i}"))));
+    let report = dir.path().join("report.jsonl");
+    let child = spawn(&["-r", "20/s", "--format", "jsonl"], &list, &report);
+    assert_eq!(server.wait_arrivals(10, Duration::from_secs(20)).len(), 10);
+    signal(&child, libc::SIGINT);
+    let (code, stderr) = wait_output(child);
+    assert_eq!(code, Some(130), "{stderr}");
+    let args = ["-q", "-r", "unlimited", "--format", "jsonl", "--resume"];
+    let (code, stderr) = wait_output(spawn(&args, &list, &report));
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut indices: Vec<u64> = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (1..=60).collect::<Vec<_>>());
+}
