@@ -123,10 +123,14 @@ pub struct Cli {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusList(pub Vec<u16>);
 
+/// The most workers or requests in flight: far above what one machine's sockets allow,
+/// low enough that the pool's channels and semaphores cannot fail to allocate.
+pub const MAX_PARALLEL: usize = 100_000;
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err("expected a whole number above 0".to_string()),
+        Ok(n) if (1..=MAX_PARALLEL).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {MAX_PARALLEL}")),
     }
 }
 
@@ -375,6 +379,8 @@ mod tests {
             (&["-r", "0"], "--rate"),
             (&["--burst", "0"], "--burst"),
             (&["-c", "0"], "--concurrency"),
+            (&["--workers", "100000000"], "--workers"),
+            (&["--timeout", "1000y"], "--timeout"),
             (&["--timeout", "30"], "--timeout"),
             (&["--max-body", "ten"], "--max-body"),
             (&["-H", "no-colon"], "--header"),

@@ -5,13 +5,16 @@
 //!
 //! Nothing a server sends can make this module panic: every failure becomes an `Outcome`.
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, RETRY_AFTER, USER_AGENT};
-use reqwest::{redirect, Client, Response, StatusCode};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION,
+    PROXY_AUTHORIZATION, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE,
+};
+use reqwest::{redirect, Client, Method, Response, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
@@ -43,6 +46,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Attempts made (1 = no retry; 0 = the line was not a fetchable URL).
     pub attempts: u32,
+    /// HTTP requests sent: attempts plus redirect hops (not a report column).
+    pub requests: u32,
     /// From the first attempt to the last body byte, retries and waits included.
     pub elapsed: Duration,
     /// Body bytes received, after decompression (at most the cap).
@@ -68,53 +73,29 @@ impl Outcome {
     }
 }
 
-/// Why the redirect policy stopped following.
-#[derive(Debug)]
-enum RedirectStop {
-    TooMany(usize),
-    Scheme(String),
-}
+/// Request headers that are not sent to another host after a redirect (as browsers and
+/// reqwest do): credentials for one host must not leak to the next.
+const SENSITIVE: [HeaderName; 4] = [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE];
 
-impl fmt::Display for RedirectStop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RedirectStop::TooMany(n) => write!(f, "more than {n} redirects"),
-            RedirectStop::Scheme(s) => {
-                write!(
-                    f,
-                    "redirect to unsupported scheme '{s}:'; only http and https are followed"
-                )
-            }
-        }
-    }
-}
+/// The most of a body read (and dropped) to keep a connection reusable when its response is
+/// a redirect or a retryable status.
+const DRAIN_LIMIT: usize = 64 * 1024;
 
-impl StdError for RedirectStop {}
+/// How much of an HTML body is kept for the title: titles live in `<head>`.
+pub const TITLE_WINDOW: usize = 1 << 20;
 
-/// Builds the one client of a run.
+/// Builds the one client of a run. Redirects are not followed by reqwest: every hop goes
+/// through the limits like any request (see `Fetcher::fetch`).
 pub fn build_client(config: &Config) -> Result<Client, Error> {
-    let max = config.max_redirects;
-    // --max-redirects 0 reports the 3xx itself, as curl does without -L.
-    let policy = if max == 0 {
-        redirect::Policy::none()
-    } else {
-        redirect::Policy::custom(move |attempt| {
-            let scheme = attempt.url().scheme();
-            if scheme != "http" && scheme != "https" {
-                let scheme = scheme.to_string();
-                attempt.error(RedirectStop::Scheme(scheme))
-            } else if attempt.previous().len() > max {
-                attempt.error(RedirectStop::TooMany(max))
-            } else {
-                attempt.follow()
-            }
-        })
-    };
+    let mut headers = config.headers.clone();
+    for name in &SENSITIVE {
+        headers.remove(name);
+    }
     let mut builder = Client::builder()
         .use_rustls_tls()
-        .default_headers(config.headers.clone())
+        .default_headers(headers)
         .connect_timeout(config.connect_timeout)
-        .redirect(policy)
+        .redirect(redirect::Policy::none())
         .tcp_nodelay(true)
         .gzip(true)
         .brotli(true)
@@ -135,11 +116,15 @@ pub struct Fetcher {
     client: Client,
     config: Arc<Config>,
     limits: Arc<Limits>,
+    /// The `-H` headers of `SENSITIVE`, sent only to the job's own host.
+    sensitive: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// What one attempt produced.
-enum Attempt {
-    /// A response whose status asks for a retry; the body was not read.
+/// What one request produced.
+enum Step {
+    /// A redirect to follow, with its status.
+    Redirect(Url, u16),
+    /// A response whose status asks for a retry; the body was not kept.
     Retryable {
         status: u16,
         retry_after: Option<Duration>,
@@ -162,62 +147,112 @@ struct Head {
 impl Fetcher {
     pub fn new(config: Arc<Config>, limits: Arc<Limits>) -> Result<Fetcher, Error> {
         let client = build_client(&config)?;
+        let sensitive = config
+            .headers
+            .iter()
+            .filter(|(name, _)| SENSITIVE.contains(name))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         Ok(Fetcher {
             client,
             config,
             limits,
+            sensitive,
         })
     }
 
     /// Does one job. Returns `None` when the run stopped before the job finished (it then
     /// writes no row, so `--resume` does it again). `buf` is the worker's reusable body
     /// buffer. The returned outcome's `url` is empty; the caller moves the job's URL in.
+    ///
+    /// Every request — first attempt, retry or redirect hop — takes its permits and tokens
+    /// from `Limits` for the host it goes to, so the rate promise counts them all.
     pub async fn fetch(
         &self,
         job: &Job,
         buf: &mut Vec<u8>,
         shutdown: &Shutdown,
     ) -> Option<Outcome> {
-        let url = match &job.target {
+        let start = match &job.target {
             Ok(url) => url,
             Err(f) => return Some(Outcome::failed(job.index, String::new(), f.clone())),
         };
-        let host = self.limits.host(url.host_str().unwrap_or(""));
         let mut outcome = Outcome {
             index: job.index,
             ..Outcome::default()
         };
         let mut first_sent: Option<Instant> = None;
+        let max_hops = self.config.max_redirects;
         loop {
-            let pass = tokio::select! {
-                biased;
-                _ = shutdown.stop.cancelled() => return None,
-                pass = self.limits.acquire(&host) => pass,
-            };
-            let sent = Instant::now();
-            if first_sent.is_none() {
-                first_sent = Some(sent);
-                outcome.started_at = Some(SystemTime::now());
-            }
             outcome.attempts += 1;
             let may_retry = outcome.attempts <= self.config.retries;
-            let attempt = tokio::select! {
-                biased;
-                _ = shutdown.abort.cancelled() => return None,
-                a = tokio::time::timeout_at(sent + self.config.timeout, self.attempt(url, buf, may_retry)) => a,
+            let mut url = Cow::Borrowed(start);
+            let mut method = self.config.method.clone();
+            let mut with_body = true;
+            let mut hops = 0;
+            let step = loop {
+                let host = url.host_str().unwrap_or("");
+                let pass = tokio::select! {
+                    biased;
+                    _ = shutdown.stop.cancelled() => return None,
+                    pass = self.limits.acquire(host) => pass,
+                };
+                let sent = Instant::now();
+                if first_sent.is_none() {
+                    first_sent = Some(sent);
+                    outcome.started_at = Some(SystemTime::now());
+                }
+                outcome.requests += 1;
+                let own_host = host == start.host_str().unwrap_or("");
+                let request = self.request(&url, &method, with_body, own_host, buf, may_retry);
+                let deadline = sent
+                    .checked_add(self.config.timeout)
+                    .unwrap_or_else(far_future);
+                let step = tokio::select! {
+                    biased;
+                    _ = shutdown.abort.cancelled() => return None,
+                    step = tokio::time::timeout_at(deadline, request) => step,
+                };
+                drop(pass);
+                let step = step.unwrap_or_else(|_| {
+                    Step::Failed(Failure::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "no complete response within {}",
+                            humantime::format_duration(self.config.timeout)
+                        ),
+                    ))
+                });
+                let Step::Redirect(next, status) = step else {
+                    break step;
+                };
+                let scheme = next.scheme();
+                if scheme != "http" && scheme != "https" {
+                    break Step::Failed(Failure::new(
+                        ErrorKind::UnsupportedScheme,
+                        format!("redirect to unsupported scheme '{scheme}:'; only http and https are followed"),
+                    ));
+                }
+                if hops == max_hops {
+                    break Step::Failed(Failure::new(
+                        ErrorKind::RedirectLimit,
+                        format!("more than {max_hops} redirects (last to {next})"),
+                    ));
+                }
+                hops += 1;
+                // RFC 9110 §15.4.4: 303 means GET. 301 and 302 turn a POST into a GET, as
+                // browsers, curl and reqwest do.
+                if (status == 303 && method != Method::HEAD)
+                    || (matches!(status, 301 | 302) && method == Method::POST)
+                {
+                    method = Method::GET;
+                    with_body = false;
+                }
+                url = Cow::Owned(next);
             };
-            drop(pass);
-            let attempt = attempt.unwrap_or_else(|_| {
-                Attempt::Failed(Failure::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "no complete response within {}",
-                        humantime::format_duration(self.config.timeout)
-                    ),
-                ))
-            });
-            let wait = match attempt {
-                Attempt::Done(head, body_error) => {
+            let wait = match step {
+                Step::Redirect(..) => unreachable!("redirects are followed above"),
+                Step::Done(head, body_error) => {
                     outcome.set_head(head);
                     if let Some(f) = body_error {
                         outcome.error_kind = Some(f.kind);
@@ -225,7 +260,7 @@ impl Fetcher {
                     }
                     break;
                 }
-                Attempt::Failed(f) => {
+                Step::Failed(f) => {
                     let retryable = matches!(f.kind, ErrorKind::Connect | ErrorKind::Timeout);
                     outcome.error_kind = Some(f.kind);
                     outcome.error = Some(f.message);
@@ -234,7 +269,7 @@ impl Fetcher {
                     }
                     self.backoff(outcome.attempts)
                 }
-                Attempt::Retryable {
+                Step::Retryable {
                     status,
                     retry_after,
                     head,
@@ -250,7 +285,8 @@ impl Fetcher {
                     }
                     Some(ra) => {
                         // The whole host cools down, not only this job.
-                        self.limits.cool_down(&host, Instant::now() + ra);
+                        let host = url.host_str().unwrap_or("");
+                        self.limits.cool_down(host, ra);
                         ra
                     }
                     None => self.backoff(outcome.attempts),
@@ -280,18 +316,44 @@ impl Fetcher {
         ceiling.mul_f64(fastrand::f64())
     }
 
-    async fn attempt(&self, url: &Url, buf: &mut Vec<u8>, may_retry: bool) -> Attempt {
-        let mut request = self.client.request(self.config.method.clone(), url.clone());
-        if let Some(body) = &self.config.body {
-            request = request.body(body.clone());
+    /// Sends one request and reads its response.
+    async fn request(
+        &self,
+        url: &Url,
+        method: &Method,
+        with_body: bool,
+        own_host: bool,
+        buf: &mut Vec<u8>,
+        may_retry: bool,
+    ) -> Step {
+        let mut request = self.client.request(method.clone(), url.clone());
+        if with_body {
+            if let Some(body) = &self.config.body {
+                request = request.body(body.clone());
+            }
+        }
+        if own_host {
+            for (name, value) in &self.sensitive {
+                request = request.header(name, value);
+            }
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Attempt::Failed(classify(e)),
+            Err(e) => return Step::Failed(classify(e)),
         };
         let status = response.status();
-        if let Some(f) = self.unfollowed_redirect(&response) {
-            return Attempt::Failed(f);
+        // --max-redirects 0 reports the 3xx itself, as curl does without -L; so does a
+        // redirect without a usable Location.
+        if self.config.max_redirects > 0 && matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+            let next = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| response.url().join(l).ok());
+            if let Some(next) = next {
+                drain(response).await;
+                return Step::Redirect(next, status.as_u16());
+            }
         }
         let mut head = Head {
             status: status.as_u16(),
@@ -302,7 +364,8 @@ impl Fetcher {
         };
         if may_retry && self.config.retry_status.contains(&head.status) {
             let retry_after = retry_after(status, response.headers(), SystemTime::now());
-            return Attempt::Retryable {
+            drain(response).await;
+            return Step::Retryable {
                 status: head.status,
                 retry_after,
                 head,
@@ -313,29 +376,11 @@ impl Fetcher {
         if keep {
             head.title = extract::title(buf);
         }
-        Attempt::Done(head, body_error)
+        Step::Done(head, body_error)
     }
 
-    /// reqwest hands back, unfollowed, a redirect whose target is not an HTTP URI (such as
-    /// `file:///etc/passwd`); the policy never sees it. It is the same failure as a redirect
-    /// the policy refuses for its scheme.
-    fn unfollowed_redirect(&self, response: &Response) -> Option<Failure> {
-        if self.config.max_redirects == 0 || !response.status().is_redirection() {
-            return None;
-        }
-        let location = response.headers().get(LOCATION)?.to_str().ok()?;
-        let target = response.url().join(location).ok()?;
-        let scheme = target.scheme();
-        (scheme != "http" && scheme != "https").then(|| {
-            Failure::new(
-                ErrorKind::UnsupportedScheme,
-                RedirectStop::Scheme(scheme.to_string()).to_string(),
-            )
-        })
-    }
-
-    /// Streams the body, counting decompressed bytes and stopping at the cap. Keeps the body
-    /// in `buf` when `keep` (HTML, for the title).
+    /// Streams the body, counting decompressed bytes and stopping at the cap. Keeps up to
+    /// `TITLE_WINDOW` bytes of it in `buf` when `keep` (HTML, for the title).
     async fn read_body(
         &self,
         mut response: Response,
@@ -348,12 +393,12 @@ impl Fetcher {
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
+                    if keep && buf.len() < TITLE_WINDOW {
+                        let room = TITLE_WINDOW - buf.len();
+                        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
                     let len = chunk.len() as u64;
                     if *bytes + len > cap {
-                        let room = (cap - *bytes) as usize;
-                        if keep {
-                            buf.extend_from_slice(&chunk[..room]);
-                        }
                         *bytes = cap;
                         return Some(Failure::new(
                             ErrorKind::BodyTooLarge,
@@ -361,15 +406,30 @@ impl Fetcher {
                         ));
                     }
                     *bytes += len;
-                    if keep {
-                        buf.extend_from_slice(&chunk);
-                    }
                 }
                 Ok(None) => return None,
                 Err(e) => return Some(classify(e)),
             }
         }
     }
+}
+
+/// Reads and drops up to `DRAIN_LIMIT` bytes of a body that will not be used, so that a
+/// small one leaves its connection reusable; a larger one is dropped (and its connection
+/// closed) instead.
+async fn drain(mut response: Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > DRAIN_LIMIT {
+            return;
+        }
+    }
+}
+
+/// A deadline that never comes, for timeouts too large for `Instant`.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 impl Outcome {
@@ -414,12 +474,6 @@ pub fn classify(err: reqwest::Error) -> Failure {
 }
 
 fn kind_of(err: &reqwest::Error) -> ErrorKind {
-    if err.is_redirect() {
-        return match source_of::<RedirectStop>(err) {
-            Some(RedirectStop::Scheme(_)) => ErrorKind::UnsupportedScheme,
-            _ => ErrorKind::RedirectLimit,
-        };
-    }
     let text = error_text(err).to_ascii_lowercase();
     if err.is_connect() {
         if text.contains("dns error") || text.contains("failed to lookup address") {
@@ -446,17 +500,6 @@ fn kind_of(err: &reqwest::Error) -> ErrorKind {
         return ErrorKind::Body;
     }
     ErrorKind::Other
-}
-
-fn source_of<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(t) = e.downcast_ref::<T>() {
-            return Some(t);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// The error and its sources on one line, without repeating a source that the outer

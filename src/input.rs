@@ -209,47 +209,34 @@ pub struct Skip {
     pub format: Format,
 }
 
-fn not_the_same_input(index: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "line {index} is not the URL the report holds for index {index}; \
-             --resume needs the same input the report was made from"
-        ),
-    )
+/// The input of a `--resume` is not the one the report was made from.
+#[derive(Debug)]
+pub struct NotTheSameInput(pub String);
+
+impl std::fmt::Display for NotTheSameInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; --resume needs the input the report was made from",
+            self.0
+        )
+    }
 }
 
-/// Checks, before anything is fetched, that `reader` is the input `skip` was made from:
-/// every done index is a line of it with the same URL.
-pub fn verify_resume(reader: impl BufRead, skip: &Skip) -> io::Result<()> {
-    let mut lines = LineReader::new(reader);
-    let mut seen = 0u64;
-    while let Some(job) = lines.next_job()? {
-        match skip
-            .set
-            .matches(job.index, &report_url(skip.format, &job.url))
-        {
-            Some(true) => seen += 1,
-            Some(false) => return Err(not_the_same_input(job.index)),
-            None => {}
-        }
-    }
-    if seen != skip.set.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "the report holds {} rows for lines this input does not have; \
-                 --resume needs the same input the report was made from",
-                skip.set.len() - seen
-            ),
-        ));
-    }
-    Ok(())
+impl std::error::Error for NotTheSameInput {}
+
+fn not_the_same_input(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, NotTheSameInput(what))
 }
 
 /// Streams `reader` into `jobs` on a dedicated thread until the input ends, `stop` is
-/// cancelled or the channel is closed. Jobs whose index is in `skip` (already in a resumed
-/// report) are not sent.
+/// cancelled or the channel is closed.
+///
+/// With `skip` (a resumed report), jobs already in the report are not sent, and each one's
+/// URL is checked against the report. Jobs before the report's highest index are held back
+/// until that index has been checked, so that a resume with another input is refused
+/// before anything is fetched, even from stdin. (Those held jobs are the few that were in
+/// flight when the earlier run ended.)
 pub fn spawn_reader(
     reader: Box<dyn BufRead + Send>,
     jobs: async_channel::Sender<Job>,
@@ -261,6 +248,10 @@ pub fn spawn_reader(
         .name("ratefetch-input".into())
         .spawn(move || {
             let mut lines = LineReader::new(reader);
+            let hold_until = skip.as_ref().map_or(0, |s| s.set.max_index());
+            let mut held: Vec<Job> = Vec::new();
+            let mut checked = 0u64;
+            let send = |job: Job| jobs.send_blocking(job).is_ok();
             while let Some(job) = lines.next_job()? {
                 if stop.is_cancelled() {
                     return Ok(());
@@ -270,14 +261,45 @@ pub fn spawn_reader(
                         .set
                         .matches(job.index, &report_url(done.format, &job.url))
                     {
-                        Some(true) => continue,
-                        Some(false) => return Err(not_the_same_input(job.index)),
+                        Some(true) => {
+                            checked += 1;
+                            continue;
+                        }
+                        Some(false) => {
+                            return Err(not_the_same_input(format!(
+                                "line {} is not the URL the report holds for index {}",
+                                job.index, job.index
+                            )))
+                        }
                         None => {}
                     }
                 }
                 progress.jobs.fetch_add(1, Ordering::Relaxed);
-                if jobs.send_blocking(job).is_err() {
+                if job.index < hold_until {
+                    held.push(job);
+                    continue;
+                }
+                // Past the report's last index: everything done has been checked.
+                for job in held.drain(..) {
+                    if !send(job) {
+                        return Ok(());
+                    }
+                }
+                if !send(job) {
                     // The pool closed the channel: it is stopping.
+                    return Ok(());
+                }
+            }
+            if let Some(done) = &skip {
+                if checked != done.set.len() {
+                    return Err(not_the_same_input(format!(
+                        "the report holds {} rows for lines this input does not have",
+                        done.set.len() - checked
+                    )));
+                }
+            }
+            for job in held {
+                if !send(job) {
                     return Ok(());
                 }
             }
@@ -376,19 +398,49 @@ mod tests {
         assert_eq!((next.index, next.url.as_str()), (2, "http://b.test/"));
     }
 
-    #[test]
-    fn resume_verification_refuses_another_input() {
-        let mut set = DoneSet::default();
-        set.insert(1, "http://a.test/1");
+    fn read_all(input: &'static [u8], set: DoneSet) -> (io::Result<()>, Vec<u64>) {
+        let (tx, rx) = async_channel::bounded(64);
         let skip = Skip {
             set,
             format: Format::Csv,
         };
-        assert!(verify_resume(&b"http://a.test/1\nhttp://a.test/2\n"[..], &skip).is_ok());
-        let err = verify_resume(&b"http://b.test/1\n"[..], &skip).unwrap_err();
-        assert!(err.to_string().contains("same input"), "{err}");
-        let err = verify_resume(&b"\nhttp://a.test/1\n"[..], &skip).unwrap_err();
-        assert!(err.to_string().contains("line"), "{err}");
+        let t = spawn_reader(
+            Box::new(input),
+            tx,
+            Some(Arc::new(skip)),
+            CancellationToken::new(),
+            Arc::new(InputProgress::default()),
+        );
+        let result = t.join().unwrap();
+        let sent = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|j| j.index)
+            .collect();
+        (result, sent)
+    }
+
+    #[test]
+    fn resume_sends_nothing_before_the_report_is_checked() {
+        let mut set = DoneSet::default();
+        set.insert(3, "http://a.test/3");
+        // Line 3 differs: lines 1 and 2 (not done) must not have been sent.
+        let (result, sent) = read_all(
+            b"http://a.test/1\nhttp://a.test/2\nhttp://b.test/3\n",
+            set.clone(),
+        );
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert!(sent.is_empty(), "sent {sent:?} before the check failed");
+        // A shorter input than the report is refused too.
+        let (result, sent) = read_all(b"http://a.test/1\n", set.clone());
+        assert!(result.unwrap_err().to_string().contains("1 rows"));
+        assert!(sent.is_empty());
+        // The same input: the held jobs go out, the done one does not.
+        let (result, sent) = read_all(
+            b"http://a.test/1\nhttp://a.test/2\nhttp://a.test/3\nhttp://a.test/4\n",
+            set,
+        );
+        result.unwrap();
+        assert_eq!(sent, [1, 2, 4]);
     }
 
     #[test]

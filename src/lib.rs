@@ -70,18 +70,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
                 set: resumed.done,
                 format: resumed.format,
             };
-            // A file input is checked whole before anything is fetched, so that a resume with
-            // the wrong list never appends to the report. (Stdin is checked as it streams.)
-            if let InputSource::Path(input_path) = &config.input {
-                let file = File::open(input_path).map_err(|source| Error::Input {
-                    path: input_path.clone(),
-                    source,
-                })?;
-                input::verify_resume(BufReader::new(file), &skip).map_err(|e| Error::Resume {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            }
             let out: Box<dyn Write + Send> = Box::new(resumed.file);
             let sink = if resumed.fresh {
                 Sink::new(out, config.format)

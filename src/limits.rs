@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +32,15 @@ pub struct Limits {
     in_flight: Arc<Semaphore>,
     host_period: Option<Duration>,
     host_concurrency: Option<usize>,
-    /// Host name → its state. A std mutex: held only for a lookup, never across an await.
+    /// Host name → its state. Entries exist for every host seen when per-host limits are
+    /// set, and otherwise only for hosts that were told to cool down, so that a plain run
+    /// over millions of hosts does not grow this map. A std mutex: held only for a lookup,
+    /// never across an await.
     hosts: Mutex<HashMap<Box<str>, Arc<Host>>>,
+    /// The state of every host without an entry: no permits, no pace, never cooling.
+    unlimited: Arc<Host>,
+    /// Set once any host has cooled down; until then no cool-down lookup is needed.
+    any_cool_down: AtomicBool,
     /// The zero of the cool-down clocks.
     epoch: Instant,
 }
@@ -46,6 +53,16 @@ pub struct Host {
     permits: Option<Arc<Semaphore>>,
     /// No request to this host leaves before this many nanoseconds after `Limits::epoch`.
     cool_until: AtomicU64,
+}
+
+impl Host {
+    fn new(permits: Option<usize>) -> Host {
+        Host {
+            pace: tokio::sync::Mutex::new(None),
+            permits: permits.map(|n| Arc::new(Semaphore::new(n))),
+            cool_until: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Proof that a request may leave now. Holds the concurrency permits until dropped.
@@ -77,12 +94,18 @@ impl Limits {
             },
             host_concurrency: config.per_host_concurrency,
             hosts: Mutex::new(HashMap::new()),
+            unlimited: Arc::new(Host::new(None)),
+            any_cool_down: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
 
-    /// The state of `host`, created on first use.
-    pub fn host(&self, host: &str) -> Arc<Host> {
+    fn per_host_limits(&self) -> bool {
+        self.host_period.is_some() || self.host_concurrency.is_some()
+    }
+
+    /// The state of `host`: its entry, created on first use when per-host limits are set.
+    fn host(&self, host: &str, create: bool) -> Arc<Host> {
         let mut hosts = self
             .hosts
             .lock()
@@ -90,22 +113,24 @@ impl Limits {
         if let Some(h) = hosts.get(host) {
             return h.clone();
         }
-        let h = Arc::new(Host {
-            pace: tokio::sync::Mutex::new(None),
-            permits: self.host_concurrency.map(|n| Arc::new(Semaphore::new(n))),
-            cool_until: AtomicU64::new(0),
-        });
+        if !create {
+            return self.unlimited.clone();
+        }
+        let h = Arc::new(Host::new(self.host_concurrency));
         hosts.insert(host.into(), h.clone());
         h
     }
 
-    /// Waits until a request to `host` may leave: permits first, tokens last. Returns when
-    /// the request must be sent at once. Cancel-safe: dropping the future mid-wait takes
-    /// nothing.
-    pub async fn acquire(&self, host: &Host) -> Pass {
-        // The host permit first: a worker stuck behind a busy host must not sit on one of
-        // the global permits that other hosts could use.
-        let host_permit = match &host.permits {
+    /// Waits until a request to `host` may leave, and returns when it must be sent at once.
+    ///
+    /// The order: the host's permit; then, holding nothing global, the host's turn (its lock,
+    /// the end of its cool-down, its pace); then a global permit; then the global token,
+    /// last. A worker stuck behind a slow or cooling host therefore never sits on a global
+    /// permit that other hosts could use. Cancel-safe: dropping the future mid-wait takes
+    /// nothing that is not given back.
+    pub async fn acquire(&self, host: &str) -> Pass {
+        let state = self.host(host, self.per_host_limits());
+        let host_permit = match &state.permits {
             Some(s) => Some(
                 s.clone()
                     .acquire_owned()
@@ -114,66 +139,73 @@ impl Limits {
             ),
             None => None,
         };
-        let global = self
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        match self.host_period {
-            None => self.take_tokens(host).await,
-            Some(period) => {
-                let mut tat = host.pace.lock().await;
-                loop {
-                    if let Some(t) = *tat {
-                        // Burst 1: the next request may leave at its theoretical arrival time.
-                        tokio::time::sleep_until(t).await;
-                    }
-                    self.take_tokens(host).await;
-                    let now = Instant::now();
-                    if tat.is_none_or(|t| t <= now) {
-                        *tat = Some(now + period);
-                        break;
-                    }
-                }
-            }
-        }
-        Pass {
-            _global: global,
-            _host: host_permit,
-        }
-    }
-
-    /// Waits out the host's cool-down, then takes the global token. If a cool-down began
-    /// while waiting for the token, the token is dropped unused (a lost token can only slow
-    /// the run, never break the promise) and the wait starts again.
-    async fn take_tokens(&self, host: &Host) {
+        let mut pace = match self.host_period {
+            Some(_) => Some(state.pace.lock().await),
+            None => None,
+        };
         loop {
             if let Some(until) = self.cooling(host) {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
+            if let Some(tat) = pace.as_deref().copied().flatten() {
+                // Burst 1: the next request may leave at its theoretical arrival time.
+                if tat > Instant::now() {
+                    tokio::time::sleep_until(tat).await;
+                    continue;
+                }
+            }
+            let global = self
+                .in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             if let Some(g) = &self.global {
                 g.until_ready().await;
             }
-            if self.cooling(host).is_none() {
-                return;
+            // A cool-down that began while we waited for the token wins: the token is
+            // dropped unused (a lost token can only slow the run, never break the promise).
+            if self.cooling(host).is_some() {
+                continue;
             }
+            if let (Some(tat), Some(period)) = (pace.as_deref_mut(), self.host_period) {
+                *tat = Some(Instant::now() + period);
+            }
+            return Pass {
+                _global: global,
+                _host: host_permit,
+            };
         }
     }
 
-    fn cooling(&self, host: &Host) -> Option<Instant> {
-        let until = host.cool_until.load(Ordering::Acquire);
+    /// When `host` is cooling down, until when.
+    fn cooling(&self, host: &str) -> Option<Instant> {
+        if !self.any_cool_down.load(Ordering::Acquire) {
+            return None;
+        }
+        let state = self.host(host, false);
+        let until = state.cool_until.load(Ordering::Acquire);
         let until = self.epoch + Duration::from_nanos(until);
         (until > Instant::now()).then_some(until)
     }
 
-    /// No request to `host` leaves before `until` (a server's Retry-After). Only ever
+    /// No request to `host` leaves for `wait` from now (a server's Retry-After). Only ever
     /// extends an existing cool-down.
-    pub fn cool_down(&self, host: &Host, until: Instant) {
-        let nanos = until.saturating_duration_since(self.epoch).as_nanos();
-        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
-        host.cool_until.fetch_max(nanos, Ordering::AcqRel);
+    pub fn cool_down(&self, host: &str, wait: Duration) {
+        let until = Instant::now().saturating_duration_since(self.epoch) + wait;
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        let state = self.host(host, true);
+        state.cool_until.fetch_max(nanos, Ordering::AcqRel);
+        self.any_cool_down.store(true, Ordering::Release);
+    }
+
+    /// Hosts with state of their own (per-host limits or a cool-down).
+    pub fn tracked_hosts(&self) -> usize {
+        self.hosts
+            .lock()
+            .expect("no panic while holding the host map")
+            .len()
     }
 }
 
@@ -218,17 +250,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cool_down_only_extends() {
+    async fn cool_down_only_extends_and_only_that_host() {
         let limits = Limits::new(&Config::default());
-        let h = limits.host("a.test");
-        let later = Instant::now() + Duration::from_secs(60);
-        limits.cool_down(&h, later);
-        limits.cool_down(&h, Instant::now() + Duration::from_secs(1));
-        let until = limits.cooling(&h).expect("cooling");
-        assert!(until >= later - Duration::from_millis(1));
-        assert!(
-            limits.cooling(&limits.host("b.test")).is_none(),
-            "other hosts go on"
+        limits.cool_down("a.test", Duration::from_secs(60));
+        limits.cool_down("a.test", Duration::from_secs(1));
+        let until = limits.cooling("a.test").expect("cooling");
+        assert!(until >= Instant::now() + Duration::from_secs(59));
+        assert!(limits.cooling("b.test").is_none(), "other hosts go on");
+    }
+
+    #[tokio::test]
+    async fn without_per_host_limits_hosts_are_not_tracked() {
+        let limits = Limits::new(&Config {
+            rate: Rate::Unlimited,
+            ..Config::default()
+        });
+        for i in 0..100 {
+            drop(limits.acquire(&format!("h{i}.test")).await);
+        }
+        assert_eq!(limits.tracked_hosts(), 0);
+        limits.cool_down("h1.test", Duration::from_secs(1));
+        assert_eq!(limits.tracked_hosts(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_host_pace_spaces_one_hosts_requests() {
+        let limits = Limits::new(&Config {
+            rate: Rate::Unlimited,
+            per_host_rate: Rate::Every(Duration::from_millis(50)),
+            ..Config::default()
+        });
+        let t0 = Instant::now();
+        drop(limits.acquire("a.test").await);
+        drop(limits.acquire("b.test").await);
+        assert_eq!(t0.elapsed(), Duration::ZERO, "another host does not wait");
+        drop(limits.acquire("a.test").await);
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_millis(50),
+            "the same host waits its period"
         );
     }
 }

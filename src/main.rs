@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
     };
     let quiet = config.quiet;
+    let to_stdout = config.output == ratefetch::config::OutputTarget::Stdout;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,7 +54,13 @@ fn main() -> ExitCode {
             if !quiet {
                 eprintln!("ratefetch: {summary}");
                 if summary.interrupted {
-                    eprintln!("ratefetch: to finish, run: {}", resume_command());
+                    if to_stdout {
+                        eprintln!(
+                            "ratefetch: to make a run resumable, write the report with -o FILE"
+                        );
+                    } else {
+                        eprintln!("ratefetch: to finish, run: {}", resume_command());
+                    }
                 }
             }
             ExitCode::from(if summary.interrupted {
@@ -75,7 +82,10 @@ fn main() -> ExitCode {
 /// This run's command line with `--resume` added (if it is not there), quoted for a POSIX
 /// shell.
 fn resume_command() -> String {
-    let mut args: Vec<String> = std::env::args().collect();
+    // args_os: an argument that is not UTF-8 must not panic here, after a Ctrl-C.
+    let mut args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     if !args.iter().any(|a| a == "--resume") {
         args.push("--resume".into());
     }
@@ -116,8 +126,17 @@ fn install_panic_hook() {
 }
 
 /// First Ctrl-C or SIGTERM: stop (in-flight requests get the grace period). Second: abort.
+/// The signal streams are made once, before the first signal, so that no signal between
+/// the two is missed.
 async fn watch_signals(shutdown: Shutdown, grace: std::time::Duration, quiet: bool) {
-    stop_signal().await;
+    let mut signals = match StopSignals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ratefetch: cannot watch for Ctrl-C: {e}");
+            return;
+        }
+    };
+    signals.recv().await;
     shutdown.stop.cancel();
     if !quiet {
         eprintln!(
@@ -125,27 +144,44 @@ async fn watch_signals(shutdown: Shutdown, grace: std::time::Duration, quiet: bo
             humantime::format_duration(grace)
         );
     }
-    stop_signal().await;
+    signals.recv().await;
     shutdown.abort.cancel();
 }
 
 #[cfg(unix)]
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn stop_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct StopSignals(tokio::signal::windows::CtrlC);
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        tokio::signal::windows::ctrl_c().map(StopSignals)
+    }
+
+    async fn recv(&mut self) {
+        self.0.recv().await;
+    }
 }

@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::{Fetcher, Outcome};
-use crate::input::Skip;
 use crate::input::{self, InputProgress, Job};
+use crate::input::{NotTheSameInput, Skip};
 use crate::limits::Limits;
 use crate::progress::{Progress, Stats, Summary};
 use crate::sink::Sink;
@@ -101,7 +101,8 @@ pub async fn run_with<H: Handler>(
     let input_progress = Arc::new(InputProgress::default());
 
     // A few jobs per worker keep every worker busy without reading ahead of the run.
-    let (job_tx, job_rx) = async_channel::bounded::<Job>(config.workers.saturating_mul(4).max(64));
+    let (job_tx, job_rx) =
+        async_channel::bounded::<Job>(config.workers.saturating_mul(4).clamp(64, 4096));
     let (out_tx, out_rx) = mpsc::channel::<Outcome>(1024);
 
     let reader = input::spawn_reader(
@@ -126,7 +127,11 @@ pub async fn run_with<H: Handler>(
         let job_rx = job_rx.clone();
         let grace = config.grace;
         async move {
-            shutdown.stop.cancelled().await;
+            // An abort is also a stop.
+            tokio::select! {
+                _ = shutdown.stop.cancelled() => {}
+                _ = shutdown.abort.cancelled() => shutdown.stop.cancel(),
+            }
             job_rx.close();
             tokio::select! {
                 _ = tokio::time::sleep(grace) => shutdown.abort.cancel(),
@@ -169,6 +174,15 @@ pub async fn run_with<H: Handler>(
     // ends with the process.
     if !interrupted || input_finished {
         if let Ok(Err(e)) = reader.join() {
+            if let Some(mismatch) = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<NotTheSameInput>())
+            {
+                return Err(Error::Resume {
+                    path: config.output.display_path(),
+                    reason: mismatch.to_string(),
+                });
+            }
             return Err(Error::Input {
                 path: config.input.display_path(),
                 source: e,
@@ -202,7 +216,9 @@ async fn worker<H: Handler>(
                 Err(_) => return,
             },
         };
-        let result = AssertUnwindSafe(handler.handle(&job, &mut buf, &shutdown))
+        // The call is inside the guarded future, so a handler that panics before it returns
+        // its future is caught too.
+        let result = AssertUnwindSafe(async { handler.handle(&job, &mut buf, &shutdown).await })
             .catch_unwind()
             .await;
         let outcome = match result {

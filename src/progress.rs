@@ -25,14 +25,14 @@ pub struct Stats {
     pub http_errors: u64,
     /// Rows with an error kind (no usable response).
     pub failed: u64,
-    /// Requests sent, retries included.
-    pub attempts: u64,
+    /// HTTP requests sent, retries and redirect hops included.
+    pub requests: u64,
 }
 
 impl Stats {
     pub fn add(&mut self, o: &Outcome) {
         self.rows += 1;
-        self.attempts += u64::from(o.attempts);
+        self.requests += u64::from(o.requests);
         match (o.error_kind, o.status) {
             (Some(_), _) | (None, None) => self.failed += 1,
             (None, Some(s)) if s >= 400 => self.http_errors += 1,
@@ -59,7 +59,7 @@ impl Summary {
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
-            self.stats.attempts as f64 / secs
+            self.stats.requests as f64 / secs
         } else {
             0.0
         }
@@ -77,7 +77,7 @@ impl fmt::Display for Summary {
             s.http_errors,
             s.failed,
             self.elapsed.as_secs_f64(),
-            s.attempts,
+            s.requests,
             self.rate()
         )?;
         if self.interrupted {
@@ -96,6 +96,8 @@ pub enum Progress {
     Bar {
         bar: ProgressBar,
         sized: bool,
+        /// The error count last shown, so the message is formatted only when it changes.
+        errors: u64,
     },
     Plain {
         out: Box<dyn Write + Send>,
@@ -119,7 +121,11 @@ impl Progress {
                 )
                 .expect("static template"),
             );
-            Progress::Bar { bar, sized: false }
+            Progress::Bar {
+                bar,
+                sized: false,
+                errors: 0,
+            }
         } else {
             Progress::plain(Box::new(std::io::stderr()), PLAIN_EVERY)
         }
@@ -140,7 +146,7 @@ impl Progress {
     pub fn update(&mut self, stats: &Stats, input: &InputProgress) {
         match self {
             Progress::Off => {}
-            Progress::Bar { bar, sized } => {
+            Progress::Bar { bar, sized, errors } => {
                 if !*sized && input.finished.load(Ordering::Acquire) {
                     bar.set_length(input.jobs.load(Ordering::Relaxed));
                     bar.set_style(
@@ -154,7 +160,8 @@ impl Progress {
                 }
                 bar.set_position(stats.rows);
                 let failed = stats.failed + stats.http_errors;
-                if failed > 0 {
+                if failed != *errors {
+                    *errors = failed;
                     bar.set_message(format!("{failed} errors"));
                 }
             }
@@ -221,7 +228,7 @@ mod tests {
             s.add(&Outcome {
                 status,
                 error_kind: kind,
-                attempts,
+                requests: attempts,
                 ..Outcome::default()
             });
         }
@@ -232,7 +239,7 @@ mod tests {
                 ok: 2,
                 http_errors: 2,
                 failed: 3,
-                attempts: 8
+                requests: 8
             }
         );
     }
@@ -259,7 +266,7 @@ mod tests {
             rows: 3,
             ok: 2,
             failed: 1,
-            attempts: 3,
+            requests: 3,
             ..Stats::default()
         };
         p.update(&stats, &input);
@@ -303,7 +310,7 @@ mod tests {
                 ok: 7,
                 http_errors: 2,
                 failed: 1,
-                attempts: 20,
+                requests: 20,
             },
             elapsed: Duration::from_secs(2),
             interrupted: true,

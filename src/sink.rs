@@ -38,8 +38,15 @@ pub const COLUMNS: [&str; 12] = [
 pub struct DoneSet {
     /// `tags[index]`: 0 when not done, else the URL's tag (1..=255).
     tags: Vec<u8>,
+    /// Indices too large for `tags` (only a damaged report has them).
+    sparse: std::collections::HashMap<u64, u8>,
     len: u64,
+    max: u64,
 }
+
+/// Indices below this live in the dense table (at most 64 MB); larger ones in a map, so a
+/// damaged index cell cannot make a resume allocate gigabytes.
+const DENSE_LIMIT: u64 = 1 << 26;
 
 /// FNV-1a folded into 1..=255: stable across runs and Rust versions, unlike std's hasher.
 fn url_tag(url: &str) -> u8 {
@@ -54,14 +61,25 @@ impl DoneSet {
     /// Marks `index` done with the URL cell found in the report. Returns false if it was
     /// already there (a report with an index twice).
     pub fn insert(&mut self, index: u64, url: &str) -> bool {
-        let i = usize::try_from(index).expect("indices fit in memory");
-        if i >= self.tags.len() {
-            self.tags.resize(i + 1, 0);
-        }
-        let fresh = self.tags[i] == 0;
-        self.tags[i] = url_tag(url);
+        let tag = url_tag(url);
+        let fresh = if index < DENSE_LIMIT {
+            let i = index as usize;
+            if i >= self.tags.len() {
+                let grown = (i + 1).max(self.tags.len() * 2).min(DENSE_LIMIT as usize);
+                self.tags.resize(grown, 0);
+            }
+            std::mem::replace(&mut self.tags[i], tag) == 0
+        } else {
+            self.sparse.insert(index, tag).is_none()
+        };
         self.len += u64::from(fresh);
+        self.max = self.max.max(index);
         fresh
+    }
+
+    /// The highest index in the set (0 when empty).
+    pub fn max_index(&self) -> u64 {
+        self.max
     }
 
     pub fn contains(&self, index: u64) -> bool {
@@ -69,8 +87,11 @@ impl DoneSet {
     }
 
     fn tag(&self, index: u64) -> Option<u8> {
-        let i = usize::try_from(index).ok()?;
-        self.tags.get(i).copied().filter(|t| *t != 0)
+        if index < DENSE_LIMIT {
+            self.tags.get(index as usize).copied().filter(|t| *t != 0)
+        } else {
+            self.sparse.get(&index).copied()
+        }
     }
 
     /// For a done index, whether `url` (as the report writes it) matches the report's cell:
@@ -258,10 +279,6 @@ fn write_jsonl(w: &mut impl Write, o: &Outcome) -> io::Result<()> {
     w.write_all(b"\n")
 }
 
-/// The largest index a resumed report may hold (the done set takes a byte per index; a
-/// damaged cell must not make it allocate terabytes).
-const MAX_INDEX: u64 = 1 << 32;
-
 /// An earlier report opened for `--resume`: positioned at its end, torn last line removed.
 pub struct Resumed {
     pub file: File,
@@ -322,7 +339,6 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
                 let index = record
                     .get(0)
                     .and_then(|i| i.parse::<u64>().ok())
-                    .filter(|i| *i <= MAX_INDEX)
                     .ok_or_else(|| refuse(format!("row {} has no valid index", n + 2)))?;
                 if !done.insert(index, record.get(1).unwrap_or("")) {
                     return Err(refuse(format!("index {index} appears twice")));
@@ -339,7 +355,6 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
                 let index = row
                     .as_ref()
                     .and_then(|v| v.get("index").and_then(|i| i.as_u64()))
-                    .filter(|i| *i <= MAX_INDEX)
                     .ok_or_else(|| {
                         refuse(format!("line {} is not a ratefetch JSONL row", n + 1))
                     })?;
@@ -528,9 +543,14 @@ mod tests {
         let mut d = DoneSet::default();
         assert!(d.insert(1, "http://a.test/"));
         assert!(d.insert(10_000_000, "http://b.test/"));
+        assert!(
+            d.insert(u64::MAX, "http://damaged.test/"),
+            "a huge index costs no memory"
+        );
+        assert!(d.contains(u64::MAX));
         assert!(!d.insert(1, "http://a.test/"));
         assert!(d.contains(1) && d.contains(10_000_000) && !d.contains(2));
-        assert_eq!(d.len(), 2);
+        assert_eq!((d.len(), d.max_index()), (3, u64::MAX));
         assert_eq!(d.matches(1, "http://a.test/"), Some(true));
         assert_eq!(d.matches(1, "http://other.test/"), Some(false));
         assert_eq!(d.matches(2, "http://a.test/"), None);

@@ -94,8 +94,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s).map_err(|_| DURATION_FORMS.to_string())
+    let d = humantime::parse_duration(s).map_err(|_| DURATION_FORMS.to_string())?;
+    // Longer is surely a typo, and would overflow the clock arithmetic of deadlines.
+    if d > MAX_DURATION {
+        return Err(format!("{DURATION_FORMS} (at most 365 days)"));
+    }
+    Ok(d)
 }
+
+/// The longest DURATION accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 /// Parses SIZE: a number of bytes, optionally with a unit. Decimal units (`KB`, `MB`, `GB`,
 /// also `K`, `M`, `G`) are powers of 1000; binary units (`KiB`, `MiB`, `GiB`) powers of 1024.
@@ -179,6 +187,8 @@ mod tests {
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("30").is_err());
+        assert!(parse_duration("366d").is_err());
+        assert!(parse_duration("300000000000y").is_err());
         assert!(parse_duration("soon").is_err());
     }
 

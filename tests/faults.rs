@@ -323,6 +323,7 @@ fn rows_are_written_in_completion_order() {
         .arg(&list)
         .output()
         .unwrap();
+    assert!(out.status.success());
     let (_, rows) = support::report::parse_csv(&out.stdout);
     let order: Vec<u64> = rows.iter().map(Row::index).collect();
     assert_eq!(order, [2, 1], "the fast job's row comes first");

@@ -298,3 +298,49 @@ fn connections_are_reused_across_jobs() {
     let ports: std::collections::HashSet<u16> = a.iter().map(|a| a.peer.port()).collect();
     assert_eq!(ports.len(), 1, "{ports:?}");
 }
+
+#[test]
+fn credentials_are_not_sent_to_another_host_after_a_redirect() {
+    let a = Server::start_on([127, 0, 0, 12]);
+    let b = Server::start_on([127, 0, 0, 13]);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", "Bearer secret".parse().unwrap());
+    headers.insert("x-trace", "t1".parse().unwrap());
+    let config = Config {
+        headers,
+        ..test_config()
+    };
+    let target = b.url("/ok").replace(':', "%3A");
+    let row = one(config, a.url(&format!("/to?u={target}")));
+    assert_eq!(row.get("final_url"), b.url("/ok"));
+    let at_a = &a.arrivals()[0];
+    let at_b = &b.arrivals()[0];
+    assert_eq!(at_a.header("authorization"), Some("Bearer secret"));
+    assert_eq!(
+        at_b.header("authorization"),
+        None,
+        "the token leaked to another host"
+    );
+    assert_eq!(
+        at_b.header("x-trace"),
+        Some("t1"),
+        "other headers follow the redirect"
+    );
+}
+
+#[test]
+fn see_other_turns_a_post_into_a_get_without_body() {
+    let server = Server::start();
+    let config = Config {
+        method: reqwest::Method::POST,
+        body: Some(bytes::Bytes::from_static(b"form")),
+        ..test_config()
+    };
+    one(config, server.url("/redirect/1"));
+    let a = server.arrivals();
+    assert_eq!(
+        (a[0].method.as_str(), a[1].method.as_str()),
+        ("POST", "GET")
+    );
+    assert_eq!(a[1].header("content-length"), None);
+}

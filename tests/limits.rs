@@ -61,6 +61,12 @@ fn burst_is_allowed_but_no_more() {
     let arrivals = server.arrivals();
     assert_eq!(arrivals.len(), 40);
     assert_promise(&arrivals, 20.0, 5, "20/s burst 5");
+    // The burst is used: the first five left together. At burst 1 they would span 200 ms.
+    let first_five = arrivals[4].at - arrivals[0].at;
+    assert!(
+        first_five < Duration::from_millis(150),
+        "the burst took {first_five:?}"
+    );
 }
 
 #[test]
@@ -77,7 +83,7 @@ fn retries_take_rate_tokens_too() {
     assert!(rows
         .iter()
         .all(|r| r.get("attempts") == "3" && r.get("status") == "503"));
-    assert_eq!(summary.stats.attempts, 60);
+    assert_eq!(summary.stats.requests, 60);
     let arrivals = server.arrivals();
     assert_eq!(arrivals.len(), 60, "every attempt reached the server");
     assert_promise(&arrivals, 40.0, 1, "40/s with retries");
@@ -202,4 +208,42 @@ fn retry_after_cools_the_whole_host_while_other_hosts_go_on() {
         .filter(|x| x.at > early && x.at < quiet_until)
         .count();
     assert!(b_during > 0, "host b went on during host a's cool-down");
+}
+
+#[test]
+fn redirect_hops_take_rate_tokens_too() {
+    let server = Server::start();
+    let lines: Vec<String> = (0..10).map(|_| server.url("/redirect/4")).collect();
+    let config = Config {
+        rate: per_second(25.0),
+        ..test_config()
+    };
+    let (summary, rows) = run_lib(config, &lines);
+    assert!(rows
+        .iter()
+        .all(|r| r.get("status") == "200" && r.get("attempts") == "1"));
+    assert_eq!(summary.stats.requests, 50);
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 50, "every hop reached the server");
+    assert_promise(&arrivals, 25.0, 1, "25/s with redirect hops");
+}
+
+#[test]
+fn a_redirect_to_another_host_obeys_that_hosts_limits() {
+    let a = Server::start_on([127, 0, 0, 10]);
+    let b = Server::start_on([127, 0, 0, 11]);
+    // Every job starts on host a and is redirected to host b.
+    let hop = |i: usize| format!("/to?u={}", b.url(&format!("/ok?{i}")).replace(':', "%3A"));
+    let lines: Vec<String> = (0..20).map(|i| a.url(&hop(i))).collect();
+    let config = Config {
+        per_host_rate: per_second(20.0),
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert!(rows
+        .iter()
+        .all(|r| r.get("final_url").starts_with(&b.url("/ok"))));
+    let arr_b = b.arrivals();
+    assert_eq!(arr_b.len(), 20);
+    assert_promise(&arr_b, 20.0, 1, "host b reached by redirects at 20/s");
 }

@@ -78,6 +78,7 @@ impl Arrival {
 /// | `/redirect/{n}` | 302 to `/redirect/{n-1}`; `n == 0` gives 200 `done` |
 /// | `/loop` | 302 to itself |
 /// | `/to-file` | 302 to `file:///etc/passwd` |
+/// | `/to?u=URL` | 302 to `URL` (`%XX`-decoded), e.g. another simulated host |
 /// | `/bytes/{n}` | 200 `application/octet-stream`, `n` × `x`, with Content-Length |
 /// | `/stream/{n}` | the same, chunked in 16 KiB frames, no Content-Length |
 /// | `/gzip/{n}` | `n` × `a` gzip-compressed, `text/plain`, `Content-Encoding: gzip` |
@@ -355,6 +356,10 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
         },
         ("loop", None) => redirect("/loop"),
         ("to-file", None) => redirect("file:///etc/passwd"),
+        ("to", None) => match query_param(&query, "u").map(String::from_utf8) {
+            Some(Ok(target)) => redirect(&target),
+            _ => not_found(),
+        },
         ("bytes", Some(_)) => match number() {
             // `Full` has an exact size, so hyper writes Content-Length.
             Some(n) => with_type(
