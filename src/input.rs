@@ -5,10 +5,11 @@
 //! rows and never stop the run. `index` is the 1-based line number, so skipped lines still
 //! count.
 
-use std::io::{self, BufRead};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -103,30 +104,47 @@ fn missing_scheme(line: &str) -> Failure {
     }
 }
 
-/// Reads lines into jobs. Holds at most `MAX_LINE` bytes of any line.
+/// Reads lines into jobs, with a buffer of its own, so that it knows when it is about to
+/// block in a read (and can hand on the jobs it has first). Holds at most `MAX_LINE` bytes
+/// of any line.
 pub struct LineReader<R> {
     inner: R,
     line_no: u64,
-    buf: Vec<u8>,
+    /// The current line (at most `MAX_LINE` bytes of it).
+    line: Vec<u8>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
 }
 
-impl<R: BufRead> LineReader<R> {
+impl<R: Read> LineReader<R> {
     pub fn new(inner: R) -> LineReader<R> {
         LineReader {
             inner,
             line_no: 0,
-            buf: Vec::with_capacity(256),
+            line: Vec::with_capacity(256),
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
         }
     }
 
     /// The next job, skipping blank and comment lines; `None` at the end of the input.
     pub fn next_job(&mut self) -> io::Result<Option<Job>> {
+        self.next_job_with(&mut || {})
+    }
+
+    /// `next_job`, calling `before_read` before each read of the underlying input (which may
+    /// block: a pipe, a terminal).
+    pub fn next_job_with(&mut self, before_read: &mut dyn FnMut()) -> io::Result<Option<Job>> {
         loop {
-            let Some(len) = read_capped_line(&mut self.inner, &mut self.buf, MAX_LINE)? else {
+            let Some(len) = self.read_line(before_read)? else {
                 return Ok(None);
             };
             self.line_no += 1;
-            let mut bytes = &self.buf[..];
+            let mut bytes = &self.line[..];
             if self.line_no == 1 {
                 bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
             }
@@ -167,36 +185,43 @@ impl<R: BufRead> LineReader<R> {
             }));
         }
     }
-}
 
-/// Reads one line (through `\n`) into `buf`, keeping at most `cap` bytes of it; returns the
-/// line's full length, or `None` at the end of the input.
-fn read_capped_line(
-    r: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-    cap: usize,
-) -> io::Result<Option<usize>> {
-    buf.clear();
-    let mut total = 0usize;
-    loop {
-        let available = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok((total > 0).then_some(total));
-        }
-        let (used, done) = match memchr::memchr(b'\n', available) {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        let room = cap.saturating_sub(buf.len());
-        buf.extend_from_slice(&available[..used.min(room)]);
-        total += used;
-        r.consume(used);
-        if done {
-            return Ok(Some(total));
+    /// Reads one line (through `\n`) into `self.line`, keeping at most `MAX_LINE` bytes of
+    /// it; returns the line's full length, or `None` at the end of the input.
+    fn read_line(&mut self, before_read: &mut dyn FnMut()) -> io::Result<Option<usize>> {
+        self.line.clear();
+        let mut total = 0usize;
+        loop {
+            if self.start == self.end {
+                if self.eof {
+                    return Ok((total > 0).then_some(total));
+                }
+                before_read();
+                let n = loop {
+                    match self.inner.read(&mut self.buf) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                };
+                if n == 0 {
+                    self.eof = true;
+                    continue;
+                }
+                (self.start, self.end) = (0, n);
+            }
+            let available = &self.buf[self.start..self.end];
+            let (used, done) = match memchr::memchr(b'\n', available) {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            let room = MAX_LINE.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&available[..used.min(room)]);
+            total += used;
+            self.start += used;
+            if done {
+                return Ok(Some(total));
+            }
         }
     }
 }
@@ -238,8 +263,8 @@ fn not_the_same_input(what: String) -> io::Error {
 /// before anything is fetched, even from stdin. (Those held jobs are the few that were in
 /// flight when the earlier run ended.)
 pub fn spawn_reader(
-    reader: Box<dyn BufRead + Send>,
-    jobs: async_channel::Sender<Job>,
+    reader: Box<dyn Read + Send>,
+    batches: mpsc::Sender<Vec<Job>>,
     skip: Option<Arc<Skip>>,
     stop: CancellationToken,
     progress: Arc<InputProgress>,
@@ -251,11 +276,24 @@ pub fn spawn_reader(
             let hold_until = skip.as_ref().map_or(0, |s| s.set.max_index());
             let mut held: Vec<Job> = Vec::new();
             let mut checked = 0u64;
-            let send = |job: Job| jobs.send_blocking(job).is_ok();
-            while let Some(job) = lines.next_job()? {
-                if stop.is_cancelled() {
+            // Jobs go out in batches (one wake-up of the pool per batch, not per job), and a
+            // batch goes out early whenever the next read may block, so that a slow pipe
+            // still has its lines fetched at once.
+            let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+            let mut closed = false;
+            let hand_on = |batch: &mut Vec<Job>, closed: &mut bool| {
+                if !batch.is_empty() && !*closed {
+                    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                    *closed = batches.blocking_send(full).is_err();
+                }
+            };
+            loop {
+                let next = lines.next_job_with(&mut || hand_on(&mut batch, &mut closed))?;
+                if closed || stop.is_cancelled() {
+                    // The pool is stopping.
                     return Ok(());
                 }
+                let Some(job) = next else { break };
                 if let Some(done) = &skip {
                     match done
                         .set
@@ -280,14 +318,10 @@ pub fn spawn_reader(
                     continue;
                 }
                 // Past the report's last index: everything done has been checked.
-                for job in held.drain(..) {
-                    if !send(job) {
-                        return Ok(());
-                    }
-                }
-                if !send(job) {
-                    // The pool closed the channel: it is stopping.
-                    return Ok(());
+                batch.append(&mut held);
+                batch.push(job);
+                if batch.len() >= BATCH {
+                    hand_on(&mut batch, &mut closed);
                 }
             }
             if let Some(done) = &skip {
@@ -298,16 +332,18 @@ pub fn spawn_reader(
                     )));
                 }
             }
-            for job in held {
-                if !send(job) {
-                    return Ok(());
-                }
+            batch.append(&mut held);
+            hand_on(&mut batch, &mut closed);
+            if !closed {
+                progress.finished.store(true, Ordering::Release);
             }
-            progress.finished.store(true, Ordering::Release);
             Ok(())
         })
         .expect("spawning the input thread")
 }
+
+/// Jobs per batch from the input thread to the pool.
+pub const BATCH: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -390,16 +426,16 @@ mod tests {
         assert_eq!(kind(&long), Some(ErrorKind::InvalidUrl));
         assert!(long.url.len() < 1024, "the url cell is cut");
         assert!(
-            r.buf.capacity() <= 2 * MAX_LINE,
+            r.line.capacity() <= 2 * MAX_LINE,
             "held {} bytes",
-            r.buf.capacity()
+            r.line.capacity()
         );
         let next = r.next_job().unwrap().unwrap();
         assert_eq!((next.index, next.url.as_str()), (2, "http://b.test/"));
     }
 
     fn read_all(input: &'static [u8], set: DoneSet) -> (io::Result<()>, Vec<u64>) {
-        let (tx, rx) = async_channel::bounded(64);
+        let (tx, mut rx) = mpsc::channel(64);
         let skip = Skip {
             set,
             format: Format::Csv,
@@ -413,6 +449,7 @@ mod tests {
         );
         let result = t.join().unwrap();
         let sent = std::iter::from_fn(|| rx.try_recv().ok())
+            .flatten()
             .map(|j| j.index)
             .collect();
         (result, sent)
@@ -445,7 +482,7 @@ mod tests {
 
     #[test]
     fn reader_thread_refuses_a_line_that_differs_from_the_report() {
-        let (tx, _rx) = async_channel::bounded(4);
+        let (tx, _rx) = mpsc::channel(4);
         let mut set = DoneSet::default();
         set.insert(1, "http://a.test/1");
         let input: &'static [u8] = b"http://other.test/\n";
@@ -464,7 +501,7 @@ mod tests {
 
     #[test]
     fn reader_thread_skips_done_indices_and_reports_the_total() {
-        let (tx, rx) = async_channel::bounded(4);
+        let (tx, mut rx) = mpsc::channel(4);
         let mut done = DoneSet::default();
         done.insert(2, "http://a.test/2");
         let progress = Arc::new(InputProgress::default());
@@ -479,7 +516,8 @@ mod tests {
             CancellationToken::new(),
             progress.clone(),
         );
-        let got: Vec<u64> = std::iter::from_fn(|| rx.recv_blocking().ok())
+        let got: Vec<u64> = std::iter::from_fn(|| rx.blocking_recv())
+            .flatten()
             .map(|j| j.index)
             .collect();
         t.join().unwrap().unwrap();

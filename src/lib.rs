@@ -24,13 +24,14 @@ pub mod extract;
 pub mod fetch;
 pub mod input;
 pub mod limits;
+pub mod pacer;
 pub mod pool;
 pub mod progress;
 pub mod sink;
 pub mod units;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 pub use config::Config;
@@ -46,8 +47,8 @@ use sink::Sink;
 /// Opens the input and the output named by `config` (both before the first request, so a
 /// bad path fails at once), resumes the output if asked, and runs the pool.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
-    let input: Box<dyn BufRead + Send> = match &config.input {
-        InputSource::Stdin => Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin())),
+    let input: Box<dyn Read + Send> = match &config.input {
+        InputSource::Stdin => Box::new(std::io::stdin()),
         InputSource::Path(path) => {
             let file = File::open(path).map_err(|source| Error::Input {
                 path: path.clone(),
@@ -59,7 +60,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
                     source: std::io::Error::other("is a directory"),
                 });
             }
-            Box::new(BufReader::with_capacity(64 * 1024, file))
+            Box::new(file)
         }
     };
     let (sink, skip) = match &config.output {
@@ -86,9 +87,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             (Sink::new(Box::new(file), config.format), None)
         }
     };
-    let sink = sink.map_err(|source| Error::Output {
-        path: config.output.display_path(),
-        source,
-    })?;
+    // The header (if any) is written now: an output that cannot take it fails before the
+    // first request.
+    let sink = sink
+        .and_then(|mut sink| sink.flush().map(|()| sink))
+        .map_err(|source| Error::Output {
+            path: config.output.display_path(),
+            source,
+        })?;
     pool::run(Arc::new(config), input, sink, skip, shutdown).await
 }

@@ -19,16 +19,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::pacer::Pacer;
 use crate::units::Rate;
 
 /// All the limits of one run. Shared by the workers behind an `Arc`.
 pub struct Limits {
-    global: Option<DefaultDirectRateLimiter>,
+    global: Option<Pacer>,
     in_flight: Arc<Semaphore>,
     host_period: Option<Duration>,
     host_concurrency: Option<usize>,
@@ -86,7 +87,7 @@ impl Limits {
             global: config
                 .rate
                 .period()
-                .map(|p| RateLimiter::direct(quota(p, config.burst))),
+                .map(|p| Pacer::new(quota(p, config.burst))),
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             host_period: match config.per_host_rate {
                 Rate::Unlimited => None,
@@ -162,7 +163,7 @@ impl Limits {
                 .await
                 .expect("the semaphore is never closed");
             if let Some(g) = &self.global {
-                g.until_ready().await;
+                g.take().await;
             }
             // A cool-down that began while we waited for the token wins: the token is
             // dropped unused (a lost token can only slow the run, never break the promise).
@@ -213,6 +214,7 @@ impl Limits {
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
+    use governor::RateLimiter;
 
     #[test]
     fn quota_keeps_burst_one_and_the_period() {

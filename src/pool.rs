@@ -17,7 +17,7 @@
 //!   (`other`, "internal error: …") and the worker goes on, so the pool keeps its size.
 
 use std::any::Any;
-use std::io::BufRead;
+use std::io::{Read, Write};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ impl Shutdown {
 /// Returns when the input is done or the run was stopped; the sink is flushed by then.
 pub async fn run(
     config: Arc<Config>,
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
     sink: Sink,
     skip: Option<Arc<Skip>>,
     shutdown: Shutdown,
@@ -92,7 +92,7 @@ impl Handler for Fetcher {
 pub async fn run_with<H: Handler>(
     config: Arc<Config>,
     handler: Arc<H>,
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
     sink: Sink,
     skip: Option<Arc<Skip>>,
     shutdown: Shutdown,
@@ -103,23 +103,32 @@ pub async fn run_with<H: Handler>(
     // A few jobs per worker keep every worker busy without reading ahead of the run.
     let (job_tx, job_rx) =
         async_channel::bounded::<Job>(config.workers.saturating_mul(4).clamp(64, 4096));
-    let (out_tx, out_rx) = mpsc::channel::<Outcome>(1024);
+    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Job>>(4);
+    let (out_tx, out_rx) = mpsc::channel::<Outcome>(4096);
 
     let reader = input::spawn_reader(
         input,
-        job_tx,
+        batch_tx,
         skip,
         shutdown.stop.clone(),
         input_progress.clone(),
     );
-    let progress = Progress::new(config.quiet);
-    let sink_thread = spawn_sink(
+    let feeder = tokio::spawn(feed(batch_rx, job_tx));
+    let mut sink = sink;
+    let output = sink.take_output().ok_or_else(|| Error::Output {
+        path: config.output.display_path(),
+        source: std::io::Error::other("the sink has no output"),
+    })?;
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(8);
+    let writer = spawn_writer(output, chunk_rx);
+    let sink_task = tokio::spawn(encode_rows(
         sink,
         out_rx,
-        progress,
+        chunk_tx,
+        Progress::new(config.quiet),
         input_progress.clone(),
         shutdown.clone(),
-    );
+    ));
 
     // On stop: close intake at once, then give requests in flight the grace period.
     let stopper = tokio::spawn({
@@ -156,13 +165,15 @@ pub async fn run_with<H: Handler>(
     }
     stopper.abort();
     job_rx.close();
+    feeder.abort();
 
-    let (stats, sink_result) = tokio::task::spawn_blocking(move || {
-        sink_thread.join().expect("the sink thread does not panic")
+    let stats = sink_task.await.expect("the sink task does not panic");
+    let written = tokio::task::spawn_blocking(move || {
+        writer.join().expect("the writer thread does not panic")
     })
     .await
-    .expect("joining the sink thread");
-    sink_result.map_err(|source| Error::Output {
+    .expect("joining the writer thread");
+    written.map_err(|source| Error::Output {
         path: config.output.display_path(),
         source,
     })?;
@@ -258,59 +269,88 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// The sink runs on its own thread, so writes that block (a slow disk, a full pipe) never
-/// stall the runtime's workers. It flushes at least once a second while rows come, and at
-/// the end.
-fn spawn_sink(
+/// Moves the input thread's batches into the jobs channel, one job at a time, so that
+/// workers take jobs one by one while the input thread wakes the pool once per batch.
+async fn feed(mut batches: mpsc::Receiver<Vec<Job>>, jobs: async_channel::Sender<Job>) {
+    while let Some(batch) = batches.recv().await {
+        for job in batch {
+            if jobs.send(job).await.is_err() {
+                return; // The pool is stopping.
+            }
+        }
+    }
+}
+
+/// Bytes of encoded rows handed to the writer thread at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Encodes rows as they come, counts them, updates the progress display, and hands the
+/// encoded bytes to the writer thread whenever 64 KiB are ready and at least once a second.
+/// If the writer is gone (an output error), the run is stopped: finishing more requests
+/// would only lose them.
+async fn encode_rows(
     mut sink: Sink,
     mut rows: mpsc::Receiver<Outcome>,
+    chunks: mpsc::Sender<Vec<u8>>,
     mut progress: Progress,
     input: Arc<InputProgress>,
     shutdown: Shutdown,
-) -> std::thread::JoinHandle<(Stats, std::io::Result<()>)> {
-    let handle = tokio::runtime::Handle::current();
-    std::thread::Builder::new()
-        .name("ratefetch-sink".into())
-        .spawn(move || {
-            let mut stats = Stats::default();
-            let result = handle.block_on(async {
-                let second = std::time::Duration::from_secs(1);
-                let mut next_flush = tokio::time::Instant::now() + second;
-                let mut dirty = false;
-                let mut tick = tokio::time::interval(second);
-                loop {
-                    tokio::select! {
-                        row = rows.recv() => {
-                            let Some(row) = row else { break };
-                            sink.write(&row)?;
-                            stats.add(&row);
-                            progress.update(&stats, &input);
-                            dirty = true;
-                            if tokio::time::Instant::now() >= next_flush {
-                                sink.flush()?;
-                                dirty = false;
-                                next_flush = tokio::time::Instant::now() + second;
-                            }
-                        }
-                        _ = tick.tick() => {
-                            if dirty {
-                                sink.flush()?;
-                                dirty = false;
-                                next_flush = tokio::time::Instant::now() + second;
-                            }
-                            progress.update(&stats, &input);
-                        }
-                    }
+) -> Stats {
+    let mut stats = Stats::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(256);
+    let mut writer_alive = true;
+    loop {
+        tokio::select! {
+            n = rows.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break;
                 }
-                sink.flush()
-            });
-            if result.is_err() {
-                // The report cannot be written: finishing more requests would only lose them.
-                shutdown.stop.cancel();
-                shutdown.abort.cancel();
+                for row in batch.drain(..) {
+                    sink.write(&row).expect("encoding into memory cannot fail");
+                    stats.add(&row);
+                }
+                progress.update(&stats, &input);
+                if sink.buffered() >= CHUNK {
+                    writer_alive = chunks.send(sink.take_bytes()).await.is_ok();
+                }
             }
-            progress.finish();
-            (stats, result)
+            _ = tick.tick() => {
+                if sink.buffered() > 0 {
+                    writer_alive = chunks.send(sink.take_bytes()).await.is_ok();
+                }
+                progress.update(&stats, &input);
+            }
+        }
+        if !writer_alive {
+            shutdown.stop.cancel();
+            shutdown.abort.cancel();
+            break;
+        }
+    }
+    if writer_alive && sink.buffered() > 0 {
+        let _ = chunks.send(sink.take_bytes()).await;
+    }
+    progress.finish();
+    stats
+}
+
+/// The writer thread owns the output: a slow disk or a full pipe blocks it, never the
+/// runtime. Each chunk is written and flushed; the first error ends the thread (and, as the
+/// chunk channel closes, the run).
+fn spawn_writer(
+    mut out: Box<dyn Write + Send>,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+) -> std::thread::JoinHandle<std::io::Result<()>> {
+    std::thread::Builder::new()
+        .name("ratefetch-writer".into())
+        .spawn(move || {
+            while let Some(chunk) = chunks.blocking_recv() {
+                out.write_all(&chunk)?;
+                out.flush()?;
+            }
+            out.flush()
         })
-        .expect("spawning the sink thread")
+        .expect("spawning the writer thread")
 }

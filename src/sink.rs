@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -157,19 +157,23 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 enum Encoder {
     // Boxed: the csv writer carries its state inline and would make every Sink large.
-    Csv(Box<csv::Writer<Box<dyn Write + Send>>>),
-    Jsonl(BufWriter<Box<dyn Write + Send>>),
+    Csv(Box<csv::Writer<Vec<u8>>>),
+    Jsonl(Vec<u8>),
 }
 
-/// Writes report rows.
+/// Encodes report rows into a buffer, and writes the buffer to its output on `flush`. In a
+/// run, the pool takes the output to a writer thread of its own and hands it whole buffers
+/// (`take_bytes`), so encoding never waits on I/O and I/O never waits on a worker.
 pub struct Sink {
     enc: Encoder,
+    out: Option<Box<dyn Write + Send>>,
     rows: u64,
     int: itoa::Buffer,
 }
 
 impl Sink {
-    /// A sink writing a fresh report (header included) to `out`.
+    /// A sink writing a fresh report (header included) to `out`. The header is written on
+    /// the first `flush`.
     pub fn new(out: Box<dyn Write + Send>, format: Format) -> io::Result<Sink> {
         let mut sink = Sink::without_header(out, format);
         if let Encoder::Csv(w) = &mut sink.enc {
@@ -181,26 +185,23 @@ impl Sink {
     /// A sink appending to a report that already has its header.
     pub fn without_header(out: Box<dyn Write + Send>, format: Format) -> Sink {
         let enc = match format {
-            Format::Csv => Encoder::Csv(Box::new(
-                csv::WriterBuilder::new()
-                    .buffer_capacity(64 * 1024)
-                    .from_writer(out),
-            )),
-            Format::Jsonl => Encoder::Jsonl(BufWriter::with_capacity(64 * 1024, out)),
+            Format::Csv => Encoder::Csv(Box::new(csv_writer())),
+            Format::Jsonl => Encoder::Jsonl(Vec::with_capacity(64 * 1024)),
         };
         Sink {
             enc,
+            out: Some(out),
             rows: 0,
             int: itoa::Buffer::new(),
         }
     }
 
-    /// Rows written so far.
+    /// Rows encoded so far.
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
-    /// Writes one row.
+    /// Encodes one row.
     pub fn write(&mut self, o: &Outcome) -> io::Result<()> {
         match &mut self.enc {
             Encoder::Csv(w) => write_csv(w, &mut self.int, o).map_err(csv_io)?,
@@ -210,19 +211,54 @@ impl Sink {
         Ok(())
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Bytes encoded and not yet taken or flushed.
+    pub fn buffered(&mut self) -> usize {
         match &mut self.enc {
-            Encoder::Csv(w) => w.flush(),
-            Encoder::Jsonl(w) => w.flush(),
+            Encoder::Csv(w) => {
+                // Moves the csv writer's own small buffer into the Vec; cannot fail.
+                let _ = w.flush();
+                w.get_ref().len()
+            }
+            Encoder::Jsonl(v) => v.len(),
         }
+    }
+
+    /// Takes the encoded bytes, leaving an empty buffer.
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        match &mut self.enc {
+            Encoder::Csv(w) => std::mem::replace(&mut **w, csv_writer())
+                .into_inner()
+                .expect("flushing into memory cannot fail"),
+            Encoder::Jsonl(v) => std::mem::replace(v, Vec::with_capacity(64 * 1024)),
+        }
+    }
+
+    /// Takes the output (the pool's writer thread owns it during a run).
+    pub fn take_output(&mut self) -> Option<Box<dyn Write + Send>> {
+        self.out.take()
+    }
+
+    /// Writes what is encoded to the output and flushes it.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let bytes = self.take_bytes();
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the sink's output was taken"))?;
+        out.write_all(&bytes)?;
+        out.flush()
     }
 }
 
-fn write_csv(
-    w: &mut csv::Writer<Box<dyn Write + Send>>,
-    int: &mut itoa::Buffer,
-    o: &Outcome,
-) -> csv::Result<()> {
+/// A CSV encoder into memory. Its state between records is nothing but its buffer, so a
+/// fresh one continues a report seamlessly.
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .buffer_capacity(4 * 1024)
+        .from_writer(Vec::with_capacity(64 * 1024))
+}
+
+fn write_csv(w: &mut csv::Writer<Vec<u8>>, int: &mut itoa::Buffer, o: &Outcome) -> csv::Result<()> {
     fn opt_text(s: &Option<String>) -> Cow<'_, str> {
         s.as_deref().map(csv_text).unwrap_or(Cow::Borrowed(""))
     }

@@ -209,7 +209,7 @@ fn unwritable_output_exits_1_before_any_request() {
 }
 
 #[test]
-fn full_disk_exits_1_with_one_line() {
+fn full_disk_exits_1_with_one_line_before_any_request() {
     let server = Server::start();
     let input: String = (0..50).map(|_| server.url("/ok") + "\n").collect();
     let out = ratefetch()
@@ -221,6 +221,8 @@ fn full_disk_exits_1_with_one_line() {
     let err = stderr_of(&out);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("/dev/full"), "{err}");
+    // The header is written first, so a full disk is found before any request.
+    assert!(server.arrivals().is_empty(), "requests were sent to a run that cannot report");
 }
 
 #[test]

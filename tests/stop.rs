@@ -254,7 +254,10 @@ fn resume_with_another_input_is_refused_and_the_report_untouched() {
     );
     let (code, stderr) = wait_output(spawn(&["-r", "unlimited", "--resume"], &other, &report));
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("the input the report was made from"), "{stderr}");
+    assert!(
+        stderr.contains("the input the report was made from"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert_eq!(
         std::fs::read(&report).unwrap(),
