@@ -12,8 +12,9 @@ use clap::Parser;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 
-use crate::config::{Config, Format, InputSource, OutputTarget, DEFAULT_USER_AGENT};
+use crate::config::{Config, Format, InputFormat, InputSource, OutputTarget, DEFAULT_USER_AGENT};
 use crate::error::UsageError;
+use crate::extract::Extractor;
 use crate::units::{parse_duration, parse_rate, parse_size, Rate};
 
 /// Fetch a list of URLs as fast as a quota allows and never faster; write one CSV row per
@@ -117,6 +118,51 @@ pub struct Cli {
     /// Append to --output, skipping inputs already in it.
     #[arg(long)]
     pub resume: bool,
+
+    /// Input format [default: csv for a .csv path, else text].
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        help_heading = "Scraping and reports"
+    )]
+    pub input_format: Option<InputFormat>,
+
+    /// URL column of a CSV input [default: a column named url, else the first].
+    #[arg(long, value_name = "NAME", help_heading = "Scraping and reports")]
+    pub url_column: Option<String>,
+
+    /// Extract a column: NAME=css:SELECTOR[@ATTR], NAME=regex:RE, NAME=json:/POINTER or
+    /// NAME=header:NAME (repeatable).
+    #[arg(long, value_name = "NAME=KIND:EXPR", value_parser = Extractor::parse, help_heading = "Scraping and reports")]
+    pub extract: Vec<Extractor>,
+
+    /// Join every match with ' | ' instead of taking the first.
+    #[arg(long, help_heading = "Scraping and reports")]
+    pub extract_all: bool,
+
+    /// The report's columns, chosen and ordered (comma-separated names).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Scraping and reports"
+    )]
+    pub fields: Option<Vec<String>>,
+
+    /// Store each body as DIR/<index>.<ext> and add a body_sha256 column.
+    #[arg(long, value_name = "DIR", help_heading = "Scraping and reports")]
+    pub save_bodies: Option<PathBuf>,
+
+    /// Fetch again the rows of REPORT that failed (error_kind set, 429 or 5xx), with these
+    /// options, and rewrite REPORT in place.
+    #[arg(long, value_name = "REPORT", help_heading = "Scraping and reports")]
+    pub retry_failed: Option<PathBuf>,
+
+    /// Obey robots.txt (fetched once per host, through the same limits); a Crawl-delay
+    /// slows that host down.
+    #[arg(long, help_heading = "Scraping and reports")]
+    pub respect_robots: bool,
 }
 
 /// A parsed `--retry-status` list.
@@ -166,6 +212,7 @@ fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
 impl Cli {
     /// Checks combinations and builds the run's `Config`.
     pub fn into_config(self) -> Result<Config, UsageError> {
+        let input_given = self.input.is_some();
         let input = match self.input {
             None => InputSource::Stdin,
             Some(p) if p.as_os_str() == "-" => InputSource::Stdin,
@@ -176,6 +223,20 @@ impl Cli {
             Some(p) if p.as_os_str() == "-" => OutputTarget::Stdout,
             Some(p) => OutputTarget::Path(p),
         };
+        if self.retry_failed.is_some() {
+            let clash = [
+                (input_given, "an INPUT"),
+                (output != OutputTarget::Stdout, "--output"),
+                (self.resume, "--resume"),
+                (self.fields.is_some(), "--fields"),
+            ];
+            if let Some((_, what)) = clash.iter().find(|(given, _)| *given) {
+                return Err(UsageError::new(
+                    "--retry-failed",
+                    format!("takes no {what}: the report is both the input and the output"),
+                ));
+            }
+        }
         if self.resume && output == OutputTarget::Stdout {
             return Err(UsageError::new(
                 "--resume",
@@ -200,6 +261,21 @@ impl Cli {
         let mut headers = HeaderMap::new();
         for (name, value) in self.headers {
             headers.append(name, value);
+        }
+        let mut names = std::collections::HashSet::new();
+        for x in &self.extract {
+            if !names.insert(x.name.as_str()) {
+                return Err(UsageError::new(
+                    "--extract",
+                    format!("the name {:?} is used twice", x.name),
+                ));
+            }
+        }
+        if self.url_column.is_some() && self.input_format == Some(InputFormat::Text) {
+            return Err(UsageError::new(
+                "--url-column",
+                "needs a CSV input (a .csv path or --input-format csv)",
+            ));
         }
         Ok(Config {
             input,
@@ -227,6 +303,14 @@ impl Cli {
             resume: self.resume,
             grace: self.grace,
             no_proxy: false,
+            input_format: self.input_format,
+            url_column: self.url_column,
+            extract: self.extract,
+            extract_all: self.extract_all,
+            fields: self.fields,
+            save_bodies: self.save_bodies,
+            retry_failed: self.retry_failed,
+            respect_robots: self.respect_robots,
         })
     }
 }
@@ -401,6 +485,54 @@ mod tests {
         assert!(err.contains("600/m") && err.contains("unlimited"), "{err}");
         let err = parse(&["--max-body", "ten"]).unwrap_err();
         assert!(err.contains("10MiB"), "{err}");
+    }
+
+    #[test]
+    fn scraping_flags_parse() {
+        let c = parse(&[
+            "in.csv",
+            "--url-column",
+            "link",
+            "--extract",
+            "price=css:.price",
+            "--extract",
+            "id=json:/id",
+            "--extract-all",
+            "--fields",
+            "url,status,price",
+            "--save-bodies",
+            "bodies",
+        ])
+        .unwrap();
+        assert!(c.csv_input());
+        assert_eq!(c.url_column.as_deref(), Some("link"));
+        let names: Vec<&str> = c.extract.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["price", "id"]);
+        assert!(c.extract_all);
+        assert_eq!(c.fields.unwrap(), ["url", "status", "price"]);
+        assert_eq!(c.save_bodies, Some(PathBuf::from("bodies")));
+        assert!(!parse(&["list.txt"]).unwrap().csv_input());
+        assert!(parse(&["-", "--input-format", "csv"]).unwrap().csv_input());
+    }
+
+    #[test]
+    fn bad_scraping_flags_are_usage_errors_naming_the_flag() {
+        for (args, flag) in [
+            (&["--extract", "p=css:a["][..], "--extract"),
+            (&["--extract", "p=regex:("][..], "--extract"),
+            (&["--extract", "p=json:x"][..], "--extract"),
+            (
+                &["--extract", "p=css:a", "--extract", "p=css:b"][..],
+                "--extract",
+            ),
+            (
+                &["--input-format", "text", "--url-column", "u"][..],
+                "--url-column",
+            ),
+        ] {
+            let err = parse(args).expect_err(&format!("{args:?}"));
+            assert!(err.contains(flag) && !err.contains('\n'), "{args:?}: {err}");
+        }
     }
 
     #[test]

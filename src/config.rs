@@ -9,6 +9,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
+use crate::extract::Extractor;
 use crate::units::Rate;
 
 /// Where the URL list comes from.
@@ -43,6 +44,15 @@ impl OutputTarget {
             OutputTarget::Path(p) => p.clone(),
         }
     }
+}
+
+/// How the input is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// One URL per line.
+    Text,
+    /// A CSV file with a header row; see --url-column.
+    Csv,
 }
 
 /// Report format.
@@ -101,6 +111,33 @@ pub struct Config {
     pub grace: Duration,
     /// Ignore proxy environment variables (tests use it; the CLI honours them).
     pub no_proxy: bool,
+    /// `--input-format`; `None` picks CSV for a path ending in `.csv`, else text.
+    pub input_format: Option<InputFormat>,
+    /// `--url-column` of a CSV input.
+    pub url_column: Option<String>,
+    /// `--extract` rules, compiled, in the order given.
+    pub extract: Vec<Extractor>,
+    /// `--extract-all`: every match, joined with ` | `, instead of the first.
+    pub extract_all: bool,
+    /// `--fields`: the report's columns, chosen and ordered.
+    pub fields: Option<Vec<String>>,
+    /// `--save-bodies`: store each body as DIR/<index>.<ext>.
+    pub save_bodies: Option<PathBuf>,
+    /// `--retry-failed`: the report whose failed rows are fetched again, in place.
+    pub retry_failed: Option<PathBuf>,
+    /// `--respect-robots`: obey robots.txt (RFC 9309), Crawl-delay included.
+    pub respect_robots: bool,
+}
+
+impl Config {
+    /// Whether the input is read as CSV.
+    pub fn csv_input(&self) -> bool {
+        match self.input_format {
+            Some(f) => f == InputFormat::Csv,
+            None => matches!(&self.input, InputSource::Path(p)
+                if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))),
+        }
+    }
 }
 
 /// The default User-Agent: `ratefetch/<version>`.
@@ -134,6 +171,14 @@ impl Default for Config {
             resume: false,
             grace: Duration::from_secs(5),
             no_proxy: false,
+            input_format: None,
+            url_column: None,
+            extract: Vec::new(),
+            extract_all: false,
+            fields: None,
+            save_bodies: None,
+            retry_failed: None,
+            respect_robots: false,
         }
     }
 }

@@ -20,10 +20,11 @@ use url::Url;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
-use crate::extract;
+use crate::extract::{self, Extractor};
 use crate::input::Job;
 use crate::limits::Limits;
 use crate::pool::Shutdown;
+use crate::robots::{self, Robots, Rules};
 
 /// The cap on the exponential backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -58,6 +59,12 @@ pub struct Outcome {
     pub title: Option<String>,
     /// When the first attempt was sent.
     pub started_at: Option<SystemTime>,
+    /// One value per `--extract` rule, in order (empty when nothing matched).
+    pub extracted: Vec<String>,
+    /// The other cells of a CSV input row, passed through.
+    pub passthrough: Vec<String>,
+    /// SHA-256 (hex) of the body saved with `--save-bodies`.
+    pub body_sha256: Option<String>,
 }
 
 impl Outcome {
@@ -118,6 +125,12 @@ pub struct Fetcher {
     limits: Arc<Limits>,
     /// The `-H` headers of `SENSITIVE`, sent only to the job's own host.
     sensitive: Vec<(HeaderName, HeaderValue)>,
+    /// Whether whole bodies are kept (extraction rules or --save-bodies need them).
+    keep_body: bool,
+    /// Whether some rule reads response headers.
+    header_rules: bool,
+    /// robots.txt rules per origin, with `--respect-robots`.
+    robots: Option<Robots>,
 }
 
 /// What one request produced.
@@ -142,6 +155,7 @@ struct Head {
     content_type: Option<String>,
     bytes: u64,
     title: Option<String>,
+    extracted: Vec<String>,
 }
 
 impl Fetcher {
@@ -153,11 +167,18 @@ impl Fetcher {
             .filter(|(name, _)| SENSITIVE.contains(name))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
+        let keep_body =
+            config.save_bodies.is_some() || config.extract.iter().any(Extractor::needs_body);
+        let header_rules = config.extract.iter().any(|x| !x.needs_body());
+        let robots = config.respect_robots.then(Robots::default);
         Ok(Fetcher {
             client,
             config,
             limits,
             sensitive,
+            keep_body,
+            header_rules,
+            robots,
         })
     }
 
@@ -177,6 +198,10 @@ impl Fetcher {
             Ok(url) => url,
             Err(f) => return Some(Outcome::failed(job.index, String::new(), f.clone())),
         };
+        // A URL that robots.txt disallows is not requested at all.
+        if let Err(f) = self.robots_allow(start, shutdown).await? {
+            return Some(Outcome::failed(job.index, String::new(), f));
+        }
         let mut outcome = Outcome {
             index: job.index,
             ..Outcome::default()
@@ -239,6 +264,9 @@ impl Fetcher {
                         format!("more than {max_hops} redirects (last to {next})"),
                     ));
                 }
+                if let Err(f) = self.robots_allow(&next, shutdown).await? {
+                    break Step::Failed(f);
+                }
                 hops += 1;
                 // RFC 9110 §15.4.4: 303 means GET. 301 and 302 turn a POST into a GET, as
                 // browsers, curl and reqwest do.
@@ -257,6 +285,20 @@ impl Fetcher {
                     if let Some(f) = body_error {
                         outcome.error_kind = Some(f.kind);
                         outcome.error = Some(f.message);
+                    }
+                    if let Some(dir) = &self.config.save_bodies {
+                        let ext = body_extension(outcome.content_type.as_deref());
+                        let path = dir.join(format!("{}.{ext}", job.index));
+                        outcome.body_sha256 = Some(sha256_hex(buf));
+                        if let Err(e) = tokio::fs::write(&path, buf.clone()).await {
+                            if outcome.error_kind.is_none() {
+                                outcome.error_kind = Some(ErrorKind::Other);
+                                outcome.error = Some(format!(
+                                    "cannot save the body to {}: {e}",
+                                    path.display()
+                                ));
+                            }
+                        }
                     }
                     break;
                 }
@@ -303,6 +345,90 @@ impl Fetcher {
         }
         outcome.elapsed = first_sent.map(|t| t.elapsed()).unwrap_or_default();
         Some(outcome)
+    }
+
+    /// With `--respect-robots`, whether robots.txt lets `url` be fetched (fetching it once
+    /// per origin). `None` when the run stopped meanwhile.
+    async fn robots_allow(&self, url: &Url, shutdown: &Shutdown) -> Option<Result<(), Failure>> {
+        let Some(robots) = &self.robots else {
+            return Some(Ok(()));
+        };
+        let cell = robots.cell(url);
+        let rules = tokio::select! {
+            biased;
+            _ = shutdown.stop.cancelled() => return None,
+            rules = cell.get_or_init(|| self.fetch_robots(url)) => rules.clone(),
+        };
+        Some(
+            rules
+                .check(url)
+                .map_err(|why| Failure::new(ErrorKind::RobotsDisallowed, why)),
+        )
+    }
+
+    /// Fetches the robots.txt of `page`'s origin through the limits, following up to five
+    /// redirects (RFC 9309 §2.3.1.2), and applies its Crawl-delay to the host.
+    async fn fetch_robots(&self, page: &Url) -> Arc<Rules> {
+        let mut target = page
+            .join("/robots.txt")
+            .expect("an http(s) URL joins a path");
+        let mut answer: Result<(u16, Vec<u8>), String> = Ok((404, Vec::new()));
+        for _ in 0..=5 {
+            let host = target.host_str().unwrap_or("").to_string();
+            let pass = self.limits.acquire(&host).await;
+            let deadline = Instant::now()
+                .checked_add(self.config.timeout)
+                .unwrap_or_else(far_future);
+            let got = tokio::time::timeout_at(deadline, self.get_robots(&target)).await;
+            drop(pass);
+            match got {
+                Err(_) => answer = Err("timed out".to_string()),
+                Ok(Err(why)) => answer = Err(why),
+                Ok(Ok(Ok(reply))) => answer = Ok(reply),
+                Ok(Ok(Err(next))) => {
+                    target = next;
+                    continue;
+                }
+            }
+            break;
+        }
+        let agent = robots::agent_token(&self.config.user_agent);
+        let reply = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
+        let rules = Rules::from_response(agent, reply.map_err(Clone::clone));
+        if let Some(delay) = rules.delay() {
+            self.limits.slow_host(page.host_str().unwrap_or(""), delay);
+        }
+        Arc::new(rules)
+    }
+
+    /// One robots.txt request: its status and (capped) body, or where it redirects.
+    async fn get_robots(&self, url: &Url) -> Result<Result<(u16, Vec<u8>), Url>, String> {
+        let mut response = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| classify(e).message)?;
+        let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let next = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| response.url().join(l).ok());
+            if let Some(next) = next {
+                return Ok(Err(next));
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(e).message)? {
+            body.extend_from_slice(&chunk);
+            if body.len() >= robots::MAX_ROBOTS {
+                body.truncate(robots::MAX_ROBOTS);
+                break;
+            }
+        }
+        Ok(Ok((status, body)))
     }
 
     /// Full-jitter exponential backoff before retry `n` (1-based): uniform in
@@ -361,6 +487,7 @@ impl Fetcher {
             content_type: header_text(response.headers(), CONTENT_TYPE),
             bytes: 0,
             title: None,
+            extracted: Vec::new(),
         };
         if may_retry && self.config.retry_status.contains(&head.status) {
             let retry_after = retry_after(status, response.headers(), SystemTime::now());
@@ -371,21 +498,39 @@ impl Fetcher {
                 head,
             };
         }
-        let keep = head.content_type.as_deref().is_some_and(extract::is_html);
-        let body_error = self.read_body(response, buf, keep, &mut head.bytes).await;
-        if keep {
-            head.title = extract::title(buf);
+        let html = head.content_type.as_deref().is_some_and(extract::is_html);
+        // The whole body (within the cap) when rules or --save-bodies need it; else the
+        // head of an HTML page, for its title; else nothing.
+        let window = if self.keep_body {
+            usize::try_from(self.config.max_body.unwrap_or(u64::MAX)).unwrap_or(usize::MAX)
+        } else if html {
+            TITLE_WINDOW
+        } else {
+            0
+        };
+        let headers = self.header_rules.then(|| response.headers().clone());
+        let body_error = self.read_body(response, buf, window, &mut head.bytes).await;
+        if html {
+            head.title = extract::title(&buf[..buf.len().min(TITLE_WINDOW)]);
+        }
+        if !self.config.extract.is_empty() {
+            head.extracted = extract::apply(
+                &self.config.extract,
+                self.config.extract_all,
+                headers.as_ref().unwrap_or(&HeaderMap::new()),
+                buf,
+            );
         }
         Step::Done(head, body_error)
     }
 
-    /// Streams the body, counting decompressed bytes and stopping at the cap. Keeps up to
-    /// `TITLE_WINDOW` bytes of it in `buf` when `keep` (HTML, for the title).
+    /// Streams the body, counting decompressed bytes and stopping at the cap. Keeps its
+    /// first `window` bytes in `buf`.
     async fn read_body(
         &self,
         mut response: Response,
         buf: &mut Vec<u8>,
-        keep: bool,
+        window: usize,
         bytes: &mut u64,
     ) -> Option<Failure> {
         buf.clear();
@@ -393,8 +538,8 @@ impl Fetcher {
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if keep && buf.len() < TITLE_WINDOW {
-                        let room = TITLE_WINDOW - buf.len();
+                    if buf.len() < window {
+                        let room = window - buf.len();
                         buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
                     }
                     let len = chunk.len() as u64;
@@ -439,7 +584,44 @@ impl Outcome {
         self.content_type = head.content_type;
         self.bytes = head.bytes;
         self.title = head.title;
+        self.extracted = head.extracted;
     }
+}
+
+/// The file extension for a saved body, from its content type.
+pub fn body_extension(content_type: Option<&str>) -> &'static str {
+    let mime = content_type
+        .and_then(|c| c.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "text/html" | "application/xhtml+xml" => "html",
+        "application/json" | "text/json" => "json",
+        "text/plain" => "txt",
+        "text/csv" => "csv",
+        "text/css" => "css",
+        "text/javascript" | "application/javascript" => "js",
+        "application/xml" | "text/xml" => "xml",
+        "application/pdf" => "pdf",
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "image/svg+xml" => "svg",
+        m if m.ends_with("+json") => "json",
+        m if m.ends_with("+xml") => "xml",
+        _ => "bin",
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {

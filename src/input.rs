@@ -7,7 +7,7 @@
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,8 @@ pub struct Job {
     pub url: String,
     /// The URL to fetch, or why the line is not one.
     pub target: Result<Url, Failure>,
+    /// The other cells of a CSV input row (empty for text input).
+    pub passthrough: Vec<String>,
 }
 
 /// Counters the input shares with progress reporting.
@@ -104,9 +106,7 @@ fn missing_scheme(line: &str) -> Failure {
     }
 }
 
-/// Reads lines into jobs, with a buffer of its own, so that it knows when it is about to
-/// block in a read (and can hand on the jobs it has first). Holds at most `MAX_LINE` bytes
-/// of any line.
+/// Reads lines into jobs. Holds at most `MAX_LINE` bytes of any line.
 pub struct LineReader<R> {
     inner: R,
     line_no: u64,
@@ -133,14 +133,8 @@ impl<R: Read> LineReader<R> {
 
     /// The next job, skipping blank and comment lines; `None` at the end of the input.
     pub fn next_job(&mut self) -> io::Result<Option<Job>> {
-        self.next_job_with(&mut || {})
-    }
-
-    /// `next_job`, calling `before_read` before each read of the underlying input (which may
-    /// block: a pipe, a terminal).
-    pub fn next_job_with(&mut self, before_read: &mut dyn FnMut()) -> io::Result<Option<Job>> {
         loop {
-            let Some(len) = self.read_line(before_read)? else {
+            let Some(len) = self.read_line()? else {
                 return Ok(None);
             };
             self.line_no += 1;
@@ -159,6 +153,7 @@ impl<R: Read> LineReader<R> {
                             "line is {len} bytes long; longer than {MAX_LINE} bytes, not a URL"
                         ),
                     )),
+                    passthrough: Vec::new(),
                 }));
             }
             let (text, target_override) = match std::str::from_utf8(bytes) {
@@ -182,13 +177,14 @@ impl<R: Read> LineReader<R> {
                 index: self.line_no,
                 url: text,
                 target,
+                passthrough: Vec::new(),
             }));
         }
     }
 
     /// Reads one line (through `\n`) into `self.line`, keeping at most `MAX_LINE` bytes of
     /// it; returns the line's full length, or `None` at the end of the input.
-    fn read_line(&mut self, before_read: &mut dyn FnMut()) -> io::Result<Option<usize>> {
+    fn read_line(&mut self) -> io::Result<Option<usize>> {
         self.line.clear();
         let mut total = 0usize;
         loop {
@@ -196,7 +192,6 @@ impl<R: Read> LineReader<R> {
                 if self.eof {
                     return Ok((total > 0).then_some(total));
                 }
-                before_read();
                 let n = loop {
                     match self.inner.read(&mut self.buf) {
                         Ok(n) => break n,
@@ -254,8 +249,224 @@ fn not_the_same_input(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, NotTheSameInput(what))
 }
 
-/// Streams `reader` into `jobs` on a dedicated thread until the input ends, `stop` is
-/// cancelled or the channel is closed.
+/// Jobs read and not yet handed to the pool, and the channel they go to.
+struct Pending {
+    batch: Vec<Job>,
+    tx: Option<mpsc::Sender<Vec<Job>>>,
+    closed: bool,
+}
+
+impl Pending {
+    fn hand_on(&mut self) {
+        if self.batch.is_empty() || self.closed {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.closed = tx.blocking_send(full).is_err();
+        }
+    }
+}
+
+/// The raw input, handing on the pending jobs before each read: a read may block (a slow
+/// pipe, a terminal), and the jobs read so far must not wait for it.
+pub struct Hooked {
+    inner: Box<dyn Read + Send>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl Read for Hooked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.pending.lock().expect("input lock").hand_on();
+        self.inner.read(buf)
+    }
+}
+
+/// Where jobs come from: lines of text, or the rows of a CSV file with a header.
+pub struct Source {
+    kind: SourceKind,
+    pending: Arc<Mutex<Pending>>,
+}
+
+enum SourceKind {
+    Lines(LineReader<Hooked>),
+    Csv(CsvRows),
+    Jobs(std::vec::IntoIter<Job>),
+}
+
+/// The rows of a CSV input.
+struct CsvRows {
+    rdr: csv::Reader<Hooked>,
+    url_at: usize,
+    url_name: String,
+    row: u64,
+    record: csv::ByteRecord,
+}
+
+impl Source {
+    fn hooked(reader: Box<dyn Read + Send>) -> (Hooked, Arc<Mutex<Pending>>) {
+        let pending = Arc::new(Mutex::new(Pending {
+            batch: Vec::with_capacity(BATCH),
+            tx: None,
+            closed: false,
+        }));
+        let hooked = Hooked {
+            inner: reader,
+            pending: pending.clone(),
+        };
+        (hooked, pending)
+    }
+
+    /// One URL per line.
+    pub fn text(reader: Box<dyn Read + Send>) -> Source {
+        let (hooked, pending) = Source::hooked(reader);
+        Source {
+            kind: SourceKind::Lines(LineReader::new(hooked)),
+            pending,
+        }
+    }
+
+    /// A CSV file whose first row is a header. The URL column is `url_column` (by name,
+    /// case-insensitive), else a column named `url`, else the first. Returns the source and
+    /// the names of the other columns (passed through to the report), in input order.
+    pub fn csv(
+        reader: Box<dyn Read + Send>,
+        url_column: Option<&str>,
+    ) -> Result<(Source, Vec<String>), String> {
+        let (hooked, pending) = Source::hooked(reader);
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(hooked);
+        let header: Vec<String> = rdr
+            .byte_headers()
+            .map_err(|e| format!("cannot read the CSV header: {e}"))?
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let h = String::from_utf8_lossy(h);
+                let h = if i == 0 {
+                    h.trim_start_matches('\u{feff}')
+                } else {
+                    &h
+                };
+                h.trim().to_string()
+            })
+            .collect();
+        if header.is_empty() || header.iter().all(String::is_empty) {
+            return Err("the CSV input has no header row".to_string());
+        }
+        let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+        let url_at = match url_column {
+            Some(name) => find(name).ok_or_else(|| {
+                format!(
+                    "no column {name:?} in the CSV header (columns: {})",
+                    header.join(",")
+                )
+            })?,
+            None => find("url").unwrap_or(0),
+        };
+        let passthrough = header
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != url_at)
+            .map(|(_, h)| h.clone())
+            .collect();
+        let rows = CsvRows {
+            rdr,
+            url_at,
+            url_name: header[url_at].clone(),
+            row: 0,
+            record: csv::ByteRecord::new(),
+        };
+        Ok((
+            Source {
+                kind: SourceKind::Csv(rows),
+                pending,
+            },
+            passthrough,
+        ))
+    }
+
+    /// Jobs already made (`--retry-failed` makes them from a report's rows).
+    pub fn jobs(jobs: Vec<Job>) -> Source {
+        let (_, pending) = Source::hooked(Box::new(std::io::empty()));
+        Source {
+            kind: SourceKind::Jobs(jobs.into_iter()),
+            pending,
+        }
+    }
+
+    /// What an index counts: lines of text, or data rows of a CSV.
+    pub fn unit(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Lines(_) => "line",
+            SourceKind::Csv(_) | SourceKind::Jobs(_) => "row",
+        }
+    }
+
+    /// The next job; `None` at the end of the input.
+    pub fn next_job(&mut self) -> io::Result<Option<Job>> {
+        match &mut self.kind {
+            SourceKind::Lines(lines) => lines.next_job(),
+            SourceKind::Csv(rows) => rows.next_job(),
+            SourceKind::Jobs(jobs) => Ok(jobs.next()),
+        }
+    }
+}
+
+impl CsvRows {
+    fn next_job(&mut self) -> io::Result<Option<Job>> {
+        let more = self
+            .rdr
+            .read_byte_record(&mut self.record)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if !more {
+            return Ok(None);
+        }
+        self.row += 1;
+        let cell = |i: usize| {
+            self.record
+                .get(i)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .unwrap_or_default()
+        };
+        let url = cell(self.url_at).trim().to_string();
+        let width = self.record.len().max(self.url_at + 1);
+        let mut passthrough: Vec<String> =
+            (0..width).filter(|i| *i != self.url_at).map(cell).collect();
+        // Rows shorter than the header pass through empty cells.
+        let columns = self.rdr.byte_headers().map_or(0, |h| h.len());
+        passthrough.resize(
+            columns.saturating_sub(1).max(passthrough.len()),
+            String::new(),
+        );
+        let target = if url.is_empty() {
+            Err(Failure::new(
+                ErrorKind::InvalidUrl,
+                format!("no URL in column {:?}", self.url_name),
+            ))
+        } else if url.len() > MAX_LINE {
+            Err(Failure::new(
+                ErrorKind::InvalidUrl,
+                "URL cell longer than 64 KiB",
+            ))
+        } else {
+            parse_target(&url)
+        };
+        Ok(Some(Job {
+            index: self.row,
+            url,
+            target,
+            passthrough,
+        }))
+    }
+}
+
+/// Streams `source` to the pool in batches on a dedicated thread until the input ends,
+/// `stop` is cancelled or the pool stops listening. (One wake-up of the pool per batch, not
+/// per job; a batch goes out early whenever the next read may block, so a slow pipe still
+/// has its lines fetched at once.)
 ///
 /// With `skip` (a resumed report), jobs already in the report are not sent, and each one's
 /// URL is checked against the report. Jobs before the report's highest index are held back
@@ -263,7 +474,7 @@ fn not_the_same_input(what: String) -> io::Error {
 /// before anything is fetched, even from stdin. (Those held jobs are the few that were in
 /// flight when the earlier run ended.)
 pub fn spawn_reader(
-    reader: Box<dyn Read + Send>,
+    mut source: Source,
     batches: mpsc::Sender<Vec<Job>>,
     skip: Option<Arc<Skip>>,
     stop: CancellationToken,
@@ -272,24 +483,14 @@ pub fn spawn_reader(
     std::thread::Builder::new()
         .name("ratefetch-input".into())
         .spawn(move || {
-            let mut lines = LineReader::new(reader);
+            let pending = source.pending.clone();
+            pending.lock().expect("input lock").tx = Some(batches);
             let hold_until = skip.as_ref().map_or(0, |s| s.set.max_index());
             let mut held: Vec<Job> = Vec::new();
             let mut checked = 0u64;
-            // Jobs go out in batches (one wake-up of the pool per batch, not per job), and a
-            // batch goes out early whenever the next read may block, so that a slow pipe
-            // still has its lines fetched at once.
-            let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
-            let mut closed = false;
-            let hand_on = |batch: &mut Vec<Job>, closed: &mut bool| {
-                if !batch.is_empty() && !*closed {
-                    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
-                    *closed = batches.blocking_send(full).is_err();
-                }
-            };
             loop {
-                let next = lines.next_job_with(&mut || hand_on(&mut batch, &mut closed))?;
-                if closed || stop.is_cancelled() {
+                let next = source.next_job()?;
+                if pending.lock().expect("input lock").closed || stop.is_cancelled() {
                     // The pool is stopping.
                     return Ok(());
                 }
@@ -305,8 +506,10 @@ pub fn spawn_reader(
                         }
                         Some(false) => {
                             return Err(not_the_same_input(format!(
-                                "line {} is not the URL the report holds for index {}",
-                                job.index, job.index
+                                "{} {} is not the URL the report holds for index {}",
+                                source.unit(),
+                                job.index,
+                                job.index
                             )))
                         }
                         None => {}
@@ -318,10 +521,11 @@ pub fn spawn_reader(
                     continue;
                 }
                 // Past the report's last index: everything done has been checked.
-                batch.append(&mut held);
-                batch.push(job);
-                if batch.len() >= BATCH {
-                    hand_on(&mut batch, &mut closed);
+                let mut p = pending.lock().expect("input lock");
+                p.batch.append(&mut held);
+                p.batch.push(job);
+                if p.batch.len() >= BATCH {
+                    p.hand_on();
                 }
             }
             if let Some(done) = &skip {
@@ -332,9 +536,10 @@ pub fn spawn_reader(
                     )));
                 }
             }
-            batch.append(&mut held);
-            hand_on(&mut batch, &mut closed);
-            if !closed {
+            let mut p = pending.lock().expect("input lock");
+            p.batch.append(&mut held);
+            p.hand_on();
+            if !p.closed {
                 progress.finished.store(true, Ordering::Release);
             }
             Ok(())
@@ -441,7 +646,7 @@ mod tests {
             format: Format::Csv,
         };
         let t = spawn_reader(
-            Box::new(input),
+            Source::text(Box::new(input)),
             tx,
             Some(Arc::new(skip)),
             CancellationToken::new(),
@@ -480,6 +685,48 @@ mod tests {
         assert_eq!(sent, [1, 2, 4]);
     }
 
+    fn csv_jobs(input: &'static [u8], url_column: Option<&str>) -> (Vec<String>, Vec<Job>) {
+        let (mut source, pass) = Source::csv(Box::new(input), url_column).unwrap();
+        let jobs = std::iter::from_fn(|| source.next_job().unwrap()).collect();
+        (pass, jobs)
+    }
+
+    #[test]
+    fn csv_input_finds_the_url_column_and_passes_the_rest_through() {
+        let input = b"\xEF\xBB\xBFsku,URL,note\nA1,http://a.test/1,\"multi\nline, quoted\"\nB2,,empty url\nC3,http://a.test/3\n";
+        let (pass, jobs) = csv_jobs(input, None);
+        assert_eq!(pass, ["sku", "note"]);
+        let idx: Vec<u64> = jobs.iter().map(|j| j.index).collect();
+        assert_eq!(idx, [1, 2, 3], "index is the data row number");
+        assert_eq!(jobs[0].url, "http://a.test/1");
+        assert_eq!(jobs[0].passthrough, ["A1", "multi\nline, quoted"]);
+        assert_eq!(kind(&jobs[1]), Some(ErrorKind::InvalidUrl));
+        assert!(jobs[1].target.as_ref().unwrap_err().message.contains("URL"));
+        assert_eq!(
+            jobs[2].passthrough,
+            ["C3", ""],
+            "a short row passes empty cells"
+        );
+    }
+
+    #[test]
+    fn csv_url_column_by_name_else_first() {
+        let (pass, jobs) = csv_jobs(b"link,title\nhttp://a.test/,T\n", None);
+        assert_eq!(
+            (pass, jobs[0].url.as_str()),
+            (vec!["title".to_string()], "http://a.test/")
+        );
+        let (pass, jobs) = csv_jobs(b"id,Page\n7,http://b.test/\n", Some("page"));
+        assert_eq!(
+            (pass, jobs[0].url.as_str()),
+            (vec!["id".to_string()], "http://b.test/")
+        );
+        let err = Source::csv(Box::new(&b"id,page\n"[..]), Some("href"))
+            .err()
+            .unwrap();
+        assert!(err.contains("\"href\"") && err.contains("id,page"), "{err}");
+    }
+
     #[test]
     fn reader_thread_refuses_a_line_that_differs_from_the_report() {
         let (tx, _rx) = mpsc::channel(4);
@@ -487,7 +734,7 @@ mod tests {
         set.insert(1, "http://a.test/1");
         let input: &'static [u8] = b"http://other.test/\n";
         let t = spawn_reader(
-            Box::new(input),
+            Source::text(Box::new(input)),
             tx,
             Some(Arc::new(Skip {
                 set,
@@ -507,7 +754,7 @@ mod tests {
         let progress = Arc::new(InputProgress::default());
         let input: &'static [u8] = b"http://a.test/1\nhttp://a.test/2\nhttp://a.test/3\n";
         let t = spawn_reader(
-            Box::new(input),
+            Source::text(Box::new(input)),
             tx,
             Some(Arc::new(Skip {
                 set: done,

@@ -27,6 +27,8 @@ pub mod limits;
 pub mod pacer;
 pub mod pool;
 pub mod progress;
+pub mod retry;
+pub mod robots;
 pub mod sink;
 pub mod units;
 
@@ -41,8 +43,9 @@ pub use pool::Shutdown;
 pub use progress::Summary;
 
 use config::{InputSource, OutputTarget};
-use input::Skip;
-use sink::Sink;
+use error::UsageError;
+use input::{Skip, Source};
+use sink::{Columns, Sink};
 
 /// Opens the input and the output named by `config` (both before the first request, so a
 /// bad path fails at once), resumes the output if asked, and runs the pool.
@@ -63,19 +66,64 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             Box::new(file)
         }
     };
+    // A CSV input's header names the passthrough columns; it is read before anything else
+    // (on a blocking thread: stdin may take its time).
+    let (source, passthrough) = if config.csv_input() {
+        let url_column = config.url_column.clone();
+        tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref()))
+            .await
+            .expect("reading the CSV header does not panic")
+            .map_err(|message| {
+                if config.url_column.is_some() && message.starts_with("no column") {
+                    Error::Usage(UsageError::new("--url-column", message))
+                } else {
+                    Error::Input {
+                        path: config.input.display_path(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+                    }
+                }
+            })?
+    } else {
+        if config.url_column.is_some() {
+            return Err(UsageError::new(
+                "--url-column",
+                "needs a CSV input (a .csv path or --input-format csv)",
+            )
+            .into());
+        }
+        (Source::text(input), Vec::new())
+    };
+    let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
+    let columns = Columns::new(
+        &extracted,
+        config.save_bodies.is_some(),
+        &passthrough,
+        config.fields.as_deref(),
+    )
+    .map_err(|message| UsageError::new("--fields", message))?;
+    if let Some(dir) = &config.save_bodies {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Output {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let format = config.format;
     let (sink, skip) = match &config.output {
-        OutputTarget::Stdout => (Sink::new(Box::new(std::io::stdout()), config.format), None),
+        OutputTarget::Stdout => (
+            Sink::new(Box::new(std::io::stdout()), format, columns),
+            None,
+        ),
         OutputTarget::Path(path) if config.resume => {
-            let resumed = sink::resume(path, config.format)?;
+            let resumed = sink::resume(path, format, &columns)?;
             let skip = Skip {
                 set: resumed.done,
                 format: resumed.format,
             };
             let out: Box<dyn Write + Send> = Box::new(resumed.file);
             let sink = if resumed.fresh {
-                Sink::new(out, config.format)
+                Sink::new(out, format, columns)
             } else {
-                Ok(Sink::without_header(out, config.format))
+                Ok(Sink::without_header(out, format, columns))
             };
             (sink, Some(Arc::new(skip)))
         }
@@ -84,7 +132,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
                 path: path.clone(),
                 source,
             })?;
-            (Sink::new(Box::new(file), config.format), None)
+            (Sink::new(Box::new(file), format, columns), None)
         }
     };
     // The header (if any) is written now: an output that cannot take it fails before the
@@ -95,5 +143,5 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             path: config.output.display_path(),
             source,
         })?;
-    pool::run(Arc::new(config), input, sink, skip, shutdown).await
+    pool::run(Arc::new(config), source, sink, skip, shutdown).await
 }

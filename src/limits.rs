@@ -33,6 +33,9 @@ pub struct Limits {
     in_flight: Arc<Semaphore>,
     host_period: Option<Duration>,
     host_concurrency: Option<usize>,
+    /// Hosts get state of their own even without per-host limits (robots.txt may set a
+    /// Crawl-delay on any of them).
+    track_hosts: bool,
     /// Host name → its state. Entries exist for every host seen when per-host limits are
     /// set, and otherwise only for hosts that were told to cool down, so that a plain run
     /// over millions of hosts does not grow this map. A std mutex: held only for a lookup,
@@ -54,6 +57,8 @@ pub struct Host {
     permits: Option<Arc<Semaphore>>,
     /// No request to this host leaves before this many nanoseconds after `Limits::epoch`.
     cool_until: AtomicU64,
+    /// The least time between two requests to this host, in nanoseconds (a Crawl-delay).
+    min_period: AtomicU64,
 }
 
 impl Host {
@@ -62,6 +67,7 @@ impl Host {
             pace: tokio::sync::Mutex::new(None),
             permits: permits.map(|n| Arc::new(Semaphore::new(n))),
             cool_until: AtomicU64::new(0),
+            min_period: AtomicU64::new(0),
         }
     }
 }
@@ -94,6 +100,7 @@ impl Limits {
                 Rate::Every(p) => Some(p),
             },
             host_concurrency: config.per_host_concurrency,
+            track_hosts: config.respect_robots,
             hosts: Mutex::new(HashMap::new()),
             unlimited: Arc::new(Host::new(None)),
             any_cool_down: AtomicBool::new(false),
@@ -102,7 +109,7 @@ impl Limits {
     }
 
     fn per_host_limits(&self) -> bool {
-        self.host_period.is_some() || self.host_concurrency.is_some()
+        self.host_period.is_some() || self.host_concurrency.is_some() || self.track_hosts
     }
 
     /// The state of `host`: its entry, created on first use when per-host limits are set.
@@ -140,7 +147,13 @@ impl Limits {
             ),
             None => None,
         };
-        let mut pace = match self.host_period {
+        // The host's period: --per-host-rate, or a longer robots.txt Crawl-delay.
+        let min = Duration::from_nanos(state.min_period.load(Ordering::Acquire));
+        let period = match self.host_period {
+            Some(p) => Some(p.max(min)),
+            None => (!min.is_zero()).then_some(min),
+        };
+        let mut pace = match period {
             Some(_) => Some(state.pace.lock().await),
             None => None,
         };
@@ -170,7 +183,7 @@ impl Limits {
             if self.cooling(host).is_some() {
                 continue;
             }
-            if let (Some(tat), Some(period)) = (pace.as_deref_mut(), self.host_period) {
+            if let (Some(tat), Some(period)) = (pace.as_deref_mut(), period) {
                 *tat = Some(Instant::now() + period);
             }
             return Pass {
@@ -199,6 +212,15 @@ impl Limits {
         let state = self.host(host, true);
         state.cool_until.fetch_max(nanos, Ordering::AcqRel);
         self.any_cool_down.store(true, Ordering::Release);
+    }
+
+    /// Requests to `host` leave at least `period` apart from now on (robots.txt
+    /// Crawl-delay); only ever lengthens the host's period.
+    pub fn slow_host(&self, host: &str, period: Duration) {
+        let nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
+        self.host(host, true)
+            .min_period
+            .fetch_max(nanos, Ordering::AcqRel);
     }
 
     /// Hosts with state of their own (per-host limits or a cool-down).

@@ -33,7 +33,8 @@ fn main() -> ExitCode {
         }
     };
     let quiet = config.quiet;
-    let to_stdout = config.output == ratefetch::config::OutputTarget::Stdout;
+    let retrying = config.retry_failed.is_some();
+    let to_stdout = config.output == ratefetch::config::OutputTarget::Stdout && !retrying;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,15 +47,30 @@ fn main() -> ExitCode {
     };
     let shutdown = Shutdown::new();
     runtime.spawn(watch_signals(shutdown.clone(), config.grace, quiet));
-    let result = runtime.block_on(ratefetch::run(config, shutdown));
+    let result = match config.retry_failed.clone() {
+        Some(report) => runtime
+            .block_on(ratefetch::retry::retry_failed(config, &report, shutdown))
+            .map(|r| {
+                let note = format!("retried {} rows; {} now succeed", r.retried, r.now_ok);
+                (r.run, Some(note))
+            }),
+        None => runtime
+            .block_on(ratefetch::run(config, shutdown))
+            .map(|s| (s, None)),
+    };
     // Do not wait for the input thread or idle connections.
     runtime.shutdown_background();
     match result {
-        Ok(summary) => {
+        Ok((summary, note)) => {
             if !quiet {
                 eprintln!("ratefetch: {summary}");
+                if let Some(note) = note {
+                    eprintln!("ratefetch: {note}");
+                }
                 if summary.interrupted {
-                    if to_stdout {
+                    if retrying {
+                        eprintln!("ratefetch: the report holds what was retried; run the same command again for the rest");
+                    } else if to_stdout {
                         eprintln!(
                             "ratefetch: to make a run resumable, write the report with -o FILE"
                         );

@@ -17,7 +17,7 @@
 //!   (`other`, "internal error: …") and the worker goes on, so the pool keeps its size.
 
 use std::any::Any;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::{Fetcher, Outcome};
 use crate::input::{self, InputProgress, Job};
-use crate::input::{NotTheSameInput, Skip};
+use crate::input::{NotTheSameInput, Skip, Source};
 use crate::limits::Limits;
 use crate::progress::{Progress, Stats, Summary};
 use crate::sink::Sink;
@@ -56,7 +56,7 @@ impl Shutdown {
 /// Returns when the input is done or the run was stopped; the sink is flushed by then.
 pub async fn run(
     config: Arc<Config>,
-    input: Box<dyn Read + Send>,
+    input: Source,
     sink: Sink,
     skip: Option<Arc<Skip>>,
     shutdown: Shutdown,
@@ -92,7 +92,7 @@ impl Handler for Fetcher {
 pub async fn run_with<H: Handler>(
     config: Arc<Config>,
     handler: Arc<H>,
-    input: Box<dyn Read + Send>,
+    input: Source,
     sink: Sink,
     skip: Option<Arc<Skip>>,
     shutdown: Shutdown,
@@ -235,19 +235,22 @@ async fn worker<H: Handler>(
         let outcome = match result {
             Ok(Some(mut o)) => {
                 o.url = job.url;
+                o.passthrough = job.passthrough;
                 o
             }
             Ok(None) => return,
             Err(panic) => {
                 buf = Vec::new();
-                Outcome::failed(
+                let mut o = Outcome::failed(
                     job.index,
                     job.url,
                     Failure::new(
                         ErrorKind::Other,
                         format!("internal error: {}", panic_message(&*panic)),
                     ),
-                )
+                );
+                o.passthrough = job.passthrough;
+                o
             }
         };
         if buf.capacity() > 4 << 20 {

@@ -166,6 +166,7 @@ enum Encoder {
 /// (`take_bytes`), so encoding never waits on I/O and I/O never waits on a worker.
 pub struct Sink {
     enc: Encoder,
+    columns: Columns,
     out: Option<Box<dyn Write + Send>>,
     rows: u64,
     int: itoa::Buffer,
@@ -174,22 +175,23 @@ pub struct Sink {
 impl Sink {
     /// A sink writing a fresh report (header included) to `out`. The header is written on
     /// the first `flush`.
-    pub fn new(out: Box<dyn Write + Send>, format: Format) -> io::Result<Sink> {
-        let mut sink = Sink::without_header(out, format);
+    pub fn new(out: Box<dyn Write + Send>, format: Format, columns: Columns) -> io::Result<Sink> {
+        let mut sink = Sink::without_header(out, format, columns);
         if let Encoder::Csv(w) = &mut sink.enc {
-            w.write_record(COLUMNS).map_err(csv_io)?;
+            w.write_record(sink.columns.names()).map_err(csv_io)?;
         }
         Ok(sink)
     }
 
     /// A sink appending to a report that already has its header.
-    pub fn without_header(out: Box<dyn Write + Send>, format: Format) -> Sink {
+    pub fn without_header(out: Box<dyn Write + Send>, format: Format, columns: Columns) -> Sink {
         let enc = match format {
             Format::Csv => Encoder::Csv(Box::new(csv_writer())),
             Format::Jsonl => Encoder::Jsonl(Vec::with_capacity(64 * 1024)),
         };
         Sink {
             enc,
+            columns,
             out: Some(out),
             rows: 0,
             int: itoa::Buffer::new(),
@@ -204,8 +206,8 @@ impl Sink {
     /// Encodes one row.
     pub fn write(&mut self, o: &Outcome) -> io::Result<()> {
         match &mut self.enc {
-            Encoder::Csv(w) => write_csv(w, &mut self.int, o).map_err(csv_io)?,
-            Encoder::Jsonl(w) => write_jsonl(w, o)?,
+            Encoder::Csv(w) => write_csv(w, &mut self.int, &self.columns, o).map_err(csv_io)?,
+            Encoder::Jsonl(w) => write_jsonl(w, &mut self.int, &self.columns, o),
         }
         self.rows += 1;
         Ok(())
@@ -258,27 +260,18 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
         .from_writer(Vec::with_capacity(64 * 1024))
 }
 
-fn write_csv(w: &mut csv::Writer<Vec<u8>>, int: &mut itoa::Buffer, o: &Outcome) -> csv::Result<()> {
-    fn opt_text(s: &Option<String>) -> Cow<'_, str> {
-        s.as_deref().map(csv_text).unwrap_or(Cow::Borrowed(""))
-    }
-    w.write_field(int.format(o.index))?;
-    w.write_field(csv_text(&o.url).as_bytes())?;
-    w.write_field(opt_text(&o.final_url).as_bytes())?;
-    match o.status {
-        Some(s) => w.write_field(int.format(s))?,
-        None => w.write_field("")?,
-    }
-    w.write_field(o.error_kind.map(|k| k.as_str()).unwrap_or(""))?;
-    w.write_field(opt_text(&o.error).as_bytes())?;
-    w.write_field(int.format(o.attempts))?;
-    w.write_field(int.format(o.elapsed.as_millis()))?;
-    w.write_field(int.format(o.bytes))?;
-    w.write_field(opt_text(&o.content_type).as_bytes())?;
-    w.write_field(opt_text(&o.title).as_bytes())?;
-    match o.started_at {
-        Some(t) => w.write_field(rfc3339(t))?,
-        None => w.write_field("")?,
+fn write_csv(
+    w: &mut csv::Writer<Vec<u8>>,
+    int: &mut itoa::Buffer,
+    columns: &Columns,
+    o: &Outcome,
+) -> csv::Result<()> {
+    for col in &columns.cols {
+        match cell(o, *col) {
+            Cell::Int(n) => w.write_field(int.format(n))?,
+            Cell::Text(t) => w.write_field(csv_text(&t).as_bytes())?,
+            Cell::Null => w.write_field("")?,
+        }
     }
     w.write_record(None::<&[u8]>)
 }
@@ -291,28 +284,165 @@ fn csv_io(err: csv::Error) -> io::Error {
     }
 }
 
-fn write_jsonl(w: &mut impl Write, o: &Outcome) -> io::Result<()> {
-    use serde_json::{json, Value};
-    let text = |s: &Option<String>| match s {
-        Some(s) => Value::String(one_line(s).into_owned()),
-        None => Value::Null,
-    };
-    let row = json!({
-        "index": o.index,
-        "url": one_line(&o.url),
-        "final_url": text(&o.final_url),
-        "status": o.status,
-        "error_kind": o.error_kind.map(|k| k.as_str()),
-        "error": text(&o.error),
-        "attempts": o.attempts,
-        "elapsed_ms": o.elapsed.as_millis() as u64,
-        "bytes": o.bytes,
-        "content_type": text(&o.content_type),
-        "title": text(&o.title),
-        "started_at": o.started_at.map(rfc3339),
-    });
-    serde_json::to_writer(&mut *w, &row)?;
-    w.write_all(b"\n")
+/// One JSON object per line, keys in column order: numbers as numbers, empty as null.
+fn write_jsonl(w: &mut Vec<u8>, int: &mut itoa::Buffer, columns: &Columns, o: &Outcome) {
+    w.push(b'{');
+    for (i, (col, name)) in columns.cols.iter().zip(&columns.names).enumerate() {
+        if i > 0 {
+            w.push(b',');
+        }
+        serde_json::to_writer(&mut *w, name.as_str()).expect("writing JSON into memory");
+        w.push(b':');
+        match cell(o, *col) {
+            Cell::Int(n) => w.extend_from_slice(int.format(n).as_bytes()),
+            Cell::Text(t) if !t.is_empty() => {
+                serde_json::to_writer(&mut *w, &one_line(&t)).expect("writing JSON into memory")
+            }
+            Cell::Text(_) | Cell::Null => w.extend_from_slice(b"null"),
+        }
+    }
+    w.extend_from_slice(b"}\n");
+}
+
+/// A report cell before encoding.
+enum Cell<'a> {
+    Int(u64),
+    Text(Cow<'a, str>),
+    Null,
+}
+
+fn text(s: &Option<String>) -> Cell<'_> {
+    s.as_deref()
+        .map_or(Cell::Null, |s| Cell::Text(Cow::Borrowed(s)))
+}
+
+fn cell(o: &Outcome, col: Col) -> Cell<'_> {
+    match col {
+        Col::Std(i) => match i {
+            0 => Cell::Int(o.index),
+            1 => Cell::Text(Cow::Borrowed(&o.url)),
+            2 => text(&o.final_url),
+            3 => o.status.map_or(Cell::Null, |s| Cell::Int(u64::from(s))),
+            4 => o
+                .error_kind
+                .map_or(Cell::Null, |k| Cell::Text(Cow::Borrowed(k.as_str()))),
+            5 => text(&o.error),
+            6 => Cell::Int(u64::from(o.attempts)),
+            7 => Cell::Int(u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)),
+            8 => Cell::Int(o.bytes),
+            9 => text(&o.content_type),
+            10 => text(&o.title),
+            _ => o
+                .started_at
+                .map_or(Cell::Null, |t| Cell::Text(Cow::Owned(rfc3339(t)))),
+        },
+        Col::Extract(i) => o
+            .extracted
+            .get(i)
+            .map_or(Cell::Null, |v| Cell::Text(Cow::Borrowed(v))),
+        Col::BodySha256 => text(&o.body_sha256),
+        Col::Pass(i) => o
+            .passthrough
+            .get(i)
+            .map_or(Cell::Null, |v| Cell::Text(Cow::Borrowed(v))),
+    }
+}
+
+/// Where a report column's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    /// One of the twelve standard columns, by position in `COLUMNS`.
+    Std(usize),
+    /// The value of the i-th `--extract` rule.
+    Extract(usize),
+    /// The SHA-256 of the saved body (`--save-bodies`).
+    BodySha256,
+    /// The i-th passthrough column of a CSV input.
+    Pass(usize),
+}
+
+/// The columns of one report, in order: the twelve standard ones, the extracted ones (in
+/// the order given), `body_sha256` with `--save-bodies`, then the passthrough columns of a
+/// CSV input (a name that collides with another column is prefixed `input_`). `--fields`
+/// picks and orders any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    names: Vec<String>,
+    cols: Vec<Col>,
+}
+
+impl Default for Columns {
+    fn default() -> Columns {
+        Columns::new(&[], false, &[], None).expect("the standard columns are valid")
+    }
+}
+
+impl Columns {
+    /// Builds the columns; an unknown `--fields` name is an error that lists the valid ones.
+    pub fn new(
+        extracted: &[String],
+        body_sha256: bool,
+        passthrough: &[String],
+        fields: Option<&[String]>,
+    ) -> Result<Columns, String> {
+        let mut all: Vec<(String, Col)> = COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), Col::Std(i)))
+            .collect();
+        all.extend(
+            extracted
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), Col::Extract(i))),
+        );
+        if body_sha256 {
+            all.push(("body_sha256".to_string(), Col::BodySha256));
+        }
+        for (i, name) in passthrough.iter().enumerate() {
+            let mut name = name.clone();
+            while all.iter().any(|(n, _)| *n == name) {
+                name = format!("input_{name}");
+            }
+            all.push((name, Col::Pass(i)));
+        }
+        let chosen = match fields {
+            None => all,
+            Some(fields) => fields
+                .iter()
+                .map(|f| {
+                    all.iter()
+                        .find(|(n, _)| n == f.trim())
+                        .cloned()
+                        .ok_or_else(|| {
+                            let valid: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+                            format!(
+                                "unknown column {:?}; valid columns: {}",
+                                f.trim(),
+                                valid.join(",")
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let (names, cols) = chosen.into_iter().unzip();
+        Ok(Columns { names, cols })
+    }
+
+    /// The header row.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Where the `url` cell is, if the report has one (resume needs it).
+    pub fn url_position(&self) -> Option<usize> {
+        self.cols.iter().position(|c| *c == Col::Std(1))
+    }
+
+    /// Where the `index` cell is, if the report has one (resume needs it).
+    pub fn index_position(&self) -> Option<usize> {
+        self.cols.iter().position(|c| *c == Col::Std(0))
+    }
 }
 
 /// An earlier report opened for `--resume`: positioned at its end, torn last line removed.
@@ -330,7 +460,7 @@ pub struct Resumed {
 
 /// Opens `path` for `--resume`: cuts a torn last line, checks the header (CSV), reads the
 /// done indices. A missing file is a fresh report.
-pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
+pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, Error> {
     let io_err = |source| Error::Output {
         path: path.to_path_buf(),
         source,
@@ -338,6 +468,11 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
     let refuse = |reason: String| Error::Resume {
         path: path.to_path_buf(),
         reason,
+    };
+    let (Some(index_at), Some(url_at)) = (columns.index_position(), columns.url_position()) else {
+        return Err(refuse(
+            "--resume needs the index and url columns (add them to --fields)".to_string(),
+        ));
     };
     let mut file = OpenOptions::new()
         .read(true)
@@ -362,7 +497,7 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
                 .has_headers(true)
                 .from_reader(reader);
             let header = rdr.headers().map_err(|e| refuse(e.to_string()))?;
-            let expected: Vec<&str> = COLUMNS.to_vec();
+            let expected: Vec<&str> = columns.names().iter().map(String::as_str).collect();
             let found: Vec<&str> = header.iter().collect();
             if found != expected {
                 return Err(refuse(format!(
@@ -373,10 +508,10 @@ pub fn resume(path: &Path, format: Format) -> Result<Resumed, Error> {
             for (n, record) in rdr.records().enumerate() {
                 let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
                 let index = record
-                    .get(0)
+                    .get(index_at)
                     .and_then(|i| i.parse::<u64>().ok())
                     .ok_or_else(|| refuse(format!("row {} has no valid index", n + 2)))?;
-                if !done.insert(index, record.get(1).unwrap_or("")) {
+                if !done.insert(index, record.get(url_at).unwrap_or("")) {
                     return Err(refuse(format!("index {index} appears twice")));
                 }
             }
@@ -472,7 +607,7 @@ mod tests {
 
     fn render(format: Format, rows: &[Outcome]) -> String {
         let out = Shared::default();
-        let mut sink = Sink::new(Box::new(out.clone()), format).unwrap();
+        let mut sink = Sink::new(Box::new(out.clone()), format, Columns::default()).unwrap();
         for r in rows {
             sink.write(r).unwrap();
         }
@@ -575,6 +710,51 @@ mod tests {
     }
 
     #[test]
+    fn columns_order_extracted_sha_then_passthrough_with_prefix_on_collision() {
+        let extracted = ["price".to_string(), "name".to_string()];
+        let pass = ["sku".to_string(), "title".to_string(), "price".to_string()];
+        let c = Columns::new(&extracted, true, &pass, None).unwrap();
+        let names: Vec<&str> = c.names().iter().map(String::as_str).collect();
+        assert_eq!(&names[..12], &COLUMNS[..]);
+        assert_eq!(
+            &names[12..],
+            [
+                "price",
+                "name",
+                "body_sha256",
+                "sku",
+                "input_title",
+                "input_price"
+            ]
+        );
+    }
+
+    #[test]
+    fn fields_choose_and_order_and_unknown_names_list_the_valid_ones() {
+        let extracted = ["price".to_string()];
+        let fields: Vec<String> = ["url", "status", "price"].map(String::from).to_vec();
+        let c = Columns::new(&extracted, false, &[], Some(&fields)).unwrap();
+        assert_eq!(c.names(), ["url", "status", "price"]);
+        let o = Outcome {
+            extracted: vec!["$3".into()],
+            ..sample()
+        };
+        let out = Shared::default();
+        let mut sink = Sink::new(Box::new(out.clone()), Format::Csv, c).unwrap();
+        sink.write(&o).unwrap();
+        sink.flush().unwrap();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "url,status,price\nhttp://a.test/x,200,$3\n");
+        let bad: Vec<String> = vec!["url".into(), "cost".into()];
+        let err = Columns::new(&extracted, false, &[], Some(&bad)).unwrap_err();
+        assert!(
+            err.contains("\"cost\"") && err.contains("index,url,final_url"),
+            "{err}"
+        );
+        assert!(err.contains("price"), "{err}");
+    }
+
+    #[test]
     fn done_set_inserts_and_counts() {
         let mut d = DoneSet::default();
         assert!(d.insert(1, "http://a.test/"));
@@ -599,7 +779,7 @@ mod tests {
         let mut text = render(Format::Csv, &[sample()]);
         text.push_str("9,http://a.test/torn,http://a.t");
         std::fs::write(&path, &text).unwrap();
-        let r = resume(&path, Format::Csv).unwrap();
+        let r = resume(&path, Format::Csv, &Columns::default()).unwrap();
         assert!(r.done.contains(7) && !r.done.contains(9));
         assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
         assert_eq!(r.done.len(), 1);
@@ -614,7 +794,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         std::fs::write(&path, "a,b\n1,2\n").unwrap();
-        let err = resume(&path, Format::Csv).err().unwrap();
+        let err = resume(&path, Format::Csv, &Columns::default())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("columns"), "{err}");
     }
 
@@ -623,14 +805,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         std::fs::write(&path, render(Format::Csv, &[sample(), sample()])).unwrap();
-        let err = resume(&path, Format::Csv).err().unwrap();
+        let err = resume(&path, Format::Csv, &Columns::default())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]
     fn resume_of_a_missing_or_empty_file_is_fresh() {
         let dir = tempfile::tempdir().unwrap();
-        let r = resume(&dir.path().join("new.csv"), Format::Csv).unwrap();
+        let r = resume(
+            &dir.path().join("new.csv"),
+            Format::Csv,
+            &Columns::default(),
+        )
+        .unwrap();
         assert!(r.fresh && r.done.is_empty());
     }
 
@@ -641,7 +830,7 @@ mod tests {
         let mut text = render(Format::Jsonl, &[sample()]);
         text.push_str("{\"index\":8,\"url\":");
         std::fs::write(&path, &text).unwrap();
-        let r = resume(&path, Format::Jsonl).unwrap();
+        let r = resume(&path, Format::Jsonl, &Columns::default()).unwrap();
         assert!(r.done.contains(7) && !r.done.contains(8));
         assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
     }

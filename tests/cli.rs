@@ -222,7 +222,10 @@ fn full_disk_exits_1_with_one_line_before_any_request() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("/dev/full"), "{err}");
     // The header is written first, so a full disk is found before any request.
-    assert!(server.arrivals().is_empty(), "requests were sent to a run that cannot report");
+    assert!(
+        server.arrivals().is_empty(),
+        "requests were sent to a run that cannot report"
+    );
 }
 
 #[test]

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use ratefetch::config::Format;
 use ratefetch::fetch::{Fetcher, Outcome};
-use ratefetch::input::Job;
+use ratefetch::input::{Job, Source};
 use ratefetch::limits::Limits;
 use ratefetch::pool::{self, Handler, Shutdown};
-use ratefetch::sink::Sink;
+use ratefetch::sink::{Columns, Sink};
 use ratefetch::Config;
 use support::report::{assert_each_index_once, read_csv, run_lib, test_config, Row};
 use support::server::{RawServer, Server};
@@ -211,17 +211,14 @@ fn a_panic_in_one_job_is_its_row_and_the_pool_keeps_its_size() {
     let handler = Arc::new(PanicOn(
         Fetcher::new(config.clone(), Arc::new(Limits::new(&config))).unwrap(),
     ));
-    let sink = Sink::new(
-        Box::new(std::fs::File::create(&report).unwrap()),
-        Format::Csv,
-    )
-    .unwrap();
+    let out = Box::new(std::fs::File::create(&report).unwrap());
+    let sink = Sink::new(out, Format::Csv, Columns::default()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let summary = rt
         .block_on(pool::run_with(
             config,
             handler,
-            Box::new(std::io::Cursor::new(lines.join("\n"))),
+            Source::text(Box::new(std::io::Cursor::new(lines.join("\n")))),
             sink,
             None,
             Shutdown::new(),

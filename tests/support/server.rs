@@ -79,6 +79,9 @@ impl Arrival {
 /// | `/loop` | 302 to itself |
 /// | `/to-file` | 302 to `file:///etc/passwd` |
 /// | `/to?u=URL` | 302 to `URL` (`%XX`-decoded), e.g. another simulated host |
+/// | `/flaky/{id}` | 503 the first time for each id, 200 after |
+/// | `/product/{n}` | an HTML product page: `h1.name`, two `span.price`, `a.buy[href]` |
+/// | `/api/product/{n}` | JSON `{"id":n,"name":…,"price":{"amount":…,"currency":"EUR"},"tags":[…]}`, header `X-Request-Id: n` |
 /// | `/bytes/{n}` | 200 `application/octet-stream`, `n` × `x`, with Content-Length |
 /// | `/stream/{n}` | the same, chunked in 16 KiB frames, no Content-Length |
 /// | `/gzip/{n}` | `n` × `a` gzip-compressed, `text/plain`, `Content-Encoding: gzip` |
@@ -105,6 +108,8 @@ struct Shared {
     panics: mpsc::Sender<String>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Paths of `/flaky/{id}` already answered once.
+    seen: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Counts one request as in flight for as long as it lives; dropping it (service future completed
@@ -152,6 +157,7 @@ impl Server {
             panics: panics_tx,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            seen: Mutex::new(std::collections::HashSet::new()),
         });
 
         let thread_shared = Arc::clone(&shared);
@@ -297,6 +303,19 @@ async fn handle(req: Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Re
     // The receiver lives as long as the Server handle, which outlives this task.
     let _ = shared.arrivals.send(arrival);
 
+    // `/flaky/{id}`: 503 the first time, 200 after; the one route with memory.
+    if let Some(id) = req.uri().path().strip_prefix("/flaky/") {
+        let first = shared
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+        return if first {
+            text(StatusCode::SERVICE_UNAVAILABLE, "try again")
+        } else {
+            text(StatusCode::OK, "ok now")
+        };
+    }
     match AssertUnwindSafe(route(req)).catch_unwind().await {
         Ok(response) => response,
         Err(payload) => {
@@ -349,6 +368,41 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
             "text/html; charset=utf-8",
         ),
         ("gzip-html", Some(title)) => gzipped(&html_page(title), "text/html; charset=utf-8"),
+        ("product", Some(_)) => match number() {
+            Some(n) => with_type(
+                full(
+                    StatusCode::OK,
+                    format!(
+                        "<html><head><title>Product {n}</title></head><body>\
+                         <h1 class=\"name\"> Product {n} </h1>\
+                         <span class=\"price\">${n}.99</span><span class=\"price\">${n}.49</span>\
+                         <a class=\"buy\" href=\"/buy/{n}\">buy</a></body></html>"
+                    ),
+                ),
+                "text/html; charset=utf-8",
+            ),
+            None => not_found(),
+        },
+        ("api", Some(rest)) => match rest
+            .strip_prefix("product/")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(n) => {
+                let mut resp = with_type(
+                    full(
+                        StatusCode::OK,
+                        format!(
+                            "{{\"id\":{n},\"name\":\"Product {n}\",\"price\":{{\"amount\":{n}.99,\"currency\":\"EUR\"}},\"tags\":[\"a\",\"b\"]}}"
+                        ),
+                    ),
+                    "application/json",
+                );
+                resp.headers_mut()
+                    .insert("x-request-id", HeaderValue::from(n));
+                resp
+            }
+            None => not_found(),
+        },
         ("redirect", Some(_)) => match number() {
             Some(0) => text(StatusCode::OK, "done"),
             Some(n) => redirect(&format!("/redirect/{}", n - 1)),

@@ -1,0 +1,135 @@
+//! robots.txt for `--respect-robots` (RFC 9309): fetched once per origin, through the same
+//! limits as every request, by the first job that needs it (others for that origin wait).
+//! A robots.txt that answers 4xx allows everything (§2.3.1.3); one that answers 5xx or
+//! cannot be reached disallows the whole origin (§2.3.1.4), and the rows say so. A
+//! Crawl-delay slows that host down below `--per-host-rate`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+use url::Url;
+
+/// The most of a robots.txt that is read (RFC 9309 §2.5: at least 500 KiB).
+pub const MAX_ROBOTS: usize = 512 * 1024;
+
+/// What robots.txt says for one origin.
+pub enum Rules {
+    AllowAll,
+    /// Everything is disallowed, and why.
+    DisallowAll(String),
+    Parsed(texting_robots::Robot),
+}
+
+impl Rules {
+    /// `Err(why)` when `url` may not be fetched.
+    pub fn check(&self, url: &Url) -> Result<(), String> {
+        match self {
+            Rules::AllowAll => Ok(()),
+            Rules::DisallowAll(why) => Err(why.clone()),
+            Rules::Parsed(robot) => {
+                if robot.allowed(url.as_str()) {
+                    Ok(())
+                } else {
+                    Err("robots.txt disallows this URL".to_string())
+                }
+            }
+        }
+    }
+
+    /// Rules from a robots.txt fetch: its status and body, or why it could not be fetched.
+    pub fn from_response(agent: &str, answer: Result<(u16, &[u8]), String>) -> Rules {
+        match answer {
+            Ok((status, body)) if (200..300).contains(&status) => {
+                match texting_robots::Robot::new(agent, body) {
+                    Ok(robot) => Rules::Parsed(robot),
+                    // Unparseable: nothing in it applies (RFC 9309 §2.2).
+                    Err(_) => Rules::AllowAll,
+                }
+            }
+            Ok((status, _)) if (400..500).contains(&status) => Rules::AllowAll,
+            Ok((status, _)) => Rules::DisallowAll(format!(
+                "robots.txt answered {status}; the host is disallowed (RFC 9309 §2.3.1.4)"
+            )),
+            Err(why) => Rules::DisallowAll(format!(
+                "robots.txt unreachable ({why}); the host is disallowed (RFC 9309 §2.3.1.4)"
+            )),
+        }
+    }
+
+    /// The Crawl-delay, if any.
+    pub fn delay(&self) -> Option<std::time::Duration> {
+        match self {
+            Rules::Parsed(robot) => robot
+                .delay
+                .filter(|d| d.is_finite() && *d > 0.0)
+                .map(|d| std::time::Duration::from_secs_f32(d.min(3600.0))),
+            _ => None,
+        }
+    }
+}
+
+/// The robots.txt rules of every origin seen, each fetched once.
+#[derive(Default)]
+pub struct Robots {
+    origins: Mutex<HashMap<String, Arc<OnceCell<Arc<Rules>>>>>,
+}
+
+impl Robots {
+    /// The cell for `url`'s origin; the first caller fills it.
+    pub fn cell(&self, url: &Url) -> Arc<OnceCell<Arc<Rules>>> {
+        let origin = url.origin().ascii_serialization();
+        self.origins
+            .lock()
+            .expect("no panic while holding the robots map")
+            .entry(origin)
+            .or_default()
+            .clone()
+    }
+}
+
+/// The product token of a User-Agent (`ratefetch/0.1.0` → `ratefetch`), as robots.txt
+/// groups name agents.
+pub fn agent_token(user_agent: &str) -> &str {
+    user_agent.split(['/', ' ']).next().unwrap_or(user_agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parsed_rules_for_our_agent() {
+        let txt = b"User-agent: *\nDisallow: /private\n\nUser-agent: ratefetch\nDisallow: /no\nCrawl-delay: 2\n";
+        let r = Rules::from_response("ratefetch", Ok((200, txt)));
+        assert!(r.check(&url("http://a.test/yes")).is_ok());
+        assert!(r.check(&url("http://a.test/no/x")).is_err());
+        assert_eq!(r.delay(), Some(std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn status_rules_of_rfc_9309() {
+        let u = url("http://a.test/x");
+        assert!(Rules::from_response("ratefetch", Ok((404, b"")))
+            .check(&u)
+            .is_ok());
+        let e = Rules::from_response("ratefetch", Ok((503, b"")))
+            .check(&u)
+            .unwrap_err();
+        assert!(e.contains("503"), "{e}");
+        let e = Rules::from_response("ratefetch", Err("connection refused".into()))
+            .check(&u)
+            .unwrap_err();
+        assert!(e.contains("unreachable"), "{e}");
+    }
+
+    #[test]
+    fn agent_token_is_the_product_name() {
+        assert_eq!(agent_token("ratefetch/0.1.0"), "ratefetch");
+        assert_eq!(agent_token("MyBot"), "MyBot");
+    }
+}
