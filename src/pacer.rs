@@ -20,8 +20,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
-/// Sleep until this long before a deadline, then spin: thread wake-ups are not exact.
-const SPIN: Duration = Duration::from_micros(60);
+/// The spin before each deadline adapts to how late this machine's timed waits wake, within
+/// these bounds: long enough to be on time, short enough to cost little CPU.
+const MIN_SPIN: Duration = Duration::from_micros(5);
+const MAX_SPIN: Duration = Duration::from_micros(100);
+/// What is added to the observed lateness to get the spin.
+const SPIN_HEADROOM: Duration = Duration::from_micros(10);
 
 struct State {
     limiter: DefaultDirectRateLimiter,
@@ -109,6 +113,9 @@ impl Drop for Pacer {
 
 fn serve(state: &State, tokens: &Semaphore) {
     fine_timer_slack();
+    // Sleep until `spin` before a deadline, then spin: thread wake-ups are not exact. The
+    // spin follows a moving average of how late the timed waits wake.
+    let mut spin = Duration::from_micros(50);
     loop {
         // Wait until someone wants a token.
         {
@@ -129,16 +136,22 @@ fn serve(state: &State, tokens: &Semaphore) {
                 Ok(()) => break,
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(state.clock.now());
-                    if wait > SPIN {
+                    if wait > spin {
                         // A timed wait on the condvar, so that closing wakes it at once.
                         let demand = state.demand.lock().expect("pacer lock");
-                        let deadline = Instant::now() + (wait - SPIN);
-                        let _ = state
+                        let deadline = Instant::now() + (wait - spin);
+                        let (guard, waited) = state
                             .wake
-                            .wait_timeout_while(demand, wait - SPIN, |_| {
+                            .wait_timeout_while(demand, wait - spin, |_| {
                                 !state.closed.load(Ordering::Acquire) && Instant::now() < deadline
                             })
                             .expect("pacer lock");
+                        drop(guard);
+                        if waited.timed_out() {
+                            let late = Instant::now().saturating_duration_since(deadline);
+                            spin =
+                                ((spin * 7 + late + SPIN_HEADROOM) / 8).clamp(MIN_SPIN, MAX_SPIN);
+                        }
                     } else {
                         std::hint::spin_loop();
                     }
