@@ -210,10 +210,14 @@ class ListSpider(scrapy.Spider):
     custom_settings = {"LOG_LEVEL": "ERROR", "ROBOTSTXT_OBEY": False, "TELNETCONSOLE_ENABLED": False,
                        "COOKIES_ENABLED": False, "RETRY_ENABLED": False, "HTTPCACHE_ENABLED": False}
 
-    def start_requests(self):
+    def start_requests(self):  # Scrapy < 2.13
         with open(self.list_path) as f:
             for line in f:
                 yield scrapy.Request(line.strip(), dont_filter=True)
+
+    async def start(self):  # Scrapy >= 2.13 no longer calls start_requests by itself
+        for request in self.start_requests():
+            yield request
 
     def parse(self, response):
         pass

@@ -264,6 +264,12 @@ impl Cli {
         }
         let mut names = std::collections::HashSet::new();
         for x in &self.extract {
+            if crate::sink::COLUMNS.contains(&x.name.as_str()) || x.name == "body_sha256" {
+                return Err(UsageError::new(
+                    "--extract",
+                    format!("{:?} is a standard column; choose another name", x.name),
+                ));
+            }
             if !names.insert(x.name.as_str()) {
                 return Err(UsageError::new(
                     "--extract",

@@ -233,9 +233,11 @@ pub fn apply(extractors: &[Extractor], all: bool, headers: &HeaderMap, body: &[u
                 Rule::Regex(re) => {
                     let text = text();
                     for caps in re.captures_iter(&text) {
-                        let m = caps.get(1).or_else(|| caps.get(0));
-                        if let Some(m) = m {
-                            found.push(m.as_str().to_string());
+                        // Empty matches (a pattern like `x*` matches between every byte)
+                        // carry nothing and would make huge cells.
+                        match caps.get(1).or_else(|| caps.get(0)) {
+                            Some(m) if !m.as_str().is_empty() => found.push(m.as_str().to_string()),
+                            _ => continue,
                         }
                         if !all {
                             break;

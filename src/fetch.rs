@@ -289,14 +289,23 @@ impl Fetcher {
                     if let Some(dir) = &self.config.save_bodies {
                         let ext = body_extension(outcome.content_type.as_deref());
                         let path = dir.join(format!("{}.{ext}", job.index));
-                        outcome.body_sha256 = Some(sha256_hex(buf));
-                        if let Err(e) = tokio::fs::write(&path, buf.clone()).await {
+                        // Hashing and writing on a blocking thread, as for extraction.
+                        let body = std::mem::take(buf);
+                        let (sha, written, body) = tokio::task::spawn_blocking(move || {
+                            let sha = sha256_hex(&body);
+                            let written = std::fs::write(&path, &body).map_err(|e| {
+                                format!("cannot save the body to {}: {e}", path.display())
+                            });
+                            (sha, written, body)
+                        })
+                        .await
+                        .expect("saving a body does not panic");
+                        *buf = body;
+                        outcome.body_sha256 = Some(sha);
+                        if let Err(why) = written {
                             if outcome.error_kind.is_none() {
                                 outcome.error_kind = Some(ErrorKind::Other);
-                                outcome.error = Some(format!(
-                                    "cannot save the body to {}: {e}",
-                                    path.display()
-                                ));
+                                outcome.error = Some(why);
                             }
                         }
                     }
@@ -385,14 +394,24 @@ impl Fetcher {
                 Err(_) => answer = Err("timed out".to_string()),
                 Ok(Err(why)) => answer = Err(why),
                 Ok(Ok(Ok(reply))) => answer = Ok(reply),
-                Ok(Ok(Err(next))) => {
+                Ok(Ok(Err(next))) if matches!(next.scheme(), "http" | "https") => {
                     target = next;
                     continue;
                 }
+                // A redirect elsewhere: robots.txt is unavailable, which allows everything
+                // (RFC 9309 §2.3.1.3).
+                Ok(Ok(Err(_))) => answer = Ok((404, Vec::new())),
             }
             break;
         }
-        let agent = robots::agent_token(&self.config.user_agent);
+        // The User-Agent actually sent: an explicit -H 'User-Agent: …' wins over -A.
+        let sent = self
+            .config
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(&self.config.user_agent);
+        let agent = robots::agent_token(sent);
         let reply = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
         let rules = Rules::from_response(agent, reply.map_err(Clone::clone));
         if let Some(delay) = rules.delay() {
@@ -411,20 +430,25 @@ impl Fetcher {
             .map_err(|e| classify(e).message)?;
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
+            // Without a usable Location, robots.txt is unavailable (allows everything).
+            let unavailable = Ok(Ok((404, Vec::new())));
             let next = response
                 .headers()
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .and_then(|l| response.url().join(l).ok());
-            if let Some(next) = next {
-                return Ok(Err(next));
-            }
+            return match next {
+                Some(next) => Ok(Err(next)),
+                None => unavailable,
+            };
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(e).message)? {
             body.extend_from_slice(&chunk);
             if body.len() >= robots::MAX_ROBOTS {
-                body.truncate(robots::MAX_ROBOTS);
+                // Cut at the last whole line: half a rule could mean another rule.
+                let end = memchr::memrchr(b'\n', &body[..robots::MAX_ROBOTS]).map_or(0, |i| i + 1);
+                body.truncate(end);
                 break;
             }
         }
@@ -514,12 +538,19 @@ impl Fetcher {
             head.title = extract::title(&buf[..buf.len().min(TITLE_WINDOW)]);
         }
         if !self.config.extract.is_empty() {
-            head.extracted = extract::apply(
-                &self.config.extract,
-                self.config.extract_all,
-                headers.as_ref().unwrap_or(&HeaderMap::new()),
-                buf,
-            );
+            // Parsing a large page takes CPU time: off the runtime's threads, so that no
+            // worker that holds a fresh token waits behind it.
+            let config = self.config.clone();
+            let body = std::mem::take(buf);
+            let (extracted, body) = tokio::task::spawn_blocking(move || {
+                let headers = headers.unwrap_or_default();
+                let values = extract::apply(&config.extract, config.extract_all, &headers, &body);
+                (values, body)
+            })
+            .await
+            .expect("extraction does not panic");
+            head.extracted = extracted;
+            *buf = body;
         }
         Step::Done(head, body_error)
     }

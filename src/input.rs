@@ -517,10 +517,25 @@ pub fn spawn_reader(
                 }
                 progress.jobs.fetch_add(1, Ordering::Relaxed);
                 if job.index < hold_until {
+                    if held.len() >= MAX_HELD {
+                        return Err(not_the_same_input(format!(
+                            "more than {MAX_HELD} lines before the report's last index {hold_until} are not in it"
+                        )));
+                    }
                     held.push(job);
                     continue;
                 }
-                // Past the report's last index: everything done has been checked.
+                // Past the report's last index: every done index must have been seen, and
+                // matched, before anything is sent.
+                if let Some(done) = &skip {
+                    if checked != done.set.len() {
+                        return Err(not_the_same_input(format!(
+                            "{} rows of the report have no matching {} in this input",
+                            done.set.len() - checked,
+                            source.unit()
+                        )));
+                    }
+                }
                 let mut p = pending.lock().expect("input lock");
                 p.batch.append(&mut held);
                 p.batch.push(job);
@@ -549,6 +564,10 @@ pub fn spawn_reader(
 
 /// Jobs per batch from the input thread to the pool.
 pub const BATCH: usize = 64;
+
+/// The most not-done jobs held back while a resume checks the input against the report.
+/// They are the jobs that were in flight when the earlier run ended: a few thousand at most.
+const MAX_HELD: usize = 1_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -676,6 +695,12 @@ mod tests {
         let (result, sent) = read_all(b"http://a.test/1\n", set.clone());
         assert!(result.unwrap_err().to_string().contains("1 rows"));
         assert!(sent.is_empty());
+        // The report's line 2 is now a comment: refused before the held line 1 goes out.
+        let mut set2 = DoneSet::default();
+        set2.insert(2, "http://a.test/2");
+        let (result, sent) = read_all(b"http://a.test/1\n# gone\nhttp://a.test/3\n", set2);
+        assert!(result.is_err());
+        assert!(sent.is_empty(), "sent {sent:?}");
         // The same input: the held jobs go out, the done one does not.
         let (result, sent) = read_all(
             b"http://a.test/1\nhttp://a.test/2\nhttp://a.test/3\nhttp://a.test/4\n",

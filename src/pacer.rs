@@ -206,6 +206,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_granted_to_a_waiter_that_left_is_withdrawn() {
+        use std::future::Future;
+        use std::task::Context;
+        let p = pacer(1000, 1);
+        let mut take = Box::pin(p.take());
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // The first token is granted at once; wait (without polling again) until it is.
+        assert!(take.as_mut().poll(&mut cx).is_pending() || p.tokens.available_permits() == 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while p.tokens.available_permits() == 0 && *p.state.demand.lock().unwrap() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the pacer never granted the token"
+            );
+            std::thread::yield_now();
+        }
+        // The waiter leaves with its token granted but not taken: it must not stay behind
+        // for a later request to use.
+        drop(take);
+        assert_eq!(p.tokens.available_permits(), 0);
+        assert_eq!(*p.state.demand.lock().unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn a_cancelled_wait_leaves_no_token_behind() {
         let p = pacer(10, 1);
         p.take().await; // the burst

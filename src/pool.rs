@@ -168,11 +168,18 @@ pub async fn run_with<H: Handler>(
     feeder.abort();
 
     let stats = sink_task.await.expect("the sink task does not panic");
-    let written = tokio::task::spawn_blocking(move || {
+    let joined = tokio::task::spawn_blocking(move || {
         writer.join().expect("the writer thread does not panic")
-    })
-    .await
-    .expect("joining the writer thread");
+    });
+    // After an abort, a writer stuck on a stalled output is not waited for long.
+    let written = if shutdown.abort.is_cancelled() {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), joined).await {
+            Ok(joined) => joined.expect("joining the writer thread"),
+            Err(_) => Ok(()),
+        }
+    } else {
+        joined.await.expect("joining the writer thread")
+    };
     written.map_err(|source| Error::Output {
         path: config.output.display_path(),
         source,
@@ -256,8 +263,13 @@ async fn worker<H: Handler>(
         if buf.capacity() > 4 << 20 {
             buf = Vec::new();
         }
-        if out.send(outcome).await.is_err() {
-            return; // The sink is gone (an output error); the run is ending.
+        // An abort wins over a stalled output (a paused pipe reader).
+        tokio::select! {
+            biased;
+            _ = shutdown.abort.cancelled() => return,
+            sent = out.send(outcome) => if sent.is_err() {
+                return; // The sink is gone (an output error); the run is ending.
+            },
         }
     }
 }
@@ -316,12 +328,12 @@ async fn encode_rows(
                 }
                 progress.update(&stats, &input);
                 if sink.buffered() >= CHUNK {
-                    writer_alive = chunks.send(sink.take_bytes()).await.is_ok();
+                    writer_alive = hand_over(&chunks, sink.take_bytes(), &shutdown).await;
                 }
             }
             _ = tick.tick() => {
                 if sink.buffered() > 0 {
-                    writer_alive = chunks.send(sink.take_bytes()).await.is_ok();
+                    writer_alive = hand_over(&chunks, sink.take_bytes(), &shutdown).await;
                 }
                 progress.update(&stats, &input);
             }
@@ -333,10 +345,20 @@ async fn encode_rows(
         }
     }
     if writer_alive && sink.buffered() > 0 {
-        let _ = chunks.send(sink.take_bytes()).await;
+        hand_over(&chunks, sink.take_bytes(), &shutdown).await;
     }
     progress.finish();
     stats
+}
+
+/// Gives encoded bytes to the writer thread; false if it is gone, or if the run was
+/// aborted while the writer was not taking them.
+async fn hand_over(chunks: &mpsc::Sender<Vec<u8>>, bytes: Vec<u8>, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        biased;
+        sent = chunks.send(bytes) => sent.is_ok(),
+        _ = shutdown.abort.cancelled() => false,
+    }
 }
 
 /// The writer thread owns the output: a slow disk or a full pipe blocks it, never the

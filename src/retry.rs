@@ -125,8 +125,10 @@ pub async fn retry_failed(
         .filter(|r| !needs_retry(r.get(4).unwrap_or(""), r.get(3).unwrap_or("")))
         .count() as u64;
 
-    // Pass 2: the report again, with the refetched rows in place of the old ones.
-    rewrite(report, &header, fresh).map_err(|source| Error::Output {
+    // Pass 2: the report again, with the refetched rows in place of the old ones. A
+    // symlinked report is rewritten where it really is.
+    let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
+    rewrite(&real, &header, fresh).map_err(|source| Error::Output {
         path: report.to_path_buf(),
         source,
     })?;
@@ -186,13 +188,27 @@ fn rewrite(
         file.sync_all()?;
         Ok::<_, std::io::Error>(())
     })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, report),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
+    let renamed = result.and_then(|()| {
+        // The new file keeps the report's permissions.
+        std::fs::set_permissions(&tmp, std::fs::metadata(report)?.permissions())?;
+        std::fs::rename(&tmp, report)
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed?;
+    // The rename itself is made durable by syncing the directory.
+    if let Some(dir) = report.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

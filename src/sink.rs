@@ -178,7 +178,11 @@ impl Sink {
     pub fn new(out: Box<dyn Write + Send>, format: Format, columns: Columns) -> io::Result<Sink> {
         let mut sink = Sink::without_header(out, format, columns);
         if let Encoder::Csv(w) = &mut sink.enc {
-            w.write_record(sink.columns.names()).map_err(csv_io)?;
+            // Passthrough names come from the input: they are cells like any other.
+            let names: Vec<Cow<'_, str>> =
+                sink.columns.names().iter().map(|n| csv_text(n)).collect();
+            w.write_record(names.iter().map(|n| n.as_bytes()))
+                .map_err(csv_io)?;
         }
         Ok(sink)
     }
@@ -497,7 +501,8 @@ pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed,
                 .has_headers(true)
                 .from_reader(reader);
             let header = rdr.headers().map_err(|e| refuse(e.to_string()))?;
-            let expected: Vec<&str> = columns.names().iter().map(String::as_str).collect();
+            let expected: Vec<Cow<'_, str>> = columns.names().iter().map(|n| csv_text(n)).collect();
+            let expected: Vec<&str> = expected.iter().map(|n| n.as_ref()).collect();
             let found: Vec<&str> = header.iter().collect();
             if found != expected {
                 return Err(refuse(format!(
@@ -510,6 +515,7 @@ pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed,
                 let index = record
                     .get(index_at)
                     .and_then(|i| i.parse::<u64>().ok())
+                    .filter(|i| *i > 0)
                     .ok_or_else(|| refuse(format!("row {} has no valid index", n + 2)))?;
                 if !done.insert(index, record.get(url_at).unwrap_or("")) {
                     return Err(refuse(format!("index {index} appears twice")));

@@ -344,3 +344,37 @@ fn see_other_turns_a_post_into_a_get_without_body() {
     );
     assert_eq!(a[1].header("content-length"), None);
 }
+
+#[test]
+fn retry_after_longer_than_the_maximum_is_not_waited_for() {
+    let server = Server::start();
+    let config = Config {
+        retries: 3,
+        max_retry_after: Duration::from_secs(60),
+        ..test_config()
+    };
+    let row = one(config, server.url("/status/429?retry_after=120"));
+    assert_eq!((row.get("status"), row.get("attempts")), ("429", "1"));
+    assert_eq!(row.get("error_kind"), "", "a response, not a failure");
+    assert!(
+        row.get("error").contains("--max-retry-after"),
+        "{}",
+        row.get("error")
+    );
+}
+
+#[test]
+fn elapsed_includes_the_waits_between_attempts() {
+    let server = Server::start();
+    let config = Config {
+        retries: 1,
+        ..test_config()
+    };
+    let row = one(config, server.url("/status/503?retry_after=1"));
+    assert_eq!((row.get("status"), row.get("attempts")), ("503", "2"));
+    let ms: u64 = row.get("elapsed_ms").parse().unwrap();
+    assert!(
+        ms >= 1000,
+        "elapsed {ms} ms does not include the 1 s Retry-After wait"
+    );
+}

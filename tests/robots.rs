@@ -48,10 +48,15 @@ fn site(status: u16, body: &'static str) -> (RawServer, Log) {
 }
 
 fn run(urls: &[String]) -> Vec<Row> {
+    run_with(urls, &[])
+}
+
+fn run_with(urls: &[String], args: &[&str]) -> Vec<Row> {
     let out = Command::cargo_bin("ratefetch")
         .unwrap()
         .env_remove("http_proxy")
         .args(["-q", "-r", "unlimited", "--respect-robots"])
+        .args(args)
         .write_stdin(urls.join("\n"))
         .output()
         .unwrap();
@@ -103,6 +108,7 @@ fn disallowed_urls_are_rows_not_requests_and_robots_txt_is_fetched_once() {
 fn robots_txt_answering_4xx_allows_everything() {
     let (server, log) = site(404, "");
     let rows = run(&[server.url("/private/1"), server.url("/a")]);
+    assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.get("status") == "200"));
     assert_eq!(paths(&log).len(), 3);
 }
@@ -111,6 +117,7 @@ fn robots_txt_answering_4xx_allows_everything() {
 fn robots_txt_answering_5xx_disallows_the_host_and_says_so() {
     let (server, log) = site(503, "");
     let rows = run(&[server.url("/a"), server.url("/b")]);
+    assert_eq!(rows.len(), 2);
     for row in &rows {
         assert_eq!(row.get("error_kind"), "robots_disallowed");
         assert!(row.get("error").contains("503"), "{}", row.get("error"));
@@ -154,4 +161,24 @@ fn crawl_delay_slows_the_host_down() {
         "{} requests within {:?}",
         check.worst_count, check.worst_span
     );
+}
+
+#[test]
+fn the_group_for_the_user_agent_sent_applies() {
+    let txt = "User-agent: *\nDisallow: /\n\nUser-agent: ratefetch\nAllow: /\n";
+    let (server, _) = site(200, txt);
+    let rows = run(&[server.url("/page")]);
+    assert_eq!(
+        rows[0].get("status"),
+        "200",
+        "ratefetch's own group allows it"
+    );
+    let (server, log) = site(200, txt);
+    let rows = run_with(&[server.url("/page")], &["-H", "User-Agent: otherbot/2"]);
+    assert_eq!(
+        rows[0].get("error_kind"),
+        "robots_disallowed",
+        "otherbot falls under *"
+    );
+    assert_eq!(paths(&log), ["/robots.txt"]);
 }

@@ -291,7 +291,10 @@ fn a_csv_report_with_extra_columns_resumes() {
     // Keep the header and the first ten rows, as after a kill.
     let text = std::fs::read_to_string(&report).unwrap();
     let kept: String = text.lines().take(11).map(|l| format!("{l}\n")).collect();
-    std::fs::write(&report, kept).unwrap();
+    std::fs::write(&report, &kept).unwrap();
+    let kept_rows = parse_csv(kept.as_bytes()).1;
+    let kept_indices: Vec<u64> = kept_rows.iter().map(Row::index).collect();
+    server.arrivals();
     ratefetch()
         .args(args)
         .arg("--resume")
@@ -301,6 +304,13 @@ fn a_csv_report_with_extra_columns_resumes() {
         .assert()
         .success();
     assert_each_index_once(&read_csv(&report), 1..=40);
+    let after = std::fs::read_to_string(&report).unwrap();
+    assert!(after.starts_with(&kept), "the kept rows are untouched");
+    // Only the missing rows were fetched (row 7 has no URL).
+    let missing = (1..=40u64)
+        .filter(|i| !kept_indices.contains(i) && *i != 7)
+        .count();
+    assert_eq!(server.arrivals().len(), missing);
 }
 
 #[test]
