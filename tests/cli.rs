@@ -5,24 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use assert_cmd::Command;
 use support::report::{assert_each_index_once, parse_csv, read_csv};
 use support::server::Server;
 
-fn ratefetch() -> Command {
-    let mut cmd = Command::cargo_bin("ratefetch").expect("the binary is built");
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
+use support::report::ratefetch_bin as ratefetch;
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

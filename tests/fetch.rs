@@ -132,10 +132,7 @@ fn unknown_host_is_a_dns_row() {
 
 #[test]
 fn closed_port_is_a_connect_row() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let row = one(no_retries(), format!("http://{addr}/"));
+    let row = one(no_retries(), support::server::closed_port_url());
     assert_eq!(row.get("error_kind"), "connect");
     assert!(
         row.get("error").to_lowercase().contains("refused"),

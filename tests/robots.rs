@@ -8,8 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-use support::report::{parse_csv, Row};
+use support::report::{parse_csv, ratefetch_bin, Row};
 use support::server::{check_rate, RawServer};
 
 /// A server whose /robots.txt answers `status` with `body`, and every other path 200. It
@@ -52,9 +51,7 @@ fn run(urls: &[String]) -> Vec<Row> {
 }
 
 fn run_with(urls: &[String], args: &[&str]) -> Vec<Row> {
-    let out = Command::cargo_bin("ratefetch")
-        .unwrap()
-        .env_remove("http_proxy")
+    let out = ratefetch_bin()
         .args(["-q", "-r", "unlimited", "--respect-robots"])
         .args(args)
         .write_stdin(urls.join("\n"))
@@ -127,11 +124,7 @@ fn robots_txt_answering_5xx_disallows_the_host_and_says_so() {
 
 #[test]
 fn unreachable_robots_txt_disallows_the_host() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let rows = run(&[format!("http://{addr}/a")]);
+    let rows = run(&[format!("{}a", support::server::closed_port_url())]);
     assert_eq!(rows[0].get("error_kind"), "robots_disallowed");
     assert!(
         rows[0].get("error").contains("unreachable"),

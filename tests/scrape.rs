@@ -5,15 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use assert_cmd::Command;
 use support::report::{assert_each_index_once, parse_csv, read_csv, Row};
 use support::server::Server;
 
-fn ratefetch() -> Command {
-    let mut cmd = Command::cargo_bin("ratefetch").expect("the binary is built");
-    cmd.env_remove("http_proxy").env_remove("HTTP_PROXY");
-    cmd
-}
+use support::report::ratefetch_bin as ratefetch;
 
 /// A product list as users bring it: quoted cells with commas and line breaks, the URL in
 /// a column of its own, and a row with no URL.
@@ -316,12 +311,7 @@ fn a_csv_report_with_extra_columns_resumes() {
 #[test]
 fn retry_failed_refetches_only_failed_rows_and_rewrites_the_report_in_place() {
     let server = Server::start();
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
-        drop(l);
-        format!("http://{a}/")
-    };
+    let closed = support::server::closed_port_url();
     let dir = tempfile::tempdir().unwrap();
     let input = [
         server.url("/ok"),

@@ -97,3 +97,19 @@ pub fn assert_each_index_once(rows: &[Row], expected: impl IntoIterator<Item = u
     want.sort_unstable();
     assert_eq!(got, want, "every index exactly once");
 }
+
+/// The `ratefetch` binary, with proxy variables removed so that it talks to 127.0.0.x directly.
+pub fn ratefetch_bin() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("ratefetch").expect("the binary is built");
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}

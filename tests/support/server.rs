@@ -756,3 +756,12 @@ pub fn max_in_window(times: &[Instant], window: Duration) -> usize {
     }
     best
 }
+
+/// `http://127.0.0.1:PORT/` for a port where nothing listens (it was bound and released), so
+/// a connection is refused.
+pub fn closed_port_url() -> String {
+    let listener = StdTcpListener::bind("127.0.0.1:0").expect("binding a throwaway port");
+    let addr = listener.local_addr().expect("its address");
+    drop(listener);
+    format!("http://{addr}/")
+}
