@@ -317,6 +317,7 @@ impl Cli {
             save_bodies: self.save_bodies,
             retry_failed: self.retry_failed,
             respect_robots: self.respect_robots,
+            backoff_jitter: true,
         })
     }
 }

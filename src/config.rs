@@ -127,6 +127,9 @@ pub struct Config {
     pub retry_failed: Option<PathBuf>,
     /// `--respect-robots`: obey robots.txt (RFC 9309), Crawl-delay included.
     pub respect_robots: bool,
+    /// Full jitter on retry backoffs (default). Off, a retry waits the whole backoff
+    /// ceiling: deterministic, for tests and experiments; not a command-line flag.
+    pub backoff_jitter: bool,
 }
 
 impl Config {
@@ -179,6 +182,7 @@ impl Default for Config {
             save_bodies: None,
             retry_failed: None,
             respect_robots: false,
+            backoff_jitter: true,
         }
     }
 }

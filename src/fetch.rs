@@ -5,7 +5,6 @@
 //!
 //! Nothing a server sends can make this module panic: every failure becomes an `Outcome`.
 
-use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,71 +13,19 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION,
     PROXY_AUTHORIZATION, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE,
 };
-use reqwest::{redirect, Client, Method, Response, StatusCode};
+use reqwest::{redirect, Client, Response, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
-use crate::input::Job;
+use crate::job::{Hop, Next, Outcome};
 use crate::limits::Limits;
-use crate::pool::Shutdown;
+use crate::retry::{self, Decision, Head, Step};
 use crate::robots::{self, Robots, Rules};
-
-/// The cap on the exponential backoff.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// The result of one job: one report row.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
-    /// 1-based position of the job in the input.
-    pub index: u64,
-    /// The URL as given, trimmed.
-    pub url: String,
-    /// The URL after redirects; `None` when no response came.
-    pub final_url: Option<String>,
-    /// The final HTTP status; `None` when no response came.
-    pub status: Option<u16>,
-    /// Set when the job failed; `None` on a response.
-    pub error_kind: Option<ErrorKind>,
-    /// Human-readable detail, one line. Also set on some responses (a Retry-After that was
-    /// too long to wait for).
-    pub error: Option<String>,
-    /// Attempts made (1 = no retry; 0 = the line was not a fetchable URL).
-    pub attempts: u32,
-    /// HTTP requests sent: attempts plus redirect hops (not a report column).
-    pub requests: u32,
-    /// From the first attempt to the last body byte, retries and waits included.
-    pub elapsed: Duration,
-    /// Body bytes received, after decompression (at most the cap).
-    pub bytes: u64,
-    /// The Content-Type header as sent.
-    pub content_type: Option<String>,
-    /// The HTML `<title>`, whitespace-collapsed.
-    pub title: Option<String>,
-    /// When the first attempt was sent.
-    pub started_at: Option<SystemTime>,
-    /// One value per `--extract` rule, in order (empty when nothing matched).
-    pub extracted: Vec<String>,
-    /// The other cells of a CSV input row, passed through.
-    pub passthrough: Vec<String>,
-    /// SHA-256 (hex) of the body saved with `--save-bodies`.
-    pub body_sha256: Option<String>,
-}
-
-impl Outcome {
-    /// The row of a job that failed before any request.
-    pub fn failed(index: u64, url: String, failure: Failure) -> Outcome {
-        Outcome {
-            index,
-            url,
-            error_kind: Some(failure.kind),
-            error: Some(failure.message),
-            ..Outcome::default()
-        }
-    }
-}
+use crate::schedule::{Scheduler, Ticket};
+use crate::shutdown::Shutdown;
 
 /// Request headers that are not sent to another host after a redirect (as browsers and
 /// reqwest do): credentials for one host must not leak to the next.
@@ -123,6 +70,8 @@ pub struct Fetcher {
     client: Client,
     config: Arc<Config>,
     limits: Arc<Limits>,
+    /// Per-host state: cool-downs, Crawl-delays, slots for robots.txt.
+    scheduler: Scheduler,
     /// The `-H` headers of `SENSITIVE`, sent only to the job's own host.
     sensitive: Vec<(HeaderName, HeaderValue)>,
     /// Whether whole bodies are kept (extraction rules or --save-bodies need them).
@@ -133,33 +82,21 @@ pub struct Fetcher {
     robots: Option<Robots>,
 }
 
-/// What one request produced.
-enum Step {
-    /// A redirect to follow, with its status.
-    Redirect(Url, u16),
-    /// A response whose status asks for a retry; the body was not kept.
-    Retryable {
-        status: u16,
-        retry_after: Option<Duration>,
-        head: Head,
-    },
-    /// A final response, body read (perhaps with a body error).
-    Done(Head, Option<Failure>),
-    Failed(Failure),
-}
-
-/// The parts of a response that go into a row.
-struct Head {
-    status: u16,
-    final_url: String,
-    content_type: Option<String>,
-    bytes: u64,
-    title: Option<String>,
-    extracted: Vec<String>,
+/// What a step of a task leads to.
+enum RobotsStep {
+    Allowed,
+    Disallowed(Failure),
+    /// robots.txt was fetched meanwhile; the task goes back to its queue.
+    Fetched,
+    Stopped,
 }
 
 impl Fetcher {
-    pub fn new(config: Arc<Config>, limits: Arc<Limits>) -> Result<Fetcher, Error> {
+    pub fn new(
+        config: Arc<Config>,
+        limits: Arc<Limits>,
+        scheduler: Scheduler,
+    ) -> Result<Fetcher, Error> {
         let client = build_client(&config)?;
         let sensitive = config
             .headers
@@ -175,6 +112,7 @@ impl Fetcher {
             client,
             config,
             limits,
+            scheduler,
             sensitive,
             keep_body,
             header_rules,
@@ -182,214 +120,235 @@ impl Fetcher {
         })
     }
 
-    /// Does one job. Returns `None` when the run stopped before the job finished (it then
-    /// writes no row, so `--resume` does it again). `buf` is the worker's reusable body
-    /// buffer. The returned outcome's `url` is empty; the caller moves the job's URL in.
-    ///
-    /// Every request — first attempt, retry or redirect hop — takes its permits and tokens
-    /// from `Limits` for the host it goes to, so the rate promise counts them all.
-    pub async fn fetch(
-        &self,
-        job: &Job,
-        buf: &mut Vec<u8>,
-        shutdown: &Shutdown,
-    ) -> Option<Outcome> {
-        let start = match &job.target {
-            Ok(url) => url,
-            Err(f) => return Some(Outcome::failed(job.index, String::new(), f.clone())),
+    /// Takes one step of the task in `ticket`: at most one request, for which its host's
+    /// slot was given by the scheduler. Every request — first attempt, retry, redirect hop or
+    /// robots.txt — takes the global permit and token (`Limits`) and counts in its host's
+    /// pace (`Ticket::go`), so the rate promise counts them all.
+    pub async fn step(&self, ticket: &mut Ticket, buf: &mut Vec<u8>, shutdown: &Shutdown) -> Next {
+        let url = match ticket.task().next_url() {
+            Ok(url) => url.clone(),
+            Err(f) => {
+                let f = f.clone();
+                ticket.task_mut().fail(f);
+                return Next::Done;
+            }
         };
         // A URL that robots.txt disallows is not requested at all.
-        if let Err(f) = self.robots_allow(start, shutdown).await? {
-            return Some(Outcome::failed(job.index, String::new(), f));
-        }
-        let mut outcome = Outcome {
-            index: job.index,
-            ..Outcome::default()
-        };
-        let mut first_sent: Option<Instant> = None;
-        let max_hops = self.config.max_redirects;
-        loop {
-            outcome.attempts += 1;
-            let may_retry = outcome.attempts <= self.config.retries;
-            let mut url = Cow::Borrowed(start);
-            let mut method = self.config.method.clone();
-            let mut with_body = true;
-            let mut hops = 0;
-            let step = loop {
-                let host = url.host_str().unwrap_or("");
-                let pass = tokio::select! {
-                    biased;
-                    _ = shutdown.stop.cancelled() => return None,
-                    pass = self.limits.acquire(host) => pass,
-                };
-                let sent = Instant::now();
-                if first_sent.is_none() {
-                    first_sent = Some(sent);
-                    outcome.started_at = Some(SystemTime::now());
+        if self.robots.is_some() {
+            match self.robots_step(ticket, &url, shutdown).await {
+                RobotsStep::Allowed => {}
+                RobotsStep::Disallowed(f) => {
+                    ticket.task_mut().fail(f);
+                    return Next::Done;
                 }
-                outcome.requests += 1;
-                let own_host = host == start.host_str().unwrap_or("");
-                let request = self.request(&url, &method, with_body, own_host, buf, may_retry);
-                let deadline = sent
-                    .checked_add(self.config.timeout)
-                    .unwrap_or_else(far_future);
-                let step = tokio::select! {
-                    biased;
-                    _ = shutdown.abort.cancelled() => return None,
-                    step = tokio::time::timeout_at(deadline, request) => step,
-                };
-                drop(pass);
-                let step = step.unwrap_or_else(|_| {
-                    Step::Failed(Failure::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "no complete response within {}",
-                            humantime::format_duration(self.config.timeout)
-                        ),
-                    ))
-                });
-                let Step::Redirect(next, status) = step else {
-                    break step;
-                };
-                let scheme = next.scheme();
-                if scheme != "http" && scheme != "https" {
-                    break Step::Failed(Failure::new(
-                        ErrorKind::UnsupportedScheme,
-                        format!("redirect to unsupported scheme '{scheme}:'; only http and https are followed"),
-                    ));
-                }
-                if hops == max_hops {
-                    break Step::Failed(Failure::new(
-                        ErrorKind::RedirectLimit,
-                        format!("more than {max_hops} redirects (last to {next})"),
-                    ));
-                }
-                if let Err(f) = self.robots_allow(&next, shutdown).await? {
-                    break Step::Failed(f);
-                }
-                hops += 1;
-                // RFC 9110 §15.4.4: 303 means GET. 301 and 302 turn a POST into a GET, as
-                // browsers, curl and reqwest do.
-                if (status == 303 && method != Method::HEAD)
-                    || (matches!(status, 301 | 302) && method == Method::POST)
-                {
-                    method = Method::GET;
-                    with_body = false;
-                }
-                url = Cow::Owned(next);
-            };
-            let wait = match step {
-                Step::Redirect(..) => unreachable!("redirects are followed above"),
-                Step::Done(head, body_error) => {
-                    outcome.set_head(head);
-                    if let Some(f) = body_error {
-                        outcome.error_kind = Some(f.kind);
-                        outcome.error = Some(f.message);
-                    }
-                    if let Some(dir) = &self.config.save_bodies {
-                        let ext = body_extension(outcome.content_type.as_deref());
-                        let path = dir.join(format!("{}.{ext}", job.index));
-                        // Hashing and writing on a blocking thread, as for extraction.
-                        let body = std::mem::take(buf);
-                        let (sha, written, body) = tokio::task::spawn_blocking(move || {
-                            let sha = sha256_hex(&body);
-                            let written = std::fs::write(&path, &body).map_err(|e| {
-                                format!("cannot save the body to {}: {e}", path.display())
-                            });
-                            (sha, written, body)
-                        })
-                        .await
-                        .expect("saving a body does not panic");
-                        *buf = body;
-                        outcome.body_sha256 = Some(sha);
-                        if let Err(why) = written {
-                            if outcome.error_kind.is_none() {
-                                outcome.error_kind = Some(ErrorKind::Other);
-                                outcome.error = Some(why);
-                            }
-                        }
-                    }
-                    break;
-                }
-                Step::Failed(f) => {
-                    let retryable = matches!(f.kind, ErrorKind::Connect | ErrorKind::Timeout);
-                    outcome.error_kind = Some(f.kind);
-                    outcome.error = Some(f.message);
-                    if !(retryable && may_retry) {
-                        break;
-                    }
-                    self.backoff(outcome.attempts)
-                }
-                Step::Retryable {
-                    status,
-                    retry_after,
-                    head,
-                } => match retry_after {
-                    Some(ra) if ra > self.config.max_retry_after => {
-                        outcome.set_head(head);
-                        outcome.error = Some(format!(
-                            "status {status} with Retry-After {}; longer than --max-retry-after {}, not retried",
-                            humantime::format_duration(ra),
-                            humantime::format_duration(self.config.max_retry_after)
-                        ));
-                        break;
-                    }
-                    Some(ra) => {
-                        // The whole host cools down, not only this job.
-                        let host = url.host_str().unwrap_or("");
-                        self.limits.cool_down(host, ra);
-                        ra
-                    }
-                    None => self.backoff(outcome.attempts),
-                },
-            };
-            tokio::select! {
-                biased;
-                _ = shutdown.stop.cancelled() => return None,
-                _ = tokio::time::sleep(wait) => {}
+                RobotsStep::Fetched => return Next::Requeue,
+                RobotsStep::Stopped => return Next::Stopped,
             }
-            // A later attempt's result replaces this one's.
-            outcome.error_kind = None;
-            outcome.error = None;
         }
-        outcome.elapsed = first_sent.map(|t| t.elapsed()).unwrap_or_default();
-        Some(outcome)
-    }
-
-    /// With `--respect-robots`, whether robots.txt lets `url` be fetched (fetching it once
-    /// per origin). `None` when the run stopped meanwhile.
-    async fn robots_allow(&self, url: &Url, shutdown: &Shutdown) -> Option<Result<(), Failure>> {
-        let Some(robots) = &self.robots else {
-            return Some(Ok(()));
-        };
-        let cell = robots.cell(url);
-        let rules = tokio::select! {
+        let pass = tokio::select! {
             biased;
-            _ = shutdown.stop.cancelled() => return None,
-            rules = cell.get_or_init(|| self.fetch_robots(url)) => rules.clone(),
+            _ = shutdown.stop.cancelled() => return Next::Stopped,
+            pass = self.limits.acquire() => pass,
         };
-        Some(
-            rules
-                .check(url)
-                .map_err(|why| Failure::new(ErrorKind::RobotsDisallowed, why)),
-        )
+        if !ticket.go() {
+            // The host began to cool down while we waited: the token goes unused (a lost
+            // token can only slow the run, never break the promise).
+            return Next::Requeue;
+        }
+        let sent = Instant::now();
+        let task = ticket.task_mut();
+        if task.first_sent.is_none() {
+            task.first_sent = Some(sent);
+            task.outcome.started_at = Some(SystemTime::now());
+        }
+        task.outcome.requests += 1;
+        let hop = match &task.hop {
+            Some(hop) => hop.clone(),
+            None => {
+                // A new attempt: its result replaces the last one's.
+                task.outcome.attempts += 1;
+                task.outcome.error_kind = None;
+                task.outcome.error = None;
+                let hop = Hop {
+                    url: url.clone(),
+                    method: self.config.method.clone(),
+                    with_body: true,
+                    redirects: 0,
+                };
+                task.hop = Some(hop.clone());
+                hop
+            }
+        };
+        let may_retry = task.outcome.attempts <= self.config.retries;
+        let own_host = task.job.target.as_ref().ok().and_then(Url::host_str) == hop.url.host_str();
+        let index = task.job.index;
+        let request = self.request(&hop, own_host, buf, may_retry);
+        let deadline = sent
+            .checked_add(self.config.timeout)
+            .unwrap_or_else(far_future);
+        let step = tokio::select! {
+            biased;
+            _ = shutdown.abort.cancelled() => return Next::Stopped,
+            step = tokio::time::timeout_at(deadline, request) => step,
+        };
+        drop(pass);
+        let step = step.unwrap_or_else(|_| {
+            Step::Failed(Failure::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no complete response within {}",
+                    humantime::format_duration(self.config.timeout)
+                ),
+            ))
+        });
+        let host = hop.url.host_str().unwrap_or("");
+        match retry::decide(&self.config, step, may_retry) {
+            Decision::Redirect(next, status) => {
+                let task = ticket.task_mut();
+                match retry::follow(&hop, next, status, self.config.max_redirects) {
+                    Ok(next) => {
+                        task.hop = Some(next);
+                        Next::Requeue
+                    }
+                    Err(f) => {
+                        task.fail(f);
+                        Next::Done
+                    }
+                }
+            }
+            Decision::Finish {
+                head,
+                failure,
+                note,
+            } => {
+                let task = ticket.task_mut();
+                task.outcome.set_head(head);
+                if let Some(f) = failure {
+                    task.fail(f);
+                }
+                if note.is_some() {
+                    task.outcome.error = note;
+                }
+                if let Some(dir) = &self.config.save_bodies {
+                    self.save_body(dir, index, &mut task.outcome, buf).await;
+                }
+                Next::Done
+            }
+            Decision::Fail(f) => {
+                ticket.task_mut().fail(f);
+                Next::Done
+            }
+            Decision::Retry(f) => {
+                let task = ticket.task_mut();
+                task.fail(f);
+                task.hop = None;
+                let wait = self.backoff(task.outcome.attempts);
+                Next::RetryAt(Instant::now() + wait)
+            }
+            Decision::CoolDown(wait) => {
+                // The whole host cools down, not only this job; the job waits in its queue.
+                self.scheduler.cool_down(host, wait);
+                ticket.task_mut().hop = None;
+                Next::Requeue
+            }
+            Decision::Backoff => {
+                let task = ticket.task_mut();
+                task.hop = None;
+                let wait = self.backoff(task.outcome.attempts);
+                Next::RetryAt(Instant::now() + wait)
+            }
+        }
     }
 
-    /// Fetches the robots.txt of `page`'s origin through the limits, following up to five
-    /// redirects (RFC 9309 §2.3.1.2), and applies its Crawl-delay to the host.
-    async fn fetch_robots(&self, page: &Url) -> Arc<Rules> {
+    /// Hashes and saves a body for `--save-bodies`, on a blocking thread.
+    async fn save_body(
+        &self,
+        dir: &std::path::Path,
+        index: u64,
+        outcome: &mut Outcome,
+        buf: &mut Vec<u8>,
+    ) {
+        let ext = body_extension(outcome.content_type.as_deref());
+        let path = dir.join(format!("{index}.{ext}"));
+        let body = std::mem::take(buf);
+        let (sha, written, body) = tokio::task::spawn_blocking(move || {
+            let sha = sha256_hex(&body);
+            let written = std::fs::write(&path, &body)
+                .map_err(|e| format!("cannot save the body to {}: {e}", path.display()));
+            (sha, written, body)
+        })
+        .await
+        .expect("saving a body does not panic");
+        *buf = body;
+        outcome.body_sha256 = Some(sha);
+        if let Err(why) = written {
+            if outcome.error_kind.is_none() {
+                outcome.error_kind = Some(ErrorKind::Other);
+                outcome.error = Some(why);
+            }
+        }
+    }
+
+    /// With `--respect-robots`: whether robots.txt lets `url` be fetched. While an origin's
+    /// robots.txt is not known, its tasks give their host's slot back and wait for it (the
+    /// first one fetches it, in slots of its own), then go back to their queue.
+    async fn robots_step(&self, ticket: &mut Ticket, url: &Url, shutdown: &Shutdown) -> RobotsStep {
+        let robots = self.robots.as_ref().expect("called with --respect-robots");
+        let cell = robots.cell(url);
+        let rules = match cell.get() {
+            Some(rules) => rules.clone(),
+            None => {
+                ticket.release_host();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.stop.cancelled() => return RobotsStep::Stopped,
+                    _ = cell.get_or_init(|| self.fetch_robots(url, shutdown)) => {}
+                }
+                return if shutdown.stop.is_cancelled() {
+                    RobotsStep::Stopped
+                } else {
+                    RobotsStep::Fetched
+                };
+            }
+        };
+        if let Some(delay) = rules.delay() {
+            self.scheduler
+                .slow_host(url.host_str().unwrap_or(""), delay);
+        }
+        match rules.check(url) {
+            Ok(()) => RobotsStep::Allowed,
+            Err(why) => RobotsStep::Disallowed(Failure::new(ErrorKind::RobotsDisallowed, why)),
+        }
+    }
+
+    /// Fetches the robots.txt of `page`'s origin, each request in a slot of its host and
+    /// through the global limits, following up to five redirects (RFC 9309 §2.3.1.2).
+    async fn fetch_robots(&self, page: &Url, shutdown: &Shutdown) -> Arc<Rules> {
         let mut target = page
             .join("/robots.txt")
             .expect("an http(s) URL joins a path");
         let mut answer: Result<(u16, Vec<u8>), String> = Ok((404, Vec::new()));
         for _ in 0..=5 {
             let host = target.host_str().unwrap_or("").to_string();
-            let pass = self.limits.acquire(&host).await;
-            let deadline = Instant::now()
-                .checked_add(self.config.timeout)
-                .unwrap_or_else(far_future);
-            let got = tokio::time::timeout_at(deadline, self.get_robots(&target)).await;
-            drop(pass);
+            let got = loop {
+                let Some(mut slot) = self.scheduler.slot(&host, &shutdown.stop).await else {
+                    return Arc::new(Rules::DisallowAll("the run stopped".into()));
+                };
+                let pass = tokio::select! {
+                    biased;
+                    _ = shutdown.stop.cancelled() => return Arc::new(Rules::DisallowAll("the run stopped".into())),
+                    pass = self.limits.acquire() => pass,
+                };
+                if !slot.go() {
+                    continue;
+                }
+                let deadline = Instant::now()
+                    .checked_add(self.config.timeout)
+                    .unwrap_or_else(far_future);
+                let got = tokio::time::timeout_at(deadline, self.get_robots(&target)).await;
+                drop(pass);
+                break got;
+            };
             match got {
                 Err(_) => answer = Err("timed out".to_string()),
                 Ok(Err(why)) => answer = Err(why),
@@ -404,20 +363,18 @@ impl Fetcher {
             }
             break;
         }
-        // The User-Agent actually sent: an explicit -H 'User-Agent: …' wins over -A.
-        let sent = self
-            .config
+        let agent = robots::agent_token(self.user_agent());
+        let reply = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
+        Arc::new(Rules::from_response(agent, reply.map_err(Clone::clone)))
+    }
+
+    /// The User-Agent actually sent: an explicit -H 'User-Agent: …' wins over -A.
+    fn user_agent(&self) -> &str {
+        self.config
             .headers
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or(&self.config.user_agent);
-        let agent = robots::agent_token(sent);
-        let reply = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
-        let rules = Rules::from_response(agent, reply.map_err(Clone::clone));
-        if let Some(delay) = rules.delay() {
-            self.limits.slow_host(page.host_str().unwrap_or(""), delay);
-        }
-        Arc::new(rules)
+            .unwrap_or(&self.config.user_agent)
     }
 
     /// One robots.txt request: its status and (capped) body, or where it redirects.
@@ -455,29 +412,20 @@ impl Fetcher {
         Ok(Ok((status, body)))
     }
 
-    /// Full-jitter exponential backoff before retry `n` (1-based): uniform in
-    /// `[0, min(cap, base·2^(n−1))]`.
+    /// The wait before retry `n` (1-based): full jitter under a doubling cap.
     fn backoff(&self, n: u32) -> Duration {
-        let ceiling = self
-            .config
-            .backoff
-            .saturating_mul(1u32 << (n.saturating_sub(1)).min(20))
-            .min(MAX_BACKOFF);
-        ceiling.mul_f64(fastrand::f64())
+        retry::backoff(
+            self.config.backoff,
+            n,
+            self.scheduler.jitter(),
+            fastrand::f64(),
+        )
     }
 
     /// Sends one request and reads its response.
-    async fn request(
-        &self,
-        url: &Url,
-        method: &Method,
-        with_body: bool,
-        own_host: bool,
-        buf: &mut Vec<u8>,
-        may_retry: bool,
-    ) -> Step {
-        let mut request = self.client.request(method.clone(), url.clone());
-        if with_body {
+    async fn request(&self, hop: &Hop, own_host: bool, buf: &mut Vec<u8>, may_retry: bool) -> Step {
+        let mut request = self.client.request(hop.method.clone(), hop.url.clone());
+        if hop.with_body {
             if let Some(body) = &self.config.body {
                 request = request.body(body.clone());
             }
@@ -608,7 +556,12 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
-impl Outcome {
+/// The response's parts of a row.
+trait SetHead {
+    fn set_head(&mut self, head: Head);
+}
+
+impl SetHead for Outcome {
     fn set_head(&mut self, head: Head) {
         self.status = Some(head.status);
         self.final_url = Some(head.final_url);
@@ -782,26 +735,6 @@ mod tests {
             retry_after(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), now),
             None
         );
-    }
-
-    #[test]
-    fn backoff_is_full_jitter_under_a_doubling_cap() {
-        let config = Config {
-            backoff: Duration::from_millis(100),
-            ..Config::default()
-        };
-        let limits = Arc::new(Limits::new(&config));
-        let f = Fetcher::new(Arc::new(config), limits).unwrap();
-        for n in 1..=12u32 {
-            let cap = Duration::from_millis(100 * (1u64 << (n - 1))).min(MAX_BACKOFF);
-            let draws: Vec<Duration> = (0..200).map(|_| f.backoff(n)).collect();
-            assert!(draws.iter().all(|d| *d <= cap), "retry {n} above {cap:?}");
-            // Full jitter: spread over the range, not clustered at the cap.
-            assert!(
-                draws.iter().any(|d| *d < cap / 2),
-                "retry {n} never below half the cap"
-            );
-        }
     }
 
     #[test]

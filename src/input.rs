@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::config::Format;
 use crate::error::{ErrorKind, Failure};
+pub use crate::job::Job;
 use crate::sink::{report_url, DoneSet};
 
 /// Lines longer than this are not URLs; they become `invalid_url` rows and only this many
@@ -22,19 +23,6 @@ use crate::sink::{report_url, DoneSet};
 pub const MAX_LINE: usize = 64 * 1024;
 /// How much of an over-long line is shown in the `url` cell.
 const SHOWN_OF_LONG_LINE: usize = 200;
-
-/// One unit of work: one input line.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// 1-based position in the input (the line number for text input).
-    pub index: u64,
-    /// The line as given, trimmed.
-    pub url: String,
-    /// The URL to fetch, or why the line is not one.
-    pub target: Result<Url, Failure>,
-    /// The other cells of a CSV input row (empty for text input).
-    pub passthrough: Vec<String>,
-}
 
 /// Counters the input shares with progress reporting.
 #[derive(Debug, Default)]

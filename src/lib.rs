@@ -23,12 +23,16 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod input;
+pub mod job;
 pub mod limits;
 pub mod pacer;
 pub mod pool;
 pub mod progress;
+pub mod rerun;
 pub mod retry;
 pub mod robots;
+pub mod schedule;
+pub mod shutdown;
 pub mod sink;
 pub mod units;
 
@@ -38,9 +42,9 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};
-pub use fetch::Outcome;
-pub use pool::Shutdown;
+pub use job::Outcome;
 pub use progress::Summary;
+pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;

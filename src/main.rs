@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     runtime.spawn(watch_signals(shutdown.clone(), config.grace, quiet));
     let result = match config.retry_failed.clone() {
         Some(report) => runtime
-            .block_on(ratefetch::retry::retry_failed(config, &report, shutdown))
+            .block_on(ratefetch::rerun::retry_failed(config, &report, shutdown))
             .map(|r| {
                 let note = format!("retried {} rows; {} now succeed", r.retried, r.now_ok);
                 (r.run, Some(note))

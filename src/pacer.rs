@@ -169,7 +169,7 @@ fn serve(state: &State, tokens: &Semaphore) {
 }
 
 /// Asks the kernel for timer wake-ups within a microsecond instead of the default 50 µs.
-fn fine_timer_slack() {
+pub(crate) fn fine_timer_slack() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_TIMERSLACK takes an integer and affects only the calling thread.
     unsafe {

@@ -1,14 +1,14 @@
 //! Pool: runs the fixed set of workers, wires the channels, and handles stopping.
 //!
 //! ```text
-//!  input thread ──jobs (bounded)──▶ N workers ──outcomes (bounded)──▶ sink thread ──▶ report
+//!  input thread ──batches──▶ feeder ──▶ schedule ──ready tasks──▶ N workers ──outcomes──▶ sink
 //! ```
 //!
 //! Who owns what at shutdown:
-//! - `Shutdown::stop` (first Ctrl-C / SIGTERM): the jobs channel is closed, so the input
-//!   thread stops reading; workers take no new job and drop jobs still waiting for a permit,
-//!   a token or a backoff (they write no row, so `--resume` does them exactly once); requests
-//!   already sent go on.
+//! - `Shutdown::stop` (first Ctrl-C / SIGTERM): the scheduler is closed, so the feeder and
+//!   the input thread stop reading; workers take no new task, and tasks waiting in the
+//!   scheduler (a backoff, a host's pace) or for a permit or token are dropped (they write no
+//!   row, so `--resume` does them exactly once); requests already sent go on.
 //! - `grace` after `stop`, or `Shutdown::abort` (second Ctrl-C): requests in flight are
 //!   dropped, without rows.
 //! - The sink thread owns the output. It exits when every worker has dropped its outcome
@@ -25,31 +25,18 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
-use crate::fetch::{Fetcher, Outcome};
-use crate::input::{self, InputProgress, Job};
+use crate::fetch::Fetcher;
+use crate::input::{self, InputProgress};
 use crate::input::{NotTheSameInput, Skip, Source};
+use crate::job::{Job, Next, Outcome};
 use crate::limits::Limits;
 use crate::progress::{Progress, Stats, Summary};
+use crate::schedule::{Scheduler, Ticket};
+use crate::shutdown::Shutdown;
 use crate::sink::Sink;
-
-/// How a run is told to stop. Cloning shares the tokens.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    /// Stop taking jobs; let requests in flight finish within the grace period.
-    pub stop: CancellationToken,
-    /// Drop requests in flight at once.
-    pub abort: CancellationToken,
-}
-
-impl Shutdown {
-    pub fn new() -> Shutdown {
-        Shutdown::default()
-    }
-}
 
 /// Fetches every job of `input` under `config`'s limits and writes one row per job to
 /// `sink`. Jobs whose index is in `skip` are not done (they are in a resumed report).
@@ -62,36 +49,38 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
-    let fetcher = Arc::new(Fetcher::new(config.clone(), limits)?);
-    run_with(config, fetcher, input, sink, skip, shutdown).await
+    let scheduler = Scheduler::new(&config);
+    let fetcher = Arc::new(Fetcher::new(config.clone(), limits, scheduler.clone())?);
+    run_with(config, fetcher, scheduler, input, sink, skip, shutdown).await
 }
 
-/// What a worker does with one job: `Fetcher` in a real run; tests and other programs can
-/// wrap or replace it. Returns `None` when the run stopped before the job finished (no row).
+/// What a worker does with a task: one step of `Fetcher` in a real run; tests wrap or
+/// replace it.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
-        job: &Job,
+        ticket: &mut Ticket,
         buf: &mut Vec<u8>,
         shutdown: &Shutdown,
-    ) -> impl std::future::Future<Output = Option<Outcome>> + Send;
+    ) -> impl std::future::Future<Output = Next> + Send;
 }
 
 impl Handler for Fetcher {
     fn handle(
         &self,
-        job: &Job,
+        ticket: &mut Ticket,
         buf: &mut Vec<u8>,
         shutdown: &Shutdown,
-    ) -> impl std::future::Future<Output = Option<Outcome>> + Send {
-        self.fetch(job, buf, shutdown)
+    ) -> impl std::future::Future<Output = Next> + Send {
+        self.step(ticket, buf, shutdown)
     }
 }
 
-/// `run` with a given job handler.
+/// `run` with a given task handler and scheduler.
 pub async fn run_with<H: Handler>(
     config: Arc<Config>,
     handler: Arc<H>,
+    scheduler: Scheduler,
     input: Source,
     sink: Sink,
     skip: Option<Arc<Skip>>,
@@ -99,10 +88,8 @@ pub async fn run_with<H: Handler>(
 ) -> Result<Summary, Error> {
     let started = Instant::now();
     let input_progress = Arc::new(InputProgress::default());
+    let _timers = scheduler.guard();
 
-    // A few jobs per worker keep every worker busy without reading ahead of the run.
-    let (job_tx, job_rx) =
-        async_channel::bounded::<Job>(config.workers.saturating_mul(4).clamp(64, 4096));
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Job>>(4);
     let (out_tx, out_rx) = mpsc::channel::<Outcome>(4096);
 
@@ -113,7 +100,7 @@ pub async fn run_with<H: Handler>(
         shutdown.stop.clone(),
         input_progress.clone(),
     );
-    let feeder = tokio::spawn(feed(batch_rx, job_tx));
+    let feeder = tokio::spawn(feed(batch_rx, scheduler.clone()));
     let mut sink = sink;
     let output = sink.take_output().ok_or_else(|| Error::Output {
         path: config.output.display_path(),
@@ -130,10 +117,11 @@ pub async fn run_with<H: Handler>(
         shutdown.clone(),
     ));
 
-    // On stop: close intake at once, then give requests in flight the grace period.
+    // On stop: close intake and the scheduler at once (jobs waiting in it write no row),
+    // then give requests in flight the grace period.
     let stopper = tokio::spawn({
         let shutdown = shutdown.clone();
-        let job_rx = job_rx.clone();
+        let scheduler = scheduler.clone();
         let grace = config.grace;
         async move {
             // An abort is also a stop.
@@ -141,7 +129,7 @@ pub async fn run_with<H: Handler>(
                 _ = shutdown.stop.cancelled() => {}
                 _ = shutdown.abort.cancelled() => shutdown.stop.cancel(),
             }
-            job_rx.close();
+            scheduler.close();
             tokio::select! {
                 _ = tokio::time::sleep(grace) => shutdown.abort.cancel(),
                 _ = shutdown.abort.cancelled() => {}
@@ -153,18 +141,18 @@ pub async fn run_with<H: Handler>(
     for _ in 0..config.workers {
         workers.spawn(worker(
             handler.clone(),
-            job_rx.clone(),
+            scheduler.clone(),
             out_tx.clone(),
             shutdown.clone(),
         ));
     }
     drop(out_tx);
     while let Some(res) = workers.join_next().await {
-        // A worker catches every panic of its jobs, so a failed join is a bug worth showing.
+        // A worker catches every panic of its tasks, so a failed join is a bug worth showing.
         res.expect("a worker panicked outside of a job");
     }
     stopper.abort();
-    job_rx.close();
+    scheduler.close();
     feeder.abort();
 
     let stats = sink_task.await.expect("the sink task does not panic");
@@ -184,11 +172,17 @@ pub async fn run_with<H: Handler>(
         path: config.output.display_path(),
         source,
     })?;
+    if let Some(why) = scheduler.spill_error() {
+        return Err(Error::Input {
+            path: config.input.display_path(),
+            source: std::io::Error::other(why),
+        });
+    }
 
     let interrupted = shutdown.stop.is_cancelled();
     let input_finished = input_progress.finished.load(Ordering::Acquire);
-    // Unless the run was stopped, the workers ended because the input thread closed the
-    // channel, so it is ending; if stopped, it may sit in a read of a terminal or pipe and
+    // Unless the run was stopped, the workers ended because the input was done, so the
+    // input thread is ending; if stopped, it may sit in a read of a terminal or pipe and
     // ends with the process.
     if !interrupted || input_finished {
         if let Ok(Err(e)) = reader.join() {
@@ -219,35 +213,33 @@ pub async fn run_with<H: Handler>(
 
 async fn worker<H: Handler>(
     handler: Arc<H>,
-    jobs: async_channel::Receiver<Job>,
+    scheduler: Scheduler,
     out: mpsc::Sender<Outcome>,
     shutdown: Shutdown,
 ) {
-    // The worker's own body buffer, reused from job to job.
+    // The worker's own body buffer, reused from task to task.
     let mut buf = Vec::new();
-    loop {
-        let job = tokio::select! {
-            biased;
-            _ = shutdown.stop.cancelled() => return,
-            job = jobs.recv() => match job {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-        };
+    while let Some(mut ticket) = scheduler.next(&shutdown.stop).await {
         // The call is inside the guarded future, so a handler that panics before it returns
         // its future is caught too.
-        let result = AssertUnwindSafe(async { handler.handle(&job, &mut buf, &shutdown).await })
-            .catch_unwind()
-            .await;
+        let result =
+            AssertUnwindSafe(async { handler.handle(&mut ticket, &mut buf, &shutdown).await })
+                .catch_unwind()
+                .await;
         let outcome = match result {
-            Ok(Some(mut o)) => {
-                o.url = job.url;
-                o.passthrough = job.passthrough;
-                o
+            Ok(Next::Done) => ticket.finish().finish(),
+            Ok(Next::Requeue) => {
+                scheduler.requeue(ticket);
+                continue;
             }
-            Ok(None) => return,
+            Ok(Next::RetryAt(at)) => {
+                scheduler.delay(ticket, at);
+                continue;
+            }
+            Ok(Next::Stopped) => return,
             Err(panic) => {
                 buf = Vec::new();
+                let job = ticket.finish().job;
                 let mut o = Outcome::failed(
                     job.index,
                     job.url,
@@ -284,13 +276,17 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Moves the input thread's batches into the jobs channel, one job at a time, so that
-/// workers take jobs one by one while the input thread wakes the pool once per batch.
-async fn feed(mut batches: mpsc::Receiver<Vec<Job>>, jobs: async_channel::Sender<Job>) {
-    while let Some(batch) = batches.recv().await {
-        for job in batch {
-            if jobs.send(job).await.is_err() {
-                return; // The pool is stopping.
+/// Moves the input thread's batches into the scheduler while it has room for them.
+async fn feed(mut batches: mpsc::Receiver<Vec<Job>>, scheduler: Scheduler) {
+    loop {
+        if !scheduler.room().await {
+            return; // The run is stopping.
+        }
+        match batches.recv().await {
+            Some(batch) => scheduler.push(batch),
+            None => {
+                scheduler.input_finished();
+                return;
             }
         }
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::fetch::Outcome;
 use crate::input::InputProgress;
+use crate::job::Outcome;
 
 /// How often the plain progress line is printed.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(5);

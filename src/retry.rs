@@ -1,228 +1,253 @@
-//! `--retry-failed REPORT`: fetches again the rows of an earlier CSV report that failed (an
-//! `error_kind`, or status 429 or 5xx), with this run's options, and rewrites the report
-//! atomically (a temporary file, then a rename): the other rows unchanged, the refetched
-//! rows replaced, every index still exactly once.
+//! Retry: what to do after one request, as pure decisions (no client, no clock), so that the
+//! policy can be read and tested in one place. `fetch` sends; this module decides.
+//!
+//! - A response with a status of `--retry-status`, while retries are left: with
+//!   `Retry-After`, its host cools down for that long (longer than `--max-retry-after`: not
+//!   retried, the row says why); without, a full-jitter exponential backoff.
+//! - A connect error or a timeout, while retries are left: a backoff.
+//! - A redirect: the next hop, within `--max-redirects`, over http(s) only.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Config, Format};
-use crate::error::Error;
-use crate::input::{parse_target, Job, Source};
-use crate::pool::{self, Shutdown};
-use crate::progress::Summary;
-use crate::sink::{Columns, Sink, COLUMNS};
+use reqwest::Method;
+use url::Url;
 
-/// What a `--retry-failed` run did.
-#[derive(Debug, Clone)]
-pub struct RetrySummary {
-    /// The run over the failed rows.
-    pub run: Summary,
-    /// Rows that were due for a retry.
-    pub retried: u64,
-    /// Of those, rows that now have a usable response (no error kind, not 429, not 5xx).
-    pub now_ok: u64,
+use crate::config::Config;
+use crate::error::{ErrorKind, Failure};
+use crate::job::Hop;
+
+/// The cap on the exponential backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What one request produced.
+pub enum Step {
+    /// A redirect to follow, with its status.
+    Redirect(Url, u16),
+    /// A response whose status asks for a retry; the body was not kept.
+    Retryable {
+        status: u16,
+        retry_after: Option<Duration>,
+        head: Head,
+    },
+    /// A final response, body read (perhaps with a body error).
+    Done(Head, Option<Failure>),
+    Failed(Failure),
 }
 
-/// Whether a report row is due for a retry.
-pub fn needs_retry(error_kind: &str, status: &str) -> bool {
-    !error_kind.is_empty() || status == "429" || (status.len() == 3 && status.starts_with('5'))
+/// The parts of a response that go into a row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Head {
+    pub status: u16,
+    pub final_url: String,
+    pub content_type: Option<String>,
+    pub bytes: u64,
+    pub title: Option<String>,
+    pub extracted: Vec<String>,
 }
 
-/// Retries the failed rows of the CSV report at `report` and rewrites it in place.
-pub async fn retry_failed(
-    config: Config,
-    report: &Path,
-    shutdown: Shutdown,
-) -> Result<RetrySummary, Error> {
-    let refuse = |reason: String| Error::Resume {
-        path: report.to_path_buf(),
-        reason,
-    };
-    let io_err = |source| Error::Input {
-        path: report.to_path_buf(),
-        source,
-    };
-    if config.format != Format::Csv {
-        return Err(refuse(
-            "--retry-failed reads and rewrites CSV reports".into(),
+/// What to do next with the job.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// Follow a redirect.
+    Redirect(Url, u16),
+    /// The job is done with this response (a failure of its body, or a note, if any).
+    Finish {
+        head: Head,
+        failure: Option<Failure>,
+        note: Option<String>,
+    },
+    /// The job failed for good.
+    Fail(Failure),
+    /// A new attempt after a backoff; the failure stays in the row if none follows.
+    Retry(Failure),
+    /// A new attempt once the host has cooled down for this long.
+    CoolDown(Duration),
+    /// A new attempt after a backoff (a retryable status without Retry-After).
+    Backoff,
+}
+
+/// Decides what follows `step`. `may_retry`: whether this attempt may be followed by another.
+pub fn decide(config: &Config, step: Step, may_retry: bool) -> Decision {
+    match step {
+        Step::Redirect(url, status) => Decision::Redirect(url, status),
+        Step::Done(head, failure) => Decision::Finish {
+            head,
+            failure,
+            note: None,
+        },
+        Step::Failed(f) => {
+            let retryable = matches!(f.kind, ErrorKind::Connect | ErrorKind::Timeout);
+            if retryable && may_retry {
+                Decision::Retry(f)
+            } else {
+                Decision::Fail(f)
+            }
+        }
+        Step::Retryable {
+            status,
+            retry_after,
+            head,
+        } => match retry_after {
+            Some(ra) if ra > config.max_retry_after => Decision::Finish {
+                head,
+                failure: None,
+                note: Some(format!(
+                    "status {status} with Retry-After {}; longer than --max-retry-after {}, not retried",
+                    humantime::format_duration(ra),
+                    humantime::format_duration(config.max_retry_after)
+                )),
+            },
+            Some(ra) => Decision::CoolDown(ra),
+            None => Decision::Backoff,
+        },
+    }
+}
+
+/// The hop after a redirect from `hop` to `next` with `status`, or why it is not followed.
+pub fn follow(hop: &Hop, next: Url, status: u16, max_redirects: usize) -> Result<Hop, Failure> {
+    let scheme = next.scheme();
+    if scheme != "http" && scheme != "https" {
+        return Err(Failure::new(
+            ErrorKind::UnsupportedScheme,
+            format!("redirect to unsupported scheme '{scheme}:'; only http and https are followed"),
         ));
     }
-    // The report's columns must be this run's: the standard ones, the same --extract
-    // names, body_sha256 with --save-bodies; the rest are passthrough columns.
-    let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report).map_err(io_err)?));
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| refuse(e.to_string()))?
-        .iter()
-        .map(String::from)
-        .collect();
-    let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
-    let sha = config.save_bodies.is_some();
-    let fixed = COLUMNS.len() + extracted.len() + usize::from(sha);
-    let passthrough = header
-        .get(fixed..)
-        .map(<[String]>::to_vec)
-        .unwrap_or_default();
-    let columns = Columns::new(&extracted, sha, &passthrough, None)
-        .expect("columns without --fields are valid");
-    if columns.names() != header.as_slice() {
-        return Err(refuse(format!(
-            "its columns are not this run's (found {}); give the same --extract and --save-bodies options",
-            header.join(",")
-        )));
+    if hop.redirects == max_redirects {
+        return Err(Failure::new(
+            ErrorKind::RedirectLimit,
+            format!("more than {max_redirects} redirects (last to {next})"),
+        ));
     }
-
-    // Pass 1: the rows to fetch again.
-    let mut jobs = Vec::new();
-    for (n, record) in rdr.records().enumerate() {
-        let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
-        let cell = |i: usize| record.get(i).unwrap_or("");
-        if !needs_retry(cell(4), cell(3)) {
-            continue;
-        }
-        let index = cell(0)
-            .parse::<u64>()
-            .map_err(|_| refuse(format!("row {} has no valid index", n + 2)))?;
-        let url = cell(1).to_string();
-        jobs.push(Job {
-            index,
-            target: parse_target(&url),
-            url,
-            passthrough: (fixed..header.len()).map(|i| cell(i).to_string()).collect(),
-        });
+    let mut method = hop.method.clone();
+    let mut with_body = hop.with_body;
+    // RFC 9110 §15.4.4: 303 means GET. 301 and 302 turn a POST into a GET, as browsers,
+    // curl and reqwest do.
+    if (status == 303 && method != Method::HEAD)
+        || (matches!(status, 301 | 302) && method == Method::POST)
+    {
+        method = Method::GET;
+        with_body = false;
     }
-    let retried = jobs.len() as u64;
-
-    // The run writes its rows to a side file, read back below.
-    let side = sibling(report, "retry");
-    let sink = Sink::new(
-        Box::new(File::create(&side).map_err(|source| Error::Output {
-            path: side.clone(),
-            source,
-        })?),
-        Format::Csv,
-        columns.clone(),
-    )
-    .and_then(|mut s| s.flush().map(|()| s))
-    .map_err(|source| Error::Output {
-        path: side.clone(),
-        source,
-    })?;
-    let run = pool::run(Arc::new(config), Source::jobs(jobs), sink, None, shutdown).await;
-    let fresh = read_rows(&side);
-    let _ = std::fs::remove_file(&side);
-    let run = run?;
-    let fresh = fresh.map_err(|source| Error::Output {
-        path: side.clone(),
-        source,
-    })?;
-    let now_ok = fresh
-        .values()
-        .filter(|r| !needs_retry(r.get(4).unwrap_or(""), r.get(3).unwrap_or("")))
-        .count() as u64;
-
-    // Pass 2: the report again, with the refetched rows in place of the old ones. A
-    // symlinked report is rewritten where it really is.
-    let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
-    rewrite(&real, &header, fresh).map_err(|source| Error::Output {
-        path: report.to_path_buf(),
-        source,
-    })?;
-    Ok(RetrySummary {
-        run,
-        retried,
-        now_ok,
+    Ok(Hop {
+        url: next,
+        method,
+        with_body,
+        redirects: hop.redirects + 1,
     })
 }
 
-/// A hidden file next to `path`, for a temporary.
-fn sibling(path: &Path, what: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+/// The exponential backoff's ceiling before retry `n` (1-based): `min(cap, base·2^(n−1))`.
+pub fn backoff_ceiling(base: Duration, n: u32) -> Duration {
+    base.saturating_mul(1u32 << (n.saturating_sub(1)).min(20))
+        .min(MAX_BACKOFF)
 }
 
-fn read_rows(path: &Path) -> std::io::Result<HashMap<u64, csv::StringRecord>> {
-    let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(path)?));
-    let mut rows = HashMap::new();
-    for record in rdr.records() {
-        let record = record.map_err(std::io::Error::other)?;
-        if let Some(index) = record.get(0).and_then(|i| i.parse::<u64>().ok()) {
-            rows.insert(index, record);
-        }
+/// The wait before retry `n`: uniform in `[0, ceiling]` with full jitter (`draw` in
+/// `[0, 1)`), else the ceiling.
+pub fn backoff(base: Duration, n: u32, jitter: bool, draw: f64) -> Duration {
+    let ceiling = backoff_ceiling(base, n);
+    if jitter {
+        ceiling.mul_f64(draw)
+    } else {
+        ceiling
     }
-    Ok(rows)
-}
-
-/// Writes the report anew through a temporary file and renames it over the old one, so
-/// that a crash leaves either the old report or the new one, never half of each.
-fn rewrite(
-    report: &Path,
-    header: &[String],
-    mut fresh: HashMap<u64, csv::StringRecord>,
-) -> std::io::Result<()> {
-    let tmp = sibling(report, "tmp");
-    let result = (|| {
-        let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report)?));
-        let mut w = csv::Writer::from_writer(BufWriter::new(File::create(&tmp)?));
-        w.write_record(header)?;
-        for record in rdr.records() {
-            let record = record?;
-            let index = record.get(0).and_then(|i| i.parse::<u64>().ok());
-            match index.and_then(|i| fresh.remove(&i)) {
-                Some(new) => w.write_record(&new)?,
-                None => w.write_record(&record)?,
-            }
-        }
-        let file = w
-            .into_inner()
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok::<_, std::io::Error>(())
-    })();
-    let renamed = result.and_then(|()| {
-        // The new file keeps the report's permissions.
-        std::fs::set_permissions(&tmp, std::fs::metadata(report)?.permissions())?;
-        std::fs::rename(&tmp, report)
-    });
-    if renamed.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    renamed?;
-    // The rename itself is made durable by syncing the directory.
-    if let Some(dir) = report.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn head(status: u16) -> Head {
+        Head {
+            status,
+            ..Head::default()
+        }
+    }
+
+    fn hop(method: Method, redirects: usize) -> Hop {
+        Hop {
+            url: Url::parse("http://a.test/").unwrap(),
+            method,
+            with_body: true,
+            redirects,
+        }
+    }
+
     #[test]
-    fn rows_due_for_a_retry() {
-        assert!(needs_retry("timeout", ""));
-        assert!(needs_retry("body_too_large", "200"));
-        assert!(needs_retry("", "429"));
-        assert!(needs_retry("", "503"));
-        assert!(!needs_retry("", "200"));
-        assert!(!needs_retry("", "404"));
-        assert!(!needs_retry("", "301"));
+    fn connect_errors_and_timeouts_are_retried_while_attempts_are_left() {
+        let config = Config::default();
+        let connect = || Failure::new(ErrorKind::Connect, "refused");
+        assert_eq!(
+            decide(&config, Step::Failed(connect()), true),
+            Decision::Retry(connect())
+        );
+        assert_eq!(
+            decide(&config, Step::Failed(connect()), false),
+            Decision::Fail(connect())
+        );
+        let dns = Failure::new(ErrorKind::Dns, "no such host");
+        assert_eq!(
+            decide(&config, Step::Failed(dns.clone()), true),
+            Decision::Fail(dns)
+        );
+    }
+
+    #[test]
+    fn retry_after_cools_the_host_unless_too_long() {
+        let config = Config {
+            max_retry_after: Duration::from_secs(10),
+            ..Config::default()
+        };
+        let retryable = |ra| Step::Retryable {
+            status: 429,
+            retry_after: ra,
+            head: head(429),
+        };
+        assert_eq!(
+            decide(&config, retryable(Some(Duration::from_secs(3))), true),
+            Decision::CoolDown(Duration::from_secs(3))
+        );
+        assert_eq!(decide(&config, retryable(None), true), Decision::Backoff);
+        let Decision::Finish {
+            head,
+            failure,
+            note,
+        } = decide(&config, retryable(Some(Duration::from_secs(60))), true)
+        else {
+            panic!("a Retry-After above the cap is not waited for");
+        };
+        assert_eq!(head.status, 429);
+        assert!(failure.is_none());
+        assert!(note.unwrap().contains("--max-retry-after"));
+    }
+
+    #[test]
+    fn redirects_change_method_and_stop_at_the_limit() {
+        let next = Url::parse("http://b.test/x").unwrap();
+        let h = follow(&hop(Method::POST, 0), next.clone(), 303, 10).unwrap();
+        assert_eq!(
+            (h.method, h.with_body, h.redirects),
+            (Method::GET, false, 1)
+        );
+        let h = follow(&hop(Method::PUT, 0), next.clone(), 307, 10).unwrap();
+        assert_eq!((h.method, h.with_body), (Method::PUT, true));
+        let h = follow(&hop(Method::POST, 0), next.clone(), 302, 10).unwrap();
+        assert_eq!(h.method, Method::GET);
+        let e = follow(&hop(Method::GET, 3), next, 302, 3).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::RedirectLimit);
+        let ftp = Url::parse("ftp://b.test/x").unwrap();
+        let e = follow(&hop(Method::GET, 0), ftp, 302, 3).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedScheme);
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_doubling_cap() {
+        let base = Duration::from_millis(100);
+        for n in 1..=12u32 {
+            let cap = Duration::from_millis(100 * (1u64 << (n - 1))).min(MAX_BACKOFF);
+            assert_eq!(backoff_ceiling(base, n), cap);
+            assert_eq!(backoff(base, n, true, 0.25), cap.mul_f64(0.25));
+            assert_eq!(backoff(base, n, false, 0.25), cap, "no jitter: the ceiling");
+        }
     }
 }

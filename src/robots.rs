@@ -69,7 +69,10 @@ impl Rules {
     }
 }
 
-/// The robots.txt rules of every origin seen, each fetched once.
+/// The most origins whose rules are kept at once.
+pub const MAX_ORIGINS: usize = 10_000;
+
+/// The robots.txt rules of the origins seen, each fetched once while it is kept.
 #[derive(Default)]
 pub struct Robots {
     origins: Mutex<HashMap<String, Arc<OnceCell<Arc<Rules>>>>>,
@@ -79,12 +82,30 @@ impl Robots {
     /// The cell for `url`'s origin; the first caller fills it.
     pub fn cell(&self, url: &Url) -> Arc<OnceCell<Arc<Rules>>> {
         let origin = url.origin().ascii_serialization();
+        let mut origins = self
+            .origins
+            .lock()
+            .expect("no panic while holding the robots map");
+        if origins.len() >= MAX_ORIGINS && !origins.contains_key(&origin) {
+            // Bounded: the rules already known are dropped (fetched again when needed);
+            // fetches under way stay. A Crawl-delay outlives this in the scheduler's entry
+            // for the host, as long as the host is in view.
+            origins.retain(|_, cell| !cell.initialized());
+        }
+        origins.entry(origin).or_default().clone()
+    }
+
+    /// Origins whose rules are kept.
+    pub fn len(&self) -> usize {
         self.origins
             .lock()
             .expect("no panic while holding the robots map")
-            .entry(origin)
-            .or_default()
-            .clone()
+            .len()
+    }
+
+    /// Whether no origin's rules are kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use crate::config::Format;
 use crate::error::Error;
-use crate::fetch::Outcome;
+use crate::job::Outcome;
 
 /// The standard columns, in order. A contract: scripts rely on the names and the order.
 pub const COLUMNS: [&str; 12] = [

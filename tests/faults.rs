@@ -10,12 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ratefetch::config::Format;
-use ratefetch::fetch::{Fetcher, Outcome};
-use ratefetch::input::{Job, Source};
+use ratefetch::fetch::Fetcher;
+use ratefetch::input::Source;
+use ratefetch::job::Next;
 use ratefetch::limits::Limits;
-use ratefetch::pool::{self, Handler, Shutdown};
+use ratefetch::pool::{self, Handler};
+use ratefetch::schedule::{Scheduler, Ticket};
 use ratefetch::sink::{Columns, Sink};
 use ratefetch::Config;
+use ratefetch::Shutdown;
 use support::report::{assert_each_index_once, read_csv, run_lib, test_config, Row};
 use support::server::{RawServer, Server};
 
@@ -188,11 +191,12 @@ fn invalid_utf8_and_megabyte_titles_are_cut_and_replaced() {
 struct PanicOn(Fetcher);
 
 impl Handler for PanicOn {
-    async fn handle(&self, job: &Job, buf: &mut Vec<u8>, shutdown: &Shutdown) -> Option<Outcome> {
+    async fn handle(&self, ticket: &mut Ticket, buf: &mut Vec<u8>, shutdown: &Shutdown) -> Next {
+        let job = &ticket.task().job;
         if job.url.contains("panic") {
             panic!("boom on line {}", job.index);
         }
-        self.0.fetch(job, buf, shutdown).await
+        self.0.step(ticket, buf, shutdown).await
     }
 }
 
@@ -208,8 +212,14 @@ fn a_panic_in_one_job_is_its_row_and_the_pool_keeps_its_size() {
         workers: 2,
         ..test_config()
     });
+    let scheduler = Scheduler::new(&config);
     let handler = Arc::new(PanicOn(
-        Fetcher::new(config.clone(), Arc::new(Limits::new(&config))).unwrap(),
+        Fetcher::new(
+            config.clone(),
+            Arc::new(Limits::new(&config)),
+            scheduler.clone(),
+        )
+        .unwrap(),
     ));
     let out = Box::new(std::fs::File::create(&report).unwrap());
     let sink = Sink::new(out, Format::Csv, Columns::default()).unwrap();
@@ -218,6 +228,7 @@ fn a_panic_in_one_job_is_its_row_and_the_pool_keeps_its_size() {
         .block_on(pool::run_with(
             config,
             handler,
+            scheduler,
             Source::text(Box::new(std::io::Cursor::new(lines.join("\n")))),
             sink,
             None,

@@ -1,0 +1,229 @@
+//! `--retry-failed REPORT`: fetches again the rows of an earlier CSV report that failed (an
+//! `error_kind`, or status 429 or 5xx), with this run's options, and rewrites the report
+//! atomically (a temporary file, then a rename): the other rows unchanged, the refetched
+//! rows replaced, every index still exactly once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Config, Format};
+use crate::error::Error;
+use crate::input::{parse_target, Job, Source};
+use crate::pool;
+use crate::progress::Summary;
+use crate::shutdown::Shutdown;
+use crate::sink::{Columns, Sink, COLUMNS};
+
+/// What a `--retry-failed` run did.
+#[derive(Debug, Clone)]
+pub struct RetrySummary {
+    /// The run over the failed rows.
+    pub run: Summary,
+    /// Rows that were due for a retry.
+    pub retried: u64,
+    /// Of those, rows that now have a usable response (no error kind, not 429, not 5xx).
+    pub now_ok: u64,
+}
+
+/// Whether a report row is due for a retry.
+pub fn needs_retry(error_kind: &str, status: &str) -> bool {
+    !error_kind.is_empty() || status == "429" || (status.len() == 3 && status.starts_with('5'))
+}
+
+/// Retries the failed rows of the CSV report at `report` and rewrites it in place.
+pub async fn retry_failed(
+    config: Config,
+    report: &Path,
+    shutdown: Shutdown,
+) -> Result<RetrySummary, Error> {
+    let refuse = |reason: String| Error::Resume {
+        path: report.to_path_buf(),
+        reason,
+    };
+    let io_err = |source| Error::Input {
+        path: report.to_path_buf(),
+        source,
+    };
+    if config.format != Format::Csv {
+        return Err(refuse(
+            "--retry-failed reads and rewrites CSV reports".into(),
+        ));
+    }
+    // The report's columns must be this run's: the standard ones, the same --extract
+    // names, body_sha256 with --save-bodies; the rest are passthrough columns.
+    let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report).map_err(io_err)?));
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| refuse(e.to_string()))?
+        .iter()
+        .map(String::from)
+        .collect();
+    let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
+    let sha = config.save_bodies.is_some();
+    let fixed = COLUMNS.len() + extracted.len() + usize::from(sha);
+    let passthrough = header
+        .get(fixed..)
+        .map(<[String]>::to_vec)
+        .unwrap_or_default();
+    let columns = Columns::new(&extracted, sha, &passthrough, None)
+        .expect("columns without --fields are valid");
+    if columns.names() != header.as_slice() {
+        return Err(refuse(format!(
+            "its columns are not this run's (found {}); give the same --extract and --save-bodies options",
+            header.join(",")
+        )));
+    }
+
+    // Pass 1: the rows to fetch again.
+    let mut jobs = Vec::new();
+    for (n, record) in rdr.records().enumerate() {
+        let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
+        let cell = |i: usize| record.get(i).unwrap_or("");
+        if !needs_retry(cell(4), cell(3)) {
+            continue;
+        }
+        let index = cell(0)
+            .parse::<u64>()
+            .map_err(|_| refuse(format!("row {} has no valid index", n + 2)))?;
+        let url = cell(1).to_string();
+        jobs.push(Job {
+            index,
+            target: parse_target(&url),
+            url,
+            passthrough: (fixed..header.len()).map(|i| cell(i).to_string()).collect(),
+        });
+    }
+    let retried = jobs.len() as u64;
+
+    // The run writes its rows to a side file, read back below.
+    let side = sibling(report, "retry");
+    let sink = Sink::new(
+        Box::new(File::create(&side).map_err(|source| Error::Output {
+            path: side.clone(),
+            source,
+        })?),
+        Format::Csv,
+        columns.clone(),
+    )
+    .and_then(|mut s| s.flush().map(|()| s))
+    .map_err(|source| Error::Output {
+        path: side.clone(),
+        source,
+    })?;
+    let run = pool::run(Arc::new(config), Source::jobs(jobs), sink, None, shutdown).await;
+    let fresh = read_rows(&side);
+    let _ = std::fs::remove_file(&side);
+    let run = run?;
+    let fresh = fresh.map_err(|source| Error::Output {
+        path: side.clone(),
+        source,
+    })?;
+    let now_ok = fresh
+        .values()
+        .filter(|r| !needs_retry(r.get(4).unwrap_or(""), r.get(3).unwrap_or("")))
+        .count() as u64;
+
+    // Pass 2: the report again, with the refetched rows in place of the old ones. A
+    // symlinked report is rewritten where it really is.
+    let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
+    rewrite(&real, &header, fresh).map_err(|source| Error::Output {
+        path: report.to_path_buf(),
+        source,
+    })?;
+    Ok(RetrySummary {
+        run,
+        retried,
+        now_ok,
+    })
+}
+
+/// A hidden file next to `path`, for a temporary.
+fn sibling(path: &Path, what: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+fn read_rows(path: &Path) -> std::io::Result<HashMap<u64, csv::StringRecord>> {
+    let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(path)?));
+    let mut rows = HashMap::new();
+    for record in rdr.records() {
+        let record = record.map_err(std::io::Error::other)?;
+        if let Some(index) = record.get(0).and_then(|i| i.parse::<u64>().ok()) {
+            rows.insert(index, record);
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes the report anew through a temporary file and renames it over the old one, so
+/// that a crash leaves either the old report or the new one, never half of each.
+fn rewrite(
+    report: &Path,
+    header: &[String],
+    mut fresh: HashMap<u64, csv::StringRecord>,
+) -> std::io::Result<()> {
+    let tmp = sibling(report, "tmp");
+    let result = (|| {
+        let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report)?));
+        let mut w = csv::Writer::from_writer(BufWriter::new(File::create(&tmp)?));
+        w.write_record(header)?;
+        for record in rdr.records() {
+            let record = record?;
+            let index = record.get(0).and_then(|i| i.parse::<u64>().ok());
+            match index.and_then(|i| fresh.remove(&i)) {
+                Some(new) => w.write_record(&new)?,
+                None => w.write_record(&record)?,
+            }
+        }
+        let file = w
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok::<_, std::io::Error>(())
+    })();
+    let renamed = result.and_then(|()| {
+        // The new file keeps the report's permissions.
+        std::fs::set_permissions(&tmp, std::fs::metadata(report)?.permissions())?;
+        std::fs::rename(&tmp, report)
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed?;
+    // The rename itself is made durable by syncing the directory.
+    if let Some(dir) = report.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_due_for_a_retry() {
+        assert!(needs_retry("timeout", ""));
+        assert!(needs_retry("body_too_large", "200"));
+        assert!(needs_retry("", "429"));
+        assert!(needs_retry("", "503"));
+        assert!(!needs_retry("", "200"));
+        assert!(!needs_retry("", "404"));
+        assert!(!needs_retry("", "301"));
+    }
+}

@@ -1,0 +1,1233 @@
+//! Schedule: per-host queues between the input and the workers, so that a worker only ever
+//! takes a job that may leave now. A job that must wait — for its host's pace
+//! (`--per-host-rate`, a robots.txt Crawl-delay), its host's `--per-host-concurrency`, a
+//! cool-down (`Retry-After`) or a retry's backoff — waits here, holding no worker.
+//!
+//! ```text
+//!  feeder ──push──▶ host queues (in memory, capped per host; the rest spilled to disk)
+//!                   ready ring (hosts that may send now, round robin)  ──next──▶ workers
+//!                   free queue (hosts without limits)                  ──next──▶
+//!                   timers (paces, cool-downs, backoffs; a thread of their own)
+//! ```
+//!
+//! - **Who owns what.** One `State` behind a std mutex, held only for bookkeeping, never
+//!   across an await. A `Ticket` is a worker's claim on one dispatch: the task, and its
+//!   host's slot (one of its `--per-host-concurrency`, and the right to take the next token).
+//!   Dropping a ticket gives back whatever it holds, so a cancelled or panicking worker
+//!   leaks nothing.
+//! - **The rate promise is unchanged.** A host gets no second dispatch until the first has
+//!   taken its global token (`Ticket::go`), and the host's next turn is counted from there.
+//!   The wait for the global token stays in the worker (see `limits`).
+//! - **Timers.** A thread of their own with a fine timer slack and a short spin before each
+//!   deadline (as the global pacer), since tokio's 1 ms timer grid would lose a fraction of
+//!   every period of a fast per-host pace. A dispatch that is late by a wake-up (less than
+//!   `CATCH_UP`) is counted from the instant the host was due, so late wake-ups do not add
+//!   up into a slower pace.
+//! - **Lookahead.** The feeder reads up to `lookahead` jobs ahead of the workers. Beyond a
+//!   host's `HOST_CAP` jobs (or the lookahead), jobs go to a temporary file and are read back
+//!   when the host has room, as disk-backed crawl frontiers do, so a list sorted by host never
+//!   stalls on its first host. Input is read further only while memory allows it and nothing
+//!   spilled, or while a worker is idle (every host in view is blocked).
+//! - **Forgetting.** A host's entry is dropped once nothing on it is in force (no queued or
+//!   spilled job, nothing in flight, no cool-down, its pace in the past), so a crawl over
+//!   millions of hosts does not grow the map. Without per-host limits, hosts get an entry only
+//!   while they cool down.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Failure;
+use crate::input::parse_target;
+use crate::job::{Job, Task};
+use crate::units::Rate;
+
+/// Jobs of one host kept in memory; the rest of its jobs wait on disk.
+pub const HOST_CAP: usize = 256;
+/// Jobs read back from disk at a time, when a host's queue runs dry.
+const READ_BACK: usize = 64;
+/// The least lookahead (jobs read ahead of the workers).
+pub const MIN_LOOKAHEAD: usize = 4096;
+/// How late a dispatch may be and still be counted from when its host was due.
+const CATCH_UP: Duration = Duration::from_micros(500);
+/// Timer thread: the spin before a deadline adapts within these bounds.
+const MIN_SPIN: Duration = Duration::from_micros(5);
+const MAX_SPIN: Duration = Duration::from_micros(100);
+
+/// The per-host queues and timers of one run. Cheap to clone (an `Arc`).
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes workers waiting in `next`.
+    work: Notify,
+    /// Wakes the feeder waiting for room.
+    room: Notify,
+    /// Wakes the timer thread (an earlier deadline, or the end).
+    timer: Condvar,
+    /// `--per-host-rate` as a period.
+    period: Option<Duration>,
+    host_concurrency: Option<usize>,
+    /// Every host gets an entry (per-host limits, or robots.txt may slow any host).
+    track: bool,
+    lookahead: usize,
+    /// Set once any host was told to cool down (until then a ticket without a host slot
+    /// need not look).
+    cooled: std::sync::atomic::AtomicBool,
+    /// Full jitter on backoffs (tests turn it off to get deterministic waits).
+    pub(crate) jitter: bool,
+}
+
+#[derive(Default)]
+struct State {
+    hosts: HashMap<Box<str>, Host>,
+    /// Hosts that may dispatch now, in turn.
+    ready: VecDeque<Box<str>>,
+    /// Tasks whose host has no entry (no per-host limit applies): they may go at once.
+    free: VecDeque<Task>,
+    /// Whether the next dispatch looks at `free` before `ready` (taking turns).
+    free_first: bool,
+    timers: BinaryHeap<Reverse<Timer>>,
+    seq: u64,
+    /// Tasks held in memory (queues, free queue, timers).
+    in_memory: usize,
+    /// Tasks not finished: queued, spilled, waiting on a timer or in a worker's ticket.
+    live: u64,
+    /// Workers waiting in `next`.
+    waiting: usize,
+    feeder_waiting: bool,
+    input_done: bool,
+    closed: bool,
+    /// When the timer thread will next wake.
+    timer_at: Option<Instant>,
+    spill: Option<Spill>,
+    spilled: u64,
+    /// A spilled job could not be read back: the run fails (its row is not written, so
+    /// `--resume` does it).
+    spill_error: Option<String>,
+    /// Set when the scheduler is dropped: the timer thread ends.
+    ended: bool,
+}
+
+/// A host's queue and limits.
+#[derive(Default)]
+struct Host {
+    queue: VecDeque<Task>,
+    /// Jobs of this host on disk, as runs of consecutive records.
+    spilled: VecDeque<Run>,
+    spilled_jobs: u64,
+    /// Dispatches not given back (each holds one of `--per-host-concurrency`).
+    in_flight: usize,
+    /// A dispatch has not taken its global token yet: no second one until it has.
+    dispatching: bool,
+    /// The pace: the host's next request may not leave before this.
+    tat: Option<Instant>,
+    cool_until: Option<Instant>,
+    /// A robots.txt Crawl-delay: the least time between two requests.
+    min_period: Duration,
+    in_ready: bool,
+    /// The earliest timer armed for this host.
+    timer: Option<Instant>,
+}
+
+impl Host {
+    fn has_work(&self) -> bool {
+        !self.queue.is_empty() || self.spilled_jobs > 0
+    }
+}
+
+struct Timer {
+    at: Instant,
+    seq: u64,
+    what: Due,
+}
+
+enum Due {
+    /// Look at this host again.
+    Host(Box<str>),
+    /// A task whose backoff ends: back to the front of its host's queue.
+    Task(Box<Task>),
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Timer) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Timer) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Timer) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Why a host may not dispatch now.
+enum Gate {
+    Open,
+    /// Until this instant (its pace or a cool-down).
+    Until(Instant),
+    /// Until something it has in flight comes back (or takes its token).
+    Busy,
+}
+
+impl Scheduler {
+    /// A scheduler for `config`'s per-host limits, reading ahead `lookahead` jobs.
+    pub fn new(config: &Config) -> Scheduler {
+        let period = match config.per_host_rate {
+            Rate::Unlimited => None,
+            Rate::Every(p) => Some(p),
+        };
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                free_first: true,
+                ..State::default()
+            }),
+            work: Notify::new(),
+            room: Notify::new(),
+            timer: Condvar::new(),
+            period,
+            host_concurrency: config.per_host_concurrency,
+            track: period.is_some()
+                || config.per_host_concurrency.is_some()
+                || config.respect_robots,
+            lookahead: config.workers.saturating_mul(4).max(MIN_LOOKAHEAD),
+            cooled: std::sync::atomic::AtomicBool::new(false),
+            jitter: config.backoff_jitter,
+        });
+        let timers = inner.clone();
+        std::thread::Builder::new()
+            .name("ratefetch-timers".into())
+            .spawn(move || timers.run_timers())
+            .expect("spawning the timer thread");
+        Scheduler { inner }
+    }
+
+    /// Whether backoffs draw full jitter.
+    pub fn jitter(&self) -> bool {
+        self.inner.jitter
+    }
+
+    /// How many jobs may be in memory before the input waits.
+    pub fn lookahead(&self) -> usize {
+        self.inner.lookahead
+    }
+
+    /// Adds jobs read from the input.
+    pub fn push(&self, jobs: Vec<Job>) {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        let mut woken = 0;
+        for job in jobs {
+            s.live += 1;
+            let task = Task::new(job);
+            woken += inner.enqueue(&mut s, task, false);
+        }
+        inner.wake_workers(&s, woken);
+    }
+
+    /// The input is read to its end.
+    pub fn input_finished(&self) {
+        let mut s = self.inner.lock();
+        s.input_done = true;
+        if s.live == 0 {
+            self.inner.work.notify_waiters();
+        }
+        drop(s);
+    }
+
+    /// Stops dispatching: waiting workers return `None`, queued tasks are dropped.
+    pub fn close(&self) {
+        let mut s = self.inner.lock();
+        s.closed = true;
+        s.feeder_waiting = false;
+        drop(s);
+        self.inner.work.notify_waiters();
+        self.inner.room.notify_waiters();
+    }
+
+    /// Why the run must fail, if a job spilled to disk could not be read back.
+    pub fn spill_error(&self) -> Option<String> {
+        self.inner.lock().spill_error.clone()
+    }
+
+    /// Hosts with an entry (tests and progress look at it).
+    pub fn tracked_hosts(&self) -> usize {
+        self.inner.lock().hosts.len()
+    }
+
+    /// Jobs waiting on disk.
+    pub fn spilled(&self) -> u64 {
+        self.inner.lock().spilled
+    }
+
+    /// Waits until the feeder may read more input: memory allows it and nothing is spilled,
+    /// or a worker is idle. Returns false once the run is closed.
+    pub async fn room(&self) -> bool {
+        loop {
+            let notified = self.inner.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.inner.lock();
+                if s.closed {
+                    return false;
+                }
+                if self.inner.may_read(&s) {
+                    s.feeder_waiting = false;
+                    return true;
+                }
+                s.feeder_waiting = true;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next task that may leave now, with its host's slot. `None` when the run is
+    /// stopped, or the input is done and every task finished.
+    pub async fn next(&self, stop: &CancellationToken) -> Option<Ticket> {
+        let inner = &*self.inner;
+        loop {
+            let notified = inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = inner.lock();
+                if s.closed || stop.is_cancelled() {
+                    return None;
+                }
+                if let Some((host, task)) = inner.dispatch(&mut s) {
+                    return Some(Ticket {
+                        inner: self.inner.clone(),
+                        host,
+                        task: Some(task),
+                        stage: Stage::Dispatched,
+                    });
+                }
+                if s.input_done && s.live == 0 {
+                    return None;
+                }
+                s.waiting += 1;
+                inner.wake_feeder(&mut s);
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    inner.lock().waiting -= 1;
+                    return None;
+                }
+                _ = &mut notified => {}
+            }
+            inner.lock().waiting -= 1;
+        }
+    }
+
+    /// A slot on `host` for a request that belongs to no task (robots.txt), waiting in the
+    /// caller until the host may send. `None` if `stop` came first.
+    pub async fn slot(&self, host: &str, stop: &CancellationToken) -> Option<Ticket> {
+        let inner = &*self.inner;
+        loop {
+            let wait = {
+                let mut s = inner.lock();
+                if !inner.track && !s.hosts.contains_key(host) {
+                    return Some(Ticket::free(self.inner.clone()));
+                }
+                let now = Instant::now();
+                let h = s.hosts.entry(host.into()).or_default();
+                match inner.gate(h, now) {
+                    Gate::Open => {
+                        h.dispatching = true;
+                        h.in_flight += 1;
+                        return Some(Ticket {
+                            inner: self.inner.clone(),
+                            host: Some(host.into()),
+                            task: None,
+                            stage: Stage::Dispatched,
+                        });
+                    }
+                    Gate::Until(t) => t,
+                    // Rare (robots.txt only): look again shortly.
+                    Gate::Busy => now + Duration::from_millis(5),
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep_until(wait) => {}
+            }
+        }
+    }
+
+    /// No request to `host` leaves for `wait` from now (a server's Retry-After). Only ever
+    /// extends a cool-down.
+    pub fn cool_down(&self, host: &str, wait: Duration) {
+        let inner = &*self.inner;
+        inner
+            .cooled
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut s = inner.lock();
+        let until = Instant::now() + wait;
+        let h = s.hosts.entry(host.into()).or_default();
+        h.cool_until = Some(h.cool_until.map_or(until, |c| c.max(until)));
+        inner.refresh(&mut s, host);
+    }
+
+    /// Requests to `host` leave at least `period` apart from now on (a robots.txt
+    /// Crawl-delay); only ever lengthens the host's period.
+    pub fn slow_host(&self, host: &str, period: Duration) {
+        let mut s = self.inner.lock();
+        let h = s.hosts.entry(host.into()).or_default();
+        h.min_period = h.min_period.max(period);
+    }
+
+    /// Puts a task back at the front of its host's queue (a redirect, a cool-down that
+    /// began, robots.txt fetched first); its ticket is given back.
+    pub fn requeue(&self, mut ticket: Ticket) {
+        let task = ticket.task.take().expect("a ticket with a task");
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        ticket.release(inner, &mut s);
+        let woken = inner.enqueue(&mut s, task, true);
+        inner.wake_workers(&s, woken);
+    }
+
+    /// Puts a task aside until `at` (a retry's backoff), then at the front of its host's
+    /// queue; its ticket is given back.
+    pub fn delay(&self, mut ticket: Ticket, at: Instant) {
+        let task = ticket.task.take().expect("a ticket with a task");
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        ticket.release(inner, &mut s);
+        s.in_memory += 1;
+        inner.arm(&mut s, at, Due::Task(Box::new(task)));
+    }
+}
+
+/// Ends the timer thread when the last scheduler handle of a run is dropped.
+pub struct TimerGuard(Scheduler);
+
+impl Scheduler {
+    /// A guard that ends the timer thread when dropped (the pool holds it for the run).
+    pub fn guard(&self) -> TimerGuard {
+        TimerGuard(self.clone())
+    }
+}
+
+impl Drop for TimerGuard {
+    fn drop(&mut self) {
+        let mut s = self.0.inner.lock();
+        s.ended = true;
+        drop(s);
+        self.0.inner.timer.notify_all();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("no panic while holding the schedule")
+    }
+
+    fn may_read(&self, s: &State) -> bool {
+        !s.input_done && (s.waiting > 0 || (s.in_memory < self.lookahead && s.spilled == 0))
+    }
+
+    fn wake_feeder(&self, s: &mut State) {
+        if s.feeder_waiting && self.may_read(s) {
+            s.feeder_waiting = false;
+            self.room.notify_one();
+        }
+    }
+
+    fn wake_workers(&self, s: &State, ready: usize) {
+        for _ in 0..ready.min(s.waiting.max(1)) {
+            self.work.notify_one();
+        }
+    }
+
+    /// Queues a task (at the front for one already under way). Returns how many dispatches
+    /// became possible (0 or 1).
+    fn enqueue(&self, s: &mut State, task: Task, front: bool) -> usize {
+        let Some(host) = task.host() else {
+            s.in_memory += 1;
+            push(&mut s.free, task, front);
+            return 1;
+        };
+        if !self.track && !s.hosts.contains_key(host) {
+            s.in_memory += 1;
+            push(&mut s.free, task, front);
+            return 1;
+        }
+        let key: Box<str> = host.into();
+        let over = s.in_memory >= self.lookahead;
+        let h = s.hosts.entry(key.clone()).or_default();
+        let spill =
+            !front && task.is_fresh() && (h.queue.len() >= HOST_CAP || h.spilled_jobs > 0 || over);
+        let mut kept = Some(task);
+        if spill {
+            let task = kept.take().expect("the task");
+            match write_spill(&mut s.spill, h, &task.job) {
+                Ok(()) => s.spilled += 1,
+                // The disk refused: keep it in memory.
+                Err(_) => kept = Some(task),
+            }
+        }
+        if let Some(task) = kept {
+            let h = s.hosts.get_mut(&key).expect("just inserted");
+            push(&mut h.queue, task, front);
+            s.in_memory += 1;
+        }
+        usize::from(self.refresh(s, &key))
+    }
+
+    /// Whether `h` may dispatch at `now`, and if not, until when.
+    fn gate(&self, h: &Host, now: Instant) -> Gate {
+        if h.dispatching || self.host_concurrency.is_some_and(|c| h.in_flight >= c) {
+            return Gate::Busy;
+        }
+        let until = h.tat.max(h.cool_until);
+        match until {
+            Some(t) if t > now => Gate::Until(t),
+            _ => Gate::Open,
+        }
+    }
+
+    /// Looks at `host` again after a change: into the ready ring if it may dispatch now, a
+    /// timer if it must wait, forgotten if nothing on it is in force. Returns whether it
+    /// joined the ring.
+    fn refresh(&self, s: &mut State, host: &str) -> bool {
+        let now = Instant::now();
+        let Some(h) = s.hosts.get_mut(host) else {
+            return false;
+        };
+        if h.in_ready {
+            return false;
+        }
+        if !h.has_work() {
+            let idle = h.in_flight == 0
+                && !h.dispatching
+                && h.tat.is_none_or(|t| t <= now)
+                && h.cool_until.is_none_or(|t| t <= now);
+            if idle {
+                s.hosts.remove(host);
+            } else if h.in_flight == 0 && !h.dispatching {
+                // Forget it once its pace or cool-down is over.
+                let until = h.tat.max(h.cool_until).expect("not idle: a time is set");
+                if h.timer.is_none_or(|armed| armed > until) {
+                    h.timer = Some(until);
+                    self.arm(s, until, Due::Host(host.into()));
+                }
+            }
+            return false;
+        }
+        match self.gate(h, now) {
+            Gate::Busy => false,
+            Gate::Until(t) => {
+                if h.timer.is_none_or(|armed| armed > t) {
+                    h.timer = Some(t);
+                    self.arm(s, t, Due::Host(host.into()));
+                }
+                false
+            }
+            Gate::Open => {
+                h.in_ready = true;
+                s.ready.push_back(host.into());
+                true
+            }
+        }
+    }
+
+    fn arm(&self, s: &mut State, at: Instant, what: Due) {
+        s.seq += 1;
+        let seq = s.seq;
+        s.timers.push(Reverse(Timer { at, seq, what }));
+        if s.timer_at.is_none_or(|t| t > at) {
+            s.timer_at = Some(at);
+            self.timer.notify_one();
+        }
+    }
+
+    /// Takes the next task that may leave now, marking its host's slot taken.
+    fn dispatch(&self, s: &mut State) -> Option<(Option<Box<str>>, Task)> {
+        for _ in 0..2 {
+            s.free_first = !s.free_first;
+            if !s.free_first {
+                if let Some(found) = self.dispatch_free(s) {
+                    return Some(found);
+                }
+            } else if let Some(found) = self.dispatch_ready(s) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn dispatch_free(&self, s: &mut State) -> Option<(Option<Box<str>>, Task)> {
+        while let Some(task) = s.free.pop_front() {
+            // A host that began to cool down has an entry now: its tasks wait in its queue.
+            if let Some(host) = task.host() {
+                if !s.hosts.is_empty() && s.hosts.contains_key(host) {
+                    let host: Box<str> = host.into();
+                    let h = s.hosts.get_mut(&host).expect("checked");
+                    h.queue.push_back(task);
+                    self.refresh(s, &host);
+                    continue;
+                }
+            }
+            s.in_memory -= 1;
+            self.wake_feeder(s);
+            return Some((None, task));
+        }
+        None
+    }
+
+    fn dispatch_ready(&self, s: &mut State) -> Option<(Option<Box<str>>, Task)> {
+        let now = Instant::now();
+        while let Some(key) = s.ready.pop_front() {
+            let Some(h) = s.hosts.get_mut(&key) else {
+                continue;
+            };
+            h.in_ready = false;
+            if !matches!(self.gate(h, now), Gate::Open) {
+                self.refresh(s, &key);
+                continue;
+            }
+            if h.queue.is_empty() && h.spilled_jobs > 0 {
+                let (read, spilled) = read_back(&mut s.spill, h);
+                s.spilled -= spilled;
+                s.in_memory += read;
+                let lost = spilled - read as u64;
+                if lost > 0 {
+                    s.spill_error.get_or_insert_with(|| {
+                        "jobs saved to a temporary file could not be read back".into()
+                    });
+                    s.live -= lost;
+                }
+            }
+            let h = s.hosts.get_mut(&key).expect("present");
+            let Some(task) = h.queue.pop_front() else {
+                self.refresh(s, &key);
+                continue;
+            };
+            h.dispatching = true;
+            h.in_flight += 1;
+            s.in_memory -= 1;
+            self.wake_feeder(s);
+            return Some((Some(key), task));
+        }
+        None
+    }
+
+    /// The timer thread: wakes at each deadline (slack of a microsecond, a short spin
+    /// before it) and moves what is due on.
+    fn run_timers(&self) {
+        crate::pacer::fine_timer_slack();
+        let mut spin = Duration::from_micros(50);
+        let mut s = self.lock();
+        loop {
+            if s.ended {
+                return;
+            }
+            let now = Instant::now();
+            let mut woken = 0;
+            while s.timers.peek().is_some_and(|t| t.0.at <= now) {
+                let Reverse(timer) = s.timers.pop().expect("peeked");
+                match timer.what {
+                    Due::Host(host) => {
+                        if let Some(h) = s.hosts.get_mut(&host) {
+                            if h.timer == Some(timer.at) {
+                                h.timer = None;
+                            }
+                            woken += usize::from(self.refresh(&mut s, &host));
+                        }
+                    }
+                    Due::Task(task) => {
+                        s.in_memory -= 1;
+                        if !s.closed {
+                            woken += self.enqueue(&mut s, *task, true);
+                        }
+                    }
+                }
+            }
+            if woken > 0 {
+                self.wake_workers(&s, woken);
+            }
+            let next = s.timers.peek().map(|t| t.0.at);
+            s.timer_at = next;
+            match next {
+                None => s = self.timer.wait(s).expect("schedule lock"),
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    if wait > spin {
+                        let deadline = std::time::Instant::now() + (wait - spin);
+                        let (guard, timeout) = self
+                            .timer
+                            .wait_timeout(s, wait - spin)
+                            .expect("schedule lock");
+                        s = guard;
+                        if timeout.timed_out() {
+                            let late =
+                                std::time::Instant::now().saturating_duration_since(deadline);
+                            spin = ((spin * 7 + late + Duration::from_micros(10)) / 8)
+                                .clamp(MIN_SPIN, MAX_SPIN);
+                        }
+                    } else {
+                        drop(s);
+                        while Instant::now() < at {
+                            std::hint::spin_loop();
+                        }
+                        s = self.lock();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn push(queue: &mut VecDeque<Task>, task: Task, front: bool) {
+    if front {
+        queue.push_front(task);
+    } else {
+        queue.push_back(task);
+    }
+}
+
+/// A worker's claim on one dispatch: the task, and its host's slot until given back.
+#[must_use = "a ticket holds its host's slot until it is given back"]
+pub struct Ticket {
+    inner: Arc<Inner>,
+    /// The host whose slot this holds; `None` for a host without limits.
+    host: Option<Box<str>>,
+    task: Option<Task>,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Holds the host's turn (no other dispatch until `go`) and a concurrency slot.
+    Dispatched,
+    /// Sent: holds a concurrency slot.
+    Sent,
+    Released,
+}
+
+impl Ticket {
+    fn free(inner: Arc<Inner>) -> Ticket {
+        Ticket {
+            inner,
+            host: None,
+            task: None,
+            stage: Stage::Dispatched,
+        }
+    }
+
+    /// The task this ticket carries.
+    pub fn task(&self) -> &Task {
+        self.task.as_ref().expect("a ticket with a task")
+    }
+
+    pub fn task_mut(&mut self) -> &mut Task {
+        self.task.as_mut().expect("a ticket with a task")
+    }
+
+    /// Takes the task out: it is finished (its row is written next) and leaves the
+    /// scheduler. The host's slot is given back.
+    pub fn finish(mut self) -> Task {
+        let task = self.task.take().expect("a ticket with a task");
+        let inner = self.inner.clone();
+        let mut s = inner.lock();
+        self.release(&inner, &mut s);
+        inner.task_done(&mut s);
+        task
+    }
+
+    /// Called with the global token in hand, right before sending: counts the request in
+    /// its host's pace. False when the host began to cool down meanwhile (the request must
+    /// not leave; requeue the task).
+    pub fn go(&mut self) -> bool {
+        let Some(host) = &self.host else {
+            return !self.free_host_cooling();
+        };
+        if self.stage != Stage::Dispatched {
+            return true;
+        }
+        let inner = self.inner.clone();
+        let mut s = inner.lock();
+        let now = Instant::now();
+        let Some(h) = s.hosts.get_mut(host) else {
+            return true;
+        };
+        if h.cool_until.is_some_and(|c| c > now) {
+            return false;
+        }
+        let period = inner.period.unwrap_or_default().max(h.min_period);
+        if !period.is_zero() {
+            let base = match h.tat {
+                Some(t) if t <= now && now - t <= CATCH_UP.min(period / 2) => t,
+                Some(t) => t.max(now),
+                None => now,
+            };
+            h.tat = Some(base + period);
+        }
+        h.dispatching = false;
+        self.stage = Stage::Sent;
+        let host = host.clone();
+        let woken = inner.refresh(&mut s, &host);
+        inner.wake_workers(&s, usize::from(woken));
+        true
+    }
+
+    /// For a ticket without a host slot: whether the task's host began to cool down.
+    fn free_host_cooling(&self) -> bool {
+        if !self.inner.cooled.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let Some(host) = self.task.as_ref().and_then(Task::host) else {
+            return false;
+        };
+        let s = self.inner.lock();
+        let now = Instant::now();
+        s.hosts
+            .get(host)
+            .is_some_and(|h| h.cool_until.is_some_and(|c| c > now))
+    }
+
+    /// Gives the host's slot back early (the task stays in the ticket).
+    pub fn release_host(&mut self) {
+        let inner = self.inner.clone();
+        let mut s = inner.lock();
+        self.release(&inner, &mut s);
+    }
+
+    fn release(&mut self, inner: &Inner, s: &mut State) {
+        if self.stage == Stage::Released {
+            return;
+        }
+        let stage = std::mem::replace(&mut self.stage, Stage::Released);
+        let Some(host) = &self.host else {
+            return;
+        };
+        if let Some(h) = s.hosts.get_mut(host) {
+            h.in_flight -= 1;
+            if stage == Stage::Dispatched {
+                h.dispatching = false;
+            }
+            let host = host.clone();
+            let woken = inner.refresh(s, &host);
+            inner.wake_workers(s, usize::from(woken));
+        }
+    }
+}
+
+impl Inner {
+    fn task_done(&self, s: &mut State) {
+        s.live -= 1;
+        if s.input_done && s.live == 0 {
+            self.work.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let had_task = self.task.take().is_some();
+        if self.stage == Stage::Released && !had_task {
+            return;
+        }
+        let inner = self.inner.clone();
+        let Ok(mut s) = inner.state.lock() else {
+            return;
+        };
+        self.release(&inner, &mut s);
+        if had_task {
+            // Dropped unfinished (the run stopped): it leaves the scheduler without a row.
+            inner.task_done(&mut s);
+        }
+    }
+}
+
+/// Jobs on disk: one anonymous temporary file, appended to; recent records are still in
+/// `pending` (not yet written) and are read back from there.
+struct Spill {
+    file: File,
+    /// Bytes in the file.
+    written: u64,
+    pending: Vec<u8>,
+}
+
+/// Consecutive records of one host in the spill file.
+struct Run {
+    start: u64,
+    end: u64,
+    count: u64,
+}
+
+const SPILL_FLUSH: usize = 1 << 20;
+
+fn write_spill(spill: &mut Option<Spill>, h: &mut Host, job: &Job) -> io::Result<()> {
+    if spill.is_none() {
+        *spill = Some(Spill {
+            file: tempfile::tempfile()?,
+            written: 0,
+            pending: Vec::with_capacity(SPILL_FLUSH),
+        });
+    }
+    let sp = spill.as_mut().expect("just made");
+    let start = sp.written + sp.pending.len() as u64;
+    encode_job(&mut sp.pending, job);
+    let end = sp.written + sp.pending.len() as u64;
+    if sp.pending.len() >= SPILL_FLUSH {
+        sp.file.write_all(&sp.pending)?;
+        sp.written += sp.pending.len() as u64;
+        sp.pending.clear();
+    }
+    match h.spilled.back_mut() {
+        Some(run) if run.end == start => {
+            run.end = end;
+            run.count += 1;
+        }
+        _ => h.spilled.push_back(Run {
+            start,
+            end,
+            count: 1,
+        }),
+    }
+    h.spilled_jobs += 1;
+    Ok(())
+}
+
+/// Reads up to `READ_BACK` of `h`'s spilled jobs into its queue. Returns (jobs read, jobs
+/// taken off the spill); they differ only if the file failed.
+fn read_back(spill: &mut Option<Spill>, h: &mut Host) -> (usize, u64) {
+    let Some(sp) = spill.as_mut() else {
+        return (0, 0);
+    };
+    let mut read = 0;
+    let mut taken = 0;
+    while read < READ_BACK {
+        let Some(run) = h.spilled.front_mut() else {
+            break;
+        };
+        let job = read_record(sp, run.start).map(|(job, len)| {
+            run.start += len;
+            job
+        });
+        run.count -= 1;
+        taken += 1;
+        h.spilled_jobs -= 1;
+        if run.count == 0 {
+            h.spilled.pop_front();
+        }
+        match job {
+            Ok(job) => {
+                h.queue.push_back(Task::new(job));
+                read += 1;
+            }
+            Err(_) => {
+                // Nothing after a bad record can be trusted: drop this host's spill.
+                taken += h.spilled_jobs;
+                h.spilled_jobs = 0;
+                h.spilled.clear();
+                break;
+            }
+        }
+    }
+    (read, taken)
+}
+
+fn encode_job(out: &mut Vec<u8>, job: &Job) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&job.index.to_le_bytes());
+    put_str(out, &job.url);
+    out.extend_from_slice(&(job.passthrough.len() as u32).to_le_bytes());
+    for cell in &job.passthrough {
+        put_str(out, cell);
+    }
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The job at `offset`, and the record's length.
+fn read_record(sp: &Spill, offset: u64) -> io::Result<(Job, u64)> {
+    let head = read_at(sp, offset, 4)?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    let body = read_at(sp, offset + 4, len)?;
+    let job = decode_job(&body).ok_or_else(|| io::Error::other("a corrupt record"))?;
+    Ok((job, 4 + len as u64))
+}
+
+fn read_at(sp: &Spill, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut out = vec![0; len];
+    let mut done = 0;
+    if offset < sp.written {
+        let from_file = len.min((sp.written - offset) as usize);
+        read_exact_at(&sp.file, &mut out[..from_file], offset)?;
+        done = from_file;
+    }
+    if done < len {
+        let at = (offset + done as u64 - sp.written) as usize;
+        let rest = sp
+            .pending
+            .get(at..at + (len - done))
+            .ok_or_else(|| io::Error::other("a record past the end of the spill"))?;
+        out[done..].copy_from_slice(rest);
+    }
+    Ok(out)
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_job(mut b: &[u8]) -> Option<Job> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Some(head)
+    }
+    fn u32_of(b: &mut &[u8]) -> Option<usize> {
+        take(b, 4).map(|x| u32::from_le_bytes(x.try_into().expect("4 bytes")) as usize)
+    }
+    fn string(b: &mut &[u8]) -> Option<String> {
+        let n = u32_of(b)?;
+        take(b, n).and_then(|s| String::from_utf8(s.to_vec()).ok())
+    }
+    let index = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+    let url = string(&mut b)?;
+    let cells = u32_of(&mut b)?;
+    let mut passthrough = Vec::with_capacity(cells.min(1024));
+    for _ in 0..cells {
+        passthrough.push(string(&mut b)?);
+    }
+    // Only jobs with a URL are spilled (a bad line has no host and never waits).
+    let target: Result<url::Url, Failure> = parse_target(&url);
+    Some(Job {
+        index,
+        url,
+        target,
+        passthrough,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(index: u64, url: &str) -> Job {
+        Job {
+            index,
+            url: url.to_string(),
+            target: parse_target(url),
+            passthrough: vec![format!("cell {index}"), "line\nbreak".into()],
+        }
+    }
+
+    fn config(per_host_rate: Rate, per_host_concurrency: Option<usize>) -> Config {
+        Config {
+            per_host_rate,
+            per_host_concurrency,
+            ..Config::default()
+        }
+    }
+
+    /// Takes the next ticket, failing the test if none comes within a few seconds.
+    async fn next(s: &Scheduler) -> Option<Ticket> {
+        tokio::time::timeout(Duration::from_secs(5), s.next(&CancellationToken::new()))
+            .await
+            .expect("a ticket or the end in time")
+    }
+
+    #[tokio::test]
+    async fn a_host_that_must_wait_is_passed_over() {
+        let s = Scheduler::new(&config(Rate::Every(Duration::from_secs(3600)), None));
+        s.push(vec![
+            job(1, "http://a.test/1"),
+            job(2, "http://a.test/2"),
+            job(3, "http://b.test/1"),
+        ]);
+        s.input_finished();
+        let mut t = next(&s).await.unwrap();
+        assert_eq!(t.task().job.index, 1);
+        assert!(t.go());
+        t.finish();
+        let mut t = next(&s).await.unwrap();
+        assert_eq!(t.task().job.index, 3, "b goes while a waits for its pace");
+        assert!(t.go());
+        t.finish();
+        // a's second job waits an hour: nothing is ready.
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), s.next(&CancellationToken::new()))
+                .await;
+        assert!(waiting.is_err());
+        s.close();
+        assert!(next(&s).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dispatch_holds_its_host_until_it_takes_its_token() {
+        let s = Scheduler::new(&config(Rate::Unlimited, Some(4)));
+        s.push(vec![job(1, "http://a.test/1"), job(2, "http://a.test/2")]);
+        let mut first = next(&s).await.unwrap();
+        let early =
+            tokio::time::timeout(Duration::from_millis(50), s.next(&CancellationToken::new()))
+                .await;
+        assert!(
+            early.is_err(),
+            "a second dispatch before the first took its token"
+        );
+        assert!(first.go());
+        let second = next(&s).await.unwrap();
+        assert_eq!(second.task().job.index, 2);
+    }
+
+    #[tokio::test]
+    async fn cooling_host_waits_and_the_ticket_that_waited_is_refused() {
+        let s = Scheduler::new(&config(Rate::Unlimited, None));
+        s.push(vec![job(1, "http://a.test/1"), job(2, "http://b.test/1")]);
+        let mut t = next(&s).await.unwrap();
+        assert_eq!(t.task().job.index, 1);
+        // The host began to cool down while this ticket waited for its token.
+        s.cool_down("a.test", Duration::from_secs(3600));
+        assert!(!t.go(), "a request must not leave during a cool-down");
+        s.requeue(t);
+        let t = next(&s).await.unwrap();
+        assert_eq!(t.task().job.index, 2, "the other host goes on");
+    }
+
+    #[tokio::test]
+    async fn spilled_jobs_come_back_in_order_and_whole() {
+        let s = Scheduler::new(&config(Rate::Unlimited, Some(1)));
+        let n = 3 * HOST_CAP as u64;
+        let mut jobs: Vec<Job> = (1..=n)
+            .map(|i| job(i, &format!("http://a.test/{i}")))
+            .collect();
+        jobs.push(job(n + 1, "http://b.test/1"));
+        s.push(jobs);
+        s.input_finished();
+        assert_eq!(s.spilled(), n - HOST_CAP as u64);
+        let mut seen_a = Vec::new();
+        let mut b_at = None;
+        while let Some(mut t) = next(&s).await {
+            assert!(t.go());
+            let task = t.finish();
+            assert_eq!(task.job.passthrough[1], "line\nbreak");
+            match task.host() {
+                Some("a.test") => {
+                    assert_eq!(task.job.url, format!("http://a.test/{}", task.job.index));
+                    seen_a.push(task.job.index);
+                }
+                _ => b_at = Some(seen_a.len()),
+            }
+        }
+        assert_eq!(seen_a, (1..=n).collect::<Vec<_>>());
+        assert!(b_at.is_some_and(|at| at < 4), "b waited behind a: {b_at:?}");
+        assert_eq!(s.spilled(), 0);
+        assert_eq!(
+            s.tracked_hosts(),
+            0,
+            "hosts with nothing in force are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn hosts_are_forgotten_once_their_pace_is_over() {
+        let s = Scheduler::new(&config(Rate::Every(Duration::from_millis(20)), None));
+        s.push(
+            (1..=50)
+                .map(|i| job(i, &format!("http://h{i}.test/")))
+                .collect(),
+        );
+        s.input_finished();
+        while let Some(mut t) = next(&s).await {
+            assert!(t.go());
+            t.finish();
+        }
+        // Their paces end 20 ms after their requests; the timer thread then drops them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.tracked_hosts() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} hosts kept",
+                s.tracked_hosts()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn without_per_host_limits_hosts_are_not_tracked() {
+        let s = Scheduler::new(&config(Rate::Unlimited, None));
+        s.push(
+            (1..=100)
+                .map(|i| job(i, &format!("http://h{i}.test/")))
+                .collect(),
+        );
+        s.push(vec![job(101, "not a url")]);
+        s.input_finished();
+        let mut n = 0;
+        while let Some(mut t) = next(&s).await {
+            assert!(t.go());
+            t.finish();
+            n += 1;
+        }
+        assert_eq!(n, 101);
+        assert_eq!(s.tracked_hosts(), 0);
+    }
+
+    #[test]
+    fn a_job_survives_the_spill_format() {
+        let original = job(7, "https://a.test/x?y=1");
+        let mut bytes = Vec::new();
+        encode_job(&mut bytes, &original);
+        let back = decode_job(&bytes[4..]).unwrap();
+        assert_eq!(
+            (back.index, back.url, back.passthrough),
+            (original.index, original.url, original.passthrough)
+        );
+        assert!(
+            decode_job(&bytes[4..bytes.len() - 1]).is_none(),
+            "a cut record"
+        );
+    }
+}
