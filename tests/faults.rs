@@ -5,7 +5,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use ratefetch::limits::Limits;
 use ratefetch::pool::{self, Handler, Shutdown};
 use ratefetch::sink::{Columns, Sink};
 use ratefetch::Config;
+use support::binary::ratefetch_command as ratefetch;
 use support::report::{assert_each_index_once, read_csv, run_lib, test_config, Row};
 use support::server::{RawServer, Server};
 
@@ -238,12 +239,6 @@ fn a_panic_in_one_job_is_its_row_and_the_pool_keeps_its_size() {
     assert!(rows[4..].iter().all(|r| r.get("status") == "200"));
     // Both workers survived their panics: the slow jobs ran two at a time.
     assert_eq!(server.max_in_flight(), 2);
-}
-
-fn ratefetch() -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ratefetch"));
-    cmd.env_remove("http_proxy").env_remove("HTTP_PROXY");
-    cmd
 }
 
 #[test]

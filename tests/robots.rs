@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::report::{parse_csv, ratefetch_bin, Row};
+use support::binary::ratefetch_bin;
+use support::report::{parse_csv, Row};
 use support::server::{check_rate, RawServer};
 
 /// A server whose /robots.txt answers `status` with `body`, and every other path 200. It

@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::report::{assert_each_index_once, parse_csv, read_csv, Row};
 use support::server::Server;
 
-use support::report::ratefetch_bin as ratefetch;
+use support::binary::ratefetch_bin as ratefetch;
 
 /// A product list as users bring it: quoted cells with commas and line breaks, the URL in
 /// a column of its own, and a row with no URL.

@@ -6,23 +6,22 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use ratefetch::config::{InputSource, OutputTarget};
 use ratefetch::units::Rate;
 use ratefetch::{Config, Shutdown};
+use support::binary::{ratefetch_bin, ratefetch_command};
 use support::report::{assert_each_index_once, read_csv, test_config};
 use support::server::Server;
 
 fn spawn(args: &[&str], list: &Path, report: &Path) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("ratefetch"))
+    ratefetch_command()
         .args(args)
         .arg("-o")
         .arg(report)
         .arg(list)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -334,8 +333,7 @@ fn resume_from_stdin_with_another_input_fetches_nothing() {
     // and must not be fetched either.
     let mut other: Vec<String> = (0..5).map(|i| server.url(&format!("/ok?{i}"))).collect();
     other[3] = server.url("/changed");
-    let out = assert_cmd::Command::cargo_bin("ratefetch")
-        .unwrap()
+    let out = ratefetch_bin()
         .args(["-r", "unlimited", "--resume", "-o"])
         .arg(&report)
         .write_stdin(other.join("\n"))

@@ -9,6 +9,10 @@ use ratefetch::config::{InputSource, OutputTarget};
 use ratefetch::units::Rate;
 use ratefetch::{Config, Shutdown, Summary};
 
+// Its home before `binary.rs`; tests on other branches import it from here.
+#[allow(unused_imports)]
+pub use super::binary::ratefetch_bin;
+
 /// One report row, by column name.
 #[derive(Debug, Clone)]
 pub struct Row(pub HashMap<String, String>);
@@ -96,20 +100,4 @@ pub fn assert_each_index_once(rows: &[Row], expected: impl IntoIterator<Item = u
     let mut want: Vec<u64> = expected.into_iter().collect();
     want.sort_unstable();
     assert_eq!(got, want, "every index exactly once");
-}
-
-/// The `ratefetch` binary, with proxy variables removed so that it talks to 127.0.0.x directly.
-pub fn ratefetch_bin() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("ratefetch").expect("the binary is built");
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
 }
