@@ -17,8 +17,9 @@ use ratefetch::pool::{self, Handler, Shutdown};
 use ratefetch::sink::{Columns, Sink};
 use ratefetch::Config;
 use support::binary::ratefetch_command as ratefetch;
+use support::raw::RawServer;
 use support::report::{assert_each_index_once, read_csv, run_lib, test_config, wait_for_rows, Row};
-use support::server::{RawServer, Server};
+use support::server::Server;
 
 fn no_retries() -> Config {
     Config {

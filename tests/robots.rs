@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::binary::ratefetch_bin;
+use support::raw::RawServer;
 use support::report::{parse_csv, Row};
-use support::server::{check_rate, RawServer};
+use support::windows::check_rate;
 
 /// A server whose /robots.txt answers `status` with `body`, and every other path 200. It
 /// records each request's path and arrival time.
@@ -125,7 +126,7 @@ fn robots_txt_answering_5xx_disallows_the_host_and_says_so() {
 
 #[test]
 fn unreachable_robots_txt_disallows_the_host() {
-    let rows = run(&[format!("{}a", support::server::closed_port_url())]);
+    let rows = run(&[format!("{}a", support::raw::closed_port_url())]);
     assert_eq!(rows[0].get("error_kind"), "robots_disallowed");
     assert!(
         rows[0].get("error").contains("unreachable"),

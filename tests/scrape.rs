@@ -311,7 +311,7 @@ fn a_csv_report_with_extra_columns_resumes() {
 #[test]
 fn retry_failed_refetches_only_failed_rows_and_rewrites_the_report_in_place() {
     let server = Server::start();
-    let closed = support::server::closed_port_url();
+    let closed = support::raw::closed_port_url();
     let dir = tempfile::tempdir().unwrap();
     let input = [
         server.url("/ok"),
