@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::report::{assert_each_index_once, parse_csv, read_csv};
 use support::server::Server;
 
-use support::report::ratefetch_bin as ratefetch;
+use support::binary::ratefetch_bin as ratefetch;
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -5,7 +5,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,10 @@ use ratefetch::schedule::{Scheduler, Ticket};
 use ratefetch::sink::{Columns, Sink};
 use ratefetch::Config;
 use ratefetch::Shutdown;
-use support::report::{assert_each_index_once, read_csv, run_lib, test_config, Row};
-use support::server::{RawServer, Server};
+use support::binary::ratefetch_command as ratefetch;
+use support::raw::RawServer;
+use support::report::{assert_each_index_once, read_csv, run_lib, test_config, wait_for_rows, Row};
+use support::server::Server;
 
 fn no_retries() -> Config {
     Config {
@@ -251,12 +253,6 @@ fn a_panic_in_one_job_is_its_row_and_the_pool_keeps_its_size() {
     assert_eq!(server.max_in_flight(), 2);
 }
 
-fn ratefetch() -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ratefetch"));
-    cmd.env_remove("http_proxy").env_remove("HTTP_PROXY");
-    cmd
-}
-
 #[test]
 fn stdout_closed_early_ends_quietly() {
     let server = Server::start();
@@ -321,20 +317,32 @@ fn rows_are_written_in_completion_order() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("urls.txt");
+    // The slow job cannot finish while the test runs: the first row can only come first by
+    // completion, not by a head start.
     std::fs::write(
         &list,
-        format!("{}\n{}\n", server.url("/delay/500"), server.url("/ok")),
+        format!("{}\n{}\n", server.url("/delay/60000"), server.url("/ok")),
     )
     .unwrap();
-    let out = ratefetch()
+    let mut child = ratefetch()
         .args(["-q", "-r", "unlimited", "-c", "2"])
         .arg(&list)
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(out.status.success());
-    let (_, rows) = support::report::parse_csv(&out.stdout);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut head = String::new();
+    for _ in 0..2 {
+        assert!(
+            out.read_line(&mut head).unwrap() > 0,
+            "stdout ended early: {head:?}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (_, rows) = support::report::parse_csv(head.as_bytes());
     let order: Vec<u64> = rows.iter().map(Row::index).collect();
-    assert_eq!(order, [2, 1], "the fast job's row comes first");
+    assert_eq!(order, [2], "the fast job's row comes first");
 }
 
 #[test]
@@ -343,11 +351,10 @@ fn rows_are_flushed_while_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("urls.txt");
     let report = dir.path().join("report.csv");
+    let n = 40;
     std::fs::write(
         &list,
-        (0..40)
-            .map(|_| server.url("/ok") + "\n")
-            .collect::<String>(),
+        (0..n).map(|_| server.url("/ok") + "\n").collect::<String>(),
     )
     .unwrap();
     let mut child = ratefetch()
@@ -356,15 +363,18 @@ fn rows_are_flushed_while_the_run_goes_on() {
         .arg(&list)
         .spawn()
         .unwrap();
-    // At 5/s, the 9th request leaves 1.6 s after the first: the first rows, done by then,
-    // must have been flushed (at least once a second).
-    assert_eq!(server.wait_arrivals(9, Duration::from_secs(30)).len(), 9);
-    let rows = read_csv(&report);
+    // At 5/s the list takes 8 s, and 40 rows are far from the 64 KiB write buffer: rows on
+    // disk before the last request was sent were flushed by the clock (at least once a
+    // second), while the run went on.
+    let rows = wait_for_rows(&report, "3 rows", Duration::from_secs(30), |rows| {
+        rows.len() >= 3
+    });
+    let sent = server.arrivals().len();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
-        rows.len() >= 3,
-        "only {} rows on disk after 1.6 s",
+        sent < n,
+        "{} rows reached the disk only after all {n} requests were sent",
         rows.len()
     );
 }

@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use ratefetch::Config;
+use support::raw::RawServer;
 use support::report::{run_lib, test_config, Row};
-use support::server::{RawServer, Server};
+use support::server::Server;
 
 fn one(config: Config, url: String) -> Row {
     let (summary, rows) = run_lib(config, &[url]);
@@ -132,7 +133,7 @@ fn unknown_host_is_a_dns_row() {
 
 #[test]
 fn closed_port_is_a_connect_row() {
-    let row = one(no_retries(), support::server::closed_port_url());
+    let row = one(no_retries(), support::raw::closed_port_url());
     assert_eq!(row.get("error_kind"), "connect");
     assert!(
         row.get("error").to_lowercase().contains("refused"),

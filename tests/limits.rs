@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use ratefetch::units::Rate;
 use ratefetch::Config;
 use support::report::{assert_each_index_once, run_lib, test_config};
-use support::server::{check_rate, Arrival, Server};
+use support::server::{Arrival, Server};
+use support::windows::check_rate;
 
 /// Arrival-time noise allowed on top of the promise.
 const TOLERANCE: Duration = Duration::from_millis(10);

@@ -8,8 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::report::{parse_csv, ratefetch_bin, Row};
-use support::server::{check_rate, RawServer};
+use support::binary::ratefetch_bin;
+use support::raw::RawServer;
+use support::report::{parse_csv, Row};
+use support::windows::check_rate;
 
 /// A server whose /robots.txt answers `status` with `body`, and every other path 200. It
 /// records each request's path and arrival time.
@@ -124,7 +126,7 @@ fn robots_txt_answering_5xx_disallows_the_host_and_says_so() {
 
 #[test]
 fn unreachable_robots_txt_disallows_the_host() {
-    let rows = run(&[format!("{}a", support::server::closed_port_url())]);
+    let rows = run(&[format!("{}a", support::raw::closed_port_url())]);
     assert_eq!(rows[0].get("error_kind"), "robots_disallowed");
     assert!(
         rows[0].get("error").contains("unreachable"),

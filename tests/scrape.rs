@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::report::{assert_each_index_once, parse_csv, read_csv, Row};
 use support::server::Server;
 
-use support::report::ratefetch_bin as ratefetch;
+use support::binary::ratefetch_bin as ratefetch;
 
 /// A product list as users bring it: quoted cells with commas and line breaks, the URL in
 /// a column of its own, and a row with no URL.
@@ -311,7 +311,7 @@ fn a_csv_report_with_extra_columns_resumes() {
 #[test]
 fn retry_failed_refetches_only_failed_rows_and_rewrites_the_report_in_place() {
     let server = Server::start();
-    let closed = support::server::closed_port_url();
+    let closed = support::raw::closed_port_url();
     let dir = tempfile::tempdir().unwrap();
     let input = [
         server.url("/ok"),

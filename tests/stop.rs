@@ -6,23 +6,22 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use ratefetch::config::{InputSource, OutputTarget};
 use ratefetch::units::Rate;
 use ratefetch::{Config, Shutdown};
-use support::report::{assert_each_index_once, read_csv, test_config};
+use support::binary::{ratefetch_bin, ratefetch_command};
+use support::report::{assert_each_index_once, read_csv, test_config, wait_for_rows};
 use support::server::Server;
 
 fn spawn(args: &[&str], list: &Path, report: &Path) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("ratefetch"))
+    ratefetch_command()
         .args(args)
         .arg("-o")
         .arg(report)
         .arg(list)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -30,12 +29,46 @@ fn spawn(args: &[&str], list: &Path, report: &Path) -> Child {
         .expect("starting ratefetch")
 }
 
+/// Sends `sig` to the child. For a signal ratefetch catches, first waits until it does: its
+/// `main` spawns the signal watcher next to the run, so requests may leave before the handler
+/// is installed, and a Ctrl-C then would kill it outright.
 fn signal(child: &Child, sig: libc::c_int) {
+    if sig != libc::SIGKILL {
+        wait_until_caught(child, sig);
+    }
     let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
     let rc = unsafe { libc::kill(pid, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
+
+/// Waits until the child has a handler for `sig`: its bit in `SigCgt` of `/proc/PID/status`.
+#[cfg(target_os = "linux")]
+fn wait_until_caught(child: &Child, sig: libc::c_int) {
+    let path = format!("/proc/{}/status", child.id());
+    let bit = 1u64 << (sig - 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(&path).expect("reading the child's status");
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|mask| u64::from_str_radix(mask.trim(), 16).expect("SigCgt is hex"))
+            .expect("a SigCgt line");
+        if caught & bit != 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ratefetch did not catch signal {sig} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Elsewhere there is no cheap way to look; the arrivals waited for make it near certain.
+#[cfg(not(target_os = "linux"))]
+fn wait_until_caught(_child: &Child, _sig: libc::c_int) {}
 
 fn write_list(dir: &Path, urls: impl Iterator<Item = String>) -> std::path::PathBuf {
     let list = dir.join("urls.txt");
@@ -119,9 +152,13 @@ fn second_ctrl_c_exits_at_once_without_waiting_for_the_grace_period() {
     urls.extend((0..4).map(|_| server.url("/delay/60000")));
     let list = write_list(dir.path(), urls.into_iter());
     let report = dir.path().join("report.csv");
-    let child = spawn(&["-r", "unlimited", "--grace", "120s"], &list, &report);
+    let mut child = spawn(&["-r", "unlimited", "--grace", "120s"], &list, &report);
+    // The four slow requests are in flight...
     assert_eq!(server.wait_arrivals(5, Duration::from_secs(20)).len(), 5);
-    let mut child = child;
+    // ...and the fast one is done: its row is on disk. Its arrival alone does not say so.
+    wait_for_rows(&report, "the /ok row", Duration::from_secs(30), |rows| {
+        rows.iter().any(|r| r.index() == 1)
+    });
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     signal(&child, libc::SIGINT);
     // The first stop waits (up to 120 s) for the four slow requests; once it is under way
@@ -149,7 +186,13 @@ fn second_ctrl_c_exits_at_once_without_waiting_for_the_grace_period() {
 fn stop_lets_requests_in_flight_finish_and_writes_their_rows() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let list = write_list(dir.path(), (0..20).map(|_| server.url("/delay/300")));
+    // Long enough that none of the first four can finish, and free its worker for a fifth,
+    // before the stop (checked below).
+    let delay = Duration::from_secs(1);
+    let list = write_list(
+        dir.path(),
+        (0..20).map(|_| server.url(&format!("/delay/{}", delay.as_millis()))),
+    );
     let report = dir.path().join("report.csv");
     let config = Config {
         input: InputSource::Path(list),
@@ -163,8 +206,15 @@ fn stop_lets_requests_in_flight_finish_and_writes_their_rows() {
     let shutdown = Shutdown::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let run = rt.spawn(ratefetch::run(config, shutdown.clone()));
-    assert_eq!(server.wait_arrivals(4, Duration::from_secs(20)).len(), 4);
+    let first = server.wait_arrivals(4, Duration::from_secs(20));
+    assert_eq!(first.len(), 4);
     shutdown.stop.cancel();
+    let since_first = first.iter().map(|a| a.at).min().expect("four").elapsed();
+    assert!(
+        since_first < delay,
+        "the stop came {since_first:?} after the first request arrived, when it may have \
+         finished and let a fifth go: the test cannot tell what was in flight"
+    );
     let summary = rt.block_on(run).unwrap().unwrap();
     assert!(summary.interrupted);
     let rows = read_csv(&report);
@@ -334,8 +384,7 @@ fn resume_from_stdin_with_another_input_fetches_nothing() {
     // and must not be fetched either.
     let mut other: Vec<String> = (0..5).map(|i| server.url(&format!("/ok?{i}"))).collect();
     other[3] = server.url("/changed");
-    let out = assert_cmd::Command::cargo_bin("ratefetch")
-        .unwrap()
+    let out = ratefetch_bin()
         .args(["-r", "unlimited", "--resume", "-o"])
         .arg(&report)
         .write_stdin(other.join("\n"))

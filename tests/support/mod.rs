@@ -1,4 +1,22 @@
 #![allow(dead_code)]
+//! Helpers shared by the integration tests: `server` (the scripted hyper server), `raw` (a
+//! raw-TCP server for misbehaving peers), `windows` (rate checks over arrival times),
+//! `binary` (the binary under test, proxy-free) and `report` (running ratefetch, reading its
+//! report back).
 
+pub mod binary;
+pub mod raw;
 pub mod report;
 pub mod server;
+pub mod windows;
+
+/// The message of a panic payload caught by `join` or `catch_unwind`.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

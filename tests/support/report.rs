@@ -9,6 +9,10 @@ use ratefetch::config::{InputSource, OutputTarget};
 use ratefetch::units::Rate;
 use ratefetch::{Config, Shutdown, Summary};
 
+// Its home before `binary.rs`; tests on other branches import it from here.
+#[allow(unused_imports)]
+pub use super::binary::ratefetch_bin;
+
 /// One report row, by column name.
 #[derive(Debug, Clone)]
 pub struct Row(pub HashMap<String, String>);
@@ -54,6 +58,42 @@ pub fn read_csv(path: &Path) -> Vec<Row> {
     parse_csv(&std::fs::read(path).expect("reading the report")).1
 }
 
+/// The complete rows of a report that a running (or killed) ratefetch may still be writing:
+/// a missing file has none, and a last line without its newline is left out.
+pub fn read_csv_so_far(path: &Path) -> Vec<Row> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("reading the report {}: {e}", path.display()),
+    };
+    let whole = &text[..text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)];
+    parse_csv(whole).1
+}
+
+/// Re-reads the report a running ratefetch writes until its rows satisfy `done`, and returns
+/// them; panics naming `what` if that has not happened within `timeout`. Rows reach the file
+/// at least once a second, so this waits for the event itself rather than for a guess.
+pub fn wait_for_rows(
+    path: &Path,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[Row]) -> bool,
+) -> Vec<Row> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let rows = read_csv_so_far(path);
+        if done(&rows) {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} not in the report after {timeout:?}; it has {} rows",
+            rows.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A config for library tests: quiet, no proxies, no rate limit, short timeouts.
 pub fn test_config() -> Config {
     Config {
@@ -96,20 +136,4 @@ pub fn assert_each_index_once(rows: &[Row], expected: impl IntoIterator<Item = u
     let mut want: Vec<u64> = expected.into_iter().collect();
     want.sort_unstable();
     assert_eq!(got, want, "every index exactly once");
-}
-
-/// The `ratefetch` binary, with proxy variables removed so that it talks to 127.0.0.x directly.
-pub fn ratefetch_bin() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("ratefetch").expect("the binary is built");
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
 }

@@ -1,18 +1,25 @@
-//! In-process test HTTP servers for the integration tests: a scripted hyper server that records every
-//! request it receives ([`Server`]), a raw-TCP server for misbehaving peers ([`RawServer`]), and the
-//! arithmetic that checks recorded arrival times against a rate promise ([`check_rate`],
-//! [`max_in_window`]).
+//! The scripted hyper server of the integration tests ([`Server`]), which records every request
+//! it receives.
 //!
-//! Modelled on reqwest's `tests/support/server.rs`: each server lives on its own OS thread (with its
-//! own tokio runtime for [`Server`]), so tests may be plain `#[test]` functions, may run the binary
-//! under test as a subprocess, or may run their own runtime, without the server competing for it.
-//! Tests synchronise on the arrival channel, never on sleeps.
+//! Modelled on reqwest's `tests/support/server.rs`: the server lives on its own OS thread with its
+//! own tokio runtime, so tests may be plain `#[test]` functions, may run the binary under test as
+//! a subprocess, or may run their own runtime, without the server competing for it. Tests
+//! synchronise on the arrival channel, never on sleeps.
+//!
+//! The raw-TCP server for misbehaving peers lives in `raw.rs` and the rate arithmetic over
+//! arrival times in `windows.rs`; both are re-exported here, their home before the split.
+
+// Re-exports for tests (here and on other branches) that import them from `server`.
+#[allow(unused_imports)]
+pub use super::raw::{closed_port_url, RawServer};
+#[allow(unused_imports)]
+pub use super::windows::{check_rate, max_in_window, RateCheck};
 
 use std::convert::Infallible;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,6 +33,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+
+use super::panic_message;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -582,186 +591,4 @@ fn percent_decode(s: &str) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
-/// A TCP server for fault tests: every accepted connection is handed, as a blocking
-/// [`TcpStream`], to the handler on a thread of its own, which may then do anything a broken or
-/// hostile peer would (stall, send garbage, hang up mid-response).
-///
-/// Dropping it stops accepting and joins the accept thread. Handler threads are not waited for (a
-/// stalling handler must not hang the test), but a handler that already panicked makes the drop
-/// panic, unless the test is already panicking.
-pub struct RawServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
-    handlers: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl RawServer {
-    /// Binds `127.0.0.1:0` and runs `handler` for every connection.
-    pub fn start(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> RawServer {
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("binding raw test server");
-        let addr = listener.local_addr().expect("raw test server address");
-        let stop = Arc::new(AtomicBool::new(false));
-        let handlers = Arc::new(Mutex::new(Vec::new()));
-        let handler = Arc::new(handler);
-
-        let accept_thread = {
-            let stop = Arc::clone(&stop);
-            let handlers = Arc::clone(&handlers);
-            std::thread::Builder::new()
-                .name(format!("raw-server-{addr}"))
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        // Checked after accept: Drop's wake-up connection lands here.
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = conn else { continue };
-                        let handler = Arc::clone(&handler);
-                        let thread = std::thread::spawn(move || handler(stream));
-                        handlers
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(thread);
-                    }
-                })
-                .expect("spawning raw test server thread")
-        };
-
-        RawServer {
-            addr,
-            stop,
-            accept_thread: Some(accept_thread),
-            handlers,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://{addr}{path}`; `path` should start with `/`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-}
-
-impl Drop for RawServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // `accept` has no timeout; a connection of our own is what wakes it to see the flag.
-        let _ = TcpStream::connect(self.addr);
-        let mut failures = Vec::new();
-        if let Some(thread) = self.accept_thread.take() {
-            if let Err(payload) = thread.join() {
-                failures.push(panic_message(payload.as_ref()));
-            }
-        }
-        let handlers =
-            std::mem::take(&mut *self.handlers.lock().unwrap_or_else(|e| e.into_inner()));
-        for thread in handlers.into_iter().filter(JoinHandle::is_finished) {
-            if let Err(payload) = thread.join() {
-                failures.push(panic_message(payload.as_ref()));
-            }
-        }
-        if !failures.is_empty() && !std::thread::panicking() {
-            panic!(
-                "raw test server {} panicked: {}",
-                self.addr,
-                failures.join("; ")
-            );
-        }
-    }
-}
-
-/// Outcome of [`check_rate`].
-#[derive(Debug, Clone, Copy)]
-pub struct RateCheck {
-    /// Whether every window satisfied the promise.
-    pub held: bool,
-    /// Requests in the window with the largest excess over what was allowed.
-    pub worst_count: usize,
-    /// Time from the first to the last request of that window.
-    pub worst_span: Duration,
-    /// What the promise allowed in that window.
-    pub allowed: f64,
-}
-
-/// Checks a token-bucket promise against arrival times: for every pair `i ≤ j` of the sorted
-/// times, the `j − i + 1` requests in `[t_i, t_j]` must not exceed
-/// `burst + rate·(t_j − t_i + tolerance)`. Reports the pair with the largest excess (count minus
-/// allowed) and whether the promise held everywhere. O(n²), fine for a few thousand arrivals.
-pub fn check_rate(
-    times: &[Instant],
-    rate_per_sec: f64,
-    burst: u32,
-    tolerance: Duration,
-) -> RateCheck {
-    let mut sorted = times.to_vec();
-    sorted.sort_unstable();
-    let allowed_for =
-        |span: Duration| burst as f64 + rate_per_sec * (span + tolerance).as_secs_f64();
-
-    let mut worst = RateCheck {
-        held: true,
-        worst_count: 0,
-        worst_span: Duration::ZERO,
-        allowed: allowed_for(Duration::ZERO),
-    };
-    let mut worst_excess = f64::NEG_INFINITY;
-    for (i, &first) in sorted.iter().enumerate() {
-        for (j, &last) in sorted.iter().enumerate().skip(i) {
-            let count = j - i + 1;
-            let span = last - first;
-            let allowed = allowed_for(span);
-            let excess = count as f64 - allowed;
-            if excess > 1e-9 {
-                worst.held = false;
-            }
-            if excess > worst_excess {
-                worst_excess = excess;
-                worst.worst_count = count;
-                worst.worst_span = span;
-                worst.allowed = allowed;
-            }
-        }
-    }
-    worst
-}
-
-/// The largest number of arrivals inside any half-open window `[t, t + window)`.
-pub fn max_in_window(times: &[Instant], window: Duration) -> usize {
-    let mut sorted = times.to_vec();
-    sorted.sort_unstable();
-    let mut best = 0;
-    let mut start = 0;
-    for (end, &t) in sorted.iter().enumerate() {
-        // `start <= end` keeps a zero-length window (which holds nothing) in bounds.
-        while start <= end && t - sorted[start] >= window {
-            start += 1;
-        }
-        best = best.max(end + 1 - start);
-    }
-    best
-}
-
-/// `http://127.0.0.1:PORT/` for a port where nothing listens (it was bound and released), so
-/// a connection is refused.
-pub fn closed_port_url() -> String {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("binding a throwaway port");
-    let addr = listener.local_addr().expect("its address");
-    drop(listener);
-    format!("http://{addr}/")
 }
