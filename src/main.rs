@@ -51,7 +51,13 @@ fn main() -> ExitCode {
         Some(report) => runtime
             .block_on(ratefetch::rerun::retry_failed(config, &report, shutdown))
             .map(|r| {
-                let note = format!("retried {} rows; {} now succeed", r.retried, r.now_ok);
+                let mut note = format!("retried {} rows; {} now succeed", r.retried, r.now_ok);
+                if r.cut > 0 {
+                    note.push_str(&format!(
+                        "; cut a torn last row ({} bytes): run with --resume to fetch it again",
+                        r.cut
+                    ));
+                }
                 (r.run, Some(note))
             }),
         None => runtime

@@ -1,11 +1,13 @@
 //! `--retry-failed REPORT`: fetches again the rows of an earlier CSV report that failed (an
 //! `error_kind`, or status 429 or 5xx), with this run's options, and rewrites the report
 //! atomically (a temporary file, then a rename): the other rows unchanged, the refetched
-//! rows replaced, every index still exactly once.
+//! rows replaced, every index still exactly once. The report is read as CSV records (a cell
+//! may hold line breaks); a torn last record, left by a killed run, is cut as `--resume`
+//! cuts it.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use crate::input::{parse_target, Job, Source};
 use crate::pool;
 use crate::progress::Summary;
 use crate::shutdown::Shutdown;
-use crate::sink::{Columns, Sink, COLUMNS};
+use crate::sink::{csv_complete_len, Columns, Sink, COLUMNS};
 
 /// What a `--retry-failed` run did.
 #[derive(Debug, Clone)]
@@ -26,6 +28,9 @@ pub struct RetrySummary {
     pub retried: u64,
     /// Of those, rows that now have a usable response (no error kind, not 429, not 5xx).
     pub now_ok: u64,
+    /// Bytes of a torn last row (from a killed run) left out of the rewritten report;
+    /// `--resume` with the input fetches that row again.
+    pub cut: u64,
 }
 
 /// Whether a report row is due for a retry.
@@ -52,9 +57,13 @@ pub async fn retry_failed(
             "--retry-failed reads and rewrites CSV reports".into(),
         ));
     }
+    // Only the whole records are read: a torn last one is cut, as --resume cuts it.
+    let (keep, cut) = whole_records(report).map_err(io_err)?;
     // The report's columns must be this run's: the standard ones, the same --extract
     // names, body_sha256 with --save-bodies; the rest are passthrough columns.
-    let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report).map_err(io_err)?));
+    let mut rdr = csv::Reader::from_reader(BufReader::new(
+        File::open(report).map_err(io_err)?.take(keep),
+    ));
     let header: Vec<String> = rdr
         .headers()
         .map_err(|e| refuse(e.to_string()))?
@@ -129,7 +138,7 @@ pub async fn retry_failed(
     // Pass 2: the report again, with the refetched rows in place of the old ones. A
     // symlinked report is rewritten where it really is.
     let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
-    rewrite(&real, &header, fresh).map_err(|source| Error::Output {
+    rewrite(&real, keep, &header, fresh).map_err(|source| Error::Output {
         path: report.to_path_buf(),
         source,
     })?;
@@ -137,7 +146,17 @@ pub async fn retry_failed(
         run,
         retried,
         now_ok,
+        cut,
     })
+}
+
+/// The length of the report's whole records, and how many bytes of a torn last record
+/// follow them.
+fn whole_records(report: &Path) -> std::io::Result<(u64, u64)> {
+    let file = File::open(report)?;
+    let len = file.metadata()?.len();
+    let keep = csv_complete_len(BufReader::new(&file))?;
+    Ok((keep, len.saturating_sub(keep)))
 }
 
 /// A hidden file next to `path`, for a temporary.
@@ -161,16 +180,18 @@ fn read_rows(path: &Path) -> std::io::Result<HashMap<u64, csv::StringRecord>> {
     Ok(rows)
 }
 
-/// Writes the report anew through a temporary file and renames it over the old one, so
-/// that a crash leaves either the old report or the new one, never half of each.
+/// Writes the report anew (its first `keep` bytes, the whole records) through a temporary
+/// file and renames it over the old one, so that a crash leaves either the old report or
+/// the new one, never half of each.
 fn rewrite(
     report: &Path,
+    keep: u64,
     header: &[String],
     mut fresh: HashMap<u64, csv::StringRecord>,
 ) -> std::io::Result<()> {
     let tmp = sibling(report, "tmp");
     let result = (|| {
-        let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report)?));
+        let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report)?.take(keep)));
         let mut w = csv::Writer::from_writer(BufWriter::new(File::create(&tmp)?));
         w.write_record(header)?;
         for record in rdr.records() {

@@ -1,13 +1,16 @@
 //! Sink: the only writer of the report. Writes the header, one row per outcome (CSV or
-//! JSONL), and can resume an earlier report: it repairs a torn last line and reads which
-//! job indices are already done.
+//! JSONL), and can resume an earlier report: it cuts a torn last row and reads which job
+//! indices are already done.
 //!
-//! Cells never hold a line break (they are replaced by spaces), so every line of a report is
-//! exactly one row; that is what makes a torn last line detectable and repairable.
+//! Cells keep their content, line breaks included (only `title` and `error` are one line
+//! by design). In CSV a line break sits inside a quoted cell (RFC 4180), so a row may span
+//! several lines: a row is whole when its terminating newline, outside quotes, has been
+//! written, and a torn last row is found by parsing, not by looking for the last newline.
+//! In JSONL, serde_json escapes line breaks, so every line is one row.
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -115,33 +118,27 @@ impl DoneSet {
 pub fn report_url(format: Format, url: &str) -> Cow<'_, str> {
     match format {
         Format::Csv => csv_text(url),
-        Format::Jsonl => one_line(url),
+        Format::Jsonl => Cow::Borrowed(url),
     }
 }
 
-/// A text cell as written to CSV: line breaks become spaces, and a cell that a spreadsheet
-/// would run as a formula (leading `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, the
-/// OWASP recommendation, so it shows as text.
+/// A text cell as written to CSV: its content as given (line breaks included; the CSV
+/// writer quotes them), except that a cell that a spreadsheet would run as a formula
+/// (leading `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, the OWASP recommendation, so
+/// it shows as text.
 pub fn csv_text(s: &str) -> Cow<'_, str> {
     let formula = matches!(
         s.as_bytes().first(),
         Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
     );
-    let breaks = s.contains(['\r', '\n']);
-    if !formula && !breaks {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 1);
     if formula {
-        out.push('\'');
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
     }
-    out.extend(
-        s.chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
-    );
-    Cow::Owned(out)
 }
 
+/// Line breaks as spaces: for the cells that are one line by design (`title`, `error`).
 fn one_line(s: &str) -> Cow<'_, str> {
     if s.contains(['\r', '\n']) {
         Cow::Owned(s.replace(['\r', '\n'], " "))
@@ -300,7 +297,7 @@ fn write_jsonl(w: &mut Vec<u8>, int: &mut itoa::Buffer, columns: &Columns, o: &O
         match cell(o, *col) {
             Cell::Int(n) => w.extend_from_slice(int.format(n).as_bytes()),
             Cell::Text(t) if !t.is_empty() => {
-                serde_json::to_writer(&mut *w, &one_line(&t)).expect("writing JSON into memory")
+                serde_json::to_writer(&mut *w, &t).expect("writing JSON into memory")
             }
             Cell::Text(_) | Cell::Null => w.extend_from_slice(b"null"),
         }
@@ -320,6 +317,11 @@ fn text(s: &Option<String>) -> Cell<'_> {
         .map_or(Cell::Null, |s| Cell::Text(Cow::Borrowed(s)))
 }
 
+/// A cell that is one line by design, whatever its source put in it.
+fn line(s: &Option<String>) -> Cell<'_> {
+    s.as_deref().map_or(Cell::Null, |s| Cell::Text(one_line(s)))
+}
+
 fn cell(o: &Outcome, col: Col) -> Cell<'_> {
     match col {
         Col::Std(i) => match i {
@@ -330,12 +332,12 @@ fn cell(o: &Outcome, col: Col) -> Cell<'_> {
             4 => o
                 .error_kind
                 .map_or(Cell::Null, |k| Cell::Text(Cow::Borrowed(k.as_str()))),
-            5 => text(&o.error),
+            5 => line(&o.error),
             6 => Cell::Int(u64::from(o.attempts)),
             7 => Cell::Int(u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)),
             8 => Cell::Int(o.bytes),
             9 => text(&o.content_type),
-            10 => text(&o.title),
+            10 => line(&o.title),
             _ => o
                 .started_at
                 .map_or(Cell::Null, |t| Cell::Text(Cow::Owned(rfc3339(t)))),
@@ -449,7 +451,7 @@ impl Columns {
     }
 }
 
-/// An earlier report opened for `--resume`: positioned at its end, torn last line removed.
+/// An earlier report opened for `--resume`: positioned at its end, torn last row removed.
 pub struct Resumed {
     pub file: File,
     /// Job indices already in the report, with their URL tags.
@@ -458,11 +460,11 @@ pub struct Resumed {
     pub format: Format,
     /// True when the file was empty (the header must be written).
     pub fresh: bool,
-    /// Bytes of a torn last line that were cut.
+    /// Bytes of a torn last row that were cut.
     pub repaired: u64,
 }
 
-/// Opens `path` for `--resume`: cuts a torn last line, checks the header (CSV), reads the
+/// Opens `path` for `--resume`: cuts a torn last row, checks the header (CSV), reads the
 /// done indices. A missing file is a fresh report.
 pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, Error> {
     let io_err = |source| Error::Output {
@@ -486,8 +488,12 @@ pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed,
         .open(path)
         .map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
-    // Keep everything up to the last line break: a row is whole only when its line ends.
-    let keep = last_line_end(&mut file, len).map_err(io_err)?;
+    // Keep everything up to the end of the last whole row.
+    let keep = match format {
+        Format::Csv => csv_complete_len(BufReader::new(&mut file)),
+        Format::Jsonl => last_line_end(&mut file, len),
+    }
+    .map_err(io_err)?;
     if keep < len {
         file.set_len(keep).map_err(io_err)?;
     }
@@ -557,7 +563,55 @@ pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed,
     })
 }
 
-/// The length of the file up to and including its last `\n` (0 if none).
+/// The length of a CSV report up to the end of its last whole record (0 if none): the
+/// record's terminator, outside quotes, has been read. The csv reader alone cannot tell:
+/// at the end of its input it accepts an unterminated record as complete, even one cut
+/// inside a quoted cell. So this runs the same parser (csv-core, with the csv crate's
+/// defaults) and counts only the records that ended with a terminator. A CR LF counts as
+/// one terminator; blank lines after the last record are cut too.
+pub fn csv_complete_len(mut report: impl Read) -> io::Result<u64> {
+    use csv_core::ReadRecordResult;
+    let mut parser = csv_core::Reader::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    // The parser copies the cells out; they are not needed, so the buffers are reused.
+    let mut cells = vec![0u8; 64 * 1024];
+    let mut ends = [0usize; 256];
+    // Bytes before `chunk`, and the end of the last whole record.
+    let (mut offset, mut keep) = (0u64, 0u64);
+    // The last whole record ended with a CR at `keep`: an LF right after it is part of it.
+    let mut after_cr = false;
+    loop {
+        let n = match report.read(&mut chunk) {
+            Ok(0) => return Ok(keep),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut at = 0;
+        while at < n {
+            if after_cr {
+                after_cr = false;
+                if chunk[at] == b'\n' {
+                    keep += 1;
+                }
+            }
+            let (result, used, _, _) = parser.read_record(&chunk[at..n], &mut cells, &mut ends);
+            at += used;
+            match result {
+                ReadRecordResult::Record => {
+                    keep = offset + at as u64;
+                    after_cr = at > 0 && chunk[at - 1] == b'\r';
+                }
+                ReadRecordResult::InputEmpty | ReadRecordResult::End => break,
+                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {}
+            }
+        }
+        offset += n as u64;
+    }
+}
+
+/// The length of the file up to and including its last `\n` (0 if none). For JSONL, where
+/// each line is one row.
 fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
     use std::io::Read;
     let mut end = len;
@@ -658,17 +712,175 @@ mod tests {
     }
 
     #[test]
-    fn formula_cells_are_neutralised_and_breaks_removed() {
+    fn formula_cells_are_neutralised_and_breaks_kept() {
         for (input, want) in [
             ("=HYPERLINK(1)", "'=HYPERLINK(1)"),
             ("+1", "'+1"),
             ("-1", "'-1"),
             ("@SUM(A1)", "'@SUM(A1)"),
             ("\tx", "'\tx"),
-            ("a\r\nb", "a  b"),
+            ("\r\nx", "'\r\nx"),
+            ("a\r\nb", "a\r\nb"),
+            ("a\nb", "a\nb"),
             ("plain", "plain"),
         ] {
             assert_eq!(csv_text(input), want, "{input:?}");
+        }
+    }
+
+    /// Columns and a row whose passthrough and extracted cells hold line breaks (LF and
+    /// CR LF), as a CSV input of addresses and notes brings them.
+    fn multi_line(index: u64) -> (Columns, Outcome) {
+        let columns = Columns::new(
+            &["desc".to_string()],
+            false,
+            &["address".to_string(), "note".to_string()],
+            None,
+        )
+        .unwrap();
+        let o = Outcome {
+            index,
+            url: format!("http://a.test/{index}"),
+            extracted: vec![format!("line one\nline \"two\", {index}")],
+            passthrough: vec![
+                format!("{index} Main St\r\nSpringfield\r\n"),
+                "=1+1\nsecond".to_string(),
+            ],
+            title: Some("a\ntitle".into()),
+            error: Some("an\r\nerror".into()),
+            ..sample()
+        };
+        (columns, o)
+    }
+
+    fn render_with(format: Format, columns: &Columns, rows: &[Outcome]) -> String {
+        let out = Shared::default();
+        let mut sink = Sink::new(Box::new(out.clone()), format, columns.clone()).unwrap();
+        for r in rows {
+            sink.write(r).unwrap();
+        }
+        sink.flush().unwrap();
+        drop(sink);
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn passthrough_and_extracted_cells_keep_line_breaks_in_csv_and_jsonl() {
+        let (columns, o) = multi_line(3);
+        let text = render_with(Format::Csv, &columns, std::slice::from_ref(&o));
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        let row = rdr.records().next().unwrap().unwrap();
+        let cell = |name: &str| {
+            let at = columns.names().iter().position(|n| n == name).unwrap();
+            row.get(at).unwrap().to_string()
+        };
+        assert_eq!(cell("desc"), "line one\nline \"two\", 3");
+        assert_eq!(cell("address"), "3 Main St\r\nSpringfield\r\n");
+        assert_eq!(cell("note"), "'=1+1\nsecond", "the formula prefix stays");
+        assert_eq!(cell("title"), "a title", "title is one line by design");
+        assert_eq!(cell("error"), "an  error", "error is one line by design");
+
+        let text = render_with(Format::Jsonl, &columns, &[o]);
+        assert_eq!(text.lines().count(), 1, "one row per line: {text:?}");
+        let row: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(row["desc"], "line one\nline \"two\", 3");
+        assert_eq!(row["address"], "3 Main St\r\nSpringfield\r\n");
+        assert_eq!(row["note"], "=1+1\nsecond", "JSONL text is unmodified");
+        assert_eq!(
+            (&row["title"], &row["error"]),
+            (&"a title".into(), &"an  error".into())
+        );
+    }
+
+    #[test]
+    fn whole_records_end_at_a_terminator_outside_quotes() {
+        for (text, whole) in [
+            ("", ""),
+            ("a,b", ""),
+            ("a,b\n1,2\n", "a,b\n1,2\n"),
+            ("a,b\n1,2", "a,b\n"),
+            ("a,b\n1,\"x\ny\"\n", "a,b\n1,\"x\ny\"\n"),
+            ("a,b\n1,\"x\n", "a,b\n"),
+            ("a,b\n1,\"x\ny\"", "a,b\n"),
+            ("a,b\n1,\"x\"\"\n", "a,b\n"),
+            ("a,b\n1,\"x\"\"\"\n", "a,b\n1,\"x\"\"\"\n"),
+            ("a,b\r\n1,\"x\r\ny\"\r\n", "a,b\r\n1,\"x\r\ny\"\r\n"),
+            ("a,b\r\n1,\"x\r", "a,b\r\n"),
+            ("a,b\n1,2\n\n", "a,b\n1,2\n"),
+        ] {
+            let len = csv_complete_len(text.as_bytes()).unwrap();
+            assert_eq!(&text[..len as usize], whole, "{text:?}");
+            // The same when every read returns one byte (a record split across reads).
+            let bytewise = csv_complete_len(OneByte(text.as_bytes())).unwrap();
+            assert_eq!(bytewise, len, "{text:?} read byte by byte");
+        }
+    }
+
+    /// A reader that returns one byte per read.
+    struct OneByte<'a>(&'a [u8]);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            if let Some(b) = buf.first_mut() {
+                *b = *first;
+                self.0 = rest;
+                return Ok(1);
+            }
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn resume_cuts_a_report_torn_inside_a_multi_line_cell_back_to_the_last_whole_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let (columns, one) = multi_line(1);
+        let two = multi_line(2).1;
+        let whole = render_with(Format::Csv, &columns, &[one, two]);
+        let three = multi_line(3).1;
+        let full = render_with(Format::Csv, &columns, &[three]);
+        let header_len = full.find('\n').unwrap() + 1;
+        let row3 = &full[header_len..];
+        // Torn at every byte of row 3, inside its quoted multi-line cells or not.
+        for cut in 1..row3.len() {
+            let torn = format!("{whole}{}", &row3[..cut]);
+            std::fs::write(&path, &torn).unwrap();
+            let r = resume(&path, Format::Csv, &columns).unwrap();
+            assert!(r.done.contains(1) && r.done.contains(2), "cut at {cut}");
+            assert!(!r.done.contains(3), "cut at {cut}: {:?}", &row3[..cut]);
+            assert_eq!(r.repaired, cut as u64);
+            drop(r);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                whole,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn resume_keeps_a_whole_multi_line_last_record_and_matches_its_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let (columns, mut o) = multi_line(4);
+        // A URL cell with a line break inside (a CSV input's cell is trimmed only at its
+        // ends): an invalid_url row, which a resume must still recognise.
+        o.url = "http://a.test/x\ny".into();
+        for (format, name) in [(Format::Csv, "r.csv"), (Format::Jsonl, "r.jsonl")] {
+            let path = dir.path().join(name);
+            let text = render_with(format, &columns, std::slice::from_ref(&o));
+            std::fs::write(&path, &text).unwrap();
+            let r = resume(&path, format, &columns).unwrap();
+            assert_eq!((r.repaired, r.done.len()), (0, 1), "{format:?}");
+            assert_eq!(
+                r.done.matches(4, &report_url(format, &o.url)),
+                Some(true),
+                "{format:?}"
+            );
+            drop(r);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{format:?}");
         }
     }
 
