@@ -45,6 +45,7 @@ pub fn build_client(config: &Config) -> Result<Client, Error> {
     for name in &SENSITIVE {
         headers.remove(name);
     }
+    headers.remove(USER_AGENT);
     let mut builder = Client::builder()
         .use_rustls_tls()
         .default_headers(headers)
@@ -55,10 +56,7 @@ pub fn build_client(config: &Config) -> Result<Client, Error> {
         .brotli(true)
         .zstd(true)
         .deflate(true);
-    // An explicit -H 'User-Agent: …' wins over -A and its default.
-    if !config.headers.contains_key(USER_AGENT) {
-        builder = builder.user_agent(config.user_agent.clone());
-    }
+    builder = builder.user_agent(user_agent(config));
     if config.no_proxy {
         builder = builder.no_proxy();
     }
@@ -363,23 +361,14 @@ impl Fetcher {
             }
             break;
         }
-        let agent = robots::agent_token(self.user_agent());
+        let agent = robots::agent_token(user_agent(&self.config));
         let reply = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
         Arc::new(Rules::from_response(agent, reply.map_err(Clone::clone)))
     }
 
-    /// The User-Agent actually sent: an explicit -H 'User-Agent: …' wins over -A.
-    fn user_agent(&self) -> &str {
-        self.config
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(&self.config.user_agent)
-    }
-
     /// One robots.txt request: its status and (capped) body, or where it redirects.
     async fn get_robots(&self, url: &Url) -> Result<Result<(u16, Vec<u8>), Url>, String> {
-        let mut response = self
+        let response = self
             .client
             .get(url.clone())
             .send()
@@ -389,25 +378,22 @@ impl Fetcher {
         if (300..400).contains(&status) {
             // Without a usable Location, robots.txt is unavailable (allows everything).
             let unavailable = Ok(Ok((404, Vec::new())));
-            let next = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| response.url().join(l).ok());
-            return match next {
+            return match location(&response) {
                 Some(next) => Ok(Err(next)),
                 None => unavailable,
             };
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| classify(e).message)? {
-            body.extend_from_slice(&chunk);
-            if body.len() >= robots::MAX_ROBOTS {
+        let mut bytes = 0;
+        let cap = robots::MAX_ROBOTS;
+        match read_capped(response, &mut body, cap, cap as u64, &mut bytes).await {
+            BodyEnd::Complete => {}
+            BodyEnd::Capped => {
                 // Cut at the last whole line: half a rule could mean another rule.
-                let end = memchr::memrchr(b'\n', &body[..robots::MAX_ROBOTS]).map_or(0, |i| i + 1);
+                let end = memchr::memrchr(b'\n', &body).map_or(0, |i| i + 1);
                 body.truncate(end);
-                break;
             }
+            BodyEnd::Failed(e) => return Err(classify(e).message),
         }
         Ok(Ok((status, body)))
     }
@@ -443,12 +429,7 @@ impl Fetcher {
         // --max-redirects 0 reports the 3xx itself, as curl does without -L; so does a
         // redirect without a usable Location.
         if self.config.max_redirects > 0 && matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
-            let next = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| response.url().join(l).ok());
-            if let Some(next) = next {
+            if let Some(next) = location(&response) {
                 drain(response).await;
                 return Step::Redirect(next, status.as_u16());
             }
@@ -503,37 +484,22 @@ impl Fetcher {
         Step::Done(head, body_error)
     }
 
-    /// Streams the body, counting decompressed bytes and stopping at the cap. Keeps its
-    /// first `window` bytes in `buf`.
+    /// Streams the body under `--max-body`, keeping its first `window` bytes in `buf`.
     async fn read_body(
         &self,
-        mut response: Response,
+        response: Response,
         buf: &mut Vec<u8>,
         window: usize,
         bytes: &mut u64,
     ) -> Option<Failure> {
-        buf.clear();
         let cap = self.config.max_body.unwrap_or(u64::MAX);
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if buf.len() < window {
-                        let room = window - buf.len();
-                        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    }
-                    let len = chunk.len() as u64;
-                    if *bytes + len > cap {
-                        *bytes = cap;
-                        return Some(Failure::new(
-                            ErrorKind::BodyTooLarge,
-                            format!("body larger than --max-body {cap} bytes; read up to the cap"),
-                        ));
-                    }
-                    *bytes += len;
-                }
-                Ok(None) => return None,
-                Err(e) => return Some(classify(e)),
-            }
+        match read_capped(response, buf, window, cap, bytes).await {
+            BodyEnd::Complete => None,
+            BodyEnd::Capped => Some(Failure::new(
+                ErrorKind::BodyTooLarge,
+                format!("body larger than --max-body {cap} bytes; read up to the cap"),
+            )),
+            BodyEnd::Failed(e) => Some(classify(e)),
         }
     }
 }
@@ -549,6 +515,65 @@ async fn drain(mut response: Response) {
             return;
         }
     }
+}
+
+/// How a capped body read ended.
+enum BodyEnd {
+    Complete,
+    /// More than the cap was sent; `bytes` is the cap.
+    Capped,
+    Failed(reqwest::Error),
+}
+
+/// Streams a body, counting decompressed bytes into `bytes` and stopping once more than
+/// `cap` came. Keeps its first `window` bytes in `buf` (cleared first). The one body reader
+/// of pages and robots.txt alike.
+async fn read_capped(
+    mut response: Response,
+    buf: &mut Vec<u8>,
+    window: usize,
+    cap: u64,
+    bytes: &mut u64,
+) -> BodyEnd {
+    buf.clear();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() < window {
+                    let room = window - buf.len();
+                    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                let len = chunk.len() as u64;
+                if *bytes + len > cap {
+                    *bytes = cap;
+                    return BodyEnd::Capped;
+                }
+                *bytes += len;
+            }
+            Ok(None) => return BodyEnd::Complete,
+            Err(e) => return BodyEnd::Failed(e),
+        }
+    }
+}
+
+/// Where a redirect response points, resolved against its URL; `None` without a usable
+/// `Location`.
+fn location(response: &Response) -> Option<Url> {
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| response.url().join(l).ok())
+}
+
+/// The User-Agent a run sends: an explicit `-H 'User-Agent: …'` wins over `-A` and its
+/// default. Pages and robots.txt matching both use it.
+fn user_agent(config: &Config) -> &str {
+    config
+        .headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&config.user_agent)
 }
 
 /// A deadline that never comes, for timeouts too large for `Instant`.
