@@ -3,12 +3,17 @@
 
 Run through `bench/run`, which installs the peers first. Writes bench/RESULTS.md and
 bench/rate.png. Every figure is measured in this run, on this machine; nothing is copied from
-elsewhere. Environment: RUNS (default 3), QUICK=1 (smaller lists, for trying the script).
+elsewhere. Environment: RUNS (default 3), QUICK=1 (smaller lists, for trying the script),
+ONLY=f,g (run only these scenarios, a–h), BASELINE=/path/to/an/older/ratefetch (every ratefetch
+measurement also runs that binary, interleaved, and the report compares the two; `bench/baseline`
+builds one from a git rev), RATEFETCH=/path (the binary under test; default: the release build
+in $CARGO_TARGET_DIR or target/).
 """
 
 import datetime
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -21,8 +26,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-RATEFETCH = ROOT / "target" / "release" / "ratefetch"
-DELAY_SERVER = ROOT / "target" / "release" / "examples" / "delay_server"
+TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute value replaces ROOT
+RATEFETCH = Path(os.environ.get("RATEFETCH") or TARGET / "release" / "ratefetch").resolve()
+DELAY_SERVER = TARGET / "release" / "examples" / "delay_server"
+BASELINE = Path(os.environ["BASELINE"]).resolve() if os.environ.get("BASELINE") else None
+ONLY = {x.strip() for x in os.environ.get("ONLY", "").split(",") if x.strip()}
 VENV = BENCH / ".venv"
 RUNS = int(os.environ.get("RUNS", "3"))
 QUICK = os.environ.get("QUICK") == "1"
@@ -32,12 +40,29 @@ HOST = "127.0.0.1"
 PORT_PLAIN = 18080  # throughput: no access log, so nginx spends nothing on logging
 PORT_LOGGED = list(range(18081, 18091))  # one logged port per tool where arrivals matter
 PORT_DELAY = 18200
+PORT_HOSTS = 18300  # one server on 127.0.0.1-9: each address is a host of its own
+HOST_ADDRS = [f"127.0.0.{i}" for i in range(1, 10)]
 
 THROUGHPUT_N = 20_000 if QUICK else 100_000
 SLOW_PEER_N = 2_000 if QUICK else 10_000  # Scrapy: about 1,000 req/s
 PROCESS_PEER_N = 500 if QUICK else 2_000  # xargs/parallel: a process per URL
 MEMORY_LINES = 1_000_000 if QUICK else 10_000_000
 MEMORY_SECONDS = 5 if QUICK else 20
+RETRY_N = THROUGHPUT_N  # f: 1% answer 429, 1% answer 404
+# "No worse than the baseline": the new binary may be this much worse before it counts.
+TOL_REL = 0.05  # throughput, wall time, CPU
+TOL_RSS = 0.10  # peak RSS
+TOL_FIRST_MS = 10  # first request, ms
+TOL_RATE_PT = 0.2  # rate error, percentage points
+
+
+def variants():
+    """The ratefetch binaries to measure, in the order they run: the baseline first."""
+    out = []
+    if BASELINE:
+        out.append(("ratefetch (baseline)", BASELINE))
+    out.append(("ratefetch", RATEFETCH))
+    return out
 
 
 def log(msg):
@@ -58,6 +83,7 @@ error_log {work}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     log_format arrival '$msec $status $request_uri';
+    log_format hostarrival '$msec $server_addr $status $request_uri';
     access_log off;
     sendfile on;
     keepalive_requests 1000000;
@@ -66,6 +92,13 @@ http {{
         listen {host}:{plain} backlog=4096 reuseport;
         root {work}/www;
         location = /__status {{ stub_status; }}
+        location /r429/ {{ return 429; }}
+        location /n404/ {{ return 404; }}
+    }}
+    server {{
+{host_listens}
+        root {work}/www;
+        access_log {work}/access-hosts.log hostarrival;
     }}
 {logged}
 }}
@@ -88,7 +121,13 @@ def start_nginx():
     )
     conf = WORK / "nginx.conf"
     conf.write_text(
-        NGINX_CONF.format(work=WORK, host=HOST, plain=PORT_PLAIN, logged=logged)
+        NGINX_CONF.format(
+            work=WORK,
+            host=HOST,
+            plain=PORT_PLAIN,
+            logged=logged,
+            host_listens="\n".join(f"        listen {a}:{PORT_HOSTS} backlog=4096;" for a in HOST_ADDRS),
+        )
     )
     subprocess.run(["nginx", "-c", str(conf), "-p", str(WORK)], check=True)
     wait_port(PORT_PLAIN)
@@ -135,6 +174,24 @@ def clear_log(port):
             f.truncate(0)
 
 
+def host_arrivals():
+    """(arrival time, server address) of every request at the many-hosts server, in order."""
+    out = []
+    for line in (WORK / "access-hosts.log").read_text().splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) >= 2:
+            out.append((float(parts[0]), parts[1]))
+    out.sort()
+    return out
+
+
+def clear_host_log():
+    path = WORK / "access-hosts.log"
+    if path.exists():
+        with open(path, "r+") as f:
+            f.truncate(0)
+
+
 def arrivals(port):
     """Arrival times (seconds, ms resolution) of successful requests at a logged port."""
     path = WORK / f"access-{port}.log"
@@ -150,7 +207,7 @@ def arrivals(port):
 # ---------------------------------------------------------------- measuring
 
 
-def timed(cmd, stdin=None, env=None, timeout=900):
+def timed(cmd, stdin=None, env=None, timeout=900, ok=(0, 130)):
     """Runs cmd under /usr/bin/time; returns wall seconds, CPU seconds, peak RSS (KiB)."""
     out = WORK / "time.txt"
     full = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(out)] + cmd
@@ -167,7 +224,7 @@ def timed(cmd, stdin=None, env=None, timeout=900):
     wall_outer = time.monotonic() - start
     fields = out.read_text().strip().splitlines()[-1].split()
     wall, user, sys_, rss = float(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
-    if p.returncode not in (0, 130):
+    if ok is not None and p.returncode not in ok:
         err = p.stderr.decode(errors="replace")[-400:]
         log(f"  warning: {cmd[0]} exited {p.returncode}: {err}")
     return {"wall": max(wall, 1e-9) if wall > 0 else wall_outer, "cpu": user + sys_, "rss_kib": rss}
@@ -264,7 +321,10 @@ def scenario_throughput(results):
     cfg = curl_config("through.curl", urls)
     n, ns, nt = THROUGHPUT_N, SLOW_PEER_N, PROCESS_PEER_N
     tools = [
-        ("ratefetch", n, [str(RATEFETCH), str(big), "-r", "unlimited", "-c", "64", "-q", "-o", str(WORK / "out.csv")], None),
+        (label, n, [str(binary), str(big), "-r", "unlimited", "-c", "64", "-q", "-o", str(WORK / "out.csv")], None)
+        for label, binary in variants()
+    ]
+    tools += [
         ("curl -Z --parallel-max 64", n, ["curl", "-s", "-Z", "--parallel-max", "64", "-K", str(cfg)], None),
         ("wget2 --max-threads 64", n, ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=64", "-i", str(big), "-O", "/dev/null"], None),
         ("hey -c 64 (one URL)", n, ["hey", "-n", str(n), "-c", "64", base], None),
@@ -346,13 +406,14 @@ def scenario_rate(results):
             for name, port, p in procs:
                 p.wait(timeout=600)
             # ratefetch once more with the machine to itself: how much of the side-by-side
-            # figure is the neighbours' CPU.
-            port = next(ports)
-            clear_log(port)
-            cmd = [str(RATEFETCH), str(write_list(f"rate-{port}.txt", [f"http://{HOST}:{port}/small.html?i={i}" for i in range(count)])),
-                   "-r", f"{rate}/s", "--burst", "1", "-c", "16", "-q", "-o", str(WORK / f"rate-{port}.csv")]
-            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-            procs.append(("ratefetch, alone", port, None))
+            # figure is the neighbours' CPU. With a baseline, the baseline alone first.
+            for label, binary in variants():
+                port = next(ports)
+                clear_log(port)
+                cmd = [str(binary), str(write_list(f"rate-{port}.txt", [f"http://{HOST}:{port}/small.html?i={i}" for i in range(count)])),
+                       "-r", f"{rate}/s", "--burst", "1", "-c", "16", "-q", "-o", str(WORK / f"rate-{port}.csv")]
+                subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+                procs.append((f"{label}, alone", port, None))
             time.sleep(0.5)  # let nginx write its last log lines
             for name, port, _ in procs:
                 t = arrivals(port)
@@ -381,7 +442,10 @@ def scenario_latency(results):
         lst = write_list("latency.txt", urls)
         cfg = curl_config("latency.curl", urls)
         tools = [
-            ("ratefetch", [str(RATEFETCH), str(lst), "-r", "unlimited", "-c", "100", "-q", "-o", str(WORK / "lat.csv")], None),
+            (label, [str(binary), str(lst), "-r", "unlimited", "-c", "100", "-q", "-o", str(WORK / "lat.csv")], None)
+            for label, binary in variants()
+        ]
+        tools += [
             ("curl -Z --parallel-max 100", ["curl", "-s", "-Z", "--parallel-max", "100", "-K", str(cfg)], None),
             ("wget2 --max-threads 100", ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=100", "-i", str(lst), "-O", "/dev/null"], None),
             ("hey -c 100 (one URL)", ["hey", "-n", str(n), "-c", "100", base], None),
@@ -427,8 +491,8 @@ def scenario_memory(results):
     with open(cfg, "w") as f:
         for i in range(MEMORY_LINES):
             f.write(f'url = "{base}?i={i}"\noutput = "/dev/null"\n')
-    tools = [
-        ("ratefetch", [str(RATEFETCH), str(lst), "-r", "1000/s", "-q", "-o", str(WORK / "huge.csv")]),
+    tools = [(label, [str(binary), str(lst), "-r", "1000/s", "-q", "-o", str(WORK / "huge.csv")]) for label, binary in variants()]
+    tools += [
         ("curl --rate 1000/s (serial)", ["curl", "-s", "--rate", "1000/s", "-K", str(cfg)]),
         ("wget2 -i", ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=16", "-i", str(lst), "-O", "/dev/null"]),
     ]
@@ -497,8 +561,115 @@ def scenario_cpu(results):
             d = rows.setdefault(name, {"cpu10k": [], "rps": []})
             d["cpu10k"].append((user + sys_) / n * 10_000)
             d["rps"].append(n / wall)
+        if BASELINE:
+            # The baseline and the new binary each alone, one after the other.
+            port = PORT_LOGGED[-1]
+            lst = write_list("cpu-alone.txt", [f"http://{HOST}:{port}/small.html?i={i}" for i in range(n)])
+            for label, binary in variants():
+                m = timed([str(binary), str(lst), "-r", f"{rate}/s", "-q", "-o", str(WORK / "cpu-alone.csv")])
+                d = rows.setdefault(f"{label}, alone", {"cpu10k": [], "rps": []})
+                d["cpu10k"].append(m["cpu"] / n * 10_000)
+                d["rps"].append(n / m["wall"])
         log(f"  run {run + 1}/{RUNS} done")
     results["cpu"] = rows
+
+
+def scenario_retries(results):
+    n = RETRY_N
+    k = n // 100
+    log(f"f) retries on a realistic list: {n} URLs, {k} answer 429 (no Retry-After), {k} answer 404, concurrency 64")
+    order = list(range(n))
+    random.Random(9).shuffle(order)
+    r429, n404 = set(order[:k]), set(order[k : 2 * k])
+    base = f"http://{HOST}:{PORT_PLAIN}"
+    urls = [
+        f"{base}/r429/{i}" if i in r429 else f"{base}/n404/{i}" if i in n404 else f"{base}/small.html?i={i}"
+        for i in range(n)
+    ]
+    lst = write_list("retries.txt", urls)
+    tools = []
+    for retries in (2, 0):
+        for label, binary in variants():
+            extra = [] if retries == 2 else ["--retries", "0"]
+            name = f"{label} --retries {retries}" + (" (default)" if retries == 2 else "")
+            tools.append((name, label, retries, [str(binary), str(lst), "-r", "unlimited", "-c", "64", "-q", "-o", str(WORK / "retries.csv")] + extra))
+    # wget2 has no backoff to compare: --tries=1 is one attempt per URL. (With its default
+    # --tries it sends a 429 URL once too; 1.99 has no --retry-on-http-error.)
+    tools.append(("wget2 --max-threads 64 --tries=1", None, 0, ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=64", "-i", str(lst), "-O", "/dev/null"]))
+    rows = {}
+    for run in range(RUNS):
+        for name, label, retries, cmd in tools:
+            before = nginx_requests()
+            m = timed(cmd, ok=None)  # 404s and 429s make every tool exit non-zero
+            served = nginx_requests() - before - 1
+            d = rows.setdefault(name, {"label": label, "retries": retries, "wall": [], "served": []})
+            d["wall"].append(m["wall"])
+            d["served"].append(served)
+        log(f"  run {run + 1}/{RUNS} done")
+    results["retries"] = {"n": n, "k": k, "rows": rows}
+
+
+def host_sorted_cases():
+    # (label, hosts, URLs per host, per-host rate /s)
+    per_c = 2_500 if QUICK else 5_000  # either way more than a lookahead of 4,096 jobs in all, 256 per host
+    return [("a", 8, 10, 2), ("b", 3, 20, 5), ("c", 4, per_c, 500)]
+
+
+def scenario_host_sorted(results):
+    out = {}
+    for case, hosts, per, rate in host_sorted_cases():
+        ideal = (per - 1) / rate
+        log(f"g{case}) host-sorted list: {hosts} hosts x {per} URLs, --per-host-rate {rate}/s -c 16 (ideal {ideal:.2f} s)")
+        addrs = HOST_ADDRS[:hosts]
+        urls = [f"http://{a}:{PORT_HOSTS}/small.html?i={i}" for a in addrs for i in range(per)]
+        lst = write_list(f"hosts-{case}.txt", urls)
+        rows = {}
+        for run in range(RUNS):
+            for label, binary in variants():
+                clear_host_log()
+                cmd = [str(binary), str(lst), "--per-host-rate", f"{rate}/s", "-c", "16", "-r", "unlimited", "-q", "-o", str(WORK / "hosts.csv")]
+                t0 = time.time()
+                start = time.monotonic()
+                subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+                wall = time.monotonic() - start
+                time.sleep(0.3)  # nginx's last log lines
+                arr = host_arrivals()
+                last = [t for t, a in arr if a == addrs[-1]]
+                d = rows.setdefault(label, {"wall": [], "last_first_ms": [], "span": [], "served": []})
+                d["wall"].append(wall)
+                d["last_first_ms"].append((last[0] - t0) * 1000 if last else float("nan"))
+                d["span"].append(arr[-1][0] - arr[0][0] if len(arr) > 1 else float("nan"))
+                d["served"].append(len(arr))
+            log(f"  run {run + 1}/{RUNS} done")
+        out[case] = {"hosts": hosts, "per": per, "rate": rate, "ideal": ideal, "rows": rows}
+    results["hosts"] = out
+
+
+def scenario_host_pace(results):
+    seconds = 2 if QUICK else 4
+    port = PORT_LOGGED[0]
+    out = {}
+    for rate in (100, 500, 1000):
+        count = rate * seconds + 1
+        log(f"h) per-host pace: {count} URLs on one host, --per-host-rate {rate}/s -r unlimited -c 32")
+        lst = write_list("pace.txt", [f"http://{HOST}:{port}/small.html?i={i}" for i in range(count)])
+        rows = {}
+        for run in range(RUNS):
+            for label, binary in variants():
+                clear_log(port)
+                cmd = [str(binary), str(lst), "--per-host-rate", f"{rate}/s", "-r", "unlimited", "-c", "32", "-q", "-o", str(WORK / "pace.csv")]
+                subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+                time.sleep(0.3)
+                t = arrivals(port)
+                d = rows.setdefault(label, {"mean": [], "w1s": [], "w100": [], "n": []})
+                span = t[-1] - t[0] if len(t) > 1 else 0
+                d["mean"].append((len(t) - 1) / span if span > 0 else float("nan"))
+                d["w1s"].append(window_max(t, 1.0))
+                d["w100"].append(window_max(t, 0.1))
+                d["n"].append(len(t))
+            log(f"  run {run + 1}/{RUNS} done")
+        out[rate] = {"count": count, "rows": rows}
+    results["pace"] = out
 
 
 # ---------------------------------------------------------------- report
@@ -558,6 +729,20 @@ def machine():
     return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}"
 
 
+def commit():
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "?"
+    except Exception:
+        return "?"
+
+
+def baseline_rev():
+    """The rev `bench/baseline` built the baseline from (a REV file beside it), if known."""
+    rev = BASELINE.parent / "REV"
+    return f"commit {rev.read_text().strip()[:12]}" if rev.exists() else "rev unknown"
+
+
 def write_results(results, plotted):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     versions = {
@@ -571,14 +756,48 @@ def write_results(results, plotted):
         "nginx": version(["nginx", "-v"]),
         "Scrapy": version([str(VENV / "bin" / "scrapy"), "version"]) if have_scrapy() else "not installed",
     }
+    if BASELINE:
+        versions = {"ratefetch (baseline)": version([str(BASELINE), "--version"]), **versions}
     out = []
     w = out.append
     w("# ratefetch benchmarks\n")
-    w(f"Generated by `bench/run` on {now}; {RUNS} runs of every tool, medians shown.  ")
+    w(f"Generated by `bench/run` on {now} at commit {commit()}; {RUNS} runs of every tool, medians shown.  ")
+    if ONLY:
+        w(f"Scenarios run: {', '.join(sorted(ONLY))} (ONLY); {'QUICK sizes' if QUICK else 'full sizes'}.  ")
+    elif QUICK:
+        w("QUICK sizes (smaller lists than the targets are stated for).  ")
+    if BASELINE:
+        w(f"Baseline: `{BASELINE}` ({baseline_rev()}); every ratefetch measurement also runs the baseline, just before the new binary.  ")
     w(f"Machine: {machine()}.  ")
-    w("Everything talks to 127.0.0.1 only: nginx (static ~600-byte page) and `examples/delay_server` (100 ms per request).\n")
+    w("Everything talks to loopback only: nginx on 127.0.0.1 (static ~600-byte page; scenario g also on 127.0.0.2–9, one host per address) "
+      "and `examples/delay_server` (100 ms per request).\n")
     w("Versions: " + "; ".join(f"{k}: `{v}`" for k, v in versions.items()) + "\n")
 
+    if "throughput" in results:
+        report_throughput(results, w)
+    if "rate" in results:
+        report_rate(results, w, plotted)
+    if "latency" in results:
+        report_latency(results, w)
+    if "memory" in results:
+        report_memory(results, w)
+    if "cpu" in results:
+        report_cpu(results, w)
+    if "retries" in results:
+        report_retries(results, w)
+    if "hosts" in results:
+        report_hosts(results, w)
+    if "pace" in results:
+        report_pace(results, w)
+    if BASELINE:
+        report_baseline(results, w)
+    notes = BENCH / "NOTES.md"
+    if notes.exists() and not ONLY:
+        w(notes.read_text())
+    (BENCH / "RESULTS.md").write_text("\n".join(out) + "\n")
+
+
+def report_throughput(results, w):
     t = results["throughput"]
     wrk = median(t["wrk -t2 -c64 (ceiling)"]["rps"])
     rf = median(t["ratefetch"]["rps"])
@@ -600,10 +819,13 @@ def write_results(results, plotted):
       f"at least 70% of wrk — ratefetch reaches **{rf / wrk:.0%}** of wrk's {fmt(wrk)} req/s "
       f"(**{'met' if rf >= 0.7 * wrk else 'missed'}**).\n")
 
+
+
+def report_rate(results, w, plotted):
     w("## b) Rate accuracy, measured at the server\n")
     w("Each tool fetches from its own nginx port whose access log records `$msec` (1 ms resolution); the tools run side by side "
       "(at most ~1,200 req/s in all, but six clients and nginx share 2 cores), then ratefetch runs once more alone "
-      "(\"ratefetch, alone\"). Windows slide over every arrival.\n")
+      "(\"ratefetch, alone\"; with a baseline, the baseline alone just before it). Windows slide over every arrival.\n")
     for (rate, count), per in results["rate"].items():
         lim1, lim100 = rate + 1, -(-rate // 10) + 1
         w(f"**{count:,} URLs at {rate}/s, burst 1** — targets: mean within 1% of {rate}; worst 1 s window ≤ {lim1}; worst 100 ms window ≤ {lim100}.\n")
@@ -620,6 +842,9 @@ def write_results(results, plotted):
     if plotted:
         w("![requests per 100 ms at the server](rate.png)\n")
 
+
+
+def report_latency(results, w):
     w("## c) Latency-bound: 2,000 URLs, 100 ms per request, concurrency 100\n")
     w("Little's law caps any client with 100 requests in flight at 1,000 req/s here.\n")
     w("Counted at the server: only requests it answered.\n")
@@ -633,6 +858,9 @@ def write_results(results, plotted):
     lat = median([r for r, _ in results["latency"]["ratefetch"]]) / 1000
     w(f"\nTarget ≥ 97% — ratefetch **{lat:.1%}** (**{'met' if lat >= 0.97 else 'missed'}**).\n")
 
+
+
+def report_memory(results, w):
     w(f"## d) Memory: a {MEMORY_LINES:,}-line list at 1,000/s, first {MEMORY_SECONDS} s\n")
     w("RSS sampled every 100 ms from /proc; first request = from process start to the first arrival at nginx.\n")
     w("| tool | peak RSS MiB | RSS at 5 s MiB | first request ms | requests served |")
@@ -644,35 +872,188 @@ def write_results(results, plotted):
       f"first request **{median(m['first_ms']):.0f} ms** "
       f"(**{'met' if median(m['peak']) < 30 and median(m['first_ms']) <= 100 else 'missed'}**).\n")
 
+
+
+def report_cpu(results, w):
     w("## e) CPU cost at a fixed 2,000 req/s\n")
     w("CPU seconds (user + system) per 10,000 requests; tools side by side on their own ports.\n")
     w("| tool | CPU s / 10k | achieved req/s |")
     w("|---|---:|---:|")
     for name, d in results["cpu"].items():
         w(f"| {name} | {fmt(median(d['cpu10k']), 3)} | {fmt(median(d['rps']))} |")
+    if BASELINE:
+        w("\n(\"alone\": the baseline and the new binary each on its own after the side-by-side run.)")
     w("")
-    notes = BENCH / "NOTES.md"
-    if notes.exists():
-        w(notes.read_text())
-    (BENCH / "RESULTS.md").write_text("\n".join(out) + "\n")
+
+
+def report_retries(results, w):
+    r = results["retries"]
+    n, k, rows = r["n"], r["k"], r["rows"]
+    w(f"## f) Retries on a realistic list: {n:,} URLs, 1% answer 429, 1% answer 404, concurrency 64\n")
+    w(f"{k:,} URLs answer 429 without Retry-After and {k:,} answer 404 (nginx `return`), spread over the list at random "
+      "(the same list every run); the rest are the static page. `-r unlimited -c 64`, once with the default `--retries 2` "
+      "(backoff 500 ms base, full jitter: at most 0.5 + 1.0 s for a URL that is refused twice) and once with `--retries 0`. "
+      "Wall time from start to exit; requests are those nginx answered (stub_status). "
+      "`wget2 --tries=1` makes one attempt per URL; it does not retry a 429 anyway (with its default `--tries` it sends a "
+      "429 URL once too, and wget2 1.99 has no `--retry-on-http-error`), so it has no backoff to compare and is there for scale.\n")
+    w("| tool | retries | requests answered | wall s | list lines / s |")
+    w("|---|---:|---:|---:|---:|")
+    for name, d in rows.items():
+        wall = median(d["wall"])
+        w(f"| {name} | {d['retries']} | {fmt(median(d['served']))} | {wall:.2f} | {fmt(n / wall)} |")
+    w("")
+    w(f"(expected requests: {n:,} with no retries; {n + 2 * k:,} with 2 retries, each 429 sent three times.)\n")
+    for label, _ in variants():
+        r2 = rows.get(f"{label} --retries 2 (default)")
+        r0 = rows.get(f"{label} --retries 0")
+        if not r2 or not r0:
+            continue
+        t2, t0 = median(r2["wall"]), median(r0["wall"])
+        diff = t2 - t0
+        verdict = "PASS" if diff <= 1.5 else "MISS"
+        w(f"Target ({label}): the default retries add no more than their own backoff chain, ≤ 1.5 s over `--retries 0` — "
+          f"{t2:.2f} s − {t0:.2f} s = **{diff:+.2f} s** (**{verdict}**).  ")
+    w("")
+
+
+def report_hosts(results, w):
+    w("## g) Host-sorted lists under --per-host-rate\n")
+    w("Each address 127.0.0.1–9 is a host of its own (per-host limits key on the host name); the list holds all URLs of "
+      "the first host, then all of the second, and so on. `--per-host-rate R -c 16 -r unlimited`. Ideal wall time: "
+      "(URLs per host − 1) / R, every host paced from the start at once. Wall time from start to exit; "
+      "\"last host's first request\" is when the list's last host got its first request (nginx `$msec`), ms after start; "
+      "ideal ≈ 0. Target: wall within 10% of ideal.\n")
+    w("| case | tool | URLs | ideal s | wall s | vs ideal | server span s | last host's first request ms | target |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for case, c in results["hosts"].items():
+        ideal = c["ideal"]
+        desc = f"{case}) {c['hosts']} hosts × {c['per']:,} at {c['rate']}/s"
+        for label, d in c["rows"].items():
+            wall = median(d["wall"])
+            ok = abs(wall - ideal) <= 0.1 * ideal
+            served = min(d["served"])
+            urls = c["hosts"] * c["per"]
+            note = "" if served >= urls else f" (as few as {served:,} answered)"
+            w(f"| {desc} | {label}{note} | {urls:,} | {ideal:.2f} | {wall:.2f} | {wall / ideal - 1:+.0%} | "
+              f"{median(d['span']):.2f} | {fmt(median(d['last_first_ms']))} | {'PASS' if ok else 'MISS'} |")
+    w("")
+
+
+def report_pace(results, w):
+    w("## h) Per-host pace accuracy\n")
+    w("One host, `--per-host-rate R -r unlimited -c 32`; rate measured at the server (nginx `$msec`): "
+      "(requests − 1) ÷ (last − first arrival). Target: within 1% of R.\n")
+    w("| R | tool | requests | mean rate | error | worst 1 s | worst 100 ms | target |")
+    w("|---:|---|---:|---:|---:|---:|---:|---|")
+    for rate, c in results["pace"].items():
+        for label, d in c["rows"].items():
+            mean = median(d["mean"])
+            err = (mean - rate) / rate
+            ok = abs(err) <= 0.01
+            w(f"| {rate}/s | {label} | {int(median(d['n'])):,} | {mean:.2f}/s | {err:+.2%} | {max(d['w1s'])} | {max(d['w100'])} | "
+              f"{'PASS' if ok else 'MISS'} |")
+    w("\n(worst windows are the worst over all runs, not medians.)\n")
+
+
+def report_baseline(results, w):
+    base = "ratefetch (baseline)"
+    rows = []
+
+    def rel(scenario, measure, old, new, higher_better, tol, digits=0):
+        if old != old or new != new or old == 0:
+            return
+        ratio = new / old
+        ok = ratio >= 1 - tol if higher_better else ratio <= 1 + tol
+        bound = f"≥ {1 - tol:.0%}" if higher_better else f"≤ {1 + tol:.0%}"
+        rows.append((scenario, measure, fmt(old, digits), fmt(new, digits), f"{ratio:.0%}", bound, ok))
+
+    def absolute(scenario, measure, old, new, tol, unit, digits=2):
+        if old != old or new != new:
+            return
+        ok = new <= old + tol
+        rows.append((scenario, measure, f"{old:.{digits}f}{unit}", f"{new:.{digits}f}{unit}", f"{new - old:+.{digits}f}{unit}",
+                     f"≤ +{tol}{unit}", ok))
+
+    if "throughput" in results and base in results["throughput"]:
+        t = results["throughput"]
+        rel("a", "req/s", median(t[base]["rps"]), median(t["ratefetch"]["rps"]), True, TOL_REL)
+    for (rate, count), per in results.get("rate", {}).items():
+        o, nw = per.get(f"{base}, alone"), per.get("ratefetch, alone")
+        if o and nw:
+            absolute("b", f"rate error (abs.) at {rate}/s, alone", abs(median(o["mean"]) / rate - 1) * 100, abs(median(nw["mean"]) / rate - 1) * 100,
+                     TOL_RATE_PT, " pt")
+    if "latency" in results and base in results["latency"]:
+        lat = results["latency"]
+        rel("c", "req/s", median([r for r, _ in lat[base]]), median([r for r, _ in lat["ratefetch"]]), True, TOL_REL)
+    if "memory" in results and base in results["memory"]:
+        m = results["memory"]
+        rel("d", "peak RSS MiB", median(m[base]["peak"]), median(m["ratefetch"]["peak"]), False, TOL_RSS, 1)
+        absolute("d", "first request", median(m[base]["first_ms"]), median(m["ratefetch"]["first_ms"]), TOL_FIRST_MS, " ms", 0)
+    if "cpu" in results and f"{base}, alone" in results["cpu"]:
+        c = results["cpu"]
+        rel("e", "CPU s / 10k at 2,000/s, alone", median(c[f"{base}, alone"]["cpu10k"]), median(c["ratefetch, alone"]["cpu10k"]), False, TOL_REL, 3)
+    if "retries" in results:
+        r = results["retries"]["rows"]
+        for retries, suffix in ((2, " (default)"), (0, "")):
+            o, nw = r.get(f"{base} --retries {retries}{suffix}"), r.get(f"ratefetch --retries {retries}{suffix}")
+            if o and nw:
+                rel("f", f"wall s, --retries {retries}", median(o["wall"]), median(nw["wall"]), False, TOL_REL, 2)
+    for case, c in results.get("hosts", {}).items():
+        o, nw = c["rows"].get(base), c["rows"].get("ratefetch")
+        if o and nw:
+            rel("g", f"{case}) wall s", median(o["wall"]), median(nw["wall"]), False, TOL_REL, 2)
+    for rate, c in results.get("pace", {}).items():
+        o, nw = c["rows"].get(base), c["rows"].get("ratefetch")
+        if o and nw:
+            absolute("h", f"rate error (abs.) at {rate}/s", abs(median(o["mean"]) / rate - 1) * 100, abs(median(nw["mean"]) / rate - 1) * 100,
+                     TOL_RATE_PT, " pt")
+
+    w("## No worse than the baseline\n")
+    w(f"The baseline and the new binary ran interleaved (baseline, new, baseline, new, …) in this one run, same lists, "
+      f"same server; medians. Tolerance: throughput ≥ {1 - TOL_REL:.0%} of the baseline's, wall time and CPU ≤ {1 + TOL_REL:.0%}, "
+      f"peak RSS ≤ {1 + TOL_RSS:.0%}, first request ≤ baseline + {TOL_FIRST_MS} ms, rate error ≤ baseline's + {TOL_RATE_PT} "
+      "percentage points. Scenario b compares the two \"alone\" runs (the side-by-side run has the new binary only); "
+      "scenario e compares each binary run alone after the side-by-side run.\n")
+    w("| scenario | measure | baseline | new | new vs baseline | tolerance | no worse |")
+    w("|---|---|---:|---:|---:|---:|---|")
+    for scenario, measure, old, new, ratio, bound, ok in rows:
+        w(f"| {scenario} | {measure} | {old} | {new} | {ratio} | {bound} | {'yes' if ok else '**no**'} |")
+    worse = [f"{r[0]} {r[1]}" for r in rows if not r[6]]
+    w("")
+    w(f"Verdict: **{'no worse' if not worse else 'worse in ' + '; '.join(worse)}**.\n")
 
 
 def main():
     if not RATEFETCH.exists() or not DELAY_SERVER.exists():
         raise SystemExit("bench: build first (bench/run does: cargo build --release --example delay_server)")
     log(f"work dir {WORK}; {RUNS} runs; {'QUICK' if QUICK else 'full'} sizes")
+    if BASELINE and not BASELINE.exists():
+        raise SystemExit(f"bench: no baseline binary at {BASELINE} (bench/baseline builds one)")
+    scenarios = {
+        "a": scenario_throughput,
+        "b": scenario_rate,
+        "c": scenario_latency,
+        "d": scenario_memory,
+        "e": scenario_cpu,
+        "f": scenario_retries,
+        "g": scenario_host_sorted,
+        "h": scenario_host_pace,
+    }
+    unknown = ONLY - scenarios.keys()
+    if unknown:
+        raise SystemExit(f"bench: unknown scenario(s) in ONLY: {', '.join(sorted(unknown))} (known: a–h)")
+    if BASELINE:
+        log(f"baseline {BASELINE}: every ratefetch measurement runs it too, interleaved")
     conf = start_nginx()
     results = {}
     started = time.monotonic()
     try:
-        scenario_throughput(results)
-        scenario_rate(results)
-        scenario_latency(results)
-        scenario_memory(results)
-        scenario_cpu(results)
+        for key, scenario in scenarios.items():
+            if not ONLY or key in ONLY:
+                scenario(results)
     finally:
         stop_nginx(conf)
-    plotted = plot(results, BENCH / "rate.png")
+    plotted = plot(results, BENCH / "rate.png") if "rate" in results else False
     write_results(results, plotted)
     shutil.rmtree(WORK, ignore_errors=True)
     log(f"done in {time.monotonic() - started:.0f} s: bench/RESULTS.md")
