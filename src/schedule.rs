@@ -21,8 +21,8 @@
 //! - **Timers.** A thread of their own with a fine timer slack and a short spin before each
 //!   deadline (as the global pacer), since tokio's 1 ms timer grid would lose a fraction of
 //!   every period of a fast per-host pace. A dispatch that is late by a wake-up (less than
-//!   `CATCH_UP`) is counted from the instant the host was due, so late wake-ups do not add
-//!   up into a slower pace.
+//!   `CATCH_UP` and than one period) is counted from the instant the host was due, so late
+//!   wake-ups do not add up into a slower pace.
 //! - **Lookahead.** The feeder reads up to `lookahead` jobs ahead of the workers. Beyond a
 //!   host's `HOST_CAP` jobs (or the lookahead), jobs go to a temporary file and are read back
 //!   when the host has room, as disk-backed crawl frontiers do, so a list sorted by host never
@@ -56,8 +56,10 @@ pub const HOST_CAP: usize = 256;
 const READ_BACK: usize = 64;
 /// The least lookahead (jobs read ahead of the workers).
 pub const MIN_LOOKAHEAD: usize = 4096;
-/// How late a dispatch may be and still be counted from when its host was due.
-const CATCH_UP: Duration = Duration::from_micros(500);
+/// How late a dispatch may be (and less than one period) and still be counted from when its
+/// host was due. Such lateness is a wake-up's, not a lack of demand: forgiving it keeps the
+/// pace's rate, and moves no request more than this much closer to the one before it.
+const CATCH_UP: Duration = Duration::from_millis(2);
 /// Timer thread: the spin before a deadline adapts within these bounds.
 const MIN_SPIN: Duration = Duration::from_micros(5);
 const MAX_SPIN: Duration = Duration::from_micros(100);
@@ -779,7 +781,7 @@ impl Ticket {
         let period = inner.period.unwrap_or_default().max(h.min_period);
         if !period.is_zero() {
             let base = match h.tat {
-                Some(t) if t <= now && now - t <= CATCH_UP.min(period / 2) => t,
+                Some(t) if t <= now && now - t < CATCH_UP.min(period) => t,
                 Some(t) => t.max(now),
                 None => now,
             };
