@@ -35,6 +35,10 @@ const SENSITIVE: [HeaderName; 4] = [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, 
 /// a redirect or a retryable status.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
+/// How long a task waits (in the scheduler) before it looks again for a robots.txt that
+/// another task is fetching.
+const ROBOTS_WAIT: Duration = Duration::from_millis(50);
+
 /// How much of an HTML body is kept for the title: titles live in `<head>`.
 pub const TITLE_WINDOW: usize = 1 << 20;
 
@@ -86,6 +90,8 @@ enum RobotsStep {
     Disallowed(Failure),
     /// robots.txt was fetched meanwhile; the task goes back to its queue.
     Fetched,
+    /// Another task is fetching robots.txt; the task looks again later.
+    Wait,
     Stopped,
 }
 
@@ -140,6 +146,7 @@ impl Fetcher {
                     return Next::Done;
                 }
                 RobotsStep::Fetched => return Next::Requeue,
+                RobotsStep::Wait => return Next::RetryAt(Instant::now() + ROBOTS_WAIT),
                 RobotsStep::Stopped => return Next::Stopped,
             }
         }
@@ -288,26 +295,27 @@ impl Fetcher {
     }
 
     /// With `--respect-robots`: whether robots.txt lets `url` be fetched. While an origin's
-    /// robots.txt is not known, its tasks give their host's slot back and wait for it (the
-    /// first one fetches it, in slots of its own), then go back to their queue.
+    /// robots.txt is not known, the first task of that origin gives its host's slot back,
+    /// fetches it (in slots of its own) and goes back to its queue; the others look again a
+    /// little later, from the scheduler, holding no worker.
     async fn robots_step(&self, ticket: &mut Ticket, url: &Url, shutdown: &Shutdown) -> RobotsStep {
         let robots = self.robots.as_ref().expect("called with --respect-robots");
-        let cell = robots.cell(url);
-        let rules = match cell.get() {
-            Some(rules) => rules.clone(),
-            None => {
-                ticket.release_host();
-                tokio::select! {
-                    biased;
-                    _ = shutdown.stop.cancelled() => return RobotsStep::Stopped,
-                    _ = cell.get_or_init(|| self.fetch_robots(url, shutdown)) => {}
-                }
-                return if shutdown.stop.is_cancelled() {
-                    RobotsStep::Stopped
-                } else {
-                    RobotsStep::Fetched
-                };
+        let origin = robots.origin(url);
+        let Some(rules) = origin.rules.get().cloned() else {
+            ticket.release_host();
+            if origin
+                .fetching
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                return RobotsStep::Wait;
             }
+            return match self.fetch_robots(url, shutdown).await {
+                Some(rules) => {
+                    let _ = origin.rules.set(rules);
+                    RobotsStep::Fetched
+                }
+                None => RobotsStep::Stopped,
+            };
         };
         if let Some(delay) = rules.delay() {
             self.scheduler
@@ -321,7 +329,7 @@ impl Fetcher {
 
     /// Fetches the robots.txt of `page`'s origin, each request in a slot of its host and
     /// through the global limits, following up to five redirects (RFC 9309 §2.3.1.2).
-    async fn fetch_robots(&self, page: &Url, shutdown: &Shutdown) -> Arc<Rules> {
+    async fn fetch_robots(&self, page: &Url, shutdown: &Shutdown) -> Option<Arc<Rules>> {
         let mut target = page
             .join("/robots.txt")
             .expect("an http(s) URL joins a path");
@@ -329,12 +337,10 @@ impl Fetcher {
         for _ in 0..=5 {
             let host = target.host_str().unwrap_or("").to_string();
             let got = loop {
-                let Some(mut slot) = self.scheduler.slot(&host, &shutdown.stop).await else {
-                    return Arc::new(Rules::DisallowAll("the run stopped".into()));
-                };
+                let mut slot = self.scheduler.slot(&host, &shutdown.stop).await?;
                 let pass = tokio::select! {
                     biased;
-                    _ = shutdown.stop.cancelled() => return Arc::new(Rules::DisallowAll("the run stopped".into())),
+                    _ = shutdown.stop.cancelled() => return None,
                     pass = self.limits.acquire() => pass,
                 };
                 if !slot.go() {
@@ -363,7 +369,10 @@ impl Fetcher {
         }
         let agent = robots::agent_token(user_agent(&self.config));
         let reply = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
-        Arc::new(Rules::from_response(agent, reply.map_err(Clone::clone)))
+        Some(Arc::new(Rules::from_response(
+            agent,
+            reply.map_err(Clone::clone),
+        )))
     }
 
     /// One robots.txt request: its status and (capped) body, or where it redirects.

@@ -1,13 +1,14 @@
 //! robots.txt for `--respect-robots` (RFC 9309): fetched once per origin, through the same
-//! limits as every request, by the first job that needs it (others for that origin wait).
+//! limits as every request, by the first job that needs it (others for that origin wait in
+//! the scheduler, not in a worker). At most `MAX_ORIGINS` origins are kept.
 //! A robots.txt that answers 4xx allows everything (§2.3.1.3); one that answers 5xx or
 //! cannot be reached disallows the whole origin (§2.3.1.4), and the rows say so. A
 //! Crawl-delay slows that host down below `--per-host-rate`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::OnceCell;
 use url::Url;
 
 /// The most of a robots.txt that is read (RFC 9309 §2.5: at least 500 KiB).
@@ -75,12 +76,20 @@ pub const MAX_ORIGINS: usize = 10_000;
 /// The robots.txt rules of the origins seen, each fetched once while it is kept.
 #[derive(Default)]
 pub struct Robots {
-    origins: Mutex<HashMap<String, Arc<OnceCell<Arc<Rules>>>>>,
+    origins: Mutex<HashMap<String, Arc<Origin>>>,
+}
+
+/// One origin's robots.txt: its rules once known, and whether a fetch of it has begun.
+#[derive(Default)]
+pub struct Origin {
+    pub rules: OnceLock<Arc<Rules>>,
+    /// Set by the one task that fetches it; the others look again later.
+    pub fetching: AtomicBool,
 }
 
 impl Robots {
-    /// The cell for `url`'s origin; the first caller fills it.
-    pub fn cell(&self, url: &Url) -> Arc<OnceCell<Arc<Rules>>> {
+    /// The entry for `url`'s origin.
+    pub fn origin(&self, url: &Url) -> Arc<Origin> {
         let origin = url.origin().ascii_serialization();
         let mut origins = self
             .origins
@@ -90,7 +99,7 @@ impl Robots {
             // Bounded: the rules already known are dropped (fetched again when needed);
             // fetches under way stay. A Crawl-delay outlives this in the scheduler's entry
             // for the host, as long as the host is in view.
-            origins.retain(|_, cell| !cell.initialized());
+            origins.retain(|_, o| o.rules.get().is_none());
         }
         origins.entry(origin).or_default().clone()
     }
