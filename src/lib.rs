@@ -97,14 +97,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
         }
         (Source::text(input), Vec::new())
     };
-    let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
-    let columns = Columns::new(
-        &extracted,
-        config.save_bodies.is_some(),
-        &passthrough,
-        config.fields.as_deref(),
-    )
-    .map_err(|message| UsageError::new("--fields", message))?;
+    let columns = Columns::of_run(&config, &passthrough, config.fields.as_deref())
+        .map_err(|message| UsageError::new("--fields", message))?;
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),

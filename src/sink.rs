@@ -14,25 +14,74 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::config::Format;
+use crate::config::{Config, Format};
 use crate::error::Error;
 use crate::job::Outcome;
 
-/// The standard columns, in order. A contract: scripts rely on the names and the order.
-pub const COLUMNS: [&str; 12] = [
-    "index",
-    "url",
-    "final_url",
-    "status",
-    "error_kind",
-    "error",
-    "attempts",
-    "elapsed_ms",
-    "bytes",
-    "content_type",
-    "title",
-    "started_at",
-];
+/// The twelve standard columns, in report order. A contract: scripts rely on the names and
+/// the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Std {
+    Index,
+    Url,
+    FinalUrl,
+    Status,
+    ErrorKind,
+    Error,
+    Attempts,
+    ElapsedMs,
+    Bytes,
+    ContentType,
+    Title,
+    StartedAt,
+}
+
+impl Std {
+    /// Every standard column, in report order.
+    pub const ALL: [Std; 12] = [
+        Std::Index,
+        Std::Url,
+        Std::FinalUrl,
+        Std::Status,
+        Std::ErrorKind,
+        Std::Error,
+        Std::Attempts,
+        Std::ElapsedMs,
+        Std::Bytes,
+        Std::ContentType,
+        Std::Title,
+        Std::StartedAt,
+    ];
+
+    /// The column's name in the header (and its key in JSONL).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Std::Index => "index",
+            Std::Url => "url",
+            Std::FinalUrl => "final_url",
+            Std::Status => "status",
+            Std::ErrorKind => "error_kind",
+            Std::Error => "error",
+            Std::Attempts => "attempts",
+            Std::ElapsedMs => "elapsed_ms",
+            Std::Bytes => "bytes",
+            Std::ContentType => "content_type",
+            Std::Title => "title",
+            Std::StartedAt => "started_at",
+        }
+    }
+}
+
+/// The names of the standard columns, in order (`Std::ALL`'s names).
+pub const COLUMNS: [&str; 12] = {
+    let mut names = [""; 12];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Std::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// The job indices already in a report, each with a one-byte tag of its URL, so that a
 /// resume can tell that the input is not the one the report was made from. One byte per
@@ -324,21 +373,21 @@ fn line(s: &Option<String>) -> Cell<'_> {
 
 fn cell(o: &Outcome, col: Col) -> Cell<'_> {
     match col {
-        Col::Std(i) => match i {
-            0 => Cell::Int(o.index),
-            1 => Cell::Text(Cow::Borrowed(&o.url)),
-            2 => text(&o.final_url),
-            3 => o.status.map_or(Cell::Null, |s| Cell::Int(u64::from(s))),
-            4 => o
+        Col::Std(std) => match std {
+            Std::Index => Cell::Int(o.index),
+            Std::Url => Cell::Text(Cow::Borrowed(&o.url)),
+            Std::FinalUrl => text(&o.final_url),
+            Std::Status => o.status.map_or(Cell::Null, |s| Cell::Int(u64::from(s))),
+            Std::ErrorKind => o
                 .error_kind
                 .map_or(Cell::Null, |k| Cell::Text(Cow::Borrowed(k.as_str()))),
-            5 => line(&o.error),
-            6 => Cell::Int(u64::from(o.attempts)),
-            7 => Cell::Int(u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)),
-            8 => Cell::Int(o.bytes),
-            9 => text(&o.content_type),
-            10 => line(&o.title),
-            _ => o
+            Std::Error => line(&o.error),
+            Std::Attempts => Cell::Int(u64::from(o.attempts)),
+            Std::ElapsedMs => Cell::Int(u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)),
+            Std::Bytes => Cell::Int(o.bytes),
+            Std::ContentType => text(&o.content_type),
+            Std::Title => line(&o.title),
+            Std::StartedAt => o
                 .started_at
                 .map_or(Cell::Null, |t| Cell::Text(Cow::Owned(rfc3339(t)))),
         },
@@ -357,8 +406,8 @@ fn cell(o: &Outcome, col: Col) -> Cell<'_> {
 /// Where a report column's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Col {
-    /// One of the twelve standard columns, by position in `COLUMNS`.
-    Std(usize),
+    /// One of the twelve standard columns.
+    Std(Std),
     /// The value of the i-th `--extract` rule.
     Extract(usize),
     /// The SHA-256 of the saved body (`--save-bodies`).
@@ -391,10 +440,9 @@ impl Columns {
         passthrough: &[String],
         fields: Option<&[String]>,
     ) -> Result<Columns, String> {
-        let mut all: Vec<(String, Col)> = COLUMNS
+        let mut all: Vec<(String, Col)> = Std::ALL
             .iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), Col::Std(i)))
+            .map(|s| (s.name().to_string(), Col::Std(*s)))
             .collect();
         all.extend(
             extracted
@@ -435,21 +483,58 @@ impl Columns {
         Ok(Columns { names, cols })
     }
 
+    /// The columns of a run's report: the standard ones, `config`'s `--extract` names,
+    /// `body_sha256` with `--save-bodies`, then `passthrough`; picked and ordered by
+    /// `fields` when given.
+    pub fn of_run(
+        config: &Config,
+        passthrough: &[String],
+        fields: Option<&[String]>,
+    ) -> Result<Columns, String> {
+        let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
+        Columns::new(
+            &extracted,
+            config.save_bodies.is_some(),
+            passthrough,
+            fields,
+        )
+    }
+
     /// The header row.
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
-    /// Where the `url` cell is, if the report has one (resume needs it).
-    pub fn url_position(&self) -> Option<usize> {
-        self.cols.iter().position(|c| *c == Col::Std(1))
+    /// Where a standard column's cell is, if the report has that column (`--fields` may
+    /// leave it out).
+    pub fn position(&self, std: Std) -> Option<usize> {
+        self.cols.iter().position(|c| *c == Col::Std(std))
     }
 
-    /// Where the `index` cell is, if the report has one (resume needs it).
-    pub fn index_position(&self) -> Option<usize> {
-        self.cols.iter().position(|c| *c == Col::Std(0))
+    /// Whether a report's header row, as read back, is this one (names as the CSV writer
+    /// wrote them); if not, the error names what was found.
+    pub fn check_header<'a>(
+        &self,
+        found: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), OtherColumns> {
+        let found: Vec<&str> = found.into_iter().collect();
+        let same = found.len() == self.names.len()
+            && found
+                .iter()
+                .zip(&self.names)
+                .all(|(f, n)| *f == csv_text(n));
+        if same {
+            Ok(())
+        } else {
+            Err(OtherColumns(found.join(",")))
+        }
     }
 }
+
+/// A report whose header is not this run's columns (the header found, comma-separated).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("its columns are not this run's (found {0})")]
+pub struct OtherColumns(pub String);
 
 /// An earlier report opened for `--resume`: positioned at its end, torn last row removed.
 pub struct Resumed {
@@ -475,7 +560,8 @@ pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed,
         path: path.to_path_buf(),
         reason,
     };
-    let (Some(index_at), Some(url_at)) = (columns.index_position(), columns.url_position()) else {
+    let (Some(index_at), Some(url_at)) = (columns.position(Std::Index), columns.position(Std::Url))
+    else {
         return Err(refuse(
             "--resume needs the index and url columns (add them to --fields)".to_string(),
         ));
@@ -507,15 +593,9 @@ pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed,
                 .has_headers(true)
                 .from_reader(reader);
             let header = rdr.headers().map_err(|e| refuse(e.to_string()))?;
-            let expected: Vec<Cow<'_, str>> = columns.names().iter().map(|n| csv_text(n)).collect();
-            let expected: Vec<&str> = expected.iter().map(|n| n.as_ref()).collect();
-            let found: Vec<&str> = header.iter().collect();
-            if found != expected {
-                return Err(refuse(format!(
-                    "its columns are not this run's (found {}); write to a new file",
-                    found.join(",")
-                )));
-            }
+            columns
+                .check_header(header)
+                .map_err(|e| refuse(format!("{e}; write to a new file")))?;
             for (n, record) in rdr.records().enumerate() {
                 let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
                 let index = record
@@ -970,6 +1050,33 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("price"), "{err}");
+    }
+
+    #[test]
+    fn standard_columns_are_named_in_report_order() {
+        let names: Vec<&str> = Std::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, COLUMNS);
+        let c = Columns::default();
+        for (i, s) in Std::ALL.iter().enumerate() {
+            assert_eq!(c.position(*s), Some(i), "{s:?}");
+        }
+        let fields: Vec<String> = vec!["status".into(), "url".into()];
+        let c = Columns::new(&[], false, &[], Some(&fields)).unwrap();
+        assert_eq!(c.position(Std::Url), Some(1));
+        assert_eq!(c.position(Std::Index), None);
+    }
+
+    #[test]
+    fn a_header_is_checked_as_the_csv_writer_wrote_it() {
+        let c = Columns::new(&[], false, &["=sum".to_string()], None).unwrap();
+        let mut header: Vec<&str> = COLUMNS.to_vec();
+        header.push("'=sum");
+        assert_eq!(c.check_header(header.iter().copied()), Ok(()));
+        let err = c.check_header(["index", "url"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "its columns are not this run's (found index,url)"
+        );
     }
 
     #[test]
