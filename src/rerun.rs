@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Format};
 use crate::error::Error;
-use crate::input::{parse_target, Job, Source};
+use crate::input::{parse_target, Source};
+use crate::job::{Ending, Job};
 use crate::pool;
 use crate::progress::Summary;
 use crate::shutdown::Shutdown;
@@ -31,11 +32,6 @@ pub struct RetrySummary {
     /// Bytes of a torn last row (from a killed run) left out of the rewritten report;
     /// `--resume` with the input fetches that row again.
     pub cut: u64,
-}
-
-/// Whether a report row is due for a retry.
-pub fn needs_retry(error_kind: &str, status: &str) -> bool {
-    !error_kind.is_empty() || status == "429" || (status.len() == 3 && status.starts_with('5'))
 }
 
 /// Retries the failed rows of the CSV report at `report` and rewrites it in place.
@@ -98,7 +94,7 @@ pub async fn retry_failed(
     for (n, record) in rdr.records().enumerate() {
         let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
         let cell = |i: usize| record.get(i).unwrap_or("");
-        if !needs_retry(cell(at(Std::ErrorKind)), cell(at(Std::Status))) {
+        if !Ending::of_cells(cell(at(Std::ErrorKind)), cell(at(Std::Status))).retry_due() {
             continue;
         }
         let index = cell(at(Std::Index))
@@ -141,7 +137,7 @@ pub async fn retry_failed(
         .values()
         .filter(|r| {
             let cell = |std| r.get(at(std)).unwrap_or("");
-            !needs_retry(cell(Std::ErrorKind), cell(Std::Status))
+            !Ending::of_cells(cell(Std::ErrorKind), cell(Std::Status)).retry_due()
         })
         .count() as u64;
 
@@ -243,20 +239,4 @@ fn rewrite(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_due_for_a_retry() {
-        assert!(needs_retry("timeout", ""));
-        assert!(needs_retry("body_too_large", "200"));
-        assert!(needs_retry("", "429"));
-        assert!(needs_retry("", "503"));
-        assert!(!needs_retry("", "200"));
-        assert!(!needs_retry("", "404"));
-        assert!(!needs_retry("", "301"));
-    }
 }
