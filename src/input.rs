@@ -6,7 +6,7 @@
 //! count.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use url::Url;
 use crate::config::Format;
 use crate::error::{ErrorKind, Failure};
 pub use crate::job::Job;
+pub use crate::progress::InputProgress;
 use crate::sink::{report_url, DoneSet};
 
 /// Lines longer than this are not URLs; they become `invalid_url` rows and only this many
@@ -23,15 +24,6 @@ use crate::sink::{report_url, DoneSet};
 pub const MAX_LINE: usize = 64 * 1024;
 /// How much of an over-long line is shown in the `url` cell.
 const SHOWN_OF_LONG_LINE: usize = 200;
-
-/// Counters the input shares with progress reporting.
-#[derive(Debug, Default)]
-pub struct InputProgress {
-    /// Jobs read so far (skipped --resume jobs excluded).
-    pub jobs: AtomicU64,
-    /// Set once the whole input has been read: `jobs` is then the total.
-    pub finished: AtomicBool,
-}
 
 /// Parses one trimmed, non-empty line into the URL to fetch.
 ///

@@ -4,16 +4,24 @@
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::input::InputProgress;
 use crate::job::{Ending, Outcome};
 
 /// How often the plain progress line is printed.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Counters the input shares with progress reporting.
+#[derive(Debug, Default)]
+pub struct InputProgress {
+    /// Jobs read so far (skipped --resume jobs excluded).
+    pub jobs: AtomicU64,
+    /// Set once the whole input has been read: `jobs` is then the total.
+    pub finished: AtomicBool,
+}
 
 /// Counters over the rows written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

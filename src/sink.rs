@@ -1,6 +1,7 @@
 //! Sink: the only writer of the report. Writes the header, one row per outcome (CSV or
-//! JSONL), and can resume an earlier report: it cuts a torn last row and reads which job
-//! indices are already done.
+//! JSONL): during a run, a task encodes rows in batches and a thread of its own writes them
+//! (`spawn`). It can also resume an earlier report: it cuts a torn last row and reads which
+//! job indices are already done.
 //!
 //! Cells keep their content, line breaks included (only `title` and `error` are one line
 //! by design). In CSV a line break sits inside a quoted cell (RFC 4180), so a row may span
@@ -12,11 +13,16 @@ use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use tokio::sync::mpsc;
 
 use crate::config::{Config, Format};
 use crate::error::Error;
 use crate::job::Outcome;
+use crate::progress::{InputProgress, Progress, Stats};
+use crate::shutdown::Shutdown;
 
 /// The twelve standard columns, in report order. A contract: scripts rely on the names and
 /// the order.
@@ -201,21 +207,85 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-enum Encoder {
+enum Encoding {
     // Boxed: the csv writer carries its state inline and would make every Sink large.
     Csv(Box<csv::Writer<Vec<u8>>>),
     Jsonl(Vec<u8>),
 }
 
-/// Encodes report rows into a buffer, and writes the buffer to its output on `flush`. In a
-/// run, the pool takes the output to a writer thread of its own and hands it whole buffers
-/// (`take_bytes`), so encoding never waits on I/O and I/O never waits on a worker.
-pub struct Sink {
-    enc: Encoder,
+/// Encodes report rows (CSV or JSONL) into a buffer in memory; the buffer is taken whole
+/// (`take_bytes`) and written elsewhere, so encoding never waits on I/O.
+struct Encoder {
+    enc: Encoding,
     columns: Columns,
-    out: Option<Box<dyn Write + Send>>,
     rows: u64,
     int: itoa::Buffer,
+}
+
+impl Encoder {
+    fn new(format: Format, columns: Columns) -> Encoder {
+        let enc = match format {
+            Format::Csv => Encoding::Csv(Box::new(csv_writer())),
+            Format::Jsonl => Encoding::Jsonl(Vec::with_capacity(64 * 1024)),
+        };
+        Encoder {
+            enc,
+            columns,
+            rows: 0,
+            int: itoa::Buffer::new(),
+        }
+    }
+
+    /// Encodes the header row (CSV only: a JSONL row names its own keys).
+    fn header(&mut self) -> io::Result<()> {
+        if let Encoding::Csv(w) = &mut self.enc {
+            // Passthrough names come from the input: they are cells like any other.
+            let names: Vec<Cow<'_, str>> =
+                self.columns.names().iter().map(|n| csv_text(n)).collect();
+            w.write_record(names.iter().map(|n| n.as_bytes()))
+                .map_err(csv_io)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes one row.
+    fn write(&mut self, o: &Outcome) -> io::Result<()> {
+        match &mut self.enc {
+            Encoding::Csv(w) => write_csv(w, &mut self.int, &self.columns, o).map_err(csv_io)?,
+            Encoding::Jsonl(w) => write_jsonl(w, &mut self.int, &self.columns, o),
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Bytes encoded and not yet taken.
+    fn buffered(&mut self) -> usize {
+        match &mut self.enc {
+            Encoding::Csv(w) => {
+                // Moves the csv writer's own small buffer into the Vec; cannot fail.
+                let _ = w.flush();
+                w.get_ref().len()
+            }
+            Encoding::Jsonl(v) => v.len(),
+        }
+    }
+
+    /// Takes the encoded bytes, leaving an empty buffer.
+    fn take_bytes(&mut self) -> Vec<u8> {
+        match &mut self.enc {
+            Encoding::Csv(w) => std::mem::replace(&mut **w, csv_writer())
+                .into_inner()
+                .expect("flushing into memory cannot fail"),
+            Encoding::Jsonl(v) => std::mem::replace(v, Vec::with_capacity(64 * 1024)),
+        }
+    }
+}
+
+/// A report being written: its encoder and its output. A run hands it to `spawn`, which
+/// gives the encoder to a task and the output to a writer thread of its own.
+pub struct Sink {
+    encoder: Encoder,
+    out: Box<dyn Write + Send>,
 }
 
 impl Sink {
@@ -223,83 +293,181 @@ impl Sink {
     /// the first `flush`.
     pub fn new(out: Box<dyn Write + Send>, format: Format, columns: Columns) -> io::Result<Sink> {
         let mut sink = Sink::without_header(out, format, columns);
-        if let Encoder::Csv(w) = &mut sink.enc {
-            // Passthrough names come from the input: they are cells like any other.
-            let names: Vec<Cow<'_, str>> =
-                sink.columns.names().iter().map(|n| csv_text(n)).collect();
-            w.write_record(names.iter().map(|n| n.as_bytes()))
-                .map_err(csv_io)?;
-        }
+        sink.encoder.header()?;
         Ok(sink)
     }
 
     /// A sink appending to a report that already has its header.
     pub fn without_header(out: Box<dyn Write + Send>, format: Format, columns: Columns) -> Sink {
-        let enc = match format {
-            Format::Csv => Encoder::Csv(Box::new(csv_writer())),
-            Format::Jsonl => Encoder::Jsonl(Vec::with_capacity(64 * 1024)),
-        };
         Sink {
-            enc,
-            columns,
-            out: Some(out),
-            rows: 0,
-            int: itoa::Buffer::new(),
+            encoder: Encoder::new(format, columns),
+            out,
         }
     }
 
     /// Rows encoded so far.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.encoder.rows
     }
 
     /// Encodes one row.
     pub fn write(&mut self, o: &Outcome) -> io::Result<()> {
-        match &mut self.enc {
-            Encoder::Csv(w) => write_csv(w, &mut self.int, &self.columns, o).map_err(csv_io)?,
-            Encoder::Jsonl(w) => write_jsonl(w, &mut self.int, &self.columns, o),
-        }
-        self.rows += 1;
-        Ok(())
-    }
-
-    /// Bytes encoded and not yet taken or flushed.
-    pub fn buffered(&mut self) -> usize {
-        match &mut self.enc {
-            Encoder::Csv(w) => {
-                // Moves the csv writer's own small buffer into the Vec; cannot fail.
-                let _ = w.flush();
-                w.get_ref().len()
-            }
-            Encoder::Jsonl(v) => v.len(),
-        }
-    }
-
-    /// Takes the encoded bytes, leaving an empty buffer.
-    pub fn take_bytes(&mut self) -> Vec<u8> {
-        match &mut self.enc {
-            Encoder::Csv(w) => std::mem::replace(&mut **w, csv_writer())
-                .into_inner()
-                .expect("flushing into memory cannot fail"),
-            Encoder::Jsonl(v) => std::mem::replace(v, Vec::with_capacity(64 * 1024)),
-        }
-    }
-
-    /// Takes the output (the pool's writer thread owns it during a run).
-    pub fn take_output(&mut self) -> Option<Box<dyn Write + Send>> {
-        self.out.take()
+        self.encoder.write(o)
     }
 
     /// Writes what is encoded to the output and flushes it.
     pub fn flush(&mut self) -> io::Result<()> {
-        let bytes = self.take_bytes();
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the sink's output was taken"))?;
-        out.write_all(&bytes)?;
-        out.flush()
+        let bytes = self.encoder.take_bytes();
+        self.out.write_all(&bytes)?;
+        self.out.flush()
     }
+}
+
+/// Outcomes that may wait for the sink.
+const QUEUE: usize = 4096;
+
+/// Bytes of encoded rows handed to the writer thread at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// The sink of a run at work (see `spawn`).
+pub struct Running {
+    encoder: tokio::task::JoinHandle<Stats>,
+    writer: std::thread::JoinHandle<io::Result<()>>,
+    shutdown: Shutdown,
+}
+
+/// Starts the sink of a run. Rows sent on the returned channel are encoded by a task, which
+/// counts them and updates `progress`, and written by a thread of its own: a slow disk or a
+/// full pipe blocks that thread, never the runtime. (Encoding in batches and writing 64 KiB
+/// at a time is what keeps the sink ahead of the workers.) If the output fails, the run is
+/// stopped and aborted: finishing more requests would only lose them.
+pub fn spawn(
+    sink: Sink,
+    progress: Progress,
+    input: Arc<InputProgress>,
+    shutdown: Shutdown,
+) -> (mpsc::Sender<Outcome>, Running) {
+    let Sink { encoder, out } = sink;
+    let (rows_tx, rows_rx) = mpsc::channel::<Outcome>(QUEUE);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(8);
+    let writer = spawn_writer(out, chunk_rx);
+    let encoder = tokio::spawn(encode_rows(
+        encoder,
+        rows_rx,
+        chunk_tx,
+        progress,
+        input,
+        shutdown.clone(),
+    ));
+    let running = Running {
+        encoder,
+        writer,
+        shutdown,
+    };
+    (rows_tx, running)
+}
+
+impl Running {
+    /// Waits until every row sent is encoded and written, which is once every sender of the
+    /// rows channel has been dropped. Returns the counters over the rows, and whether the
+    /// output took them all. After an abort, a writer stuck on a stalled output (a paused
+    /// pipe reader) is not waited for long.
+    pub async fn finish(self) -> (Stats, io::Result<()>) {
+        let stats = self.encoder.await.expect("the sink task does not panic");
+        let writer = self.writer;
+        let joined = tokio::task::spawn_blocking(move || {
+            writer.join().expect("the writer thread does not panic")
+        });
+        let written = if self.shutdown.abort.is_cancelled() {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), joined).await {
+                Ok(joined) => joined.expect("joining the writer thread"),
+                Err(_) => Ok(()),
+            }
+        } else {
+            joined.await.expect("joining the writer thread")
+        };
+        (stats, written)
+    }
+}
+
+/// Encodes rows as they come, counts them, updates the progress display, and hands the
+/// encoded bytes to the writer thread whenever 64 KiB are ready and at least once a second.
+/// If the writer is gone (an output error), the run is stopped: finishing more requests
+/// would only lose them.
+async fn encode_rows(
+    mut encoder: Encoder,
+    mut rows: mpsc::Receiver<Outcome>,
+    chunks: mpsc::Sender<Vec<u8>>,
+    mut progress: Progress,
+    input: Arc<InputProgress>,
+    shutdown: Shutdown,
+) -> Stats {
+    let mut stats = Stats::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(256);
+    let mut writer_alive = true;
+    loop {
+        tokio::select! {
+            n = rows.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break;
+                }
+                for row in batch.drain(..) {
+                    encoder.write(&row).expect("encoding into memory cannot fail");
+                    stats.add(&row);
+                }
+                progress.update(&stats, &input);
+                if encoder.buffered() >= CHUNK {
+                    writer_alive = hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+                }
+            }
+            _ = tick.tick() => {
+                if encoder.buffered() > 0 {
+                    writer_alive = hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+                }
+                progress.update(&stats, &input);
+            }
+        }
+        if !writer_alive {
+            shutdown.stop.cancel();
+            shutdown.abort.cancel();
+            break;
+        }
+    }
+    if writer_alive && encoder.buffered() > 0 {
+        hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+    }
+    progress.finish();
+    stats
+}
+
+/// Gives encoded bytes to the writer thread; false if it is gone, or if the run was
+/// aborted while the writer was not taking them.
+async fn hand_over(chunks: &mpsc::Sender<Vec<u8>>, bytes: Vec<u8>, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        biased;
+        sent = chunks.send(bytes) => sent.is_ok(),
+        _ = shutdown.abort.cancelled() => false,
+    }
+}
+
+/// The writer thread owns the output. Each chunk is written and flushed; the first error
+/// ends the thread (and, as the chunk channel closes, the run).
+fn spawn_writer(
+    mut out: Box<dyn Write + Send>,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+) -> std::thread::JoinHandle<io::Result<()>> {
+    std::thread::Builder::new()
+        .name("ratefetch-writer".into())
+        .spawn(move || {
+            while let Some(chunk) = chunks.blocking_recv() {
+                out.write_all(&chunk)?;
+                out.flush()?;
+            }
+            out.flush()
+        })
+        .expect("spawning the writer thread")
 }
 
 /// A CSV encoder into memory. Its state between records is nothing but its buffer, so a
