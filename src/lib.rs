@@ -29,6 +29,7 @@ pub mod pacer;
 pub mod pool;
 pub mod progress;
 pub mod rerun;
+pub mod resume;
 pub mod retry;
 pub mod robots;
 pub mod schedule;
@@ -48,7 +49,8 @@ pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;
-use input::{Skip, Source};
+use input::Source;
+use resume::Skip;
 use sink::{Columns, Sink};
 
 /// Opens the input and the output named by `config` (both before the first request, so a
@@ -112,18 +114,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             None,
         ),
         OutputTarget::Path(path) if config.resume => {
-            let resumed = sink::resume(path, format, &columns)?;
-            let skip = Skip {
-                set: resumed.done,
-                format: resumed.format,
-            };
+            let resumed = resume::open(path, format, &columns)?;
+            let skip = Skip::new(resumed.done, resumed.format);
             let out: Box<dyn Write + Send> = Box::new(resumed.file);
             let sink = if resumed.fresh {
                 Sink::new(out, format, columns)
             } else {
                 Ok(Sink::without_header(out, format, columns))
             };
-            (sink, Some(Arc::new(skip)))
+            (sink, Some(skip))
         }
         OutputTarget::Path(path) => {
             let file = File::create(path).map_err(|source| Error::Output {

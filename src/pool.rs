@@ -29,11 +29,11 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::Fetcher;
-use crate::input::{self, InputProgress};
-use crate::input::{NotTheSameInput, Skip, Source};
+use crate::input::{self, InputProgress, ReadError, Source};
 use crate::job::{Job, Next, Outcome};
 use crate::limits::Limits;
 use crate::progress::{Progress, Summary};
+use crate::resume::Skip;
 use crate::schedule::{Scheduler, Ticket};
 use crate::shutdown::Shutdown;
 use crate::sink::{self, Sink};
@@ -45,7 +45,7 @@ pub async fn run(
     config: Arc<Config>,
     input: Source,
     sink: Sink,
-    skip: Option<Arc<Skip>>,
+    skip: Option<Skip>,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
@@ -83,7 +83,7 @@ pub async fn run_with<H: Handler>(
     scheduler: Scheduler,
     input: Source,
     sink: Sink,
-    skip: Option<Arc<Skip>>,
+    skip: Option<Skip>,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
@@ -164,18 +164,15 @@ pub async fn run_with<H: Handler>(
     // ends with the process.
     if !interrupted || input_finished {
         if let Ok(Err(e)) = reader.join() {
-            if let Some(mismatch) = e
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<NotTheSameInput>())
-            {
-                return Err(Error::Resume {
+            return Err(match e {
+                ReadError::NotTheSameInput(mismatch) => Error::Resume {
                     path: config.output.display_path(),
                     reason: mismatch.to_string(),
-                });
-            }
-            return Err(Error::Input {
-                path: config.input.display_path(),
-                source: e,
+                },
+                ReadError::Io(source) => Error::Input {
+                    path: config.input.display_path(),
+                    source,
+                },
             });
         }
     }

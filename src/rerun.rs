@@ -17,8 +17,9 @@ use crate::input::{parse_target, Source};
 use crate::job::{Ending, Job};
 use crate::pool;
 use crate::progress::Summary;
+use crate::resume::csv_complete_len;
 use crate::shutdown::Shutdown;
-use crate::sink::{csv_complete_len, Columns, Sink, Std};
+use crate::sink::{Columns, Sink, Std};
 
 /// What a `--retry-failed` run did.
 #[derive(Debug, Clone)]
