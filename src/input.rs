@@ -6,32 +6,23 @@
 //! count.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::Format;
 use crate::error::{ErrorKind, Failure};
 pub use crate::job::Job;
-use crate::sink::{report_url, DoneSet};
+pub use crate::progress::InputProgress;
+use crate::resume::{NotTheSameInput, Skip, Verdict};
 
 /// Lines longer than this are not URLs; they become `invalid_url` rows and only this many
 /// bytes of them are ever held in memory.
 pub const MAX_LINE: usize = 64 * 1024;
 /// How much of an over-long line is shown in the `url` cell.
 const SHOWN_OF_LONG_LINE: usize = 200;
-
-/// Counters the input shares with progress reporting.
-#[derive(Debug, Default)]
-pub struct InputProgress {
-    /// Jobs read so far (skipped --resume jobs excluded).
-    pub jobs: AtomicU64,
-    /// Set once the whole input has been read: `jobs` is then the total.
-    pub finished: AtomicBool,
-}
 
 /// Parses one trimmed, non-empty line into the URL to fetch.
 ///
@@ -209,32 +200,15 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-/// The jobs a resumed report already holds, and the report's format (to compare URLs as
-/// it wrote them).
-#[derive(Debug, Clone)]
-pub struct Skip {
-    pub set: DoneSet,
-    pub format: Format,
-}
-
-/// The input of a `--resume` is not the one the report was made from.
-#[derive(Debug)]
-pub struct NotTheSameInput(pub String);
-
-impl std::fmt::Display for NotTheSameInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}; --resume needs the input the report was made from",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for NotTheSameInput {}
-
-fn not_the_same_input(what: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, NotTheSameInput(what))
+/// Why the input thread stopped before the end of the input.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The input could not be read.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// A resumed run's input is not the one its report was made from.
+    #[error(transparent)]
+    NotTheSameInput(#[from] NotTheSameInput),
 }
 
 /// Jobs read and not yet handed to the pool, and the channel they go to.
@@ -456,26 +430,21 @@ impl CsvRows {
 /// per job; a batch goes out early whenever the next read may block, so a slow pipe still
 /// has its lines fetched at once.)
 ///
-/// With `skip` (a resumed report), jobs already in the report are not sent, and each one's
-/// URL is checked against the report. Jobs before the report's highest index are held back
-/// until that index has been checked, so that a resume with another input is refused
-/// before anything is fetched, even from stdin. (Those held jobs are the few that were in
-/// flight when the earlier run ended.)
+/// With `skip` (a resumed report), each job is checked against the report first: jobs
+/// already in it are not sent, and nothing is sent before the input is known to be the
+/// report's (see `Skip`).
 pub fn spawn_reader(
     mut source: Source,
     batches: mpsc::Sender<Vec<Job>>,
-    skip: Option<Arc<Skip>>,
+    mut skip: Option<Skip>,
     stop: CancellationToken,
     progress: Arc<InputProgress>,
-) -> std::thread::JoinHandle<io::Result<()>> {
+) -> std::thread::JoinHandle<Result<(), ReadError>> {
     std::thread::Builder::new()
         .name("ratefetch-input".into())
         .spawn(move || {
             let pending = source.pending.clone();
             pending.lock().expect("input lock").tx = Some(batches);
-            let hold_until = skip.as_ref().map_or(0, |s| s.set.max_index());
-            let mut held: Vec<Job> = Vec::new();
-            let mut checked = 0u64;
             loop {
                 let next = source.next_job()?;
                 if pending.lock().expect("input lock").closed || stop.is_cancelled() {
@@ -483,62 +452,31 @@ pub fn spawn_reader(
                     return Ok(());
                 }
                 let Some(job) = next else { break };
-                if let Some(done) = &skip {
-                    match done
-                        .set
-                        .matches(job.index, &report_url(done.format, &job.url))
-                    {
-                        Some(true) => {
-                            checked += 1;
+                let job = match &mut skip {
+                    None => job,
+                    Some(skip) => match skip.check(job, source.unit())? {
+                        Verdict::Done => continue,
+                        Verdict::Held => {
+                            progress.jobs.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        Some(false) => {
-                            return Err(not_the_same_input(format!(
-                                "{} {} is not the URL the report holds for index {}",
-                                source.unit(),
-                                job.index,
-                                job.index
-                            )))
-                        }
-                        None => {}
-                    }
-                }
+                        Verdict::Keep(job) => job,
+                    },
+                };
                 progress.jobs.fetch_add(1, Ordering::Relaxed);
-                if job.index < hold_until {
-                    if held.len() >= MAX_HELD {
-                        return Err(not_the_same_input(format!(
-                            "more than {MAX_HELD} lines before the report's last index {hold_until} are not in it"
-                        )));
-                    }
-                    held.push(job);
-                    continue;
-                }
-                // Past the report's last index: every done index must have been seen, and
-                // matched, before anything is sent.
-                if let Some(done) = &skip {
-                    if checked != done.set.len() {
-                        return Err(not_the_same_input(format!(
-                            "{} rows of the report have no matching {} in this input",
-                            done.set.len() - checked,
-                            source.unit()
-                        )));
-                    }
-                }
                 let mut p = pending.lock().expect("input lock");
-                p.batch.append(&mut held);
+                if let Some(skip) = &mut skip {
+                    p.batch.append(&mut skip.release());
+                }
                 p.batch.push(job);
                 if p.batch.len() >= BATCH {
                     p.hand_on();
                 }
             }
-            if let Some(done) = &skip {
-                if checked != done.set.len() {
-                    return Err(not_the_same_input(format!(
-                        "the report holds {} rows for lines this input does not have",
-                        done.set.len() - checked
-                    )));
-                }
-            }
+            let mut held = match &mut skip {
+                Some(skip) => skip.finish()?,
+                None => Vec::new(),
+            };
             let mut p = pending.lock().expect("input lock");
             p.batch.append(&mut held);
             p.hand_on();
@@ -553,13 +491,11 @@ pub fn spawn_reader(
 /// Jobs per batch from the input thread to the pool.
 pub const BATCH: usize = 64;
 
-/// The most not-done jobs held back while a resume checks the input against the report.
-/// They are the jobs that were in flight when the earlier run ended: a few thousand at most.
-const MAX_HELD: usize = 1_000_000;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Format;
+    use crate::resume::DoneSet;
 
     fn jobs(input: &[u8]) -> Vec<Job> {
         let mut r = LineReader::new(input);
@@ -646,16 +582,13 @@ mod tests {
         assert_eq!((next.index, next.url.as_str()), (2, "http://b.test/"));
     }
 
-    fn read_all(input: &'static [u8], set: DoneSet) -> (io::Result<()>, Vec<u64>) {
+    fn read_all(input: &'static [u8], set: DoneSet) -> (Result<(), ReadError>, Vec<u64>) {
         let (tx, mut rx) = mpsc::channel(64);
-        let skip = Skip {
-            set,
-            format: Format::Csv,
-        };
+        let skip = Skip::new(set, Format::Csv);
         let t = spawn_reader(
             Source::text(Box::new(input)),
             tx,
-            Some(Arc::new(skip)),
+            Some(skip),
             CancellationToken::new(),
             Arc::new(InputProgress::default()),
         );
@@ -749,10 +682,7 @@ mod tests {
         let t = spawn_reader(
             Source::text(Box::new(input)),
             tx,
-            Some(Arc::new(Skip {
-                set,
-                format: Format::Csv,
-            })),
+            Some(Skip::new(set, Format::Csv)),
             CancellationToken::new(),
             Arc::new(InputProgress::default()),
         );
@@ -769,10 +699,7 @@ mod tests {
         let t = spawn_reader(
             Source::text(Box::new(input)),
             tx,
-            Some(Arc::new(Skip {
-                set: done,
-                format: Format::Csv,
-            })),
+            Some(Skip::new(done, Format::Csv)),
             CancellationToken::new(),
             progress.clone(),
         );

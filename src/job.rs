@@ -79,6 +79,45 @@ impl Outcome {
             ..Outcome::default()
         }
     }
+
+    /// How the row ended.
+    pub fn ending(&self) -> Ending {
+        Ending::of(self.error_kind.is_some(), self.status)
+    }
+}
+
+/// How a row ended. The one definition of "failed", shared by the run's counters and
+/// `--retry-failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A response with a 1xx, 2xx or 3xx status.
+    Ok,
+    /// A response with a 4xx or 5xx status (the status).
+    HttpError(u16),
+    /// No usable response: an error kind, or no status at all.
+    Failed,
+}
+
+impl Ending {
+    /// From a row's error kind (whether it has one) and status.
+    pub fn of(has_error_kind: bool, status: Option<u16>) -> Ending {
+        match (has_error_kind, status) {
+            (true, _) | (false, None) => Ending::Failed,
+            (false, Some(s)) if s >= 400 => Ending::HttpError(s),
+            (false, Some(_)) => Ending::Ok,
+        }
+    }
+
+    /// From a report's `error_kind` and `status` cells.
+    pub fn of_cells(error_kind: &str, status: &str) -> Ending {
+        Ending::of(!error_kind.is_empty(), status.parse().ok())
+    }
+
+    /// Whether `--retry-failed` fetches the row again: it failed, or the server answered
+    /// 429 or 5xx.
+    pub fn retry_due(self) -> bool {
+        matches!(self, Ending::Failed | Ending::HttpError(429 | 500..=599))
+    }
 }
 
 /// A job on its way: what was done so far, and where its next request goes.
@@ -168,4 +207,46 @@ pub enum Next {
     RetryAt(Instant),
     /// The run stopped before the task finished: no row.
     Stopped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_due_for_a_retry() {
+        let due = |kind, status| Ending::of_cells(kind, status).retry_due();
+        assert!(due("timeout", ""));
+        assert!(due("body_too_large", "200"));
+        assert!(due("", "429"));
+        assert!(due("", "503"));
+        assert!(!due("", "200"));
+        assert!(!due("", "404"));
+        assert!(!due("", "301"));
+    }
+
+    #[test]
+    fn an_outcome_and_its_cells_end_the_same_way() {
+        for (kind, status, ending) in [
+            (None, Some(200), Ending::Ok),
+            (None, Some(301), Ending::Ok),
+            (None, Some(404), Ending::HttpError(404)),
+            (None, Some(503), Ending::HttpError(503)),
+            (Some(ErrorKind::Dns), None, Ending::Failed),
+            (Some(ErrorKind::BodyTooLarge), Some(200), Ending::Failed),
+            (None, None, Ending::Failed),
+        ] {
+            let o = Outcome {
+                status,
+                error_kind: kind,
+                ..Outcome::default()
+            };
+            assert_eq!(o.ending(), ending, "{kind:?} {status:?}");
+            let cells = (
+                kind.map_or("", |k| k.as_str()),
+                status.map(|s| s.to_string()).unwrap_or_default(),
+            );
+            assert_eq!(Ending::of_cells(cells.0, &cells.1), ending, "{cells:?}");
+        }
+    }
 }

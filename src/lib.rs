@@ -29,6 +29,7 @@ pub mod pacer;
 pub mod pool;
 pub mod progress;
 pub mod rerun;
+pub mod resume;
 pub mod retry;
 pub mod robots;
 pub mod schedule;
@@ -48,7 +49,8 @@ pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;
-use input::{Skip, Source};
+use input::Source;
+use resume::Skip;
 use sink::{Columns, Sink};
 
 /// Opens the input and the output named by `config` (both before the first request, so a
@@ -97,14 +99,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
         }
         (Source::text(input), Vec::new())
     };
-    let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
-    let columns = Columns::new(
-        &extracted,
-        config.save_bodies.is_some(),
-        &passthrough,
-        config.fields.as_deref(),
-    )
-    .map_err(|message| UsageError::new("--fields", message))?;
+    let columns = Columns::of_run(&config, &passthrough, config.fields.as_deref())
+        .map_err(|message| UsageError::new("--fields", message))?;
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),
@@ -118,18 +114,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             None,
         ),
         OutputTarget::Path(path) if config.resume => {
-            let resumed = sink::resume(path, format, &columns)?;
-            let skip = Skip {
-                set: resumed.done,
-                format: resumed.format,
-            };
+            let resumed = resume::open(path, format, &columns)?;
+            let skip = Skip::new(resumed.done, resumed.format);
             let out: Box<dyn Write + Send> = Box::new(resumed.file);
             let sink = if resumed.fresh {
                 Sink::new(out, format, columns)
             } else {
                 Ok(Sink::without_header(out, format, columns))
             };
-            (sink, Some(Arc::new(skip)))
+            (sink, Some(skip))
         }
         OutputTarget::Path(path) => {
             let file = File::create(path).map_err(|source| Error::Output {

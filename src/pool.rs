@@ -11,13 +11,13 @@
 //!   row, so `--resume` does them exactly once); requests already sent go on.
 //! - `grace` after `stop`, or `Shutdown::abort` (second Ctrl-C): requests in flight are
 //!   dropped, without rows.
-//! - The sink thread owns the output. It exits when every worker has dropped its outcome
-//!   sender, after flushing, so every row that was finished is on disk before `run` returns.
+//! - The sink (`sink::spawn`: an encoding task and a writer thread that owns the output)
+//!   ends when every worker has dropped its outcome sender, after flushing, so every row
+//!   that was finished is on disk before `run` returns.
 //! - A panic while handling one job is caught around that job: it becomes the job's row
 //!   (`other`, "internal error: …") and the worker goes on, so the pool keeps its size.
 
 use std::any::Any;
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,14 +29,14 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::Fetcher;
-use crate::input::{self, InputProgress};
-use crate::input::{NotTheSameInput, Skip, Source};
+use crate::input::{self, InputProgress, ReadError, Source};
 use crate::job::{Job, Next, Outcome};
 use crate::limits::Limits;
-use crate::progress::{Progress, Stats, Summary};
+use crate::progress::{Progress, Summary};
+use crate::resume::Skip;
 use crate::schedule::{Scheduler, Ticket};
 use crate::shutdown::Shutdown;
-use crate::sink::Sink;
+use crate::sink::{self, Sink};
 
 /// Fetches every job of `input` under `config`'s limits and writes one row per job to
 /// `sink`. Jobs whose index is in `skip` are not done (they are in a resumed report).
@@ -45,7 +45,7 @@ pub async fn run(
     config: Arc<Config>,
     input: Source,
     sink: Sink,
-    skip: Option<Arc<Skip>>,
+    skip: Option<Skip>,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
@@ -83,7 +83,7 @@ pub async fn run_with<H: Handler>(
     scheduler: Scheduler,
     input: Source,
     sink: Sink,
-    skip: Option<Arc<Skip>>,
+    skip: Option<Skip>,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
@@ -91,7 +91,6 @@ pub async fn run_with<H: Handler>(
     let _timers = scheduler.guard();
 
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Job>>(4);
-    let (out_tx, out_rx) = mpsc::channel::<Outcome>(4096);
 
     let reader = input::spawn_reader(
         input,
@@ -101,21 +100,12 @@ pub async fn run_with<H: Handler>(
         input_progress.clone(),
     );
     let feeder = tokio::spawn(feed(batch_rx, scheduler.clone()));
-    let mut sink = sink;
-    let output = sink.take_output().ok_or_else(|| Error::Output {
-        path: config.output.display_path(),
-        source: std::io::Error::other("the sink has no output"),
-    })?;
-    let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(8);
-    let writer = spawn_writer(output, chunk_rx);
-    let sink_task = tokio::spawn(encode_rows(
+    let (out_tx, sink) = sink::spawn(
         sink,
-        out_rx,
-        chunk_tx,
         Progress::new(config.quiet),
         input_progress.clone(),
         shutdown.clone(),
-    ));
+    );
 
     // On stop: close intake and the scheduler at once (jobs waiting in it write no row),
     // then give requests in flight the grace period.
@@ -155,19 +145,7 @@ pub async fn run_with<H: Handler>(
     scheduler.close();
     feeder.abort();
 
-    let stats = sink_task.await.expect("the sink task does not panic");
-    let joined = tokio::task::spawn_blocking(move || {
-        writer.join().expect("the writer thread does not panic")
-    });
-    // After an abort, a writer stuck on a stalled output is not waited for long.
-    let written = if shutdown.abort.is_cancelled() {
-        match tokio::time::timeout(std::time::Duration::from_secs(2), joined).await {
-            Ok(joined) => joined.expect("joining the writer thread"),
-            Err(_) => Ok(()),
-        }
-    } else {
-        joined.await.expect("joining the writer thread")
-    };
+    let (stats, written) = sink.finish().await;
     written.map_err(|source| Error::Output {
         path: config.output.display_path(),
         source,
@@ -186,18 +164,15 @@ pub async fn run_with<H: Handler>(
     // ends with the process.
     if !interrupted || input_finished {
         if let Ok(Err(e)) = reader.join() {
-            if let Some(mismatch) = e
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<NotTheSameInput>())
-            {
-                return Err(Error::Resume {
+            return Err(match e {
+                ReadError::NotTheSameInput(mismatch) => Error::Resume {
                     path: config.output.display_path(),
                     reason: mismatch.to_string(),
-                });
-            }
-            return Err(Error::Input {
-                path: config.input.display_path(),
-                source: e,
+                },
+                ReadError::Io(source) => Error::Input {
+                    path: config.input.display_path(),
+                    source,
+                },
             });
         }
     }
@@ -290,88 +265,4 @@ async fn feed(mut batches: mpsc::Receiver<Vec<Job>>, scheduler: Scheduler) {
             }
         }
     }
-}
-
-/// Bytes of encoded rows handed to the writer thread at a time.
-const CHUNK: usize = 64 * 1024;
-
-/// Encodes rows as they come, counts them, updates the progress display, and hands the
-/// encoded bytes to the writer thread whenever 64 KiB are ready and at least once a second.
-/// If the writer is gone (an output error), the run is stopped: finishing more requests
-/// would only lose them.
-async fn encode_rows(
-    mut sink: Sink,
-    mut rows: mpsc::Receiver<Outcome>,
-    chunks: mpsc::Sender<Vec<u8>>,
-    mut progress: Progress,
-    input: Arc<InputProgress>,
-    shutdown: Shutdown,
-) -> Stats {
-    let mut stats = Stats::default();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(256);
-    let mut writer_alive = true;
-    loop {
-        tokio::select! {
-            n = rows.recv_many(&mut batch, 256) => {
-                if n == 0 {
-                    break;
-                }
-                for row in batch.drain(..) {
-                    sink.write(&row).expect("encoding into memory cannot fail");
-                    stats.add(&row);
-                }
-                progress.update(&stats, &input);
-                if sink.buffered() >= CHUNK {
-                    writer_alive = hand_over(&chunks, sink.take_bytes(), &shutdown).await;
-                }
-            }
-            _ = tick.tick() => {
-                if sink.buffered() > 0 {
-                    writer_alive = hand_over(&chunks, sink.take_bytes(), &shutdown).await;
-                }
-                progress.update(&stats, &input);
-            }
-        }
-        if !writer_alive {
-            shutdown.stop.cancel();
-            shutdown.abort.cancel();
-            break;
-        }
-    }
-    if writer_alive && sink.buffered() > 0 {
-        hand_over(&chunks, sink.take_bytes(), &shutdown).await;
-    }
-    progress.finish();
-    stats
-}
-
-/// Gives encoded bytes to the writer thread; false if it is gone, or if the run was
-/// aborted while the writer was not taking them.
-async fn hand_over(chunks: &mpsc::Sender<Vec<u8>>, bytes: Vec<u8>, shutdown: &Shutdown) -> bool {
-    tokio::select! {
-        biased;
-        sent = chunks.send(bytes) => sent.is_ok(),
-        _ = shutdown.abort.cancelled() => false,
-    }
-}
-
-/// The writer thread owns the output: a slow disk or a full pipe blocks it, never the
-/// runtime. Each chunk is written and flushed; the first error ends the thread (and, as the
-/// chunk channel closes, the run).
-fn spawn_writer(
-    mut out: Box<dyn Write + Send>,
-    mut chunks: mpsc::Receiver<Vec<u8>>,
-) -> std::thread::JoinHandle<std::io::Result<()>> {
-    std::thread::Builder::new()
-        .name("ratefetch-writer".into())
-        .spawn(move || {
-            while let Some(chunk) = chunks.blocking_recv() {
-                out.write_all(&chunk)?;
-                out.flush()?;
-            }
-            out.flush()
-        })
-        .expect("spawning the writer thread")
 }

@@ -4,16 +4,24 @@
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::input::InputProgress;
-use crate::job::Outcome;
+use crate::job::{Ending, Outcome};
 
 /// How often the plain progress line is printed.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Counters the input shares with progress reporting.
+#[derive(Debug, Default)]
+pub struct InputProgress {
+    /// Jobs read so far (skipped --resume jobs excluded).
+    pub jobs: AtomicU64,
+    /// Set once the whole input has been read: `jobs` is then the total.
+    pub finished: AtomicBool,
+}
 
 /// Counters over the rows written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +41,10 @@ impl Stats {
     pub fn add(&mut self, o: &Outcome) {
         self.rows += 1;
         self.requests += u64::from(o.requests);
-        match (o.error_kind, o.status) {
-            (Some(_), _) | (None, None) => self.failed += 1,
-            (None, Some(s)) if s >= 400 => self.http_errors += 1,
-            (None, Some(_)) => self.ok += 1,
+        match o.ending() {
+            Ending::Ok => self.ok += 1,
+            Ending::HttpError(_) => self.http_errors += 1,
+            Ending::Failed => self.failed += 1,
         }
     }
 }

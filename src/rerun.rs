@@ -13,11 +13,13 @@ use std::sync::Arc;
 
 use crate::config::{Config, Format};
 use crate::error::Error;
-use crate::input::{parse_target, Job, Source};
+use crate::input::{parse_target, Source};
+use crate::job::{Ending, Job};
 use crate::pool;
 use crate::progress::Summary;
+use crate::resume::csv_complete_len;
 use crate::shutdown::Shutdown;
-use crate::sink::{csv_complete_len, Columns, Sink, COLUMNS};
+use crate::sink::{Columns, Sink, Std};
 
 /// What a `--retry-failed` run did.
 #[derive(Debug, Clone)]
@@ -31,11 +33,6 @@ pub struct RetrySummary {
     /// Bytes of a torn last row (from a killed run) left out of the rewritten report;
     /// `--resume` with the input fetches that row again.
     pub cut: u64,
-}
-
-/// Whether a report row is due for a retry.
-pub fn needs_retry(error_kind: &str, status: &str) -> bool {
-    !error_kind.is_empty() || status == "429" || (status.len() == 3 && status.starts_with('5'))
 }
 
 /// Retries the failed rows of the CSV report at `report` and rewrites it in place.
@@ -70,34 +67,41 @@ pub async fn retry_failed(
         .iter()
         .map(String::from)
         .collect();
-    let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
-    let sha = config.save_bodies.is_some();
-    let fixed = COLUMNS.len() + extracted.len() + usize::from(sha);
+    let fixed = Columns::of_run(&config, &[], None)
+        .expect("columns without --fields are valid")
+        .names()
+        .len();
     let passthrough = header
         .get(fixed..)
         .map(<[String]>::to_vec)
         .unwrap_or_default();
-    let columns = Columns::new(&extracted, sha, &passthrough, None)
-        .expect("columns without --fields are valid");
-    if columns.names() != header.as_slice() {
-        return Err(refuse(format!(
-            "its columns are not this run's (found {}); give the same --extract and --save-bodies options",
-            header.join(",")
-        )));
-    }
+    let columns =
+        Columns::of_run(&config, &passthrough, None).expect("columns without --fields are valid");
+    columns
+        .check_header(header.iter().map(String::as_str))
+        .map_err(|e| {
+            refuse(format!(
+                "{e}; give the same --extract and --save-bodies options"
+            ))
+        })?;
+    let at = |std: Std| {
+        columns
+            .position(std)
+            .expect("a report without --fields has every column")
+    };
 
     // Pass 1: the rows to fetch again.
     let mut jobs = Vec::new();
     for (n, record) in rdr.records().enumerate() {
         let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
         let cell = |i: usize| record.get(i).unwrap_or("");
-        if !needs_retry(cell(4), cell(3)) {
+        if !Ending::of_cells(cell(at(Std::ErrorKind)), cell(at(Std::Status))).retry_due() {
             continue;
         }
-        let index = cell(0)
+        let index = cell(at(Std::Index))
             .parse::<u64>()
             .map_err(|_| refuse(format!("row {} has no valid index", n + 2)))?;
-        let url = cell(1).to_string();
+        let url = cell(at(Std::Url)).to_string();
         jobs.push(Job {
             index,
             target: parse_target(&url),
@@ -123,7 +127,7 @@ pub async fn retry_failed(
         source,
     })?;
     let run = pool::run(Arc::new(config), Source::jobs(jobs), sink, None, shutdown).await;
-    let fresh = read_rows(&side);
+    let fresh = read_rows(&side, at(Std::Index));
     let _ = std::fs::remove_file(&side);
     let run = run?;
     let fresh = fresh.map_err(|source| Error::Output {
@@ -132,13 +136,16 @@ pub async fn retry_failed(
     })?;
     let now_ok = fresh
         .values()
-        .filter(|r| !needs_retry(r.get(4).unwrap_or(""), r.get(3).unwrap_or("")))
+        .filter(|r| {
+            let cell = |std| r.get(at(std)).unwrap_or("");
+            !Ending::of_cells(cell(Std::ErrorKind), cell(Std::Status)).retry_due()
+        })
         .count() as u64;
 
     // Pass 2: the report again, with the refetched rows in place of the old ones. A
     // symlinked report is rewritten where it really is.
     let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
-    rewrite(&real, keep, &header, fresh).map_err(|source| Error::Output {
+    rewrite(&real, keep, &header, at(Std::Index), fresh).map_err(|source| Error::Output {
         path: report.to_path_buf(),
         source,
     })?;
@@ -168,12 +175,13 @@ fn sibling(path: &Path, what: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
 }
 
-fn read_rows(path: &Path) -> std::io::Result<HashMap<u64, csv::StringRecord>> {
+/// The rows of a report by index (the cell at `index_at`).
+fn read_rows(path: &Path, index_at: usize) -> std::io::Result<HashMap<u64, csv::StringRecord>> {
     let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(path)?));
     let mut rows = HashMap::new();
     for record in rdr.records() {
         let record = record.map_err(std::io::Error::other)?;
-        if let Some(index) = record.get(0).and_then(|i| i.parse::<u64>().ok()) {
+        if let Some(index) = record.get(index_at).and_then(|i| i.parse::<u64>().ok()) {
             rows.insert(index, record);
         }
     }
@@ -187,6 +195,7 @@ fn rewrite(
     report: &Path,
     keep: u64,
     header: &[String],
+    index_at: usize,
     mut fresh: HashMap<u64, csv::StringRecord>,
 ) -> std::io::Result<()> {
     let tmp = sibling(report, "tmp");
@@ -196,7 +205,7 @@ fn rewrite(
         w.write_record(header)?;
         for record in rdr.records() {
             let record = record?;
-            let index = record.get(0).and_then(|i| i.parse::<u64>().ok());
+            let index = record.get(index_at).and_then(|i| i.parse::<u64>().ok());
             match index.and_then(|i| fresh.remove(&i)) {
                 Some(new) => w.write_record(&new)?,
                 None => w.write_record(&record)?,
@@ -231,20 +240,4 @@ fn rewrite(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_due_for_a_retry() {
-        assert!(needs_retry("timeout", ""));
-        assert!(needs_retry("body_too_large", "200"));
-        assert!(needs_retry("", "429"));
-        assert!(needs_retry("", "503"));
-        assert!(!needs_retry("", "200"));
-        assert!(!needs_retry("", "404"));
-        assert!(!needs_retry("", "301"));
-    }
 }

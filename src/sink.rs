@@ -1,6 +1,7 @@
 //! Sink: the only writer of the report. Writes the header, one row per outcome (CSV or
-//! JSONL), and can resume an earlier report: it cuts a torn last row and reads which job
-//! indices are already done.
+//! JSONL): during a run, a task encodes rows in batches and a thread of its own writes them
+//! (`spawn`). Also the report's columns (`Std`, `Columns`). Reading an earlier report back
+//! for `--resume` is `resume`'s.
 //!
 //! Cells keep their content, line breaks included (only `title` and `error` are one line
 //! by design). In CSV a line break sits inside a quoted cell (RFC 4180), so a row may span
@@ -9,118 +10,81 @@
 //! In JSONL, serde_json escapes line breaks, so every line is one row.
 
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::Format;
-use crate::error::Error;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Format};
 use crate::job::Outcome;
+use crate::progress::{InputProgress, Progress, Stats};
+use crate::shutdown::Shutdown;
 
-/// The standard columns, in order. A contract: scripts rely on the names and the order.
-pub const COLUMNS: [&str; 12] = [
-    "index",
-    "url",
-    "final_url",
-    "status",
-    "error_kind",
-    "error",
-    "attempts",
-    "elapsed_ms",
-    "bytes",
-    "content_type",
-    "title",
-    "started_at",
-];
-
-/// The job indices already in a report, each with a one-byte tag of its URL, so that a
-/// resume can tell that the input is not the one the report was made from. One byte per
-/// input line: 10 million lines take 10 MB.
-#[derive(Debug, Default, Clone)]
-pub struct DoneSet {
-    /// `tags[index]`: 0 when not done, else the URL's tag (1..=255).
-    tags: Vec<u8>,
-    /// Indices too large for `tags` (only a damaged report has them).
-    sparse: std::collections::HashMap<u64, u8>,
-    len: u64,
-    max: u64,
+/// The twelve standard columns, in report order. A contract: scripts rely on the names and
+/// the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Std {
+    Index,
+    Url,
+    FinalUrl,
+    Status,
+    ErrorKind,
+    Error,
+    Attempts,
+    ElapsedMs,
+    Bytes,
+    ContentType,
+    Title,
+    StartedAt,
 }
 
-/// Indices below this live in the dense table (at most 64 MB); larger ones in a map, so a
-/// damaged index cell cannot make a resume allocate gigabytes.
-const DENSE_LIMIT: u64 = 1 << 26;
+impl Std {
+    /// Every standard column, in report order.
+    pub const ALL: [Std; 12] = [
+        Std::Index,
+        Std::Url,
+        Std::FinalUrl,
+        Std::Status,
+        Std::ErrorKind,
+        Std::Error,
+        Std::Attempts,
+        Std::ElapsedMs,
+        Std::Bytes,
+        Std::ContentType,
+        Std::Title,
+        Std::StartedAt,
+    ];
 
-/// FNV-1a folded into 1..=255: stable across runs and Rust versions, unlike std's hasher.
-fn url_tag(url: &str) -> u8 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in url.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    (h % 255) as u8 + 1
-}
-
-impl DoneSet {
-    /// Marks `index` done with the URL cell found in the report. Returns false if it was
-    /// already there (a report with an index twice).
-    pub fn insert(&mut self, index: u64, url: &str) -> bool {
-        let tag = url_tag(url);
-        let fresh = if index < DENSE_LIMIT {
-            let i = index as usize;
-            if i >= self.tags.len() {
-                let grown = (i + 1).max(self.tags.len() * 2).min(DENSE_LIMIT as usize);
-                self.tags.resize(grown, 0);
-            }
-            std::mem::replace(&mut self.tags[i], tag) == 0
-        } else {
-            self.sparse.insert(index, tag).is_none()
-        };
-        self.len += u64::from(fresh);
-        self.max = self.max.max(index);
-        fresh
-    }
-
-    /// The highest index in the set (0 when empty).
-    pub fn max_index(&self) -> u64 {
-        self.max
-    }
-
-    pub fn contains(&self, index: u64) -> bool {
-        self.tag(index).is_some()
-    }
-
-    fn tag(&self, index: u64) -> Option<u8> {
-        if index < DENSE_LIMIT {
-            self.tags.get(index as usize).copied().filter(|t| *t != 0)
-        } else {
-            self.sparse.get(&index).copied()
+    /// The column's name in the header (and its key in JSONL).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Std::Index => "index",
+            Std::Url => "url",
+            Std::FinalUrl => "final_url",
+            Std::Status => "status",
+            Std::ErrorKind => "error_kind",
+            Std::Error => "error",
+            Std::Attempts => "attempts",
+            Std::ElapsedMs => "elapsed_ms",
+            Std::Bytes => "bytes",
+            Std::ContentType => "content_type",
+            Std::Title => "title",
+            Std::StartedAt => "started_at",
         }
     }
-
-    /// For a done index, whether `url` (as the report writes it) matches the report's cell:
-    /// `None` when the index is not done. A different URL is caught with probability 254/255
-    /// per line.
-    pub fn matches(&self, index: u64, report_url: &str) -> Option<bool> {
-        self.tag(index).map(|t| t == url_tag(report_url))
-    }
-
-    /// How many indices are in the set.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
-/// The `url` cell as the report holds it, in `format`.
-pub fn report_url(format: Format, url: &str) -> Cow<'_, str> {
-    match format {
-        Format::Csv => csv_text(url),
-        Format::Jsonl => Cow::Borrowed(url),
+/// The names of the standard columns, in order (`Std::ALL`'s names).
+pub const COLUMNS: [&str; 12] = {
+    let mut names = [""; 12];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Std::ALL[i].name();
+        i += 1;
     }
-}
+    names
+};
 
 /// A text cell as written to CSV: its content as given (line breaks included; the CSV
 /// writer quotes them), except that a cell that a spreadsheet would run as a formula
@@ -152,21 +116,85 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-enum Encoder {
+enum Encoding {
     // Boxed: the csv writer carries its state inline and would make every Sink large.
     Csv(Box<csv::Writer<Vec<u8>>>),
     Jsonl(Vec<u8>),
 }
 
-/// Encodes report rows into a buffer, and writes the buffer to its output on `flush`. In a
-/// run, the pool takes the output to a writer thread of its own and hands it whole buffers
-/// (`take_bytes`), so encoding never waits on I/O and I/O never waits on a worker.
-pub struct Sink {
-    enc: Encoder,
+/// Encodes report rows (CSV or JSONL) into a buffer in memory; the buffer is taken whole
+/// (`take_bytes`) and written elsewhere, so encoding never waits on I/O.
+struct Encoder {
+    enc: Encoding,
     columns: Columns,
-    out: Option<Box<dyn Write + Send>>,
     rows: u64,
     int: itoa::Buffer,
+}
+
+impl Encoder {
+    fn new(format: Format, columns: Columns) -> Encoder {
+        let enc = match format {
+            Format::Csv => Encoding::Csv(Box::new(csv_writer())),
+            Format::Jsonl => Encoding::Jsonl(Vec::with_capacity(64 * 1024)),
+        };
+        Encoder {
+            enc,
+            columns,
+            rows: 0,
+            int: itoa::Buffer::new(),
+        }
+    }
+
+    /// Encodes the header row (CSV only: a JSONL row names its own keys).
+    fn header(&mut self) -> io::Result<()> {
+        if let Encoding::Csv(w) = &mut self.enc {
+            // Passthrough names come from the input: they are cells like any other.
+            let names: Vec<Cow<'_, str>> =
+                self.columns.names().iter().map(|n| csv_text(n)).collect();
+            w.write_record(names.iter().map(|n| n.as_bytes()))
+                .map_err(csv_io)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes one row.
+    fn write(&mut self, o: &Outcome) -> io::Result<()> {
+        match &mut self.enc {
+            Encoding::Csv(w) => write_csv(w, &mut self.int, &self.columns, o).map_err(csv_io)?,
+            Encoding::Jsonl(w) => write_jsonl(w, &mut self.int, &self.columns, o),
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Bytes encoded and not yet taken.
+    fn buffered(&mut self) -> usize {
+        match &mut self.enc {
+            Encoding::Csv(w) => {
+                // Moves the csv writer's own small buffer into the Vec; cannot fail.
+                let _ = w.flush();
+                w.get_ref().len()
+            }
+            Encoding::Jsonl(v) => v.len(),
+        }
+    }
+
+    /// Takes the encoded bytes, leaving an empty buffer.
+    fn take_bytes(&mut self) -> Vec<u8> {
+        match &mut self.enc {
+            Encoding::Csv(w) => std::mem::replace(&mut **w, csv_writer())
+                .into_inner()
+                .expect("flushing into memory cannot fail"),
+            Encoding::Jsonl(v) => std::mem::replace(v, Vec::with_capacity(64 * 1024)),
+        }
+    }
+}
+
+/// A report being written: its encoder and its output. A run hands it to `spawn`, which
+/// gives the encoder to a task and the output to a writer thread of its own.
+pub struct Sink {
+    encoder: Encoder,
+    out: Box<dyn Write + Send>,
 }
 
 impl Sink {
@@ -174,83 +202,181 @@ impl Sink {
     /// the first `flush`.
     pub fn new(out: Box<dyn Write + Send>, format: Format, columns: Columns) -> io::Result<Sink> {
         let mut sink = Sink::without_header(out, format, columns);
-        if let Encoder::Csv(w) = &mut sink.enc {
-            // Passthrough names come from the input: they are cells like any other.
-            let names: Vec<Cow<'_, str>> =
-                sink.columns.names().iter().map(|n| csv_text(n)).collect();
-            w.write_record(names.iter().map(|n| n.as_bytes()))
-                .map_err(csv_io)?;
-        }
+        sink.encoder.header()?;
         Ok(sink)
     }
 
     /// A sink appending to a report that already has its header.
     pub fn without_header(out: Box<dyn Write + Send>, format: Format, columns: Columns) -> Sink {
-        let enc = match format {
-            Format::Csv => Encoder::Csv(Box::new(csv_writer())),
-            Format::Jsonl => Encoder::Jsonl(Vec::with_capacity(64 * 1024)),
-        };
         Sink {
-            enc,
-            columns,
-            out: Some(out),
-            rows: 0,
-            int: itoa::Buffer::new(),
+            encoder: Encoder::new(format, columns),
+            out,
         }
     }
 
     /// Rows encoded so far.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.encoder.rows
     }
 
     /// Encodes one row.
     pub fn write(&mut self, o: &Outcome) -> io::Result<()> {
-        match &mut self.enc {
-            Encoder::Csv(w) => write_csv(w, &mut self.int, &self.columns, o).map_err(csv_io)?,
-            Encoder::Jsonl(w) => write_jsonl(w, &mut self.int, &self.columns, o),
-        }
-        self.rows += 1;
-        Ok(())
-    }
-
-    /// Bytes encoded and not yet taken or flushed.
-    pub fn buffered(&mut self) -> usize {
-        match &mut self.enc {
-            Encoder::Csv(w) => {
-                // Moves the csv writer's own small buffer into the Vec; cannot fail.
-                let _ = w.flush();
-                w.get_ref().len()
-            }
-            Encoder::Jsonl(v) => v.len(),
-        }
-    }
-
-    /// Takes the encoded bytes, leaving an empty buffer.
-    pub fn take_bytes(&mut self) -> Vec<u8> {
-        match &mut self.enc {
-            Encoder::Csv(w) => std::mem::replace(&mut **w, csv_writer())
-                .into_inner()
-                .expect("flushing into memory cannot fail"),
-            Encoder::Jsonl(v) => std::mem::replace(v, Vec::with_capacity(64 * 1024)),
-        }
-    }
-
-    /// Takes the output (the pool's writer thread owns it during a run).
-    pub fn take_output(&mut self) -> Option<Box<dyn Write + Send>> {
-        self.out.take()
+        self.encoder.write(o)
     }
 
     /// Writes what is encoded to the output and flushes it.
     pub fn flush(&mut self) -> io::Result<()> {
-        let bytes = self.take_bytes();
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the sink's output was taken"))?;
-        out.write_all(&bytes)?;
-        out.flush()
+        let bytes = self.encoder.take_bytes();
+        self.out.write_all(&bytes)?;
+        self.out.flush()
     }
+}
+
+/// Outcomes that may wait for the sink.
+const QUEUE: usize = 4096;
+
+/// Bytes of encoded rows handed to the writer thread at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// The sink of a run at work (see `spawn`).
+pub struct Running {
+    encoder: tokio::task::JoinHandle<Stats>,
+    writer: std::thread::JoinHandle<io::Result<()>>,
+    shutdown: Shutdown,
+}
+
+/// Starts the sink of a run. Rows sent on the returned channel are encoded by a task, which
+/// counts them and updates `progress`, and written by a thread of its own: a slow disk or a
+/// full pipe blocks that thread, never the runtime. (Encoding in batches and writing 64 KiB
+/// at a time is what keeps the sink ahead of the workers.) If the output fails, the run is
+/// stopped and aborted: finishing more requests would only lose them.
+pub fn spawn(
+    sink: Sink,
+    progress: Progress,
+    input: Arc<InputProgress>,
+    shutdown: Shutdown,
+) -> (mpsc::Sender<Outcome>, Running) {
+    let Sink { encoder, out } = sink;
+    let (rows_tx, rows_rx) = mpsc::channel::<Outcome>(QUEUE);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(8);
+    let writer = spawn_writer(out, chunk_rx);
+    let encoder = tokio::spawn(encode_rows(
+        encoder,
+        rows_rx,
+        chunk_tx,
+        progress,
+        input,
+        shutdown.clone(),
+    ));
+    let running = Running {
+        encoder,
+        writer,
+        shutdown,
+    };
+    (rows_tx, running)
+}
+
+impl Running {
+    /// Waits until every row sent is encoded and written, which is once every sender of the
+    /// rows channel has been dropped. Returns the counters over the rows, and whether the
+    /// output took them all. After an abort, a writer stuck on a stalled output (a paused
+    /// pipe reader) is not waited for long.
+    pub async fn finish(self) -> (Stats, io::Result<()>) {
+        let stats = self.encoder.await.expect("the sink task does not panic");
+        let writer = self.writer;
+        let joined = tokio::task::spawn_blocking(move || {
+            writer.join().expect("the writer thread does not panic")
+        });
+        let written = if self.shutdown.abort.is_cancelled() {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), joined).await {
+                Ok(joined) => joined.expect("joining the writer thread"),
+                Err(_) => Ok(()),
+            }
+        } else {
+            joined.await.expect("joining the writer thread")
+        };
+        (stats, written)
+    }
+}
+
+/// Encodes rows as they come, counts them, updates the progress display, and hands the
+/// encoded bytes to the writer thread whenever 64 KiB are ready and at least once a second.
+/// If the writer is gone (an output error), the run is stopped: finishing more requests
+/// would only lose them.
+async fn encode_rows(
+    mut encoder: Encoder,
+    mut rows: mpsc::Receiver<Outcome>,
+    chunks: mpsc::Sender<Vec<u8>>,
+    mut progress: Progress,
+    input: Arc<InputProgress>,
+    shutdown: Shutdown,
+) -> Stats {
+    let mut stats = Stats::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(256);
+    let mut writer_alive = true;
+    loop {
+        tokio::select! {
+            n = rows.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break;
+                }
+                for row in batch.drain(..) {
+                    encoder.write(&row).expect("encoding into memory cannot fail");
+                    stats.add(&row);
+                }
+                progress.update(&stats, &input);
+                if encoder.buffered() >= CHUNK {
+                    writer_alive = hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+                }
+            }
+            _ = tick.tick() => {
+                if encoder.buffered() > 0 {
+                    writer_alive = hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+                }
+                progress.update(&stats, &input);
+            }
+        }
+        if !writer_alive {
+            shutdown.stop.cancel();
+            shutdown.abort.cancel();
+            break;
+        }
+    }
+    if writer_alive && encoder.buffered() > 0 {
+        hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+    }
+    progress.finish();
+    stats
+}
+
+/// Gives encoded bytes to the writer thread; false if it is gone, or if the run was
+/// aborted while the writer was not taking them.
+async fn hand_over(chunks: &mpsc::Sender<Vec<u8>>, bytes: Vec<u8>, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        biased;
+        sent = chunks.send(bytes) => sent.is_ok(),
+        _ = shutdown.abort.cancelled() => false,
+    }
+}
+
+/// The writer thread owns the output. Each chunk is written and flushed; the first error
+/// ends the thread (and, as the chunk channel closes, the run).
+fn spawn_writer(
+    mut out: Box<dyn Write + Send>,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+) -> std::thread::JoinHandle<io::Result<()>> {
+    std::thread::Builder::new()
+        .name("ratefetch-writer".into())
+        .spawn(move || {
+            while let Some(chunk) = chunks.blocking_recv() {
+                out.write_all(&chunk)?;
+                out.flush()?;
+            }
+            out.flush()
+        })
+        .expect("spawning the writer thread")
 }
 
 /// A CSV encoder into memory. Its state between records is nothing but its buffer, so a
@@ -324,21 +450,21 @@ fn line(s: &Option<String>) -> Cell<'_> {
 
 fn cell(o: &Outcome, col: Col) -> Cell<'_> {
     match col {
-        Col::Std(i) => match i {
-            0 => Cell::Int(o.index),
-            1 => Cell::Text(Cow::Borrowed(&o.url)),
-            2 => text(&o.final_url),
-            3 => o.status.map_or(Cell::Null, |s| Cell::Int(u64::from(s))),
-            4 => o
+        Col::Std(std) => match std {
+            Std::Index => Cell::Int(o.index),
+            Std::Url => Cell::Text(Cow::Borrowed(&o.url)),
+            Std::FinalUrl => text(&o.final_url),
+            Std::Status => o.status.map_or(Cell::Null, |s| Cell::Int(u64::from(s))),
+            Std::ErrorKind => o
                 .error_kind
                 .map_or(Cell::Null, |k| Cell::Text(Cow::Borrowed(k.as_str()))),
-            5 => line(&o.error),
-            6 => Cell::Int(u64::from(o.attempts)),
-            7 => Cell::Int(u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)),
-            8 => Cell::Int(o.bytes),
-            9 => text(&o.content_type),
-            10 => line(&o.title),
-            _ => o
+            Std::Error => line(&o.error),
+            Std::Attempts => Cell::Int(u64::from(o.attempts)),
+            Std::ElapsedMs => Cell::Int(u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX)),
+            Std::Bytes => Cell::Int(o.bytes),
+            Std::ContentType => text(&o.content_type),
+            Std::Title => line(&o.title),
+            Std::StartedAt => o
                 .started_at
                 .map_or(Cell::Null, |t| Cell::Text(Cow::Owned(rfc3339(t)))),
         },
@@ -357,8 +483,8 @@ fn cell(o: &Outcome, col: Col) -> Cell<'_> {
 /// Where a report column's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Col {
-    /// One of the twelve standard columns, by position in `COLUMNS`.
-    Std(usize),
+    /// One of the twelve standard columns.
+    Std(Std),
     /// The value of the i-th `--extract` rule.
     Extract(usize),
     /// The SHA-256 of the saved body (`--save-bodies`).
@@ -391,10 +517,9 @@ impl Columns {
         passthrough: &[String],
         fields: Option<&[String]>,
     ) -> Result<Columns, String> {
-        let mut all: Vec<(String, Col)> = COLUMNS
+        let mut all: Vec<(String, Col)> = Std::ALL
             .iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), Col::Std(i)))
+            .map(|s| (s.name().to_string(), Col::Std(*s)))
             .collect();
         all.extend(
             extracted
@@ -435,202 +560,61 @@ impl Columns {
         Ok(Columns { names, cols })
     }
 
+    /// The columns of a run's report: the standard ones, `config`'s `--extract` names,
+    /// `body_sha256` with `--save-bodies`, then `passthrough`; picked and ordered by
+    /// `fields` when given.
+    pub fn of_run(
+        config: &Config,
+        passthrough: &[String],
+        fields: Option<&[String]>,
+    ) -> Result<Columns, String> {
+        let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
+        Columns::new(
+            &extracted,
+            config.save_bodies.is_some(),
+            passthrough,
+            fields,
+        )
+    }
+
     /// The header row.
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
-    /// Where the `url` cell is, if the report has one (resume needs it).
-    pub fn url_position(&self) -> Option<usize> {
-        self.cols.iter().position(|c| *c == Col::Std(1))
+    /// Where a standard column's cell is, if the report has that column (`--fields` may
+    /// leave it out).
+    pub fn position(&self, std: Std) -> Option<usize> {
+        self.cols.iter().position(|c| *c == Col::Std(std))
     }
 
-    /// Where the `index` cell is, if the report has one (resume needs it).
-    pub fn index_position(&self) -> Option<usize> {
-        self.cols.iter().position(|c| *c == Col::Std(0))
-    }
-}
-
-/// An earlier report opened for `--resume`: positioned at its end, torn last row removed.
-pub struct Resumed {
-    pub file: File,
-    /// Job indices already in the report, with their URL tags.
-    pub done: DoneSet,
-    /// The format of the report (to compare URLs as the report writes them).
-    pub format: Format,
-    /// True when the file was empty (the header must be written).
-    pub fresh: bool,
-    /// Bytes of a torn last row that were cut.
-    pub repaired: u64,
-}
-
-/// Opens `path` for `--resume`: cuts a torn last row, checks the header (CSV), reads the
-/// done indices. A missing file is a fresh report.
-pub fn resume(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, Error> {
-    let io_err = |source| Error::Output {
-        path: path.to_path_buf(),
-        source,
-    };
-    let refuse = |reason: String| Error::Resume {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (Some(index_at), Some(url_at)) = (columns.index_position(), columns.url_position()) else {
-        return Err(refuse(
-            "--resume needs the index and url columns (add them to --fields)".to_string(),
-        ));
-    };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    // Keep everything up to the end of the last whole row.
-    let keep = match format {
-        Format::Csv => csv_complete_len(BufReader::new(&mut file)),
-        Format::Jsonl => last_line_end(&mut file, len),
-    }
-    .map_err(io_err)?;
-    if keep < len {
-        file.set_len(keep).map_err(io_err)?;
-    }
-    let mut done = DoneSet::default();
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let reader = BufReader::with_capacity(256 * 1024, &mut file);
-    let mut fresh = keep == 0;
-    match format {
-        Format::Csv if keep > 0 => {
-            let mut rdr = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .from_reader(reader);
-            let header = rdr.headers().map_err(|e| refuse(e.to_string()))?;
-            let expected: Vec<Cow<'_, str>> = columns.names().iter().map(|n| csv_text(n)).collect();
-            let expected: Vec<&str> = expected.iter().map(|n| n.as_ref()).collect();
-            let found: Vec<&str> = header.iter().collect();
-            if found != expected {
-                return Err(refuse(format!(
-                    "its columns are not this run's (found {}); write to a new file",
-                    found.join(",")
-                )));
-            }
-            for (n, record) in rdr.records().enumerate() {
-                let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
-                let index = record
-                    .get(index_at)
-                    .and_then(|i| i.parse::<u64>().ok())
-                    .filter(|i| *i > 0)
-                    .ok_or_else(|| refuse(format!("row {} has no valid index", n + 2)))?;
-                if !done.insert(index, record.get(url_at).unwrap_or("")) {
-                    return Err(refuse(format!("index {index} appears twice")));
-                }
-            }
+    /// Whether a report's header row, as read back, is this one (names as the CSV writer
+    /// wrote them); if not, the error names what was found.
+    pub fn check_header<'a>(
+        &self,
+        found: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), OtherColumns> {
+        let found: Vec<&str> = found.into_iter().collect();
+        let same = found.len() == self.names.len()
+            && found
+                .iter()
+                .zip(&self.names)
+                .all(|(f, n)| *f == csv_text(n));
+        if same {
+            Ok(())
+        } else {
+            Err(OtherColumns(found.join(",")))
         }
-        Format::Jsonl => {
-            for (n, line) in reader.lines().enumerate() {
-                let line = line.map_err(io_err)?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let row = serde_json::from_str::<serde_json::Value>(&line).ok();
-                let index = row
-                    .as_ref()
-                    .and_then(|v| v.get("index").and_then(|i| i.as_u64()))
-                    .ok_or_else(|| {
-                        refuse(format!("line {} is not a ratefetch JSONL row", n + 1))
-                    })?;
-                let url = row
-                    .as_ref()
-                    .and_then(|v| v.get("url").and_then(|u| u.as_str()))
-                    .unwrap_or("");
-                if !done.insert(index, url) {
-                    return Err(refuse(format!("index {index} appears twice")));
-                }
-            }
-            fresh = false;
-        }
-        Format::Csv => {}
-    }
-    file.seek(SeekFrom::End(0)).map_err(io_err)?;
-    Ok(Resumed {
-        file,
-        done,
-        format,
-        fresh,
-        repaired: len - keep,
-    })
-}
-
-/// The length of a CSV report up to the end of its last whole record (0 if none): the
-/// record's terminator, outside quotes, has been read. The csv reader alone cannot tell:
-/// at the end of its input it accepts an unterminated record as complete, even one cut
-/// inside a quoted cell. So this runs the same parser (csv-core, with the csv crate's
-/// defaults) and counts only the records that ended with a terminator. A CR LF counts as
-/// one terminator; blank lines after the last record are cut too.
-pub fn csv_complete_len(mut report: impl Read) -> io::Result<u64> {
-    use csv_core::ReadRecordResult;
-    let mut parser = csv_core::Reader::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    // The parser copies the cells out; they are not needed, so the buffers are reused.
-    let mut cells = vec![0u8; 64 * 1024];
-    let mut ends = [0usize; 256];
-    // Bytes before `chunk`, and the end of the last whole record.
-    let (mut offset, mut keep) = (0u64, 0u64);
-    // The last whole record ended with a CR at `keep`: an LF right after it is part of it.
-    let mut after_cr = false;
-    loop {
-        let n = match report.read(&mut chunk) {
-            Ok(0) => return Ok(keep),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let mut at = 0;
-        while at < n {
-            if after_cr {
-                after_cr = false;
-                if chunk[at] == b'\n' {
-                    keep += 1;
-                }
-            }
-            let (result, used, _, _) = parser.read_record(&chunk[at..n], &mut cells, &mut ends);
-            at += used;
-            match result {
-                ReadRecordResult::Record => {
-                    keep = offset + at as u64;
-                    after_cr = at > 0 && chunk[at - 1] == b'\r';
-                }
-                ReadRecordResult::InputEmpty | ReadRecordResult::End => break,
-                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {}
-            }
-        }
-        offset += n as u64;
     }
 }
 
-/// The length of the file up to and including its last `\n` (0 if none). For JSONL, where
-/// each line is one row.
-fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
-    use std::io::Read;
-    let mut end = len;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let n = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk[..n])?;
-        if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
-}
+/// A report whose header is not this run's columns (the header found, comma-separated).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("its columns are not this run's (found {0})")]
+pub struct OtherColumns(pub String);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use std::sync::{Arc, Mutex};
@@ -638,7 +622,7 @@ mod tests {
 
     /// A `Write` the test can read back.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Shared(pub(crate) Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -649,7 +633,7 @@ mod tests {
         }
     }
 
-    fn sample() -> Outcome {
+    pub(crate) fn sample() -> Outcome {
         Outcome {
             index: 7,
             url: "http://a.test/x".into(),
@@ -665,7 +649,7 @@ mod tests {
         }
     }
 
-    fn render(format: Format, rows: &[Outcome]) -> String {
+    pub(crate) fn render(format: Format, rows: &[Outcome]) -> String {
         let out = Shared::default();
         let mut sink = Sink::new(Box::new(out.clone()), format, Columns::default()).unwrap();
         for r in rows {
@@ -730,7 +714,7 @@ mod tests {
 
     /// Columns and a row whose passthrough and extracted cells hold line breaks (LF and
     /// CR LF), as a CSV input of addresses and notes brings them.
-    fn multi_line(index: u64) -> (Columns, Outcome) {
+    pub(crate) fn multi_line(index: u64) -> (Columns, Outcome) {
         let columns = Columns::new(
             &["desc".to_string()],
             false,
@@ -753,7 +737,7 @@ mod tests {
         (columns, o)
     }
 
-    fn render_with(format: Format, columns: &Columns, rows: &[Outcome]) -> String {
+    pub(crate) fn render_with(format: Format, columns: &Columns, rows: &[Outcome]) -> String {
         let out = Shared::default();
         let mut sink = Sink::new(Box::new(out.clone()), format, columns.clone()).unwrap();
         for r in rows {
@@ -791,97 +775,6 @@ mod tests {
             (&row["title"], &row["error"]),
             (&"a title".into(), &"an  error".into())
         );
-    }
-
-    #[test]
-    fn whole_records_end_at_a_terminator_outside_quotes() {
-        for (text, whole) in [
-            ("", ""),
-            ("a,b", ""),
-            ("a,b\n1,2\n", "a,b\n1,2\n"),
-            ("a,b\n1,2", "a,b\n"),
-            ("a,b\n1,\"x\ny\"\n", "a,b\n1,\"x\ny\"\n"),
-            ("a,b\n1,\"x\n", "a,b\n"),
-            ("a,b\n1,\"x\ny\"", "a,b\n"),
-            ("a,b\n1,\"x\"\"\n", "a,b\n"),
-            ("a,b\n1,\"x\"\"\"\n", "a,b\n1,\"x\"\"\"\n"),
-            ("a,b\r\n1,\"x\r\ny\"\r\n", "a,b\r\n1,\"x\r\ny\"\r\n"),
-            ("a,b\r\n1,\"x\r", "a,b\r\n"),
-            ("a,b\n1,2\n\n", "a,b\n1,2\n"),
-        ] {
-            let len = csv_complete_len(text.as_bytes()).unwrap();
-            assert_eq!(&text[..len as usize], whole, "{text:?}");
-            // The same when every read returns one byte (a record split across reads).
-            let bytewise = csv_complete_len(OneByte(text.as_bytes())).unwrap();
-            assert_eq!(bytewise, len, "{text:?} read byte by byte");
-        }
-    }
-
-    /// A reader that returns one byte per read.
-    struct OneByte<'a>(&'a [u8]);
-    impl Read for OneByte<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let Some((first, rest)) = self.0.split_first() else {
-                return Ok(0);
-            };
-            if let Some(b) = buf.first_mut() {
-                *b = *first;
-                self.0 = rest;
-                return Ok(1);
-            }
-            Ok(0)
-        }
-    }
-
-    #[test]
-    fn resume_cuts_a_report_torn_inside_a_multi_line_cell_back_to_the_last_whole_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        let (columns, one) = multi_line(1);
-        let two = multi_line(2).1;
-        let whole = render_with(Format::Csv, &columns, &[one, two]);
-        let three = multi_line(3).1;
-        let full = render_with(Format::Csv, &columns, &[three]);
-        let header_len = full.find('\n').unwrap() + 1;
-        let row3 = &full[header_len..];
-        // Torn at every byte of row 3, inside its quoted multi-line cells or not.
-        for cut in 1..row3.len() {
-            let torn = format!("{whole}{}", &row3[..cut]);
-            std::fs::write(&path, &torn).unwrap();
-            let r = resume(&path, Format::Csv, &columns).unwrap();
-            assert!(r.done.contains(1) && r.done.contains(2), "cut at {cut}");
-            assert!(!r.done.contains(3), "cut at {cut}: {:?}", &row3[..cut]);
-            assert_eq!(r.repaired, cut as u64);
-            drop(r);
-            assert_eq!(
-                std::fs::read_to_string(&path).unwrap(),
-                whole,
-                "cut at {cut}"
-            );
-        }
-    }
-
-    #[test]
-    fn resume_keeps_a_whole_multi_line_last_record_and_matches_its_url() {
-        let dir = tempfile::tempdir().unwrap();
-        let (columns, mut o) = multi_line(4);
-        // A URL cell with a line break inside (a CSV input's cell is trimmed only at its
-        // ends): an invalid_url row, which a resume must still recognise.
-        o.url = "http://a.test/x\ny".into();
-        for (format, name) in [(Format::Csv, "r.csv"), (Format::Jsonl, "r.jsonl")] {
-            let path = dir.path().join(name);
-            let text = render_with(format, &columns, std::slice::from_ref(&o));
-            std::fs::write(&path, &text).unwrap();
-            let r = resume(&path, format, &columns).unwrap();
-            assert_eq!((r.repaired, r.done.len()), (0, 1), "{format:?}");
-            assert_eq!(
-                r.done.matches(4, &report_url(format, &o.url)),
-                Some(true),
-                "{format:?}"
-            );
-            drop(r);
-            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{format:?}");
-        }
     }
 
     #[test]
@@ -973,83 +866,29 @@ mod tests {
     }
 
     #[test]
-    fn done_set_inserts_and_counts() {
-        let mut d = DoneSet::default();
-        assert!(d.insert(1, "http://a.test/"));
-        assert!(d.insert(10_000_000, "http://b.test/"));
-        assert!(
-            d.insert(u64::MAX, "http://damaged.test/"),
-            "a huge index costs no memory"
+    fn standard_columns_are_named_in_report_order() {
+        let names: Vec<&str> = Std::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, COLUMNS);
+        let c = Columns::default();
+        for (i, s) in Std::ALL.iter().enumerate() {
+            assert_eq!(c.position(*s), Some(i), "{s:?}");
+        }
+        let fields: Vec<String> = vec!["status".into(), "url".into()];
+        let c = Columns::new(&[], false, &[], Some(&fields)).unwrap();
+        assert_eq!(c.position(Std::Url), Some(1));
+        assert_eq!(c.position(Std::Index), None);
+    }
+
+    #[test]
+    fn a_header_is_checked_as_the_csv_writer_wrote_it() {
+        let c = Columns::new(&[], false, &["=sum".to_string()], None).unwrap();
+        let mut header: Vec<&str> = COLUMNS.to_vec();
+        header.push("'=sum");
+        assert_eq!(c.check_header(header.iter().copied()), Ok(()));
+        let err = c.check_header(["index", "url"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "its columns are not this run's (found index,url)"
         );
-        assert!(d.contains(u64::MAX));
-        assert!(!d.insert(1, "http://a.test/"));
-        assert!(d.contains(1) && d.contains(10_000_000) && !d.contains(2));
-        assert_eq!((d.len(), d.max_index()), (3, u64::MAX));
-        assert_eq!(d.matches(1, "http://a.test/"), Some(true));
-        assert_eq!(d.matches(1, "http://other.test/"), Some(false));
-        assert_eq!(d.matches(2, "http://a.test/"), None);
-    }
-
-    #[test]
-    fn resume_cuts_a_torn_line_and_reads_done_indices() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        let mut text = render(Format::Csv, &[sample()]);
-        text.push_str("9,http://a.test/torn,http://a.t");
-        std::fs::write(&path, &text).unwrap();
-        let r = resume(&path, Format::Csv, &Columns::default()).unwrap();
-        assert!(r.done.contains(7) && !r.done.contains(9));
-        assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
-        assert_eq!(r.done.len(), 1);
-        assert!(r.repaired > 0 && !r.fresh);
-        drop(r);
-        let after = std::fs::read_to_string(&path).unwrap();
-        assert!(after.ends_with('\n') && !after.contains("torn"));
-    }
-
-    #[test]
-    fn resume_refuses_other_columns() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        std::fs::write(&path, "a,b\n1,2\n").unwrap();
-        let err = resume(&path, Format::Csv, &Columns::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("columns"), "{err}");
-    }
-
-    #[test]
-    fn resume_refuses_a_report_with_an_index_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        std::fs::write(&path, render(Format::Csv, &[sample(), sample()])).unwrap();
-        let err = resume(&path, Format::Csv, &Columns::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("twice"), "{err}");
-    }
-
-    #[test]
-    fn resume_of_a_missing_or_empty_file_is_fresh() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = resume(
-            &dir.path().join("new.csv"),
-            Format::Csv,
-            &Columns::default(),
-        )
-        .unwrap();
-        assert!(r.fresh && r.done.is_empty());
-    }
-
-    #[test]
-    fn resume_reads_jsonl() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.jsonl");
-        let mut text = render(Format::Jsonl, &[sample()]);
-        text.push_str("{\"index\":8,\"url\":");
-        std::fs::write(&path, &text).unwrap();
-        let r = resume(&path, Format::Jsonl, &Columns::default()).unwrap();
-        assert!(r.done.contains(7) && !r.done.contains(8));
-        assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
     }
 }

@@ -1,0 +1,609 @@
+//! Resume: a run that appends to an earlier report does each job exactly once. This module
+//! reads the earlier report (cuts a torn last record, checks its format, collects the done
+//! indices with a tag of each URL) and checks the new input against it, job by job, on the
+//! input thread (`Skip`): a done job is skipped, a job not done goes on, and an input that
+//! is not the one the report was made from is refused (`NotTheSameInput`) before anything
+//! is fetched.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::config::Format;
+use crate::error::Error;
+use crate::job::Job;
+use crate::sink::{csv_text, Columns, Std};
+
+/// The job indices already in a report, each with a one-byte tag of its URL, so that a
+/// resume can tell that the input is not the one the report was made from. One byte per
+/// input line: 10 million lines take 10 MB.
+#[derive(Debug, Default, Clone)]
+pub struct DoneSet {
+    /// `tags[index]`: 0 when not done, else the URL's tag (1..=255).
+    tags: Vec<u8>,
+    /// Indices too large for `tags` (only a damaged report has them).
+    sparse: std::collections::HashMap<u64, u8>,
+    len: u64,
+    max: u64,
+}
+
+/// Indices below this live in the dense table (at most 64 MB); larger ones in a map, so a
+/// damaged index cell cannot make a resume allocate gigabytes.
+const DENSE_LIMIT: u64 = 1 << 26;
+
+/// FNV-1a folded into 1..=255: stable across runs and Rust versions, unlike std's hasher.
+fn url_tag(url: &str) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in url.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h % 255) as u8 + 1
+}
+
+impl DoneSet {
+    /// Marks `index` done with the URL cell found in the report. Returns false if it was
+    /// already there (a report with an index twice).
+    pub fn insert(&mut self, index: u64, url: &str) -> bool {
+        let tag = url_tag(url);
+        let fresh = if index < DENSE_LIMIT {
+            let i = index as usize;
+            if i >= self.tags.len() {
+                let grown = (i + 1).max(self.tags.len() * 2).min(DENSE_LIMIT as usize);
+                self.tags.resize(grown, 0);
+            }
+            std::mem::replace(&mut self.tags[i], tag) == 0
+        } else {
+            self.sparse.insert(index, tag).is_none()
+        };
+        self.len += u64::from(fresh);
+        self.max = self.max.max(index);
+        fresh
+    }
+
+    /// The highest index in the set (0 when empty).
+    pub fn max_index(&self) -> u64 {
+        self.max
+    }
+
+    pub fn contains(&self, index: u64) -> bool {
+        self.tag(index).is_some()
+    }
+
+    fn tag(&self, index: u64) -> Option<u8> {
+        if index < DENSE_LIMIT {
+            self.tags.get(index as usize).copied().filter(|t| *t != 0)
+        } else {
+            self.sparse.get(&index).copied()
+        }
+    }
+
+    /// For a done index, whether `url` (as the report writes it) matches the report's cell:
+    /// `None` when the index is not done. A different URL is caught with probability 254/255
+    /// per line.
+    pub fn matches(&self, index: u64, report_url: &str) -> Option<bool> {
+        self.tag(index).map(|t| t == url_tag(report_url))
+    }
+
+    /// How many indices are in the set.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The `url` cell as the report holds it, in `format`.
+pub fn report_url(format: Format, url: &str) -> Cow<'_, str> {
+    match format {
+        Format::Csv => csv_text(url),
+        Format::Jsonl => Cow::Borrowed(url),
+    }
+}
+
+/// The input of a `--resume` is not the one the report was made from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}; --resume needs the input the report was made from")]
+pub struct NotTheSameInput(pub String);
+
+/// What the input thread does with one job of a resumed run.
+#[derive(Debug)]
+pub enum Verdict {
+    /// In the report already, with the same URL: not done again.
+    Done,
+    /// Not in the report, but before its last index: held back (`release`) until every
+    /// done index has been checked. It counts as read.
+    Held,
+    /// Not in the report, and the report is checked: the held jobs (`release`), then this
+    /// one, may go.
+    Keep(Job),
+}
+
+/// Checks a resumed run's input against the report, job by job. Jobs before the report's
+/// highest index are held back until that index has been checked, so that a resume with
+/// another input is refused before anything is fetched, even from stdin. (Those held jobs
+/// are the few that were in flight when the earlier run ended.)
+#[derive(Debug)]
+pub struct Skip {
+    done: DoneSet,
+    /// The report's format (to compare URLs as it wrote them).
+    format: Format,
+    /// Done indices seen in the input with the report's URL.
+    checked: u64,
+    /// Jobs not done, before the report's highest index.
+    held: Vec<Job>,
+}
+
+/// The most not-done jobs held back while a resume checks the input against the report.
+/// They are the jobs that were in flight when the earlier run ended: a few thousand at most.
+const MAX_HELD: usize = 1_000_000;
+
+impl Skip {
+    /// The check against a report holding `done`, written in `format`.
+    pub fn new(done: DoneSet, format: Format) -> Skip {
+        Skip {
+            done,
+            format,
+            checked: 0,
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes the input's next job. `unit` is what an index counts (`line`, `row`), for the
+    /// message of a mismatch.
+    pub fn check(&mut self, job: Job, unit: &str) -> Result<Verdict, NotTheSameInput> {
+        match self
+            .done
+            .matches(job.index, &report_url(self.format, &job.url))
+        {
+            Some(true) => {
+                self.checked += 1;
+                return Ok(Verdict::Done);
+            }
+            Some(false) => {
+                return Err(NotTheSameInput(format!(
+                    "{unit} {} is not the URL the report holds for index {}",
+                    job.index, job.index
+                )))
+            }
+            None => {}
+        }
+        let hold_until = self.done.max_index();
+        if job.index < hold_until {
+            if self.held.len() >= MAX_HELD {
+                return Err(NotTheSameInput(format!(
+                    "more than {MAX_HELD} lines before the report's last index {hold_until} are not in it"
+                )));
+            }
+            self.held.push(job);
+            return Ok(Verdict::Held);
+        }
+        // Past the report's last index: every done index must have been seen, and matched,
+        // before anything is sent.
+        if self.checked != self.done.len() {
+            return Err(NotTheSameInput(format!(
+                "{} rows of the report have no matching {unit} in this input",
+                self.done.len() - self.checked
+            )));
+        }
+        Ok(Verdict::Keep(job))
+    }
+
+    /// The jobs held back so far; they may go once `check` has said `Keep`.
+    pub fn release(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// At the end of the input: every row of the report must have been matched. Then the
+    /// held jobs may go.
+    pub fn finish(&mut self) -> Result<Vec<Job>, NotTheSameInput> {
+        if self.checked != self.done.len() {
+            return Err(NotTheSameInput(format!(
+                "the report holds {} rows for lines this input does not have",
+                self.done.len() - self.checked
+            )));
+        }
+        Ok(self.release())
+    }
+}
+
+/// An earlier report opened for `--resume`: positioned at its end, torn last row removed.
+pub struct Resumed {
+    pub file: File,
+    /// Job indices already in the report, with their URL tags.
+    pub done: DoneSet,
+    /// The format of the report (to compare URLs as the report writes them).
+    pub format: Format,
+    /// True when the file was empty (the header must be written).
+    pub fresh: bool,
+    /// Bytes of a torn last row that were cut.
+    pub repaired: u64,
+}
+
+/// Opens `path` for `--resume`: cuts a torn last row, checks the header (CSV), reads the
+/// done indices. A missing file is a fresh report.
+pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, Error> {
+    let io_err = |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |reason: String| Error::Resume {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (Some(index_at), Some(url_at)) = (columns.position(Std::Index), columns.position(Std::Url))
+    else {
+        return Err(refuse(
+            "--resume needs the index and url columns (add them to --fields)".to_string(),
+        ));
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    // Keep everything up to the end of the last whole row.
+    let keep = match format {
+        Format::Csv => csv_complete_len(BufReader::new(&mut file)),
+        Format::Jsonl => last_line_end(&mut file, len),
+    }
+    .map_err(io_err)?;
+    if keep < len {
+        file.set_len(keep).map_err(io_err)?;
+    }
+    let mut done = DoneSet::default();
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let reader = BufReader::with_capacity(256 * 1024, &mut file);
+    let mut fresh = keep == 0;
+    match format {
+        Format::Csv if keep > 0 => {
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(reader);
+            let header = rdr.headers().map_err(|e| refuse(e.to_string()))?;
+            columns
+                .check_header(header)
+                .map_err(|e| refuse(format!("{e}; write to a new file")))?;
+            for (n, record) in rdr.records().enumerate() {
+                let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
+                let index = record
+                    .get(index_at)
+                    .and_then(|i| i.parse::<u64>().ok())
+                    .filter(|i| *i > 0)
+                    .ok_or_else(|| refuse(format!("row {} has no valid index", n + 2)))?;
+                if !done.insert(index, record.get(url_at).unwrap_or("")) {
+                    return Err(refuse(format!("index {index} appears twice")));
+                }
+            }
+        }
+        Format::Jsonl => {
+            for (n, line) in reader.lines().enumerate() {
+                let line = line.map_err(io_err)?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let row = serde_json::from_str::<serde_json::Value>(&line).ok();
+                let index = row
+                    .as_ref()
+                    .and_then(|v| v.get("index").and_then(|i| i.as_u64()))
+                    .ok_or_else(|| {
+                        refuse(format!("line {} is not a ratefetch JSONL row", n + 1))
+                    })?;
+                let url = row
+                    .as_ref()
+                    .and_then(|v| v.get("url").and_then(|u| u.as_str()))
+                    .unwrap_or("");
+                if !done.insert(index, url) {
+                    return Err(refuse(format!("index {index} appears twice")));
+                }
+            }
+            fresh = false;
+        }
+        Format::Csv => {}
+    }
+    file.seek(SeekFrom::End(0)).map_err(io_err)?;
+    Ok(Resumed {
+        file,
+        done,
+        format,
+        fresh,
+        repaired: len - keep,
+    })
+}
+
+/// The length of a CSV report up to the end of its last whole record (0 if none): the
+/// record's terminator, outside quotes, has been read. The csv reader alone cannot tell:
+/// at the end of its input it accepts an unterminated record as complete, even one cut
+/// inside a quoted cell. So this runs the same parser (csv-core, with the csv crate's
+/// defaults) and counts only the records that ended with a terminator. A CR LF counts as
+/// one terminator; blank lines after the last record are cut too.
+pub fn csv_complete_len(mut report: impl Read) -> io::Result<u64> {
+    use csv_core::ReadRecordResult;
+    let mut parser = csv_core::Reader::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    // The parser copies the cells out; they are not needed, so the buffers are reused.
+    let mut cells = vec![0u8; 64 * 1024];
+    let mut ends = [0usize; 256];
+    // Bytes before `chunk`, and the end of the last whole record.
+    let (mut offset, mut keep) = (0u64, 0u64);
+    // The last whole record ended with a CR at `keep`: an LF right after it is part of it.
+    let mut after_cr = false;
+    loop {
+        let n = match report.read(&mut chunk) {
+            Ok(0) => return Ok(keep),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut at = 0;
+        while at < n {
+            if after_cr {
+                after_cr = false;
+                if chunk[at] == b'\n' {
+                    keep += 1;
+                }
+            }
+            let (result, used, _, _) = parser.read_record(&chunk[at..n], &mut cells, &mut ends);
+            at += used;
+            match result {
+                ReadRecordResult::Record => {
+                    keep = offset + at as u64;
+                    after_cr = at > 0 && chunk[at - 1] == b'\r';
+                }
+                ReadRecordResult::InputEmpty | ReadRecordResult::End => break,
+                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {}
+            }
+        }
+        offset += n as u64;
+    }
+}
+
+/// The length of the file up to and including its last `\n` (0 if none). For JSONL, where
+/// each line is one row.
+fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
+    use std::io::Read;
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::tests::{multi_line, render, render_with, sample};
+
+    #[test]
+    fn whole_records_end_at_a_terminator_outside_quotes() {
+        for (text, whole) in [
+            ("", ""),
+            ("a,b", ""),
+            ("a,b\n1,2\n", "a,b\n1,2\n"),
+            ("a,b\n1,2", "a,b\n"),
+            ("a,b\n1,\"x\ny\"\n", "a,b\n1,\"x\ny\"\n"),
+            ("a,b\n1,\"x\n", "a,b\n"),
+            ("a,b\n1,\"x\ny\"", "a,b\n"),
+            ("a,b\n1,\"x\"\"\n", "a,b\n"),
+            ("a,b\n1,\"x\"\"\"\n", "a,b\n1,\"x\"\"\"\n"),
+            ("a,b\r\n1,\"x\r\ny\"\r\n", "a,b\r\n1,\"x\r\ny\"\r\n"),
+            ("a,b\r\n1,\"x\r", "a,b\r\n"),
+            ("a,b\n1,2\n\n", "a,b\n1,2\n"),
+        ] {
+            let len = csv_complete_len(text.as_bytes()).unwrap();
+            assert_eq!(&text[..len as usize], whole, "{text:?}");
+            // The same when every read returns one byte (a record split across reads).
+            let bytewise = csv_complete_len(OneByte(text.as_bytes())).unwrap();
+            assert_eq!(bytewise, len, "{text:?} read byte by byte");
+        }
+    }
+
+    #[test]
+    fn resume_cuts_a_report_torn_inside_a_multi_line_cell_back_to_the_last_whole_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let (columns, one) = multi_line(1);
+        let two = multi_line(2).1;
+        let whole = render_with(Format::Csv, &columns, &[one, two]);
+        let three = multi_line(3).1;
+        let full = render_with(Format::Csv, &columns, &[three]);
+        let header_len = full.find('\n').unwrap() + 1;
+        let row3 = &full[header_len..];
+        // Torn at every byte of row 3, inside its quoted multi-line cells or not.
+        for cut in 1..row3.len() {
+            let torn = format!("{whole}{}", &row3[..cut]);
+            std::fs::write(&path, &torn).unwrap();
+            let r = open(&path, Format::Csv, &columns).unwrap();
+            assert!(r.done.contains(1) && r.done.contains(2), "cut at {cut}");
+            assert!(!r.done.contains(3), "cut at {cut}: {:?}", &row3[..cut]);
+            assert_eq!(r.repaired, cut as u64);
+            drop(r);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                whole,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn resume_keeps_a_whole_multi_line_last_record_and_matches_its_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let (columns, mut o) = multi_line(4);
+        // A URL cell with a line break inside (a CSV input's cell is trimmed only at its
+        // ends): an invalid_url row, which a resume must still recognise.
+        o.url = "http://a.test/x\ny".into();
+        for (format, name) in [(Format::Csv, "r.csv"), (Format::Jsonl, "r.jsonl")] {
+            let path = dir.path().join(name);
+            let text = render_with(format, &columns, std::slice::from_ref(&o));
+            std::fs::write(&path, &text).unwrap();
+            let r = open(&path, format, &columns).unwrap();
+            assert_eq!((r.repaired, r.done.len()), (0, 1), "{format:?}");
+            assert_eq!(
+                r.done.matches(4, &report_url(format, &o.url)),
+                Some(true),
+                "{format:?}"
+            );
+            drop(r);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn done_set_inserts_and_counts() {
+        let mut d = DoneSet::default();
+        assert!(d.insert(1, "http://a.test/"));
+        assert!(d.insert(10_000_000, "http://b.test/"));
+        assert!(
+            d.insert(u64::MAX, "http://damaged.test/"),
+            "a huge index costs no memory"
+        );
+        assert!(d.contains(u64::MAX));
+        assert!(!d.insert(1, "http://a.test/"));
+        assert!(d.contains(1) && d.contains(10_000_000) && !d.contains(2));
+        assert_eq!((d.len(), d.max_index()), (3, u64::MAX));
+        assert_eq!(d.matches(1, "http://a.test/"), Some(true));
+        assert_eq!(d.matches(1, "http://other.test/"), Some(false));
+        assert_eq!(d.matches(2, "http://a.test/"), None);
+    }
+
+    #[test]
+    fn resume_cuts_a_torn_line_and_reads_done_indices() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut text = render(Format::Csv, &[sample()]);
+        text.push_str("9,http://a.test/torn,http://a.t");
+        std::fs::write(&path, &text).unwrap();
+        let r = open(&path, Format::Csv, &Columns::default()).unwrap();
+        assert!(r.done.contains(7) && !r.done.contains(9));
+        assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
+        assert_eq!(r.done.len(), 1);
+        assert!(r.repaired > 0 && !r.fresh);
+        drop(r);
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.ends_with('\n') && !after.contains("torn"));
+    }
+
+    #[test]
+    fn resume_refuses_other_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, "a,b\n1,2\n").unwrap();
+        let err = open(&path, Format::Csv, &Columns::default()).err().unwrap();
+        assert!(err.to_string().contains("columns"), "{err}");
+    }
+
+    #[test]
+    fn resume_refuses_a_report_with_an_index_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, render(Format::Csv, &[sample(), sample()])).unwrap();
+        let err = open(&path, Format::Csv, &Columns::default()).err().unwrap();
+        assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn resume_of_a_missing_or_empty_file_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = open(
+            &dir.path().join("new.csv"),
+            Format::Csv,
+            &Columns::default(),
+        )
+        .unwrap();
+        assert!(r.fresh && r.done.is_empty());
+    }
+
+    #[test]
+    fn resume_reads_jsonl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut text = render(Format::Jsonl, &[sample()]);
+        text.push_str("{\"index\":8,\"url\":");
+        std::fs::write(&path, &text).unwrap();
+        let r = open(&path, Format::Jsonl, &Columns::default()).unwrap();
+        assert!(r.done.contains(7) && !r.done.contains(8));
+        assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
+    }
+
+    /// A reader that returns one byte per read.
+    struct OneByte<'a>(&'a [u8]);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            if let Some(b) = buf.first_mut() {
+                *b = *first;
+                self.0 = rest;
+                return Ok(1);
+            }
+            Ok(0)
+        }
+    }
+
+    fn job(index: u64, url: &str) -> Job {
+        Job {
+            index,
+            url: url.to_string(),
+            target: Ok(url.parse().expect("a test URL")),
+            passthrough: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn skip_holds_jobs_until_the_report_is_checked_then_keeps_them() {
+        let mut done = DoneSet::default();
+        done.insert(2, "http://a.test/2");
+        let mut skip = Skip::new(done, Format::Csv);
+        assert!(matches!(
+            skip.check(job(1, "http://a.test/1"), "line"),
+            Ok(Verdict::Held)
+        ));
+        assert!(matches!(
+            skip.check(job(2, "http://a.test/2"), "line"),
+            Ok(Verdict::Done)
+        ));
+        assert!(matches!(
+            skip.check(job(3, "http://a.test/3"), "line"),
+            Ok(Verdict::Keep(j)) if j.index == 3
+        ));
+        let held: Vec<u64> = skip.release().iter().map(|j| j.index).collect();
+        assert_eq!(held, [1]);
+        assert!(skip.finish().unwrap().is_empty());
+    }
+
+    #[test]
+    fn skip_refuses_another_url_a_missing_row_and_a_short_input() {
+        let mut done = DoneSet::default();
+        done.insert(2, "http://a.test/2");
+        let err = Skip::new(done.clone(), Format::Csv)
+            .check(job(2, "http://b.test/2"), "row")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "row 2 is not the URL the report holds for index 2; \
+             --resume needs the input the report was made from"
+        );
+        let err = Skip::new(done.clone(), Format::Csv)
+            .check(job(3, "http://a.test/3"), "line")
+            .unwrap_err();
+        assert!(err.0.contains("1 rows of the report"), "{err}");
+        let mut skip = Skip::new(done, Format::Csv);
+        skip.check(job(1, "http://a.test/1"), "line").unwrap();
+        assert!(skip.finish().unwrap_err().0.contains("1 rows"));
+    }
+}
