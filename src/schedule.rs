@@ -110,6 +110,9 @@ struct State {
     waiting: usize,
     feeder_waiting: bool,
     input_done: bool,
+    /// No dispatch yet: a resumed input is still being checked against its report, and
+    /// nothing may leave before the check has passed.
+    gated: bool,
     closed: bool,
     /// When the timer thread will next wake.
     timer_at: Option<Instant>,
@@ -251,6 +254,28 @@ impl Scheduler {
             self.inner.work.notify_waiters();
         }
         drop(s);
+    }
+
+    /// Holds every dispatch until `open` (a resume checks its input first). Jobs keep coming
+    /// in meanwhile, to disk beyond the lookahead.
+    pub fn hold(&self) {
+        self.inner.lock().gated = true;
+    }
+
+    /// Lets held dispatches go.
+    pub fn open(&self) {
+        let mut s = self.inner.lock();
+        if !s.gated {
+            return;
+        }
+        s.gated = false;
+        drop(s);
+        self.inner.work.notify_waiters();
+    }
+
+    /// Whether dispatches are held.
+    pub fn is_held(&self) -> bool {
+        self.inner.lock().gated
     }
 
     /// Stops dispatching: waiting workers return `None`, queued tasks are dropped.
@@ -447,7 +472,8 @@ impl Inner {
     }
 
     fn may_read(&self, s: &State) -> bool {
-        !s.input_done && (s.waiting > 0 || (s.in_memory < self.lookahead && s.spilled == 0))
+        !s.input_done
+            && (s.gated || s.waiting > 0 || (s.in_memory < self.lookahead && s.spilled == 0))
     }
 
     fn wake_feeder(&self, s: &mut State) {
@@ -471,13 +497,15 @@ impl Inner {
             push(&mut s.free, task, front);
             return 1;
         };
-        if !self.track && !s.hosts.contains_key(host) {
+        let over = s.in_memory >= self.lookahead;
+        // Past the lookahead (a held resume reads on), even a host without limits queues
+        // where it can spill.
+        if !self.track && !over && !s.hosts.contains_key(host) {
             s.in_memory += 1;
             push(&mut s.free, task, front);
             return 1;
         }
         let key: Box<str> = host.into();
-        let over = s.in_memory >= self.lookahead;
         let h = s.hosts.entry(key.clone()).or_default();
         let spill =
             !front && task.is_fresh() && (h.queue.len() >= HOST_CAP || h.spilled_jobs > 0 || over);
@@ -567,6 +595,9 @@ impl Inner {
 
     /// Takes the next task that may leave now, marking its host's slot taken.
     fn dispatch(&self, s: &mut State) -> Option<(Option<Box<str>>, Task)> {
+        if s.gated {
+            return None;
+        }
         for _ in 0..2 {
             s.free_first = !s.free_first;
             if !s.free_first {
