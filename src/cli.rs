@@ -264,7 +264,7 @@ impl Cli {
         }
         let mut names = std::collections::HashSet::new();
         for x in &self.extract {
-            if crate::sink::COLUMNS.contains(&x.name.as_str()) || x.name == "body_sha256" {
+            if crate::sink::is_reserved(&x.name) {
                 return Err(UsageError::new(
                     "--extract",
                     format!("{:?} is a standard column; choose another name", x.name),
@@ -532,6 +532,8 @@ mod tests {
                 &["--extract", "p=css:a", "--extract", "p=css:b"][..],
                 "--extract",
             ),
+            (&["--extract", "url=css:a"][..], "--extract"),
+            (&["--extract", "body_sha256=css:a"][..], "--extract"),
             (
                 &["--input-format", "text", "--url-column", "u"][..],
                 "--url-column",

@@ -34,6 +34,15 @@ pub const COLUMNS: [&str; 12] = [
     "started_at",
 ];
 
+/// The column `--save-bodies` adds.
+pub const BODY_SHA256: &str = "body_sha256";
+
+/// Whether `name` belongs to ratefetch (a standard column or `body_sha256`), so that an
+/// `--extract` rule may not take it. The one list of reserved names.
+pub fn is_reserved(name: &str) -> bool {
+    COLUMNS.contains(&name) || name == BODY_SHA256
+}
+
 /// The job indices already in a report, each with a one-byte tag of its URL, so that a
 /// resume can tell that the input is not the one the report was made from. One byte per
 /// input line: 10 million lines take 10 MB.
@@ -403,7 +412,7 @@ impl Columns {
                 .map(|(i, n)| (n.clone(), Col::Extract(i))),
         );
         if body_sha256 {
-            all.push(("body_sha256".to_string(), Col::BodySha256));
+            all.push((BODY_SHA256.to_string(), Col::BodySha256));
         }
         for (i, name) in passthrough.iter().enumerate() {
             let mut name = name.clone();
