@@ -48,8 +48,8 @@ pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;
-use input::{Skip, Source};
-use sink::{Columns, Sink};
+use input::{CsvInputError, Skip, Source};
+use sink::{Columns, ColumnsError, Sink};
 
 /// Opens the input and the output named by `config` (both before the first request, so a
 /// bad path fails at once), resumes the output if asked, and runs the pool.
@@ -77,15 +77,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
         tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref()))
             .await
             .expect("reading the CSV header does not panic")
-            .map_err(|message| {
-                if config.url_column.is_some() && message.starts_with("no column") {
-                    Error::Usage(UsageError::new("--url-column", message))
-                } else {
-                    Error::Input {
-                        path: config.input.display_path(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
-                    }
+            .map_err(|e| match e {
+                CsvInputError::UnknownUrlColumn { .. } => {
+                    Error::Usage(UsageError::new("--url-column", e.to_string()))
                 }
+                CsvInputError::Read(_) | CsvInputError::NoHeader => Error::Input {
+                    path: config.input.display_path(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                },
             })?
     } else {
         if config.url_column.is_some() {
@@ -104,7 +103,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
         &passthrough,
         config.fields.as_deref(),
     )
-    .map_err(|message| UsageError::new("--fields", message))?;
+    .map_err(|e| match e {
+        ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
+    })?;
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),

@@ -376,6 +376,18 @@ pub enum Col {
     Pass(usize),
 }
 
+/// Why `Columns::new` refused the columns asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnsError {
+    /// A `--fields` name that is no column of this report.
+    #[error("unknown column {name:?}; valid columns: {}", .valid.join(","))]
+    UnknownField {
+        name: String,
+        /// Every column the report could have, in order.
+        valid: Vec<String>,
+    },
+}
+
 /// The columns of one report, in order: the twelve standard ones, the extracted ones (in
 /// the order given), `body_sha256` with `--save-bodies`, then the passthrough columns of a
 /// CSV input (a name that collides with another column is prefixed `input_`). `--fields`
@@ -399,7 +411,7 @@ impl Columns {
         body_sha256: bool,
         passthrough: &[String],
         fields: Option<&[String]>,
-    ) -> Result<Columns, String> {
+    ) -> Result<Columns, ColumnsError> {
         let mut all: Vec<(String, Col)> = COLUMNS
             .iter()
             .enumerate()
@@ -429,13 +441,9 @@ impl Columns {
                     all.iter()
                         .find(|(n, _)| n == f.trim())
                         .cloned()
-                        .ok_or_else(|| {
-                            let valid: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-                            format!(
-                                "unknown column {:?}; valid columns: {}",
-                                f.trim(),
-                                valid.join(",")
-                            )
+                        .ok_or_else(|| ColumnsError::UnknownField {
+                            name: f.trim().to_string(),
+                            valid: all.iter().map(|(n, _)| n.clone()).collect(),
                         })
                 })
                 .collect::<Result<_, _>>()?,
@@ -973,7 +981,9 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "url,status,price\nhttp://a.test/x,200,$3\n");
         let bad: Vec<String> = vec!["url".into(), "cost".into()];
-        let err = Columns::new(&extracted, false, &[], Some(&bad)).unwrap_err();
+        let err = Columns::new(&extracted, false, &[], Some(&bad))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("\"cost\"") && err.contains("index,url,final_url"),
             "{err}"
