@@ -210,7 +210,7 @@ fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 impl Cli {
-    /// Checks combinations and builds the run's `Config`.
+    /// Checks combinations and builds the run's `Config` (`Config::validate` included).
     pub fn into_config(self) -> Result<Config, UsageError> {
         let input_given = self.input.is_some();
         let input = match self.input {
@@ -277,13 +277,7 @@ impl Cli {
                 ));
             }
         }
-        if self.url_column.is_some() && self.input_format == Some(InputFormat::Text) {
-            return Err(UsageError::new(
-                "--url-column",
-                "needs a CSV input (a .csv path or --input-format csv)",
-            ));
-        }
-        Ok(Config {
+        let config = Config {
             input,
             output,
             rate: self.rate,
@@ -318,7 +312,9 @@ impl Cli {
             retry_failed: self.retry_failed,
             respect_robots: self.respect_robots,
             backoff_jitter: true,
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -538,6 +534,7 @@ mod tests {
                 &["--input-format", "text", "--url-column", "u"][..],
                 "--url-column",
             ),
+            (&["list.txt", "--url-column", "u"][..], "--url-column"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?}"));
             assert!(err.contains(flag) && !err.contains('\n'), "{args:?}: {err}");

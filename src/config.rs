@@ -9,6 +9,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
+use crate::error::UsageError;
 use crate::extract::Extractor;
 use crate::units::Rate;
 
@@ -141,6 +142,19 @@ impl Config {
                 if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))),
         }
     }
+
+    /// Checks the combinations of settings that no single value can get wrong. The command
+    /// line (`Cli::into_config`) and `ratefetch::run` both call it, so a `Config` built by
+    /// hand gets the same usage errors as the command line.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if self.url_column.is_some() && !self.csv_input() {
+            return Err(UsageError::new(
+                "--url-column",
+                "needs a CSV input (a .csv path or --input-format csv)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The default User-Agent: `ratefetch/<version>`.
@@ -183,6 +197,51 @@ impl Default for Config {
             retry_failed: None,
             respect_robots: false,
             backoff_jitter: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url_column(input: InputSource, format: Option<InputFormat>) -> Config {
+        Config {
+            input,
+            input_format: format,
+            url_column: Some("link".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn validate_accepts_the_defaults() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_accepts_url_column_with_a_csv_input() {
+        let csv_path = InputSource::Path("list.CSV".into());
+        assert_eq!(with_url_column(csv_path, None).validate(), Ok(()));
+        let stdin_as_csv = with_url_column(InputSource::Stdin, Some(InputFormat::Csv));
+        assert_eq!(stdin_as_csv.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_refuses_url_column_without_a_csv_input() {
+        let want = UsageError::new(
+            "--url-column",
+            "needs a CSV input (a .csv path or --input-format csv)",
+        );
+        for config in [
+            with_url_column(InputSource::Stdin, None),
+            with_url_column(InputSource::Path("list.txt".into()), None),
+            with_url_column(
+                InputSource::Path("list.csv".into()),
+                Some(InputFormat::Text),
+            ),
+        ] {
+            assert_eq!(config.validate(), Err(want.clone()), "{:?}", config.input);
         }
     }
 }

@@ -51,9 +51,11 @@ use error::UsageError;
 use input::{CsvInputError, Skip, Source};
 use sink::{Columns, ColumnsError, Sink};
 
-/// Opens the input and the output named by `config` (both before the first request, so a
-/// bad path fails at once), resumes the output if asked, and runs the pool.
+/// Validates `config` (`Config::validate`), opens the input and the output it names (both
+/// before the first request, so a bad path fails at once), resumes the output if asked, and
+/// runs the pool.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
+    config.validate()?;
     let input: Box<dyn Read + Send> = match &config.input {
         InputSource::Stdin => Box::new(std::io::stdin()),
         InputSource::Path(path) => {
@@ -87,13 +89,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
                 },
             })?
     } else {
-        if config.url_column.is_some() {
-            return Err(UsageError::new(
-                "--url-column",
-                "needs a CSV input (a .csv path or --input-format csv)",
-            )
-            .into());
-        }
         (Source::text(input), Vec::new())
     };
     let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
