@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -40,7 +41,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-pub use config::Config;
+pub use config::{Config, Mode};
 pub use error::{Error, ErrorKind};
 pub use job::Outcome;
 pub use progress::Summary;
