@@ -1,7 +1,7 @@
 //! The command line (clap derive) and its one conversion into a validated `Config`.
 //!
 //! Every value is parsed by a plain function (`units.rs` and below), so a bad value is a clap
-//! error that names the flag; `Cli::into_config` only checks combinations.
+//! error that names the flag; `Cli::into_mode` only checks combinations.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -12,7 +12,9 @@ use clap::Parser;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 
-use crate::config::{Config, Format, InputFormat, InputSource, OutputTarget, DEFAULT_USER_AGENT};
+use crate::config::{
+    Config, Format, InputFormat, InputSource, Mode, OutputTarget, DEFAULT_USER_AGENT,
+};
 use crate::error::UsageError;
 use crate::extract::Extractor;
 use crate::units::{parse_duration, parse_rate, parse_size, Rate};
@@ -210,7 +212,18 @@ fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 impl Cli {
-    /// Checks combinations and builds the run's `Config`.
+    /// Checks combinations and builds what this invocation does.
+    pub fn into_mode(self) -> Result<Mode, UsageError> {
+        let report = self.retry_failed.clone();
+        let config = self.into_config()?;
+        Ok(match report {
+            Some(report) => Mode::RetryFailed { config, report },
+            None => Mode::Fetch(config),
+        })
+    }
+
+    /// Checks combinations and builds the run's `Config` (`Config::validate` included); the
+    /// mode (`--retry-failed`) is left out: see `into_mode`.
     pub fn into_config(self) -> Result<Config, UsageError> {
         let input_given = self.input.is_some();
         let input = match self.input {
@@ -264,7 +277,7 @@ impl Cli {
         }
         let mut names = std::collections::HashSet::new();
         for x in &self.extract {
-            if crate::sink::COLUMNS.contains(&x.name.as_str()) || x.name == "body_sha256" {
+            if crate::sink::is_reserved(&x.name) {
                 return Err(UsageError::new(
                     "--extract",
                     format!("{:?} is a standard column; choose another name", x.name),
@@ -277,13 +290,7 @@ impl Cli {
                 ));
             }
         }
-        if self.url_column.is_some() && self.input_format == Some(InputFormat::Text) {
-            return Err(UsageError::new(
-                "--url-column",
-                "needs a CSV input (a .csv path or --input-format csv)",
-            ));
-        }
-        Ok(Config {
+        let config = Config {
             input,
             output,
             rate: self.rate,
@@ -315,10 +322,11 @@ impl Cli {
             extract_all: self.extract_all,
             fields: self.fields,
             save_bodies: self.save_bodies,
-            retry_failed: self.retry_failed,
             respect_robots: self.respect_robots,
             backoff_jitter: true,
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -536,10 +544,43 @@ mod tests {
                 &["--input-format", "text", "--url-column", "u"][..],
                 "--url-column",
             ),
+            (&["list.txt", "--url-column", "u"][..], "--url-column"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?}"));
             assert!(err.contains(flag) && !err.contains('\n'), "{args:?}: {err}");
         }
+    }
+
+    fn mode(args: &[&str]) -> Result<Mode, String> {
+        let mut argv = vec!["ratefetch"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| usage_line(&e))?;
+        cli.into_mode().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_plain_invocation_is_a_fetch() {
+        match mode(&["list.txt", "-o", "out.csv"]).unwrap() {
+            Mode::Fetch(c) => assert_eq!(c.input, InputSource::Path("list.txt".into())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_failed_is_its_own_mode_carrying_the_report() {
+        match mode(&["--retry-failed", "report.csv", "-q"]).unwrap() {
+            Mode::RetryFailed { config, report } => {
+                assert_eq!(report, PathBuf::from("report.csv"));
+                assert!(config.quiet);
+                assert_eq!(config.output, OutputTarget::Stdout);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = mode(&["--retry-failed", "report.csv", "-o", "x.csv"]).unwrap_err();
+        assert!(
+            err.contains("--retry-failed") && err.contains("--output"),
+            "{err}"
+        );
     }
 
     #[test]

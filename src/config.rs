@@ -1,5 +1,6 @@
-//! `Config`: the validated settings of one run, in real types. The command line (`cli.rs`)
-//! builds one; library users build one directly, starting from `Config::default()`.
+//! `Config`: the validated settings of one run, in real types, and `Mode`: what one
+//! invocation does with them. The command line (`cli.rs`) builds both; library users build
+//! a `Config` directly, starting from `Config::default()`.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -9,8 +10,39 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
+use crate::error::UsageError;
 use crate::extract::Extractor;
 use crate::units::Rate;
+
+/// What one invocation of ratefetch does. The command line builds one
+/// (`Cli::into_mode`); `app::run_mode` matches it once. The planned subcommands (audit,
+/// merge, enqueue, completions, man, a queue worker) become variants here, each with its
+/// own settings, so that a run's `Config` never carries a flag that says which mode it is.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Fetch the input and write the report: `ratefetch [OPTIONS] [INPUT]`.
+    Fetch(Config),
+    /// Fetch again the rows of `report` that failed, with this config's options, and
+    /// rewrite it in place: `--retry-failed REPORT`.
+    RetryFailed { config: Config, report: PathBuf },
+}
+
+impl Mode {
+    /// No progress, summary or notes on stderr (`-q`).
+    pub fn quiet(&self) -> bool {
+        match self {
+            Mode::Fetch(config) | Mode::RetryFailed { config, .. } => config.quiet,
+        }
+    }
+
+    /// Time in-flight requests get after the first Ctrl-C (`--grace`).
+    pub fn grace(&self) -> Duration {
+        match self {
+            Mode::Fetch(config) | Mode::RetryFailed { config, .. } => config.grace,
+        }
+    }
+}
 
 /// Where the URL list comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,8 +155,6 @@ pub struct Config {
     pub fields: Option<Vec<String>>,
     /// `--save-bodies`: store each body as DIR/<index>.<ext>.
     pub save_bodies: Option<PathBuf>,
-    /// `--retry-failed`: the report whose failed rows are fetched again, in place.
-    pub retry_failed: Option<PathBuf>,
     /// `--respect-robots`: obey robots.txt (RFC 9309), Crawl-delay included.
     pub respect_robots: bool,
     /// Full jitter on retry backoffs (default). Off, a retry waits the whole backoff
@@ -140,6 +170,19 @@ impl Config {
             None => matches!(&self.input, InputSource::Path(p)
                 if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))),
         }
+    }
+
+    /// Checks the combinations of settings that no single value can get wrong. The command
+    /// line (`Cli::into_config`) and `ratefetch::run` both call it, so a `Config` built by
+    /// hand gets the same usage errors as the command line.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if self.url_column.is_some() && !self.csv_input() {
+            return Err(UsageError::new(
+                "--url-column",
+                "needs a CSV input (a .csv path or --input-format csv)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -180,9 +223,73 @@ impl Default for Config {
             extract_all: false,
             fields: None,
             save_bodies: None,
-            retry_failed: None,
             respect_robots: false,
             backoff_jitter: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url_column(input: InputSource, format: Option<InputFormat>) -> Config {
+        Config {
+            input,
+            input_format: format,
+            url_column: Some("link".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn validate_accepts_the_defaults() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_accepts_url_column_with_a_csv_input() {
+        let csv_path = InputSource::Path("list.CSV".into());
+        assert_eq!(with_url_column(csv_path, None).validate(), Ok(()));
+        let stdin_as_csv = with_url_column(InputSource::Stdin, Some(InputFormat::Csv));
+        assert_eq!(stdin_as_csv.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_refuses_url_column_without_a_csv_input() {
+        let want = UsageError::new(
+            "--url-column",
+            "needs a CSV input (a .csv path or --input-format csv)",
+        );
+        for config in [
+            with_url_column(InputSource::Stdin, None),
+            with_url_column(InputSource::Path("list.txt".into()), None),
+            with_url_column(
+                InputSource::Path("list.csv".into()),
+                Some(InputFormat::Text),
+            ),
+        ] {
+            assert_eq!(config.validate(), Err(want.clone()), "{:?}", config.input);
+        }
+    }
+
+    #[test]
+    fn mode_reads_quiet_and_grace_from_its_config() {
+        let config = Config {
+            quiet: true,
+            grace: Duration::from_secs(9),
+            ..Config::default()
+        };
+        let modes = [
+            Mode::Fetch(config.clone()),
+            Mode::RetryFailed {
+                config,
+                report: "report.csv".into(),
+            },
+        ];
+        for mode in modes {
+            assert!(mode.quiet());
+            assert_eq!(mode.grace(), Duration::from_secs(9));
         }
     }
 }

@@ -244,6 +244,24 @@ impl Read for Hooked {
     }
 }
 
+/// Why a CSV input cannot be read as one (`Source::csv`).
+#[derive(Debug, thiserror::Error)]
+pub enum CsvInputError {
+    /// The header row could not be read (I/O, or not CSV).
+    #[error("cannot read the CSV header: {0}")]
+    Read(#[source] csv::Error),
+    /// The input is empty, or its header has no names.
+    #[error("the CSV input has no header row")]
+    NoHeader,
+    /// `--url-column` names no column of the header.
+    #[error("no column {name:?} in the CSV header (columns: {})", .columns.join(","))]
+    UnknownUrlColumn {
+        name: String,
+        /// The header's names, in order.
+        columns: Vec<String>,
+    },
+}
+
 /// Where jobs come from: lines of text, or the rows of a CSV file with a header.
 pub struct Source {
     kind: SourceKind,
@@ -294,7 +312,7 @@ impl Source {
     pub fn csv(
         reader: Box<dyn Read + Send>,
         url_column: Option<&str>,
-    ) -> Result<(Source, Vec<String>), String> {
+    ) -> Result<(Source, Vec<String>), CsvInputError> {
         let (hooked, pending) = Source::hooked(reader);
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
@@ -302,7 +320,7 @@ impl Source {
             .from_reader(hooked);
         let header: Vec<String> = rdr
             .byte_headers()
-            .map_err(|e| format!("cannot read the CSV header: {e}"))?
+            .map_err(CsvInputError::Read)?
             .iter()
             .enumerate()
             .map(|(i, h)| {
@@ -316,15 +334,13 @@ impl Source {
             })
             .collect();
         if header.is_empty() || header.iter().all(String::is_empty) {
-            return Err("the CSV input has no header row".to_string());
+            return Err(CsvInputError::NoHeader);
         }
         let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
         let url_at = match url_column {
-            Some(name) => find(name).ok_or_else(|| {
-                format!(
-                    "no column {name:?} in the CSV header (columns: {})",
-                    header.join(",")
-                )
+            Some(name) => find(name).ok_or_else(|| CsvInputError::UnknownUrlColumn {
+                name: name.to_string(),
+                columns: header.clone(),
             })?,
             None => find("url").unwrap_or(0),
         };
@@ -669,7 +685,8 @@ mod tests {
         );
         let err = Source::csv(Box::new(&b"id,page\n"[..]), Some("href"))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("\"href\"") && err.contains("id,page"), "{err}");
     }
 

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -41,7 +42,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-pub use config::Config;
+pub use config::{Config, Mode};
 pub use error::{Error, ErrorKind};
 pub use job::Outcome;
 pub use progress::Summary;
@@ -49,13 +50,15 @@ pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;
-use input::Source;
+use input::{CsvInputError, Source};
 use resume::Skip;
-use sink::{Columns, Sink};
+use sink::{Columns, ColumnsError, Sink};
 
-/// Opens the input and the output named by `config` (both before the first request, so a
-/// bad path fails at once), resumes the output if asked, and runs the pool.
+/// Validates `config` (`Config::validate`), opens the input and the output it names (both
+/// before the first request, so a bad path fails at once), resumes the output if asked, and
+/// runs the pool.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
+    config.validate()?;
     let input: Box<dyn Read + Send> = match &config.input {
         InputSource::Stdin => Box::new(std::io::stdin()),
         InputSource::Path(path) => {
@@ -79,28 +82,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
         tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref()))
             .await
             .expect("reading the CSV header does not panic")
-            .map_err(|message| {
-                if config.url_column.is_some() && message.starts_with("no column") {
-                    Error::Usage(UsageError::new("--url-column", message))
-                } else {
-                    Error::Input {
-                        path: config.input.display_path(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
-                    }
+            .map_err(|e| match e {
+                CsvInputError::UnknownUrlColumn { .. } => {
+                    Error::Usage(UsageError::new("--url-column", e.to_string()))
                 }
+                CsvInputError::Read(_) | CsvInputError::NoHeader => Error::Input {
+                    path: config.input.display_path(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                },
             })?
     } else {
-        if config.url_column.is_some() {
-            return Err(UsageError::new(
-                "--url-column",
-                "needs a CSV input (a .csv path or --input-format csv)",
-            )
-            .into());
-        }
         (Source::text(input), Vec::new())
     };
-    let columns = Columns::of_run(&config, &passthrough, config.fields.as_deref())
-        .map_err(|message| UsageError::new("--fields", message))?;
+    let columns =
+        Columns::of_run(&config, &passthrough, config.fields.as_deref()).map_err(|e| match e {
+            ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
+        })?;
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),

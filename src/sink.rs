@@ -86,6 +86,27 @@ pub const COLUMNS: [&str; 12] = {
     names
 };
 
+/// The column `--save-bodies` adds.
+pub const BODY_SHA256: &str = "body_sha256";
+
+/// Whether `name` belongs to ratefetch (a standard column or `body_sha256`), so that an
+/// `--extract` rule may not take it. The one list of reserved names.
+pub fn is_reserved(name: &str) -> bool {
+    COLUMNS.contains(&name) || name == BODY_SHA256
+}
+
+/// Why `Columns::new` refused the columns asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnsError {
+    /// A `--fields` name that is no column of this report.
+    #[error("unknown column {name:?}; valid columns: {}", .valid.join(","))]
+    UnknownField {
+        name: String,
+        /// Every column the report could have, in order.
+        valid: Vec<String>,
+    },
+}
+
 /// A text cell as written to CSV: its content as given (line breaks included; the CSV
 /// writer quotes them), except that a cell that a spreadsheet would run as a formula
 /// (leading `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, the OWASP recommendation, so
@@ -516,7 +537,7 @@ impl Columns {
         body_sha256: bool,
         passthrough: &[String],
         fields: Option<&[String]>,
-    ) -> Result<Columns, String> {
+    ) -> Result<Columns, ColumnsError> {
         let mut all: Vec<(String, Col)> = Std::ALL
             .iter()
             .map(|s| (s.name().to_string(), Col::Std(*s)))
@@ -528,7 +549,7 @@ impl Columns {
                 .map(|(i, n)| (n.clone(), Col::Extract(i))),
         );
         if body_sha256 {
-            all.push(("body_sha256".to_string(), Col::BodySha256));
+            all.push((BODY_SHA256.to_string(), Col::BodySha256));
         }
         for (i, name) in passthrough.iter().enumerate() {
             let mut name = name.clone();
@@ -545,13 +566,9 @@ impl Columns {
                     all.iter()
                         .find(|(n, _)| n == f.trim())
                         .cloned()
-                        .ok_or_else(|| {
-                            let valid: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-                            format!(
-                                "unknown column {:?}; valid columns: {}",
-                                f.trim(),
-                                valid.join(",")
-                            )
+                        .ok_or_else(|| ColumnsError::UnknownField {
+                            name: f.trim().to_string(),
+                            valid: all.iter().map(|(n, _)| n.clone()).collect(),
                         })
                 })
                 .collect::<Result<_, _>>()?,
@@ -567,7 +584,7 @@ impl Columns {
         config: &Config,
         passthrough: &[String],
         fields: Option<&[String]>,
-    ) -> Result<Columns, String> {
+    ) -> Result<Columns, ColumnsError> {
         let extracted: Vec<String> = config.extract.iter().map(|x| x.name.clone()).collect();
         Columns::new(
             &extracted,
@@ -857,7 +874,9 @@ pub(crate) mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text, "url,status,price\nhttp://a.test/x,200,$3\n");
         let bad: Vec<String> = vec!["url".into(), "cost".into()];
-        let err = Columns::new(&extracted, false, &[], Some(&bad)).unwrap_err();
+        let err = Columns::new(&extracted, false, &[], Some(&bad))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("\"cost\"") && err.contains("index,url,final_url"),
             "{err}"
