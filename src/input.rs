@@ -447,8 +447,8 @@ impl CsvRows {
 /// has its lines fetched at once.)
 ///
 /// With `skip` (a resumed report), each job is checked against the report first: jobs
-/// already in it are not sent, and nothing is sent before the input is known to be the
-/// report's (see `Skip`).
+/// already in it are not sent, and `progress.checked` is set once the input is known to be
+/// the report's; nothing may leave before (see `Skip`; the pool holds its scheduler shut).
 pub fn spawn_reader(
     mut source: Source,
     batches: mpsc::Sender<Vec<Job>>,
@@ -472,29 +472,26 @@ pub fn spawn_reader(
                     None => job,
                     Some(skip) => match skip.check(job, source.unit())? {
                         Verdict::Done => continue,
-                        Verdict::Held => {
-                            progress.jobs.fetch_add(1, Ordering::Relaxed);
-                            continue;
+                        Verdict::Keep(job) => {
+                            if skip.passed() {
+                                progress.checked.store(true, Ordering::Release);
+                            }
+                            job
                         }
-                        Verdict::Keep(job) => job,
                     },
                 };
                 progress.jobs.fetch_add(1, Ordering::Relaxed);
                 let mut p = pending.lock().expect("input lock");
-                if let Some(skip) = &mut skip {
-                    p.batch.append(&mut skip.release());
-                }
                 p.batch.push(job);
                 if p.batch.len() >= BATCH {
                     p.hand_on();
                 }
             }
-            let mut held = match &mut skip {
-                Some(skip) => skip.finish()?,
-                None => Vec::new(),
-            };
+            if let Some(skip) = &mut skip {
+                skip.finish()?;
+            }
+            progress.checked.store(true, Ordering::Release);
             let mut p = pending.lock().expect("input lock");
-            p.batch.append(&mut held);
             p.hand_on();
             if !p.closed {
                 progress.finished.store(true, Ordering::Release);
@@ -598,52 +595,58 @@ mod tests {
         assert_eq!((next.index, next.url.as_str()), (2, "http://b.test/"));
     }
 
-    fn read_all(input: &'static [u8], set: DoneSet) -> (Result<(), ReadError>, Vec<u64>) {
+    /// Runs the reader over `input` resuming a report that holds `set`: its result, the
+    /// indices it sent, and whether it declared the input checked.
+    fn read_all(input: &'static [u8], set: DoneSet) -> (Result<(), ReadError>, Vec<u64>, bool) {
         let (tx, mut rx) = mpsc::channel(64);
         let skip = Skip::new(set, Format::Csv);
+        let progress = Arc::new(InputProgress::default());
         let t = spawn_reader(
             Source::text(Box::new(input)),
             tx,
             Some(skip),
             CancellationToken::new(),
-            Arc::new(InputProgress::default()),
+            progress.clone(),
         );
         let result = t.join().unwrap();
         let sent = std::iter::from_fn(|| rx.try_recv().ok())
             .flatten()
             .map(|j| j.index)
             .collect();
-        (result, sent)
+        (result, sent, progress.checked.load(Ordering::Acquire))
     }
 
+    /// The jobs read before the check may reach the (held) scheduler; what must not happen is
+    /// the input being declared checked when it is not the report's.
     #[test]
-    fn resume_sends_nothing_before_the_report_is_checked() {
+    fn resume_declares_the_input_checked_only_when_it_is_the_reports() {
         let mut set = DoneSet::default();
         set.insert(3, "http://a.test/3");
-        // Line 3 differs: lines 1 and 2 (not done) must not have been sent.
-        let (result, sent) = read_all(
+        // Line 3 differs.
+        let (result, _, checked) = read_all(
             b"http://a.test/1\nhttp://a.test/2\nhttp://b.test/3\n",
             set.clone(),
         );
         let err = result.unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
-        assert!(sent.is_empty(), "sent {sent:?} before the check failed");
+        assert!(!checked);
         // A shorter input than the report is refused too.
-        let (result, sent) = read_all(b"http://a.test/1\n", set.clone());
+        let (result, _, checked) = read_all(b"http://a.test/1\n", set.clone());
         assert!(result.unwrap_err().to_string().contains("1 rows"));
-        assert!(sent.is_empty());
-        // The report's line 2 is now a comment: refused before the held line 1 goes out.
+        assert!(!checked);
+        // The report's line 2 is now a comment: refused.
         let mut set2 = DoneSet::default();
         set2.insert(2, "http://a.test/2");
-        let (result, sent) = read_all(b"http://a.test/1\n# gone\nhttp://a.test/3\n", set2);
+        let (result, _, checked) = read_all(b"http://a.test/1\n# gone\nhttp://a.test/3\n", set2);
         assert!(result.is_err());
-        assert!(sent.is_empty(), "sent {sent:?}");
-        // The same input: the held jobs go out, the done one does not.
-        let (result, sent) = read_all(
+        assert!(!checked);
+        // The same input: checked; the jobs not done go out, the done one does not.
+        let (result, sent, checked) = read_all(
             b"http://a.test/1\nhttp://a.test/2\nhttp://a.test/3\nhttp://a.test/4\n",
             set,
         );
         result.unwrap();
+        assert!(checked);
         assert_eq!(sent, [1, 2, 4]);
     }
 

@@ -91,6 +91,10 @@ pub async fn run_with<H: Handler>(
     let _timers = scheduler.guard();
 
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Job>>(4);
+    // A resumed input is checked against its report before anything leaves.
+    if skip.is_some() {
+        scheduler.hold();
+    }
 
     let reader = input::spawn_reader(
         input,
@@ -99,7 +103,7 @@ pub async fn run_with<H: Handler>(
         shutdown.stop.clone(),
         input_progress.clone(),
     );
-    let feeder = tokio::spawn(feed(batch_rx, scheduler.clone()));
+    let feeder = tokio::spawn(feed(batch_rx, scheduler.clone(), input_progress.clone()));
     let (out_tx, sink) = sink::spawn(
         sink,
         Progress::new(config.quiet),
@@ -252,14 +256,29 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Moves the input thread's batches into the scheduler while it has room for them.
-async fn feed(mut batches: mpsc::Receiver<Vec<Job>>, scheduler: Scheduler) {
+/// Once a resumed input is known to be the report's, the scheduler is opened; an input that
+/// ends without being so (the input thread refused it) fetches nothing.
+async fn feed(
+    mut batches: mpsc::Receiver<Vec<Job>>,
+    scheduler: Scheduler,
+    input: Arc<InputProgress>,
+) {
+    let mut held = scheduler.is_held();
     loop {
         if !scheduler.room().await {
             return; // The run is stopping.
         }
-        match batches.recv().await {
+        let batch = batches.recv().await;
+        if held && input.checked.load(Ordering::Acquire) {
+            scheduler.open();
+            held = false;
+        }
+        match batch {
             Some(batch) => scheduler.push(batch),
             None => {
+                if held {
+                    scheduler.close();
+                }
                 scheduler.input_finished();
                 return;
             }

@@ -21,6 +21,8 @@ pub struct InputProgress {
     pub jobs: AtomicU64,
     /// Set once the whole input has been read: `jobs` is then the total.
     pub finished: AtomicBool,
+    /// Set once a resumed input is known to be the report's (at once without a resume).
+    pub checked: AtomicBool,
 }
 
 /// Counters over the rows written.

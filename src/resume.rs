@@ -113,18 +113,16 @@ pub struct NotTheSameInput(pub String);
 pub enum Verdict {
     /// In the report already, with the same URL: not done again.
     Done,
-    /// Not in the report, but before its last index: held back (`release`) until every
-    /// done index has been checked. It counts as read.
-    Held,
-    /// Not in the report, and the report is checked: the held jobs (`release`), then this
-    /// one, may go.
+    /// Not in the report: to be done. Until `Skip::passed`, it may not leave yet (the run
+    /// holds its scheduler shut).
     Keep(Job),
 }
 
-/// Checks a resumed run's input against the report, job by job. Jobs before the report's
-/// highest index are held back until that index has been checked, so that a resume with
-/// another input is refused before anything is fetched, even from stdin. (Those held jobs
-/// are the few that were in flight when the earlier run ended.)
+/// Checks a resumed run's input against the report, job by job. Until the report's highest
+/// index has been checked (`passed`), nothing may leave, so that a resume with another input
+/// is refused before anything is fetched, even from stdin: the jobs read meanwhile wait in
+/// the run's scheduler, which is held shut (and spills to disk, so there is no limit on how
+/// many jobs a host-sorted crawl left not done below its last index).
 #[derive(Debug)]
 pub struct Skip {
     done: DoneSet,
@@ -132,13 +130,9 @@ pub struct Skip {
     format: Format,
     /// Done indices seen in the input with the report's URL.
     checked: u64,
-    /// Jobs not done, before the report's highest index.
-    held: Vec<Job>,
+    /// Every done index was seen and matched.
+    passed: bool,
 }
-
-/// The most not-done jobs held back while a resume checks the input against the report.
-/// They are the jobs that were in flight when the earlier run ended: a few thousand at most.
-const MAX_HELD: usize = 1_000_000;
 
 impl Skip {
     /// The check against a report holding `done`, written in `format`.
@@ -147,7 +141,7 @@ impl Skip {
             done,
             format,
             checked: 0,
-            held: Vec::new(),
+            passed: false,
         }
     }
 
@@ -170,15 +164,8 @@ impl Skip {
             }
             None => {}
         }
-        let hold_until = self.done.max_index();
-        if job.index < hold_until {
-            if self.held.len() >= MAX_HELD {
-                return Err(NotTheSameInput(format!(
-                    "more than {MAX_HELD} lines before the report's last index {hold_until} are not in it"
-                )));
-            }
-            self.held.push(job);
-            return Ok(Verdict::Held);
+        if job.index < self.done.max_index() {
+            return Ok(Verdict::Keep(job));
         }
         // Past the report's last index: every done index must have been seen, and matched,
         // before anything is sent.
@@ -188,24 +175,26 @@ impl Skip {
                 self.done.len() - self.checked
             )));
         }
+        self.passed = true;
         Ok(Verdict::Keep(job))
     }
 
-    /// The jobs held back so far; they may go once `check` has said `Keep`.
-    pub fn release(&mut self) -> Vec<Job> {
-        std::mem::take(&mut self.held)
+    /// Whether the input is known to be the report's: the jobs read may leave.
+    pub fn passed(&self) -> bool {
+        self.passed
     }
 
     /// At the end of the input: every row of the report must have been matched. Then the
-    /// held jobs may go.
-    pub fn finish(&mut self) -> Result<Vec<Job>, NotTheSameInput> {
+    /// jobs read may leave.
+    pub fn finish(&mut self) -> Result<(), NotTheSameInput> {
         if self.checked != self.done.len() {
             return Err(NotTheSameInput(format!(
                 "the report holds {} rows for lines this input does not have",
                 self.done.len() - self.checked
             )));
         }
-        Ok(self.release())
+        self.passed = true;
+        Ok(())
     }
 }
 
@@ -565,14 +554,15 @@ mod tests {
     }
 
     #[test]
-    fn skip_holds_jobs_until_the_report_is_checked_then_keeps_them() {
+    fn skip_passes_once_the_report_is_checked() {
         let mut done = DoneSet::default();
         done.insert(2, "http://a.test/2");
         let mut skip = Skip::new(done, Format::Csv);
         assert!(matches!(
             skip.check(job(1, "http://a.test/1"), "line"),
-            Ok(Verdict::Held)
+            Ok(Verdict::Keep(j)) if j.index == 1
         ));
+        assert!(!skip.passed(), "index 2 is not checked yet");
         assert!(matches!(
             skip.check(job(2, "http://a.test/2"), "line"),
             Ok(Verdict::Done)
@@ -581,9 +571,8 @@ mod tests {
             skip.check(job(3, "http://a.test/3"), "line"),
             Ok(Verdict::Keep(j)) if j.index == 3
         ));
-        let held: Vec<u64> = skip.release().iter().map(|j| j.index).collect();
-        assert_eq!(held, [1]);
-        assert!(skip.finish().unwrap().is_empty());
+        assert!(skip.passed());
+        skip.finish().unwrap();
     }
 
     #[test]

@@ -159,3 +159,39 @@ fn hosts_with_thousands_of_jobs_each_go_in_parallel() {
         assert_eq!(arr.len() as u64, per_host, "{host}");
     }
 }
+
+#[test]
+fn a_resume_with_more_jobs_left_below_its_last_index_than_the_lookahead_finishes() {
+    // A report that holds only the list's last line: every other line is not done and
+    // lies below the report's last index. They wait in the (held, spilling) scheduler until
+    // the input is known to be the report's, then all go.
+    let server = Server::start();
+    let n = 9000u64;
+    let urls: Vec<String> = (1..=n).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let report = dir.path().join("report.csv");
+    std::fs::write(
+        &report,
+        format!(
+            "index,url,final_url,status,error_kind,error,attempts,elapsed_ms,bytes,content_type,title,started_at\n\
+             {n},{},,200,,,1,1,2,,,\n",
+            urls[n as usize - 1]
+        ),
+    )
+    .unwrap();
+    support::binary::ratefetch_bin()
+        .args(["-q", "-r", "unlimited", "--resume", "-o"])
+        .arg(&report)
+        .arg(&list)
+        .assert()
+        .success();
+    let rows = support::report::read_csv(&report);
+    assert_each_index_once(&rows, 1..=n);
+    assert_eq!(
+        server.arrivals().len() as u64,
+        n - 1,
+        "the done line was not fetched"
+    );
+}
