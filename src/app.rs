@@ -18,7 +18,9 @@ use crate::shutdown::Shutdown;
 pub enum Report {
     /// A fetch run, and where its report went (an interrupted run tells how to finish it).
     Fetched {
+        /// What the run did.
         summary: Summary,
+        /// Where the report went.
         output: OutputTarget,
     },
     /// A `--retry-failed` run.

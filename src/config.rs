@@ -25,7 +25,12 @@ pub enum Mode {
     Fetch(Config),
     /// Fetch again the rows of `report` that failed, with this config's options, and
     /// rewrite it in place: `--retry-failed REPORT`.
-    RetryFailed { config: Config, report: PathBuf },
+    RetryFailed {
+        /// The options of the new attempts.
+        config: Config,
+        /// The report, read and rewritten in place.
+        report: PathBuf,
+    },
 }
 
 impl Mode {
@@ -47,14 +52,18 @@ impl Mode {
 /// Where the URL list comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputSource {
+    /// The standard input.
     Stdin,
+    /// A file.
     Path(PathBuf),
 }
 
 /// Where the report goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputTarget {
+    /// The standard output.
     Stdout,
+    /// A file.
     Path(PathBuf),
 }
 
@@ -99,7 +108,9 @@ pub enum Format {
 /// Everything one run needs. Defaults match the documented flag defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The URL list (`INPUT`).
     pub input: InputSource,
+    /// The report (`--output`).
     pub output: OutputTarget,
     /// Global rate (`--rate`).
     pub rate: Rate,
@@ -125,15 +136,19 @@ pub struct Config {
     pub backoff: Duration,
     /// Longest Retry-After that is waited for (`--max-retry-after`).
     pub max_retry_after: Duration,
+    /// The request method (`-X`).
     pub method: Method,
     /// Extra request headers (`-H`).
     pub headers: HeaderMap,
     /// Request body (`-d`).
     pub body: Option<Bytes>,
+    /// The User-Agent (`-A`); an explicit `-H 'User-Agent: …'` wins.
     pub user_agent: String,
+    /// Redirects followed per attempt (`--max-redirects`); 0 reports the 3xx itself.
     pub max_redirects: usize,
     /// Body cap in decompressed bytes; `None` = no cap (`--max-body 0`).
     pub max_body: Option<u64>,
+    /// The report's format (`--format`).
     pub format: Format,
     /// No progress and no summary (`-q`).
     pub quiet: bool,

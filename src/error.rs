@@ -76,11 +76,14 @@ impl fmt::Display for ErrorKind {
 /// A per-URL failure: its kind and a one-line human-readable detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The `error_kind` column.
     pub kind: ErrorKind,
+    /// The `error` column: one line.
     pub message: String,
 }
 
 impl Failure {
+    /// A failure of `kind`, described by `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Failure {
         Failure {
             kind,
@@ -95,10 +98,12 @@ impl Failure {
 pub struct UsageError {
     /// The flag as the user types it, e.g. `--rate`.
     pub flag: &'static str,
+    /// What is wrong, and the forms accepted.
     pub message: String,
 }
 
 impl UsageError {
+    /// A bad value or combination for `flag`.
     pub fn new(flag: &'static str, message: impl Into<String>) -> UsageError {
         UsageError {
             flag,
@@ -110,14 +115,34 @@ impl UsageError {
 /// A run-level failure: the run cannot go on (or cannot start).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A bad argument (exit 2).
     #[error(transparent)]
     Usage(#[from] UsageError),
+    /// The input cannot be read (exit 1).
     #[error("cannot read input {}: {source}", path.display())]
-    Input { path: PathBuf, source: io::Error },
+    Input {
+        /// The input's name (`<stdin>` for the standard input).
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The output cannot be written (exit 1).
     #[error("cannot write output {}: {source}", path.display())]
-    Output { path: PathBuf, source: io::Error },
+    Output {
+        /// The output's name (`<stdout>` for the standard output).
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// `--resume` refused the report (another input, other columns; exit 1).
     #[error("cannot resume {}: {reason}", path.display())]
-    Resume { path: PathBuf, reason: String },
+    Resume {
+        /// The report.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
+    },
+    /// The HTTP client could not be built (a bad header value, exit 1).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -133,9 +158,13 @@ impl Error {
 /// Exit codes (DESIGN.md §2): 0 the run finished, 1 run-level failure, 2 usage error,
 /// 130 interrupted.
 pub mod exit {
+    /// The run finished (rows may hold HTTP errors and failures).
     pub const OK: u8 = 0;
+    /// A run-level failure.
     pub const FAILURE: u8 = 1;
+    /// A usage error.
     pub const USAGE: u8 = 2;
+    /// Interrupted (Ctrl-C, SIGTERM); the report is flushed and valid.
     pub const INTERRUPTED: u8 = 130;
 }
 

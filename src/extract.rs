@@ -85,6 +85,7 @@ pub const EXTRACT_FORMS: &str =
 pub struct Extractor {
     /// The column name.
     pub name: String,
+    /// Where the value comes from.
     pub rule: Rule,
 }
 
@@ -93,8 +94,11 @@ pub struct Extractor {
 pub enum Rule {
     /// Trimmed, whitespace-collapsed text of the matching elements, or an attribute of them.
     Css {
+        /// The compiled selector.
         selector: scraper::Selector,
+        /// The selector as given.
         source: String,
+        /// The attribute to read (`@ATTR`) instead of the text.
         attr: Option<String>,
     },
     /// The first capture group of each match, else the whole match.

@@ -26,15 +26,8 @@ const SHOWN_OF_LONG_LINE: usize = 200;
 
 /// Parses one trimmed, non-empty line into the URL to fetch.
 ///
-/// ```
-/// use ratefetch::input::parse_target;
-/// use ratefetch::ErrorKind;
-/// assert!(parse_target("https://example.com/a").is_ok());
-/// let e = parse_target("example.com").unwrap_err();
-/// assert_eq!(e.kind, ErrorKind::InvalidUrl);
-/// assert_eq!(e.message, "missing scheme; did you mean https://example.com?");
-/// assert_eq!(parse_target("ftp://x.org/f").unwrap_err().kind, ErrorKind::UnsupportedScheme);
-/// ```
+/// `https://example.com/a` is a target; `example.com` is an `invalid_url` ("missing scheme;
+/// did you mean https://example.com?"); `ftp://x.org/f` an `unsupported_scheme`.
 pub fn parse_target(line: &str) -> Result<Url, Failure> {
     match Url::parse(line) {
         Ok(url) => match url.scheme() {
@@ -521,6 +514,21 @@ mod tests {
 
     fn kind(j: &Job) -> Option<ErrorKind> {
         j.target.as_ref().err().map(|f| f.kind)
+    }
+
+    #[test]
+    fn parse_target_accepts_http_and_names_what_is_wrong() {
+        assert!(parse_target("https://example.com/a").is_ok());
+        let e = parse_target("example.com").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidUrl);
+        assert_eq!(
+            e.message,
+            "missing scheme; did you mean https://example.com?"
+        );
+        assert_eq!(
+            parse_target("ftp://x.org/f").unwrap_err().kind,
+            ErrorKind::UnsupportedScheme
+        );
     }
 
     #[test]

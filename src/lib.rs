@@ -17,35 +17,40 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
+// The public surface: what the binary and other programs use.
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod fetch;
-pub mod input;
-pub mod job;
-pub mod limits;
-pub mod pacer;
-pub mod pool;
-pub mod progress;
-pub mod rerun;
-pub mod resume;
-pub mod retry;
-pub mod robots;
-pub mod schedule;
-pub mod shutdown;
-pub mod sink;
 pub mod units;
+
+// The machinery, in dependency order (each uses only those above it).
+mod fetch;
+mod input;
+mod job;
+mod limits;
+mod pacer;
+mod pool;
+mod progress;
+mod rerun;
+mod resume;
+mod retry;
+mod robots;
+mod schedule;
+mod shutdown;
+mod sink;
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
 pub use config::{Config, Mode};
-pub use error::{Error, ErrorKind};
-pub use job::Outcome;
-pub use progress::Summary;
+pub use error::{Error, ErrorKind, Failure};
+pub use progress::{Stats, Summary};
+pub use rerun::RetrySummary;
 pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};

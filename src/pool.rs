@@ -285,3 +285,71 @@ async fn feed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+    use crate::sink::Columns;
+
+    /// Panics on URLs containing "panic"; any other job meets another at a barrier of two
+    /// (so two workers must be alive to get past it), then ends as a 200.
+    struct PanicOn(tokio::sync::Barrier);
+
+    impl Handler for PanicOn {
+        async fn handle(&self, ticket: &mut Ticket, _: &mut Vec<u8>, _: &Shutdown) -> Next {
+            let job = &ticket.task().job;
+            if job.url.contains("panic") {
+                panic!("boom on line {}", job.index);
+            }
+            self.0.wait().await;
+            ticket.task_mut().outcome.status = Some(200);
+            Next::Done
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_one_job_is_its_row_and_the_pool_keeps_its_size() {
+        let mut lines: Vec<String> = (0..4).map(|i| format!("http://a.test/panic/{i}")).collect();
+        lines.extend((0..12).map(|i| format!("http://b.test/{i}")));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.csv");
+        let config = Arc::new(Config {
+            concurrency: 2,
+            workers: 2,
+            quiet: true,
+            ..Config::default()
+        });
+        let out = Box::new(std::fs::File::create(&path).unwrap());
+        let sink = Sink::new(out, Format::Csv, Columns::default()).unwrap();
+        let input = Source::text(Box::new(std::io::Cursor::new(lines.join("\n"))));
+        let run = run_with(
+            config.clone(),
+            Arc::new(PanicOn(tokio::sync::Barrier::new(2))),
+            Scheduler::new(&config),
+            input,
+            sink,
+            None,
+            Shutdown::new(),
+        );
+        // With a worker lost to a panic, the barrier would never let a job through.
+        let summary = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+            .await
+            .expect("both workers are still there")
+            .unwrap();
+        assert_eq!(summary.stats.rows, 16);
+        let mut rows: Vec<csv::StringRecord> = csv::Reader::from_path(&path)
+            .unwrap()
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        rows.sort_by_key(|r| r[0].parse::<u64>().unwrap());
+        let indices: Vec<u64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+        assert_eq!(indices, (1..=16).collect::<Vec<_>>());
+        for row in &rows[..4] {
+            assert_eq!(&row[4], "other");
+            assert_eq!(row[5], format!("internal error: boom on line {}", &row[0]));
+        }
+        assert!(rows[4..].iter().all(|r| &r[3] == "200"));
+    }
+}

@@ -28,6 +28,7 @@ pub struct InputProgress {
 /// Counters over the rows written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Rows written.
     pub rows: u64,
     /// Rows with a 1xx, 2xx or 3xx status and no error kind.
     pub ok: u64,
@@ -40,7 +41,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn add(&mut self, o: &Outcome) {
+    /// Counts one row.
+    pub(crate) fn add(&mut self, o: &Outcome) {
         self.rows += 1;
         self.requests += u64::from(o.requests);
         match o.ending() {
@@ -54,7 +56,9 @@ impl Stats {
 /// What a finished (or stopped) run did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    /// The rows and requests.
     pub stats: Stats,
+    /// Wall time of the run.
     pub elapsed: Duration,
     /// The run was stopped (Ctrl-C, SIGTERM, `Shutdown::stop`) before the input was done.
     pub interrupted: bool,

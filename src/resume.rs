@@ -66,6 +66,8 @@ impl DoneSet {
         self.max
     }
 
+    /// Whether `index` is done.
+    #[cfg(test)]
     pub fn contains(&self, index: u64) -> bool {
         self.tag(index).is_some()
     }
@@ -90,6 +92,7 @@ impl DoneSet {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -208,6 +211,7 @@ pub struct Resumed {
     /// True when the file was empty (the header must be written).
     pub fresh: bool,
     /// Bytes of a torn last row that were cut.
+    #[cfg_attr(not(test), allow(dead_code))] // checked by the tests
     pub repaired: u64,
 }
 

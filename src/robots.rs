@@ -105,16 +105,12 @@ impl Robots {
     }
 
     /// Origins whose rules are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.origins
             .lock()
             .expect("no panic while holding the robots map")
             .len()
-    }
-
-    /// Whether no origin's rules are kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -127,6 +123,24 @@ pub fn agent_token(user_agent: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_is_bounded_and_keeps_fetches_under_way() {
+        let robots = Robots::default();
+        let busy = robots.origin(&url("http://busy.test/"));
+        busy.fetching
+            .store(true, std::sync::atomic::Ordering::Release);
+        for i in 0..MAX_ORIGINS * 2 {
+            let o = robots.origin(&url(&format!("http://h{i}.test/")));
+            let _ = o.rules.set(Arc::new(Rules::AllowAll));
+        }
+        assert!(robots.len() <= MAX_ORIGINS, "{} origins kept", robots.len());
+        // The fetch under way was not dropped: its waiters will find its rules.
+        assert!(Arc::ptr_eq(
+            &busy,
+            &robots.origin(&url("http://busy.test/"))
+        ));
+    }
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()

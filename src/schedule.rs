@@ -228,11 +228,6 @@ impl Scheduler {
         self.inner.jitter
     }
 
-    /// How many jobs may be in memory before the input waits.
-    pub fn lookahead(&self) -> usize {
-        self.inner.lookahead
-    }
-
     /// Adds jobs read from the input.
     pub fn push(&self, jobs: Vec<Job>) {
         let inner = &*self.inner;
@@ -293,12 +288,14 @@ impl Scheduler {
         self.inner.lock().spill_error.clone()
     }
 
-    /// Hosts with an entry (tests and progress look at it).
+    /// Hosts with an entry.
+    #[cfg(test)]
     pub fn tracked_hosts(&self) -> usize {
         self.inner.lock().hosts.len()
     }
 
     /// Jobs waiting on disk.
+    #[cfg(test)]
     pub fn spilled(&self) -> u64 {
         self.inner.lock().spilled
     }

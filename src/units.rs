@@ -24,6 +24,7 @@ pub const DURATION_FORMS: &str = "expected a duration like 250ms, 30s, 2m or 1h"
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rate {
+    /// No limit.
     Unlimited,
     /// One request per this period (the GCRA emission interval).
     Every(Duration),

@@ -9,19 +9,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratefetch::config::Format;
-use ratefetch::fetch::Fetcher;
-use ratefetch::input::Source;
-use ratefetch::job::Next;
-use ratefetch::limits::Limits;
-use ratefetch::pool::{self, Handler};
-use ratefetch::schedule::{Scheduler, Ticket};
-use ratefetch::sink::{Columns, Sink};
 use ratefetch::Config;
-use ratefetch::Shutdown;
 use support::binary::ratefetch_command as ratefetch;
 use support::raw::RawServer;
-use support::report::{assert_each_index_once, read_csv, run_lib, test_config, wait_for_rows, Row};
+use support::report::{assert_each_index_once, run_lib, test_config, wait_for_rows, Row};
 use support::server::Server;
 
 fn no_retries() -> Config {
@@ -187,70 +178,6 @@ fn invalid_utf8_and_megabyte_titles_are_cut_and_replaced() {
     let title = row.get("title");
     assert!(title.starts_with("caf\u{fffd} \u{fffd}x"), "{title:.40}");
     assert!(title.chars().count() <= 1025 && title.ends_with('…'));
-}
-
-/// A handler that panics on URLs containing "panic" and fetches the others.
-struct PanicOn(Fetcher);
-
-impl Handler for PanicOn {
-    async fn handle(&self, ticket: &mut Ticket, buf: &mut Vec<u8>, shutdown: &Shutdown) -> Next {
-        let job = &ticket.task().job;
-        if job.url.contains("panic") {
-            panic!("boom on line {}", job.index);
-        }
-        self.0.step(ticket, buf, shutdown).await
-    }
-}
-
-#[test]
-fn a_panic_in_one_job_is_its_row_and_the_pool_keeps_its_size() {
-    let server = Server::start();
-    let mut lines: Vec<String> = (0..4).map(|_| server.url("/ok?panic")).collect();
-    lines.extend((0..12).map(|_| server.url("/delay/100")));
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.csv");
-    let config = Arc::new(Config {
-        concurrency: 2,
-        workers: 2,
-        ..test_config()
-    });
-    let scheduler = Scheduler::new(&config);
-    let handler = Arc::new(PanicOn(
-        Fetcher::new(
-            config.clone(),
-            Arc::new(Limits::new(&config)),
-            scheduler.clone(),
-        )
-        .unwrap(),
-    ));
-    let out = Box::new(std::fs::File::create(&report).unwrap());
-    let sink = Sink::new(out, Format::Csv, Columns::default()).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let summary = rt
-        .block_on(pool::run_with(
-            config,
-            handler,
-            scheduler,
-            Source::text(Box::new(std::io::Cursor::new(lines.join("\n")))),
-            sink,
-            None,
-            Shutdown::new(),
-        ))
-        .unwrap();
-    assert_eq!(summary.stats.rows, 16);
-    let mut rows = read_csv(&report);
-    rows.sort_by_key(Row::index);
-    assert_each_index_once(&rows, 1..=16);
-    for row in &rows[..4] {
-        assert_eq!(row.get("error_kind"), "other");
-        assert_eq!(
-            row.get("error"),
-            format!("internal error: boom on line {}", row.index())
-        );
-    }
-    assert!(rows[4..].iter().all(|r| r.get("status") == "200"));
-    // Both workers survived their panics: the slow jobs ran two at a time.
-    assert_eq!(server.max_in_flight(), 2);
 }
 
 #[test]

@@ -219,14 +219,8 @@ fn save_bodies_writes_each_body_by_index_with_its_sha256() {
     let json = std::fs::read(bodies.join("3.json")).unwrap();
     assert!(String::from_utf8_lossy(&html).contains("Product 1"));
     assert!(String::from_utf8_lossy(&json).contains("\"id\":2"));
-    assert_eq!(
-        rows[0].get("body_sha256"),
-        ratefetch::fetch::sha256_hex(&html)
-    );
-    assert_eq!(
-        rows[1].get("body_sha256"),
-        ratefetch::fetch::sha256_hex(&json)
-    );
+    assert_eq!(rows[0].get("body_sha256"), sha256_hex(&html));
+    assert_eq!(rows[1].get("body_sha256"), sha256_hex(&json));
     assert_eq!(rows[0].get("bytes"), html.len().to_string());
 }
 
@@ -387,4 +381,13 @@ fn retry_failed_refuses_a_report_with_other_columns() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("columns"));
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "a,b\n1,2\n");
+}
+
+/// Lower-case hex SHA-256, as the report's `body_sha256` column writes it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
