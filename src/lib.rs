@@ -27,7 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod units;
 
-// The machinery, in dependency order (each uses only those above it).
+// The machinery: private, free to change. Its layering is in the README ("How it works").
 mod fetch;
 mod input;
 mod job;

@@ -126,3 +126,18 @@ fn every_module_opens_with_what_it_owns() {
         );
     }
 }
+
+#[test]
+fn main_rs_stays_thin() {
+    let main =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs")).unwrap();
+    let code = main
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .count();
+    assert!(
+        code <= 60,
+        "main.rs has {code} code lines; its work belongs in the library"
+    );
+}
