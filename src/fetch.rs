@@ -309,6 +309,8 @@ impl Fetcher {
             {
                 return RobotsStep::Wait;
             }
+            // If this fetch ends without rules (a panic, a stop), another task may fetch.
+            let _fetching = robots::Fetching(&origin);
             return match self.fetch_robots(url, shutdown).await {
                 Some(rules) => {
                     let _ = origin.rules.set(rules);
@@ -349,7 +351,11 @@ impl Fetcher {
                 let deadline = Instant::now()
                     .checked_add(self.config.timeout)
                     .unwrap_or_else(far_future);
-                let got = tokio::time::timeout_at(deadline, self.get_robots(&target)).await;
+                let got = tokio::select! {
+                    biased;
+                    _ = shutdown.abort.cancelled() => return None,
+                    got = tokio::time::timeout_at(deadline, self.get_robots(&target)) => got,
+                };
                 drop(pass);
                 break got;
             };
@@ -369,10 +375,13 @@ impl Fetcher {
         }
         let agent = robots::agent_token(user_agent(&self.config));
         let reply = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
-        Some(Arc::new(Rules::from_response(
-            agent,
-            reply.map_err(Clone::clone),
-        )))
+        let rules = Rules::from_response(agent, reply.map_err(Clone::clone));
+        // Before any page of the host goes: its first page waits the delay after robots.txt.
+        if let Some(delay) = rules.delay() {
+            self.scheduler
+                .slow_host(page.host_str().unwrap_or(""), delay);
+        }
+        Some(Arc::new(rules))
     }
 
     /// One robots.txt request: its status and (capped) body, or where it redirects.

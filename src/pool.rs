@@ -50,6 +50,8 @@ pub async fn run(
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
     let scheduler = Scheduler::new(&config);
+    // Ends the timer thread even if the fetcher cannot be built.
+    let _timers = scheduler.guard();
     let fetcher = Arc::new(Fetcher::new(config.clone(), limits, scheduler.clone())?);
     run_with(config, fetcher, scheduler, input, sink, skip, shutdown).await
 }

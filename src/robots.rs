@@ -70,6 +70,20 @@ impl Rules {
     }
 }
 
+/// A fetch of an origin's robots.txt under way: if it ends without rules (a panic, a stop),
+/// the origin is free to be fetched by another task.
+pub struct Fetching<'a>(pub &'a Origin);
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        if self.0.rules.get().is_none() {
+            self.0
+                .fetching
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 /// The most origins whose rules are kept at once.
 pub const MAX_ORIGINS: usize = 10_000;
 
@@ -99,7 +113,13 @@ impl Robots {
             // Bounded: the rules already known are dropped (fetched again when needed);
             // fetches under way stay. A Crawl-delay outlives this in the scheduler's entry
             // for the host, as long as the host is in view.
-            origins.retain(|_, o| o.rules.get().is_none());
+            // Half of the rules known go (the map's order is arbitrary), so a crawl over
+            // more origins than this does not fetch every robots.txt again at once.
+            let mut n = 0u64;
+            origins.retain(|_, o| {
+                n += 1;
+                o.rules.get().is_none() || n % 2 == 0
+            });
         }
         origins.entry(origin).or_default().clone()
     }

@@ -20,9 +20,10 @@
 //!   The wait for the global token stays in the worker (see `limits`).
 //! - **Timers.** A thread of their own with a fine timer slack and a short spin before each
 //!   deadline (as the global pacer), since tokio's 1 ms timer grid would lose a fraction of
-//!   every period of a fast per-host pace. A dispatch that is late by a wake-up (less than
-//!   `CATCH_UP` and than one period) is counted from the instant the host was due, so late
-//!   wake-ups do not add up into a slower pace.
+//!   every period of a fast per-host pace. A dispatch that is late by a wake-up (at most
+//!   `CATCH_UP`, and a quarter of the period) is counted from the instant the host was due, so
+//!   late wake-ups do not add up into a slower pace; a request may then leave that much
+//!   closer to the one before it, as a worker woken late by the global pacer may.
 //! - **Lookahead.** The feeder reads up to `lookahead` jobs ahead of the workers. Beyond a
 //!   host's `HOST_CAP` jobs (or the lookahead), jobs go to a temporary file and are read back
 //!   when the host has room, as disk-backed crawl frontiers do, so a list sorted by host never
@@ -36,7 +37,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,12 +55,12 @@ use crate::units::Rate;
 pub const HOST_CAP: usize = 256;
 /// Jobs read back from disk at a time, when a host's queue runs dry.
 const READ_BACK: usize = 64;
-/// The least lookahead (jobs read ahead of the workers).
+/// The least lookahead (jobs read ahead of the workers) with per-host limits.
 pub const MIN_LOOKAHEAD: usize = 4096;
-/// How late a dispatch may be (and less than one period) and still be counted from when its
-/// host was due. Such lateness is a wake-up's, not a lack of demand: forgiving it keeps the
-/// pace's rate, and moves no request more than this much closer to the one before it.
-const CATCH_UP: Duration = Duration::from_millis(2);
+/// How late a dispatch may be (and at most a quarter of the period) and still be counted from
+/// when its host was due. Such lateness is a wake-up's: forgiving it keeps the pace's rate,
+/// and moves no request more than this much closer to the one before it.
+const CATCH_UP: Duration = Duration::from_millis(1);
 /// Timer thread: the spin before a deadline adapts within these bounds.
 const MIN_SPIN: Duration = Duration::from_micros(5);
 const MAX_SPIN: Duration = Duration::from_micros(100);
@@ -141,6 +142,10 @@ struct Host {
     cool_until: Option<Instant>,
     /// A robots.txt Crawl-delay: the least time between two requests.
     min_period: Duration,
+    /// When its last request took its token.
+    last_sent: Option<Instant>,
+    /// `slot` callers waiting for this host (robots.txt): queued tasks yield to them.
+    reserved: usize,
     in_ready: bool,
     /// The earliest timer armed for this host.
     timer: Option<Instant>,
@@ -198,6 +203,16 @@ impl Scheduler {
             Rate::Unlimited => None,
             Rate::Every(p) => Some(p),
         };
+        let track =
+            period.is_some() || config.per_host_concurrency.is_some() || config.respect_robots;
+        // With per-host limits, jobs of blocked hosts fill memory while others go: read far
+        // ahead. Without, every job may leave at once: a few per worker keep them busy (and
+        // a host told to cool down still makes the input read on while workers are idle).
+        let lookahead = if track {
+            config.workers.saturating_mul(4).max(MIN_LOOKAHEAD)
+        } else {
+            config.workers.saturating_mul(4).clamp(64, MIN_LOOKAHEAD)
+        };
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 free_first: true,
@@ -208,10 +223,8 @@ impl Scheduler {
             timer: Condvar::new(),
             period,
             host_concurrency: config.per_host_concurrency,
-            track: period.is_some()
-                || config.per_host_concurrency.is_some()
-                || config.respect_robots,
-            lookahead: config.workers.saturating_mul(4).max(MIN_LOOKAHEAD),
+            track,
+            lookahead,
             cooled: std::sync::atomic::AtomicBool::new(false),
             jitter: config.backoff_jitter,
         });
@@ -349,22 +362,28 @@ impl Scheduler {
                 s.waiting += 1;
                 inner.wake_feeder(&mut s);
             }
+            // Counted as waiting until this wait ends, however it ends (a dropped future too).
+            let _waiting = Waiting(inner);
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => {
-                    inner.lock().waiting -= 1;
-                    return None;
-                }
+                _ = stop.cancelled() => return None,
                 _ = &mut notified => {}
             }
-            inner.lock().waiting -= 1;
         }
     }
 
     /// A slot on `host` for a request that belongs to no task (robots.txt), waiting in the
     /// caller until the host may send. `None` if `stop` came first.
+    ///
+    /// While it waits, the host's queued tasks yield to it (they would otherwise take every
+    /// turn the timer thread gives the host).
     pub async fn slot(&self, host: &str, stop: &CancellationToken) -> Option<Ticket> {
         let inner = &*self.inner;
+        let mut reservation = Reservation {
+            inner: self.inner.clone(),
+            host: host.into(),
+            held: false,
+        };
         loop {
             let wait = {
                 let mut s = inner.lock();
@@ -373,10 +392,14 @@ impl Scheduler {
                 }
                 let now = Instant::now();
                 let h = s.hosts.entry(host.into()).or_default();
-                match inner.gate(h, now) {
+                match inner.gate_for(h, now, true) {
                     Gate::Open => {
                         h.dispatching = true;
                         h.in_flight += 1;
+                        if reservation.held {
+                            h.reserved -= 1;
+                            reservation.held = false;
+                        }
                         return Some(Ticket {
                             inner: self.inner.clone(),
                             host: Some(host.into()),
@@ -384,9 +407,17 @@ impl Scheduler {
                             stage: Stage::Dispatched,
                         });
                     }
-                    Gate::Until(t) => t,
-                    // Rare (robots.txt only): look again shortly.
-                    Gate::Busy => now + Duration::from_millis(5),
+                    gate => {
+                        if !reservation.held {
+                            h.reserved += 1;
+                            reservation.held = true;
+                        }
+                        match gate {
+                            Gate::Until(t) => t,
+                            // Something of the host is under way: look again shortly.
+                            _ => now + Duration::from_millis(2),
+                        }
+                    }
                 }
             };
             tokio::select! {
@@ -408,7 +439,9 @@ impl Scheduler {
         let until = Instant::now() + wait;
         let h = s.hosts.entry(host.into()).or_default();
         h.cool_until = Some(h.cool_until.map_or(until, |c| c.max(until)));
-        inner.refresh(&mut s, host);
+        if inner.refresh(&mut s, host) {
+            inner.wake_workers(&s, 1);
+        }
     }
 
     /// Requests to `host` leave at least `period` apart from now on (a robots.txt
@@ -416,7 +449,13 @@ impl Scheduler {
     pub fn slow_host(&self, host: &str, period: Duration) {
         let mut s = self.inner.lock();
         let h = s.hosts.entry(host.into()).or_default();
-        h.min_period = h.min_period.max(period);
+        if period > h.min_period {
+            h.min_period = period;
+            // Counted from the host's last request (robots.txt itself, at first); from now
+            // if the host was forgotten meanwhile (its last request is not known).
+            let last = h.last_sent.unwrap_or_else(Instant::now);
+            h.tat = h.tat.max(Some(last + period));
+        }
     }
 
     /// Puts a task back at the front of its host's queue (a redirect, a cool-down that
@@ -495,9 +534,11 @@ impl Inner {
             return 1;
         };
         let over = s.in_memory >= self.lookahead;
-        // Past the lookahead (a held resume reads on), even a host without limits queues
-        // where it can spill.
-        if !self.track && !over && !s.hosts.contains_key(host) {
+        // A held resume reads on past the lookahead: then even a host without limits queues
+        // where it can spill. (Otherwise a job without limits may leave at once; the input
+        // is read past the lookahead only for idle workers.)
+        let spillable = self.track || (over && s.gated) || s.hosts.contains_key(host);
+        if !spillable {
             s.in_memory += 1;
             push(&mut s.free, task, front);
             return 1;
@@ -525,7 +566,16 @@ impl Inner {
 
     /// Whether `h` may dispatch at `now`, and if not, until when.
     fn gate(&self, h: &Host, now: Instant) -> Gate {
-        if h.dispatching || self.host_concurrency.is_some_and(|c| h.in_flight >= c) {
+        self.gate_for(h, now, false)
+    }
+
+    /// `gate`, for a `slot` (which does not yield to itself) or a queued task (which yields
+    /// to a waiting slot).
+    fn gate_for(&self, h: &Host, now: Instant, slot: bool) -> Gate {
+        if h.dispatching
+            || (!slot && h.reserved > 0)
+            || self.host_concurrency.is_some_and(|c| h.in_flight >= c)
+        {
             return Gate::Busy;
         }
         let until = h.tat.max(h.cool_until);
@@ -539,7 +589,12 @@ impl Inner {
     /// timer if it must wait, forgotten if nothing on it is in force. Returns whether it
     /// joined the ring.
     fn refresh(&self, s: &mut State, host: &str) -> bool {
-        let now = Instant::now();
+        self.refresh_at(s, host, Instant::now())
+    }
+
+    /// `refresh` as of `now` (a caller that just judged the host's gate passes the instant it
+    /// judged at, so that both decisions agree).
+    fn refresh_at(&self, s: &mut State, host: &str, now: Instant) -> bool {
         let Some(h) = s.hosts.get_mut(host) else {
             return false;
         };
@@ -549,11 +604,12 @@ impl Inner {
         if !h.has_work() {
             let idle = h.in_flight == 0
                 && !h.dispatching
+                && h.reserved == 0
                 && h.tat.is_none_or(|t| t <= now)
                 && h.cool_until.is_none_or(|t| t <= now);
             if idle {
                 s.hosts.remove(host);
-            } else if h.in_flight == 0 && !h.dispatching {
+            } else if h.in_flight == 0 && !h.dispatching && h.reserved == 0 {
                 // Forget it once its pace or cool-down is over.
                 let until = h.tat.max(h.cool_until).expect("not idle: a time is set");
                 if h.timer.is_none_or(|armed| armed > until) {
@@ -616,7 +672,9 @@ impl Inner {
                     let host: Box<str> = host.into();
                     let h = s.hosts.get_mut(&host).expect("checked");
                     h.queue.push_back(task);
-                    self.refresh(s, &host);
+                    if self.refresh(s, &host) {
+                        self.wake_workers(s, 1);
+                    }
                     continue;
                 }
             }
@@ -635,7 +693,8 @@ impl Inner {
             };
             h.in_ready = false;
             if !matches!(self.gate(h, now), Gate::Open) {
-                self.refresh(s, &key);
+                // Judged at the same instant, so it is not put back in the ring.
+                self.refresh_at(s, &key, now);
                 continue;
             }
             if h.queue.is_empty() && h.spilled_jobs > 0 {
@@ -647,7 +706,9 @@ impl Inner {
                     s.spill_error.get_or_insert_with(|| {
                         "jobs saved to a temporary file could not be read back".into()
                     });
-                    s.live -= lost;
+                    for _ in 0..lost {
+                        self.task_done(s);
+                    }
                 }
             }
             let h = s.hosts.get_mut(&key).expect("present");
@@ -738,6 +799,42 @@ fn push(queue: &mut VecDeque<Task>, task: Task, front: bool) {
     }
 }
 
+/// A worker counted in `State::waiting`.
+struct Waiting<'a>(&'a Inner);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.waiting -= 1;
+        }
+    }
+}
+
+/// A `slot` caller's place on a host, given back if it stops waiting.
+struct Reservation {
+    inner: Arc<Inner>,
+    host: Box<str>,
+    held: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let inner = self.inner.clone();
+        let Ok(mut s) = inner.state.lock() else {
+            return;
+        };
+        if let Some(h) = s.hosts.get_mut(&self.host) {
+            h.reserved -= 1;
+        }
+        if inner.refresh(&mut s, &self.host) {
+            inner.wake_workers(&s, 1);
+        }
+    }
+}
+
 /// A worker's claim on one dispatch: the task, and its host's slot until given back.
 #[must_use = "a ticket holds its host's slot until it is given back"]
 pub struct Ticket {
@@ -803,19 +900,22 @@ impl Ticket {
         let Some(h) = s.hosts.get_mut(host) else {
             return true;
         };
-        if h.cool_until.is_some_and(|c| c > now) {
+        // A cool-down that began, or a Crawl-delay that moved the host's turn, while this
+        // ticket waited: the request must not leave now.
+        if h.cool_until.is_some_and(|c| c > now) || h.tat.is_some_and(|t| t > now) {
             return false;
         }
         let period = inner.period.unwrap_or_default().max(h.min_period);
         if !period.is_zero() {
             let base = match h.tat {
-                Some(t) if t <= now && now - t < CATCH_UP.min(period) => t,
+                Some(t) if t <= now && now - t <= CATCH_UP.min(period / 4) => t,
                 Some(t) => t.max(now),
                 None => now,
             };
             h.tat = Some(base + period);
         }
         h.dispatching = false;
+        h.last_sent = Some(now);
         self.stage = Stage::Sent;
         let host = host.clone();
         let woken = inner.refresh(&mut s, &host);
@@ -899,6 +999,8 @@ struct Spill {
     /// Bytes in the file.
     written: u64,
     pending: Vec<u8>,
+    /// A write failed (a full disk): jobs stay in memory from then on.
+    broken: bool,
 }
 
 /// Consecutive records of one host in the spill file.
@@ -916,14 +1018,26 @@ fn write_spill(spill: &mut Option<Spill>, h: &mut Host, job: &Job) -> io::Result
             file: tempfile::tempfile()?,
             written: 0,
             pending: Vec::with_capacity(SPILL_FLUSH),
+            broken: false,
         });
     }
     let sp = spill.as_mut().expect("just made");
-    let start = sp.written + sp.pending.len() as u64;
+    if sp.broken {
+        return Err(io::Error::other("the spill file failed before"));
+    }
+    let kept = sp.pending.len();
+    let start = sp.written + kept as u64;
     encode_job(&mut sp.pending, job);
     let end = sp.written + sp.pending.len() as u64;
     if sp.pending.len() >= SPILL_FLUSH {
-        sp.file.write_all(&sp.pending)?;
+        // Written at its offset: a short write cannot shift the records after it.
+        if let Err(e) = write_all_at(&sp.file, &sp.pending, sp.written) {
+            // This job stays in memory (the caller keeps it); the records before it are
+            // still in `pending`, where they are read from. No more spilling.
+            sp.pending.truncate(kept);
+            sp.broken = true;
+            return Err(e);
+        }
         sp.written += sp.pending.len() as u64;
         sp.pending.clear();
     }
@@ -1003,6 +1117,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 fn read_record(sp: &Spill, offset: u64) -> io::Result<(Job, u64)> {
     let head = read_at(sp, offset, 4)?;
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    if offset + 4 + len as u64 > sp.written + sp.pending.len() as u64 {
+        return Err(io::Error::other("a record past the end of the spill"));
+    }
     let body = read_at(sp, offset + 4, len)?;
     let job = decode_job(&body).ok_or_else(|| io::Error::other("a corrupt record"))?;
     Ok((job, 4 + len as u64))
@@ -1025,6 +1142,26 @@ fn read_at(sp: &Spill, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         out[done..].copy_from_slice(rest);
     }
     Ok(out)
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_write(buf, offset)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
