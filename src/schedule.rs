@@ -339,6 +339,21 @@ impl Scheduler {
     /// stopped, or the input is done and every task finished.
     pub async fn next(&self, stop: &CancellationToken) -> Option<Ticket> {
         let inner = &*self.inner;
+        // The common case first: a task is ready, no need to register for a wake-up.
+        {
+            let mut s = inner.lock();
+            if s.closed || stop.is_cancelled() {
+                return None;
+            }
+            if let Some((host, task)) = inner.dispatch(&mut s) {
+                return Some(Ticket {
+                    inner: self.inner.clone(),
+                    host,
+                    task: Some(task),
+                    stage: Stage::Dispatched,
+                });
+            }
+        }
         loop {
             let notified = inner.work.notified();
             tokio::pin!(notified);

@@ -104,11 +104,19 @@ fn a_list_sorted_by_host_goes_to_every_host_at_once() {
     let arrivals = by_host(&servers);
     for arr in arrivals.values() {
         assert_eq!(arr.len(), per_host as usize);
-        let check = check_rate(&times(arr), 5.0, 1, Duration::from_millis(10));
+        // Six hosts open their first connections at once here, on a busy machine: a first
+        // request reaches its server up to tens of ms after it left (the pace counts from
+        // when it left), its successors on the warm connection at once. The pace itself is
+        // checked tightly in `tests/limits.rs`; this allows for that set-up.
+        let check = check_rate(&times(arr), 5.0, 1, Duration::from_millis(30));
         assert!(
             check.held,
-            "a host above 5/s: {} in {:?}",
-            check.worst_count, check.worst_span
+            "a host above 5/s: {} in {:?} (gaps {:?})",
+            check.worst_count,
+            check.worst_span,
+            arr.windows(2)
+                .map(|w| w[1].at - w[0].at)
+                .collect::<Vec<_>>()
         );
     }
     // Every host started within the first period or so: before any host's third request,
