@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::error::UsageError;
 use crate::extract::Extractor;
-use crate::units::{parse_duration, parse_rate, parse_size, Rate};
+use crate::units::{parse_duration, parse_quota, parse_rate, parse_size, Quota, Rate};
 
 /// Fetch a list of URLs as fast as a quota allows and never faster; write one CSV row per
 /// input line.
@@ -56,6 +56,15 @@ pub struct Cli {
     /// Max requests in flight per host.
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub per_host_concurrency: Option<usize>,
+
+    /// At most N requests in any window W (5000/h, 30/3s, 50000/d); repeatable. Unlike
+    /// --rate, a window may be spent in a burst.
+    #[arg(long = "quota", value_name = "N/WINDOW", value_parser = parse_quota)]
+    pub quotas: Vec<Quota>,
+
+    /// At most N requests to each host in any window W; repeatable.
+    #[arg(long = "per-host-quota", value_name = "N/WINDOW", value_parser = parse_quota)]
+    pub per_host_quotas: Vec<Quota>,
 
     /// Whole-attempt timeout, body included (250ms, 30s, 2m).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
@@ -299,6 +308,8 @@ impl Cli {
             workers: self.workers.unwrap_or(self.concurrency),
             per_host_rate: self.per_host_rate,
             per_host_concurrency: self.per_host_concurrency,
+            quotas: self.quotas,
+            per_host_quotas: self.per_host_quotas,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             retries: self.retries,
@@ -463,6 +474,37 @@ mod tests {
     }
 
     #[test]
+    fn quotas_are_repeatable_and_keep_their_order() {
+        let c = parse(&[
+            "--quota",
+            "5000/h",
+            "--quota",
+            "50000/d",
+            "--per-host-quota",
+            "30/3s",
+        ])
+        .unwrap();
+        let hour = Quota {
+            limit: 5000,
+            window: Duration::from_secs(3600),
+        };
+        let day = Quota {
+            limit: 50_000,
+            window: Duration::from_secs(86_400),
+        };
+        assert_eq!(c.quotas, [hour, day]);
+        assert_eq!(
+            c.per_host_quotas,
+            [Quota {
+                limit: 30,
+                window: Duration::from_secs(3)
+            }]
+        );
+        let d = parse(&[]).unwrap();
+        assert!(d.quotas.is_empty() && d.per_host_quotas.is_empty());
+    }
+
+    #[test]
     fn data_implies_post_and_dash_means_stdin() {
         let c = parse(&["-", "-d", "x=1"]).unwrap();
         assert_eq!(c.method, Method::POST);
@@ -486,6 +528,9 @@ mod tests {
             (&["--retry-status", "429,abc"], "--retry-status"),
             (&["--format", "xml"], "--format"),
             (&["--per-host-rate", "1/d"], "--per-host-rate"),
+            (&["--quota", "5000"], "--quota"),
+            (&["--quota", "0/h"], "--quota"),
+            (&["--per-host-quota", "10/soon"], "--per-host-quota"),
             (&["--resume"], "--resume"),
         ];
         for (args, flag) in cases {

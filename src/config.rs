@@ -12,7 +12,7 @@ use reqwest::Method;
 
 use crate::error::UsageError;
 use crate::extract::Extractor;
-use crate::units::Rate;
+use crate::units::{Quota, Rate};
 
 /// What one invocation of ratefetch does. The command line builds one
 /// (`Cli::into_mode`); `app::run_mode` matches it once. The planned subcommands (audit,
@@ -124,6 +124,11 @@ pub struct Config {
     pub per_host_rate: Rate,
     /// Max requests in flight per host (`--per-host-concurrency`).
     pub per_host_concurrency: Option<usize>,
+    /// Windowed quotas over the whole run (`--quota`, repeatable): at most N requests in any
+    /// window W, each.
+    pub quotas: Vec<Quota>,
+    /// Windowed quotas for each host (`--per-host-quota`, repeatable).
+    pub per_host_quotas: Vec<Quota>,
     /// Whole-attempt timeout, body included (`--timeout`).
     pub timeout: Duration,
     /// TCP (and TLS) connect timeout (`--connect-timeout`).
@@ -215,6 +220,8 @@ impl Default for Config {
             workers: 16,
             per_host_rate: Rate::Unlimited,
             per_host_concurrency: None,
+            quotas: Vec::new(),
+            per_host_quotas: Vec::new(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             retries: 2,

@@ -35,6 +35,7 @@ mod limits;
 mod pacer;
 mod pool;
 mod progress;
+mod quota;
 mod rerun;
 mod resume;
 mod retry;

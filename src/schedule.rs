@@ -1,7 +1,8 @@
 //! Schedule: per-host queues between the input and the workers, so that a worker only ever
 //! takes a job that may leave now. A job that must wait — for its host's pace
 //! (`--per-host-rate`, a robots.txt Crawl-delay), its host's `--per-host-concurrency`, a
-//! cool-down (`Retry-After`) or a retry's backoff — waits here, holding no worker.
+//! cool-down (`Retry-After`), a retry's backoff, a quota window (`--quota`,
+//! `--per-host-quota`) — waits here, holding no worker.
 //!
 //! ```text
 //!  feeder ──push──▶ host queues (in memory, capped per host; the rest spilled to disk)
@@ -18,6 +19,12 @@
 //! - **The rate promise is unchanged.** A host gets no second dispatch until the first has
 //!   taken its global token (`Ticket::go`), and the host's next turn is counted from there.
 //!   The wait for the global token stays in the worker (see `limits`).
+//! - **Quotas.** A dispatch is admitted by every window at once: the run's windows
+//!   (`--quota`) hold a place for it while its worker waits for the global token (it is
+//!   `pending`), its host's windows are not touched by anyone else meanwhile (no second
+//!   dispatch per host). `Ticket::go` stamps it in all of them at the same instant, the
+//!   instant it is sent; a ticket given back unsent frees its place. So no window is spent by
+//!   a request that another limit refuses.
 //! - **Timers.** A thread of their own with a fine timer slack and a short spin before each
 //!   deadline (as the global pacer), since tokio's 1 ms timer grid would lose a fraction of
 //!   every period of a fast per-host pace. A dispatch that is late by a wake-up (at most
@@ -49,7 +56,8 @@ use crate::config::Config;
 use crate::error::Failure;
 use crate::input::parse_target;
 use crate::job::{Job, Task};
-use crate::units::Rate;
+use crate::quota::{self, Window};
+use crate::units::{Quota, Rate};
 
 /// Jobs of one host kept in memory; the rest of its jobs wait on disk.
 pub const HOST_CAP: usize = 256;
@@ -82,6 +90,10 @@ struct Inner {
     /// `--per-host-rate` as a period.
     period: Option<Duration>,
     host_concurrency: Option<usize>,
+    /// `--per-host-quota`s.
+    host_quotas: Vec<Quota>,
+    /// Whether the run has `--quota`s (every dispatch then holds a place in them).
+    quotas: bool,
     /// Every host gets an entry (per-host limits, or robots.txt may slow any host).
     track: bool,
     lookahead: usize,
@@ -124,6 +136,15 @@ struct State {
     spill_error: Option<String>,
     /// Set when the scheduler is dropped: the timer thread ends.
     ended: bool,
+    /// The run's `--quota` windows.
+    quotas: Vec<Window>,
+    /// Dispatches admitted by `quotas` and not sent (or given back) yet.
+    pending: u64,
+    /// The run's quotas refuse a dispatch now: nothing dispatches, and idle workers do not
+    /// make the input read on.
+    quota_blocked: bool,
+    /// When the quota timer is armed for.
+    quota_timer: Option<Instant>,
 }
 
 /// A host's queue and limits.
@@ -149,11 +170,20 @@ struct Host {
     in_ready: bool,
     /// The earliest timer armed for this host.
     timer: Option<Instant>,
+    /// Its `--per-host-quota` windows, from its first request on.
+    windows: Vec<Window>,
 }
 
 impl Host {
     fn has_work(&self) -> bool {
         !self.queue.is_empty() || self.spilled_jobs > 0
+    }
+
+    /// When everything that limits this host in time is over (its pace, a cool-down, every
+    /// send left its quota windows); `None` if nothing ever was.
+    fn clear_at(&self) -> Option<Instant> {
+        let windows = self.windows.iter().filter_map(Window::clear_at).max();
+        self.tat.max(self.cool_until).max(windows)
     }
 }
 
@@ -168,6 +198,8 @@ enum Due {
     Host(Box<str>),
     /// A task whose backoff ends: back to the front of its host's queue.
     Task(Box<Task>),
+    /// The run's quota windows may admit a dispatch again.
+    Quota,
 }
 
 impl PartialEq for Timer {
@@ -196,6 +228,18 @@ enum Gate {
     Busy,
 }
 
+impl Gate {
+    /// When a caller that polls should look again.
+    fn until(&self, now: Instant) -> Instant {
+        match self {
+            Gate::Open => now,
+            Gate::Until(t) => *t,
+            // Something is under way: look again shortly.
+            Gate::Busy => now + Duration::from_millis(2),
+        }
+    }
+}
+
 impl Scheduler {
     /// A scheduler for `config`'s per-host limits, reading ahead `lookahead` jobs.
     pub fn new(config: &Config) -> Scheduler {
@@ -203,8 +247,10 @@ impl Scheduler {
             Rate::Unlimited => None,
             Rate::Every(p) => Some(p),
         };
-        let track =
-            period.is_some() || config.per_host_concurrency.is_some() || config.respect_robots;
+        let track = period.is_some()
+            || config.per_host_concurrency.is_some()
+            || !config.per_host_quotas.is_empty()
+            || config.respect_robots;
         // With per-host limits, jobs of blocked hosts fill memory while others go: read far
         // ahead. Without, every job may leave at once: a few per worker keep them busy (and
         // a host told to cool down still makes the input read on while workers are idle).
@@ -216,6 +262,7 @@ impl Scheduler {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 free_first: true,
+                quotas: config.quotas.iter().copied().map(Window::new).collect(),
                 ..State::default()
             }),
             work: Notify::new(),
@@ -223,6 +270,8 @@ impl Scheduler {
             timer: Condvar::new(),
             period,
             host_concurrency: config.per_host_concurrency,
+            host_quotas: config.per_host_quotas.clone(),
+            quotas: !config.quotas.is_empty(),
             track,
             lookahead,
             cooled: std::sync::atomic::AtomicBool::new(false),
@@ -351,6 +400,7 @@ impl Scheduler {
                     host,
                     task: Some(task),
                     stage: Stage::Dispatched,
+                    quota: inner.quotas,
                 });
             }
         }
@@ -369,6 +419,7 @@ impl Scheduler {
                         host,
                         task: Some(task),
                         stage: Stage::Dispatched,
+                        quota: inner.quotas,
                     });
                 }
                 if s.input_done && s.live == 0 {
@@ -402,35 +453,41 @@ impl Scheduler {
         loop {
             let wait = {
                 let mut s = inner.lock();
-                if !inner.track && !s.hosts.contains_key(host) {
-                    return Some(Ticket::free(self.inner.clone()));
-                }
                 let now = Instant::now();
-                let h = s.hosts.entry(host.into()).or_default();
-                match inner.gate_for(h, now, true) {
-                    Gate::Open => {
-                        h.dispatching = true;
-                        h.in_flight += 1;
-                        if reservation.held {
-                            h.reserved -= 1;
-                            reservation.held = false;
+                let quotas = inner.quota_gate(&mut s, now);
+                if !inner.track && !s.hosts.contains_key(host) {
+                    match quotas {
+                        Gate::Open => {
+                            inner.reserve(&mut s);
+                            return Some(Ticket::free(self.inner.clone()));
                         }
-                        return Some(Ticket {
-                            inner: self.inner.clone(),
-                            host: Some(host.into()),
-                            task: None,
-                            stage: Stage::Dispatched,
-                        });
+                        gate => gate.until(now),
                     }
-                    gate => {
-                        if !reservation.held {
-                            h.reserved += 1;
-                            reservation.held = true;
+                } else {
+                    let h = s.hosts.entry(host.into()).or_default();
+                    match (inner.gate_for(h, now, true), quotas) {
+                        (Gate::Open, Gate::Open) => {
+                            h.dispatching = true;
+                            h.in_flight += 1;
+                            if reservation.held {
+                                h.reserved -= 1;
+                                reservation.held = false;
+                            }
+                            inner.reserve(&mut s);
+                            return Some(Ticket {
+                                inner: self.inner.clone(),
+                                host: Some(host.into()),
+                                task: None,
+                                stage: Stage::Dispatched,
+                                quota: inner.quotas,
+                            });
                         }
-                        match gate {
-                            Gate::Until(t) => t,
-                            // Something of the host is under way: look again shortly.
-                            _ => now + Duration::from_millis(2),
+                        (gate, quotas) => {
+                            if !reservation.held {
+                                h.reserved += 1;
+                                reservation.held = true;
+                            }
+                            gate.until(now).max(quotas.until(now))
                         }
                     }
                 }
@@ -524,7 +581,51 @@ impl Inner {
 
     fn may_read(&self, s: &State) -> bool {
         !s.input_done
-            && (s.gated || s.waiting > 0 || (s.in_memory < self.lookahead && s.spilled == 0))
+            && (s.gated
+                || (s.waiting > 0 && !s.quota_blocked)
+                || (s.in_memory < self.lookahead && s.spilled == 0))
+    }
+
+    /// Whether the run's quotas admit one more dispatch at `now`.
+    fn quota_gate(&self, s: &mut State, now: Instant) -> Gate {
+        if !self.quotas {
+            return Gate::Open;
+        }
+        match quota::free_at(&mut s.quotas, now, s.pending) {
+            Some((t, _)) if t <= now => Gate::Open,
+            Some((t, _)) => Gate::Until(t),
+            // Pending dispatches fill a window: their sends (`go`) tell when it frees.
+            None => Gate::Busy,
+        }
+    }
+
+    /// `quota_gate`, remembering a refusal: then nothing dispatches and a timer (or the
+    /// next send) looks again.
+    fn quotas_open(&self, s: &mut State, now: Instant) -> bool {
+        let gate = self.quota_gate(s, now);
+        s.quota_blocked = !matches!(gate, Gate::Open);
+        if let Gate::Until(t) = gate {
+            if s.quota_timer.is_none_or(|armed| armed > t || armed <= now) {
+                s.quota_timer = Some(t);
+                self.arm(s, t, Due::Quota);
+            }
+        }
+        !s.quota_blocked
+    }
+
+    /// Takes a place in the run's quotas for a dispatch (given back by its ticket).
+    fn reserve(&self, s: &mut State) {
+        if self.quotas {
+            s.pending += 1;
+        }
+    }
+
+    /// After a dispatch was sent or given back: if the quotas refused before, they may
+    /// admit now (or tell when).
+    fn quotas_changed(&self, s: &mut State) {
+        if s.quota_blocked && self.quotas_open(s, Instant::now()) {
+            self.wake_workers(s, s.waiting);
+        }
     }
 
     fn wake_feeder(&self, s: &mut State) {
@@ -580,20 +681,22 @@ impl Inner {
     }
 
     /// Whether `h` may dispatch at `now`, and if not, until when.
-    fn gate(&self, h: &Host, now: Instant) -> Gate {
+    fn gate(&self, h: &mut Host, now: Instant) -> Gate {
         self.gate_for(h, now, false)
     }
 
     /// `gate`, for a `slot` (which does not yield to itself) or a queued task (which yields
     /// to a waiting slot).
-    fn gate_for(&self, h: &Host, now: Instant, slot: bool) -> Gate {
+    fn gate_for(&self, h: &mut Host, now: Instant, slot: bool) -> Gate {
         if h.dispatching
             || (!slot && h.reserved > 0)
             || self.host_concurrency.is_some_and(|c| h.in_flight >= c)
         {
             return Gate::Busy;
         }
-        let until = h.tat.max(h.cool_until);
+        // Nothing of the host is pending (it is not dispatching).
+        let windows = quota::free_at(&mut h.windows, now, 0).map(|(t, _)| t);
+        let until = h.tat.max(h.cool_until).max(windows);
         match until {
             Some(t) if t > now => Gate::Until(t),
             _ => Gate::Open,
@@ -617,16 +720,13 @@ impl Inner {
             return false;
         }
         if !h.has_work() {
-            let idle = h.in_flight == 0
-                && !h.dispatching
-                && h.reserved == 0
-                && h.tat.is_none_or(|t| t <= now)
-                && h.cool_until.is_none_or(|t| t <= now);
-            if idle {
+            let unused = h.in_flight == 0 && !h.dispatching && h.reserved == 0;
+            let clear_at = h.clear_at();
+            if unused && clear_at.is_none_or(|t| t <= now) {
                 s.hosts.remove(host);
-            } else if h.in_flight == 0 && !h.dispatching && h.reserved == 0 {
-                // Forget it once its pace or cool-down is over.
-                let until = h.tat.max(h.cool_until).expect("not idle: a time is set");
+            } else if unused {
+                // Forget it once its pace, cool-down and quota windows are over.
+                let until = clear_at.expect("not idle: a time is set");
                 if h.timer.is_none_or(|armed| armed > until) {
                     h.timer = Some(until);
                     self.arm(s, until, Due::Host(host.into()));
@@ -662,18 +762,21 @@ impl Inner {
     }
 
     /// Takes the next task that may leave now, marking its host's slot taken.
+    /// With `--quota`, the dispatch holds a place in the run's windows (`reserve`).
     fn dispatch(&self, s: &mut State) -> Option<(Option<Box<str>>, Task)> {
-        if s.gated {
+        if s.gated || (self.quotas && !self.quotas_open(s, Instant::now())) {
             return None;
         }
         for _ in 0..2 {
             s.free_first = !s.free_first;
-            if !s.free_first {
-                if let Some(found) = self.dispatch_free(s) {
-                    return Some(found);
-                }
-            } else if let Some(found) = self.dispatch_ready(s) {
-                return Some(found);
+            let found = if !s.free_first {
+                self.dispatch_free(s)
+            } else {
+                self.dispatch_ready(s)
+            };
+            if found.is_some() {
+                self.reserve(s);
+                return found;
             }
         }
         None
@@ -769,6 +872,14 @@ impl Inner {
                             woken += self.enqueue(&mut s, *task, true);
                         }
                     }
+                    Due::Quota => {
+                        if s.quota_timer == Some(timer.at) {
+                            s.quota_timer = None;
+                        }
+                        if s.quota_blocked && self.quotas_open(&mut s, now) {
+                            woken += s.waiting.max(1);
+                        }
+                    }
                 }
             }
             if woken > 0 {
@@ -858,6 +969,8 @@ pub struct Ticket {
     host: Option<Box<str>>,
     task: Option<Task>,
     stage: Stage,
+    /// Holds a place in the run's quotas (until sent or given back).
+    quota: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -871,11 +984,13 @@ enum Stage {
 
 impl Ticket {
     fn free(inner: Arc<Inner>) -> Ticket {
+        let quota = inner.quotas;
         Ticket {
             inner,
             host: None,
             task: None,
             stage: Stage::Dispatched,
+            quota,
         }
     }
 
@@ -904,7 +1019,15 @@ impl Ticket {
     /// not leave; requeue the task).
     pub fn go(&mut self) -> bool {
         let Some(host) = &self.host else {
-            return !self.free_host_cooling();
+            if self.free_host_cooling() {
+                return false;
+            }
+            if self.quota {
+                let inner = self.inner.clone();
+                let mut s = inner.lock();
+                self.stamp(&inner, &mut s, Instant::now());
+            }
+            return true;
         };
         if self.stage != Stage::Dispatched {
             return true;
@@ -912,9 +1035,11 @@ impl Ticket {
         let inner = self.inner.clone();
         let mut s = inner.lock();
         let now = Instant::now();
-        let Some(h) = s.hosts.get_mut(host) else {
+        if !s.hosts.contains_key(host) {
+            self.stamp(&inner, &mut s, now);
             return true;
-        };
+        }
+        let h = s.hosts.get_mut(host).expect("checked");
         // A cool-down that began, or a Crawl-delay that moved the host's turn, while this
         // ticket waited: the request must not leave now.
         if h.cool_until.is_some_and(|c| c > now) || h.tat.is_some_and(|t| t > now) {
@@ -931,11 +1056,31 @@ impl Ticket {
         }
         h.dispatching = false;
         h.last_sent = Some(now);
+        // Counted in the host's windows and the run's at the same instant.
+        if h.windows.is_empty() {
+            h.windows = inner.host_quotas.iter().copied().map(Window::new).collect();
+        }
+        for w in &mut h.windows {
+            w.record(now);
+        }
         self.stage = Stage::Sent;
         let host = host.clone();
+        self.stamp(&inner, &mut s, now);
         let woken = inner.refresh(&mut s, &host);
         inner.wake_workers(&s, usize::from(woken));
         true
+    }
+
+    /// Counts the request, sent at `now`, in the run's quotas (its place there was held).
+    fn stamp(&mut self, inner: &Inner, s: &mut State, now: Instant) {
+        if !std::mem::take(&mut self.quota) {
+            return;
+        }
+        s.pending -= 1;
+        for w in &mut s.quotas {
+            w.record(now);
+        }
+        inner.quotas_changed(s);
     }
 
     /// For a ticket without a host slot: whether the task's host began to cool down.
@@ -961,6 +1106,11 @@ impl Ticket {
     }
 
     fn release(&mut self, inner: &Inner, s: &mut State) {
+        if std::mem::take(&mut self.quota) {
+            // Given back unsent: its place in the quotas is free again.
+            s.pending -= 1;
+            inner.quotas_changed(s);
+        }
         if self.stage == Stage::Released {
             return;
         }

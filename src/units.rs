@@ -1,5 +1,6 @@
 //! Parsers for the value forms of the command line: RATE (`10/s`, `600/m`, `unlimited`),
-//! DURATION (humantime: `250ms`, `30s`, `2m`) and SIZE (`10MiB`, `512KB`, bytes).
+//! DURATION (humantime: `250ms`, `30s`, `2m`), SIZE (`10MiB`, `512KB`, bytes) and QUOTA
+//! (`5000/h`, `30/3s`: at most N requests in any window of that length).
 //!
 //! Each parser is a plain function usable as a clap `value_parser`; its error text is the
 //! "expected …" half of a usage error, clap adds the flag name.
@@ -11,6 +12,9 @@ use std::time::Duration;
 pub const RATE_FORMS: &str = "expected a rate like 10, 10/s, 600/m, 5000/h, 0.5/s or unlimited";
 /// The accepted SIZE forms, quoted in usage errors.
 pub const SIZE_FORMS: &str = "expected a size like 10MiB, 512KB, 1GB or a number of bytes";
+/// The accepted QUOTA forms, quoted in usage errors.
+pub const QUOTA_FORMS: &str =
+    "expected a quota like 5000/h, 30/3s, 100/15m or 50000/d (at most N in any window)";
 /// The accepted DURATION forms, quoted in usage errors.
 pub const DURATION_FORMS: &str = "expected a duration like 250ms, 30s, 2m or 1h";
 
@@ -87,6 +91,61 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         return Err(format!("{RATE_FORMS} (too low)"));
     }
     Ok(Rate::Every(Duration::from_secs_f64(period)))
+}
+
+/// A windowed quota: at most `limit` requests in any window of length `window` (a sliding
+/// window over send times). Unlike a `Rate`, a quota may be spent in a burst.
+///
+/// ```
+/// use ratefetch::units::{parse_quota, Quota};
+/// use std::time::Duration;
+/// let q = parse_quota("5000/h").unwrap();
+/// assert_eq!(q, Quota { limit: 5000, window: Duration::from_secs(3600) });
+/// assert_eq!(parse_quota("30/3s").unwrap().window, Duration::from_secs(3));
+/// assert_eq!(q.to_string(), "5000/1h");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests allowed in any one window.
+    pub limit: u64,
+    /// The window's length.
+    pub window: Duration,
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.limit,
+            humantime::format_duration(self.window)
+        )
+    }
+}
+
+/// Parses QUOTA: `N/WINDOW`, where WINDOW is a duration (`3s`, `15m`, `1h`, `1d`) or a bare
+/// unit (`s`, `m`, `h`, `d`: one of each). N is a whole number above 0.
+pub fn parse_quota(s: &str) -> Result<Quota, String> {
+    let (count, window) = s.trim().split_once('/').ok_or(QUOTA_FORMS)?;
+    let limit: u64 = count.trim().parse().map_err(|_| QUOTA_FORMS.to_string())?;
+    if limit == 0 {
+        return Err(format!("{QUOTA_FORMS} (the count must be above 0)"));
+    }
+    let window = window.trim();
+    let window = match window.to_ascii_lowercase().as_str() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hr" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        _ => humantime::parse_duration(window).map_err(|_| QUOTA_FORMS.to_string())?,
+    };
+    if window.is_zero() {
+        return Err(format!("{QUOTA_FORMS} (the window must be above 0)"));
+    }
+    if window > MAX_DURATION {
+        return Err(format!("{QUOTA_FORMS} (a window of at most 365 days)"));
+    }
+    Ok(Quota { limit, window })
 }
 
 /// Parses DURATION in humantime form (`250ms`, `30s`, `2m`, `1h 30m`). A bare `0` is zero.
@@ -180,6 +239,38 @@ mod tests {
         }
     }
 
+    fn quota(limit: u64, secs: u64) -> Quota {
+        Quota {
+            limit,
+            window: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn quota_forms() {
+        assert_eq!(parse_quota("5000/h").unwrap(), quota(5000, 3600));
+        assert_eq!(parse_quota("5000/1h").unwrap(), quota(5000, 3600));
+        assert_eq!(parse_quota("30/3s").unwrap(), quota(30, 3));
+        assert_eq!(parse_quota("100/15m").unwrap(), quota(100, 900));
+        assert_eq!(parse_quota("50000/d").unwrap(), quota(50_000, 86_400));
+        assert_eq!(parse_quota("50000/1d").unwrap(), quota(50_000, 86_400));
+        assert_eq!(parse_quota(" 10 / s ").unwrap(), quota(10, 1));
+        assert_eq!(
+            parse_quota("5/250ms").unwrap().window,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn quota_rejects() {
+        for bad in [
+            "", "10", "0/s", "-1/s", "1.5/s", "10/", "/s", "10/0s", "10/soon", "10/400d", "x/h",
+        ] {
+            assert!(parse_quota(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(parse_quota("10").unwrap_err().contains("5000/h"));
+    }
+
     #[test]
     fn duration_forms() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -234,6 +325,7 @@ mod tests {
             let _ = parse_rate(&s);
             let _ = parse_size(&s);
             let _ = parse_duration(&s);
+            let _ = parse_quota(&s);
         }
     }
 }

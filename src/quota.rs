@@ -1,0 +1,294 @@
+//! Quota windows: "at most N requests in any window of length W" (`--quota`,
+//! `--per-host-quota`), as an exact-enough sliding count of send times. A leaf module: the
+//! scheduler owns the windows and asks them when the next request may leave.
+//!
+//! Why not a GCRA: a GCRA with burst N and period W/N admits up to 2N − 1 requests in one
+//! window W (governor issue 219). A sliding log is exact: the next request may leave at
+//! max(now, the N-th last send + W). To keep memory bounded for N = 100,000 (and for
+//! per-host quotas over many hosts), sends close in time share one bucket: at most
+//! `BUCKETS` + 1 buckets cover a window, and a bucket counts as sent at its latest send,
+//! so it expires no earlier than any of its sends. The count errs on the safe side by at
+//! most W / `BUCKETS` (a window of one hour loses at most 3.5 s of it).
+//!
+//! Requests admitted and not sent yet (waiting for the global token) are `pending`: they
+//! hold a place in every window, as if sent now or later, until `record` stamps them.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::units::Quota;
+
+/// Buckets per window: the granularity of the count is W / BUCKETS.
+const BUCKETS: u32 = 1024;
+
+/// One quota's sliding count.
+#[derive(Debug)]
+pub struct Window {
+    quota: Quota,
+    /// Sends closer than this share a bucket.
+    grain: Duration,
+    /// Oldest first.
+    buckets: VecDeque<Bucket>,
+    /// Sends in `buckets` (some may have expired; `expire` drops them).
+    counted: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// The first send in the bucket (its width is counted from here).
+    first: Instant,
+    /// The latest send in the bucket: the bucket expires at `latest + W`.
+    latest: Instant,
+    count: u64,
+}
+
+impl Window {
+    pub fn new(quota: Quota) -> Window {
+        Window {
+            quota,
+            grain: quota.window / BUCKETS,
+            buckets: VecDeque::new(),
+            counted: 0,
+        }
+    }
+
+    /// The quota this window keeps.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// When one more request may leave, with `pending` requests admitted and not yet sent:
+    /// `Some(t)` (now or later), or `None` while the window is full of pending requests (their
+    /// send times, not known yet, decide). Forgets the sends that left the window.
+    pub fn free_at(&mut self, now: Instant, pending: u64) -> Option<Instant> {
+        self.expire(now);
+        let used = self.counted + pending;
+        if used < self.quota.limit {
+            return Some(now);
+        }
+        // This many sends must leave the window first.
+        let mut need = used + 1 - self.quota.limit;
+        for b in &self.buckets {
+            if b.count >= need {
+                return Some(b.latest + self.quota.window);
+            }
+            need -= b.count;
+        }
+        None
+    }
+
+    /// Counts a request sent at `at`. A time earlier than the latest send recorded (clocks
+    /// read on two threads) counts as that send's time: later, the safe side.
+    pub fn record(&mut self, at: Instant) {
+        let at = self.buckets.back().map_or(at, |b| at.max(b.latest));
+        self.expire(at);
+        self.counted += 1;
+        if let Some(last) = self.buckets.back_mut() {
+            if at.saturating_duration_since(last.first) < self.grain {
+                last.latest = last.latest.max(at);
+                last.count += 1;
+                return;
+            }
+        }
+        self.buckets.push_back(Bucket {
+            first: at,
+            latest: at,
+            count: 1,
+        });
+    }
+
+    /// When every send counted so far has left the window (`None`: nothing counted).
+    pub fn clear_at(&self) -> Option<Instant> {
+        self.buckets.back().map(|b| b.latest + self.quota.window)
+    }
+
+    /// Sends in the window ending at `now`.
+    #[cfg(test)]
+    pub fn used(&self, now: Instant) -> u64 {
+        self.buckets
+            .iter()
+            .filter(|b| !self.expired(b, now))
+            .map(|b| b.count)
+            .sum()
+    }
+
+    fn expired(&self, b: &Bucket, now: Instant) -> bool {
+        b.latest + self.quota.window <= now
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(b) = self.buckets.front() {
+            if !self.expired(b, now) {
+                break;
+            }
+            self.counted -= b.count;
+            self.buckets.pop_front();
+        }
+    }
+}
+
+/// When a request may leave under all of `windows`, with `pending` requests admitted and not
+/// sent: `Some(t)` (now or later, with the window that binds), or `None` while pending
+/// requests fill a window.
+pub fn free_at<'a>(
+    windows: impl IntoIterator<Item = &'a mut Window>,
+    now: Instant,
+    pending: u64,
+) -> Option<(Instant, Option<Quota>)> {
+    let mut at = (now, None);
+    for w in windows {
+        let t = w.free_at(now, pending)?;
+        if t > at.0 {
+            at = (t, Some(w.quota()));
+        }
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(limit: u64, ms: u64) -> Quota {
+        Quota {
+            limit,
+            window: Duration::from_millis(ms),
+        }
+    }
+
+    /// Offers a request every `step` for `total`, sending each as soon as the window allows
+    /// it; returns the send times (as offsets).
+    fn simulate(q: Quota, step: Duration, total: Duration) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut w = Window::new(q);
+        let mut sent = Vec::new();
+        let mut t = Duration::ZERO;
+        while t < total {
+            let now = t0 + t;
+            let at = w.free_at(now, 0).expect("nothing pending");
+            if at <= now {
+                w.record(now);
+                sent.push(t);
+            } else {
+                t = at - t0;
+                continue;
+            }
+            t += step;
+        }
+        sent
+    }
+
+    fn max_in_window(times: &[Duration], window: Duration) -> usize {
+        let mut best = 0;
+        let mut start = 0;
+        for (end, &t) in times.iter().enumerate() {
+            while t - times[start] >= window {
+                start += 1;
+            }
+            best = best.max(end + 1 - start);
+        }
+        best
+    }
+
+    #[test]
+    fn a_full_window_frees_when_its_oldest_send_leaves_it() {
+        let t0 = Instant::now();
+        let mut w = Window::new(quota(3, 1000));
+        for t in [0, 100, 200] {
+            assert_eq!(w.free_at(t0 + ms(t), 0), Some(t0 + ms(t)));
+            w.record(t0 + ms(t));
+        }
+        assert_eq!(w.free_at(t0 + ms(300), 0), Some(t0 + ms(1000)));
+        assert_eq!(w.free_at(t0 + ms(1000), 0), Some(t0 + ms(1000)));
+        w.record(t0 + ms(1000));
+        assert_eq!(w.free_at(t0 + ms(1000), 0), Some(t0 + ms(1100)));
+        assert_eq!(w.used(t0 + ms(1000)), 3);
+        assert_eq!(w.clear_at(), Some(t0 + ms(2000)));
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn pending_requests_hold_their_places() {
+        let t0 = Instant::now();
+        let mut w = Window::new(quota(3, 1000));
+        w.record(t0);
+        assert_eq!(w.free_at(t0, 1), Some(t0));
+        // One sent, two pending: full, and the sent one leaving frees a place.
+        assert_eq!(w.free_at(t0, 2), Some(t0 + ms(1000)));
+        // Three pending: only their send times can tell.
+        assert_eq!(w.free_at(t0, 3), None);
+    }
+
+    #[test]
+    fn no_window_holds_more_than_the_quota_and_the_quota_is_used() {
+        for (limit, window, step) in [(30, 3000, 1), (5, 100, 3), (1, 50, 7), (1000, 60_000, 5)] {
+            let q = quota(limit, window);
+            let total = ms(window * 5 + 17);
+            let sent = simulate(q, ms(step), total);
+            assert!(
+                max_in_window(&sent, ms(window)) <= limit as usize,
+                "{q}: a window held more"
+            );
+            // Used, not crept under: each full window spends the whole quota.
+            let full_windows = total.as_millis() as u64 / window;
+            assert!(
+                sent.len() as u64 >= full_windows * limit.min(window / step),
+                "{q}: only {} sent",
+                sent.len()
+            );
+        }
+    }
+
+    #[test]
+    fn buckets_keep_memory_bounded_and_err_on_the_safe_side() {
+        let t0 = Instant::now();
+        let q = Quota {
+            limit: 100_000,
+            window: Duration::from_secs(10),
+        };
+        let mut w = Window::new(q);
+        // 100,000 sends, one every 100 µs: one window's worth.
+        let mut sent = Vec::new();
+        for i in 0..100_000u64 {
+            let at = t0 + Duration::from_micros(i * 100);
+            assert!(w.free_at(at, 0).unwrap() <= at, "refused at {i}");
+            w.record(at);
+            sent.push(at);
+        }
+        assert!(
+            w.buckets.len() <= BUCKETS as usize + 1,
+            "{}",
+            w.buckets.len()
+        );
+        // The next may leave no earlier than the first send + W (exact), and no later than
+        // one bucket's width after it.
+        let next = w.free_at(t0 + Duration::from_secs(10), 0).unwrap();
+        assert!(next >= sent[0] + q.window);
+        assert!(next <= sent[0] + q.window + q.window / BUCKETS);
+    }
+
+    #[test]
+    fn free_at_over_several_windows_names_the_one_that_binds() {
+        let t0 = Instant::now();
+        let mut a = Window::new(quota(2, 1000));
+        let mut b = Window::new(quota(3, 5000));
+        for t in [0, 10, 1500] {
+            a.record(t0 + ms(t));
+            b.record(t0 + ms(t));
+        }
+        let (at, binds) = free_at([&mut a, &mut b], t0 + ms(1600), 0).unwrap();
+        assert_eq!(at, t0 + ms(5000));
+        assert_eq!(binds, Some(quota(3, 5000)));
+        // The first two sends left the 1 s window: it is free, and binds nothing.
+        let (at, binds) = free_at([&mut a], t0 + ms(1600), 0).unwrap();
+        assert_eq!((at, binds), (t0 + ms(1600), None));
+        let (at, binds) = free_at([&mut a], t0 + ms(1600), 1).unwrap();
+        assert_eq!((at, binds), (t0 + ms(2500), Some(quota(2, 1000))));
+        assert!(free_at([&mut a], t0 + ms(1600), 2).is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! Quota windows (`--quota N/W`, `--per-host-quota N/W`): no window of length W at the
+//! server holds more than N requests, and the quota is used, not crept under. Judged from the
+//! servers' arrival logs with the usual 10 ms tolerance (a window is checked 10 ms shorter).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ratefetch::units::{Quota, Rate};
+use ratefetch::Config;
+use support::report::{assert_each_index_once, run_lib, test_config};
+use support::server::{Arrival, Server};
+use support::windows::{check_rate, max_in_window};
+
+const TOLERANCE: Duration = Duration::from_millis(10);
+
+fn quota(limit: u64, ms: u64) -> Quota {
+    Quota {
+        limit,
+        window: Duration::from_millis(ms),
+    }
+}
+
+fn times(arrivals: &[Arrival]) -> Vec<Instant> {
+    arrivals.iter().map(|a| a.at).collect()
+}
+
+/// Asserts that no window of `q`'s length (less the tolerance) holds more than its limit.
+fn assert_window(arrivals: &[Arrival], q: Quota, what: &str) {
+    let most = max_in_window(&times(arrivals), q.window - TOLERANCE);
+    assert!(
+        most as u64 <= q.limit,
+        "{what}: {most} requests in a window of {:?}, quota {}",
+        q.window,
+        q.limit
+    );
+}
+
+#[test]
+fn a_quota_window_never_holds_more_than_its_limit_and_is_spent_in_bursts() {
+    let server = Server::start();
+    let q = quota(10, 1000);
+    let lines: Vec<String> = (0..30).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let config = Config {
+        quotas: vec![q],
+        concurrency: 8,
+        workers: 8,
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert_each_index_once(&rows, 1..=30);
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 30);
+    assert_window(&arrivals, q, "--quota 10/1s");
+    // Used, not crept under: each window's ten go at its start (a smooth 10/s pace would
+    // spread them over the window), and three windows hold the thirty.
+    let t = times(&arrivals);
+    assert!(
+        t[9] - t[0] < Duration::from_millis(500),
+        "the first window was not spent at once: {:?}",
+        t[9] - t[0]
+    );
+    assert!(
+        t[29] - t[0] < Duration::from_millis(2600),
+        "took {:?} for three windows",
+        t[29] - t[0]
+    );
+}
+
+#[test]
+fn stacked_quotas_and_the_rate_all_hold_at_once() {
+    let server = Server::start_on([127, 0, 0, 30]);
+    let (short, long) = (quota(6, 500), quota(10, 2000));
+    let lines: Vec<String> = (0..16).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let config = Config {
+        rate: Rate::Every(Duration::from_millis(25)),
+        quotas: vec![short, long],
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert_each_index_once(&rows, 1..=16);
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 16);
+    assert_window(&arrivals, short, "--quota 6/500ms");
+    assert_window(&arrivals, long, "--quota 10/2s");
+    let check = check_rate(&times(&arrivals), 40.0, 1, TOLERANCE);
+    assert!(
+        check.held,
+        "--rate 40/s: {} in {:?}",
+        check.worst_count, check.worst_span
+    );
+    // The long window binds: the eleventh request waits for the first to leave it.
+    let t = times(&arrivals);
+    assert!(t[10] - t[0] >= Duration::from_millis(2000) - TOLERANCE);
+}
+
+#[test]
+fn per_host_quotas_hold_for_each_host_while_other_hosts_go_on() {
+    let a = Server::start_on([127, 0, 0, 31]);
+    let b = Server::start_on([127, 0, 0, 32]);
+    let q = quota(3, 1000);
+    // Sorted by host: b's jobs come after all of a's.
+    let mut lines: Vec<String> = (0..9).map(|i| a.url(&format!("/ok?{i}"))).collect();
+    lines.extend((0..9).map(|i| b.url(&format!("/ok?{i}"))));
+    let config = Config {
+        per_host_quotas: vec![q],
+        // Two workers: if a job waiting for its host's window held one, b would wait.
+        workers: 2,
+        concurrency: 2,
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert_each_index_once(&rows, 1..=18);
+    let (arr_a, arr_b) = (a.arrivals(), b.arrivals());
+    assert_eq!((arr_a.len(), arr_b.len()), (9, 9));
+    assert_window(&arr_a, q, "host a");
+    assert_window(&arr_b, q, "host b");
+    // b started in a's first window, not after a was done.
+    assert!(
+        arr_b[0].at < arr_a[3].at,
+        "host b waited for host a's window"
+    );
+}
+
+#[test]
+fn a_request_refused_by_its_host_spends_nothing_of_the_run_quota() {
+    // Chained limiters that count before they ask the next one lose the run's quota to
+    // requests that the host's quota refuses. Here a's second job waits for its host; the
+    // run's second place in its first window goes to b.
+    let a = Server::start_on([127, 0, 0, 33]);
+    let b = Server::start_on([127, 0, 0, 34]);
+    let lines = vec![a.url("/ok?1"), a.url("/ok?2"), b.url("/ok?1")];
+    let config = Config {
+        quotas: vec![quota(2, 1000)],
+        per_host_quotas: vec![quota(1, 1500)],
+        ..test_config()
+    };
+    let (_, rows) = run_lib(config, &lines);
+    assert_each_index_once(&rows, 1..=3);
+    let (arr_a, arr_b) = (a.arrivals(), b.arrivals());
+    assert_eq!((arr_a.len(), arr_b.len()), (2, 1));
+    assert!(
+        arr_b[0].at - arr_a[0].at < Duration::from_millis(900),
+        "b waited {:?}: its place in the run's window was spent",
+        arr_b[0].at - arr_a[0].at
+    );
+    assert!(arr_a[1].at - arr_a[0].at >= Duration::from_millis(1500) - TOLERANCE);
+}
