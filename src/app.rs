@@ -34,7 +34,9 @@ enum Ending {
     Finished,
     /// Ctrl-C or SIGTERM stopped it; the output is flushed and valid.
     Interrupted,
-    // Planned: stopped at a quota or budget (`--on-quota stop`, `--budget`), exit 75.
+    /// It stopped at a quota or budget (`--on-quota stop`, `--budget`); the output is flushed
+    /// and valid, `--resume` goes on.
+    AtQuota,
 }
 
 impl Report {
@@ -45,6 +47,8 @@ impl Report {
         };
         if summary.interrupted {
             Ending::Interrupted
+        } else if summary.stopped_at.is_some() {
+            Ending::AtQuota
         } else {
             Ending::Finished
         }
@@ -65,13 +69,15 @@ pub async fn run_mode(mode: Mode, shutdown: Shutdown) -> Result<Report, Error> {
     }
 }
 
-/// The exit code of a mode's result (DESIGN.md §2): 0 finished, 130 interrupted; an error's
+/// The exit code of a mode's result (DESIGN.md §2): 0 finished, 130 interrupted, 75 stopped
+/// at a quota or budget; an error's
 /// code is `error::exit_code`'s.
 pub fn exit_code(result: &Result<Report, Error>) -> u8 {
     match result {
         Ok(report) => match report.ending() {
             Ending::Finished => exit::OK,
             Ending::Interrupted => exit::INTERRUPTED,
+            Ending::AtQuota => exit::QUOTA,
         },
         Err(e) => error::exit_code(e),
     }
@@ -100,7 +106,7 @@ fn epilogue(
         Ok(_) if quiet => return Vec::new(),
         Ok(report) => report,
     };
-    let interrupted = report.ending() == Ending::Interrupted;
+    let interrupted = report.ending() != Ending::Finished;
     let mut lines = Vec::new();
     match report {
         Report::Fetched { summary, output } => {
@@ -259,6 +265,7 @@ mod tests {
             },
             elapsed: Duration::from_secs(1),
             interrupted,
+            stopped_at: None,
             not_done: u64::from(interrupted),
             input_finished: !interrupted,
         }

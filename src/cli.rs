@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 
 use crate::config::{
-    Config, Format, InputFormat, InputSource, Mode, OutputTarget, DEFAULT_USER_AGENT,
+    Config, Format, InputFormat, InputSource, Mode, OnQuota, OutputTarget, DEFAULT_USER_AGENT,
 };
 use crate::error::UsageError;
 use crate::extract::Extractor;
@@ -65,6 +65,15 @@ pub struct Cli {
     /// At most N requests to each host in any window W; repeatable.
     #[arg(long = "per-host-quota", value_name = "N/WINDOW", value_parser = parse_quota)]
     pub per_host_quotas: Vec<Quota>,
+
+    /// When a --quota window is spent: wait for the next slot, or stop (exit 75, --resume
+    /// later).
+    #[arg(long, value_name = "WHAT", value_enum, default_value = "wait")]
+    pub on_quota: OnQuota,
+
+    /// At most N requests in this run, retries included; then stop with exit 75.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget: Option<u64>,
 
     /// Whole-attempt timeout, body included (250ms, 30s, 2m).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
@@ -310,6 +319,8 @@ impl Cli {
             per_host_concurrency: self.per_host_concurrency,
             quotas: self.quotas,
             per_host_quotas: self.per_host_quotas,
+            on_quota: self.on_quota,
+            budget: self.budget,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             retries: self.retries,

@@ -105,6 +105,15 @@ pub enum Format {
     Jsonl,
 }
 
+/// What a run does when a quota window is spent (`--on-quota`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnQuota {
+    /// Wait for the next free slot.
+    Wait,
+    /// Let requests in flight finish, send nothing more, and exit 75 (`--resume` goes on).
+    Stop,
+}
+
 /// Everything one run needs. Defaults match the documented flag defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -129,6 +138,10 @@ pub struct Config {
     pub quotas: Vec<Quota>,
     /// Windowed quotas for each host (`--per-host-quota`, repeatable).
     pub per_host_quotas: Vec<Quota>,
+    /// What a run does when a `--quota` window is spent (`--on-quota`).
+    pub on_quota: OnQuota,
+    /// At most this many requests in the run, retries included (`--budget`), then stop.
+    pub budget: Option<u64>,
     /// Whole-attempt timeout, body included (`--timeout`).
     pub timeout: Duration,
     /// TCP (and TLS) connect timeout (`--connect-timeout`).
@@ -222,6 +235,8 @@ impl Default for Config {
             per_host_concurrency: None,
             quotas: Vec::new(),
             per_host_quotas: Vec::new(),
+            on_quota: OnQuota::Wait,
+            budget: None,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             retries: 2,

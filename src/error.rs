@@ -166,6 +166,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Interrupted (Ctrl-C, SIGTERM); the report is flushed and valid.
     pub const INTERRUPTED: u8 = 130;
+    /// Stopped at a quota or budget (`--on-quota stop`, `--budget`); EX_TEMPFAIL: "try
+    /// again later" with `--resume`.
+    pub const QUOTA: u8 = 75;
 }
 
 /// The exit code for a run-level error.

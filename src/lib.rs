@@ -51,6 +51,7 @@ use std::sync::Arc;
 pub use config::{Config, Mode};
 pub use error::{Error, ErrorKind, Failure};
 pub use progress::{Stats, Summary};
+pub use quota::QuotaStop;
 pub use rerun::RetrySummary;
 pub use shutdown::Shutdown;
 

@@ -164,11 +164,12 @@ pub async fn run_with<H: Handler>(
     }
 
     let interrupted = shutdown.stop.is_cancelled();
+    let stopped_at = scheduler.stopped_at();
     let input_finished = input_progress.finished.load(Ordering::Acquire);
     // Unless the run was stopped, the workers ended because the input was done, so the
     // input thread is ending; if stopped, it may sit in a read of a terminal or pipe and
     // ends with the process.
-    if !interrupted || input_finished {
+    if !(interrupted || stopped_at.is_some()) || input_finished {
         if let Ok(Err(e)) = reader.join() {
             return Err(match e {
                 ReadError::NotTheSameInput(mismatch) => Error::Resume {
@@ -187,6 +188,7 @@ pub async fn run_with<H: Handler>(
         stats,
         elapsed: started.elapsed(),
         interrupted,
+        stopped_at,
         not_done: read.saturating_sub(stats.rows),
         input_finished,
     })

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::job::{Ending, Outcome};
+use crate::quota::QuotaStop;
 
 /// How often the plain progress line is printed.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -62,7 +63,9 @@ pub struct Summary {
     pub elapsed: Duration,
     /// The run was stopped (Ctrl-C, SIGTERM, `Shutdown::stop`) before the input was done.
     pub interrupted: bool,
-    /// Jobs read from the input that wrote no row (only when interrupted).
+    /// The run stopped at a limit (`--on-quota stop`, `--budget`) before the input was done.
+    pub stopped_at: Option<QuotaStop>,
+    /// Jobs read from the input that wrote no row (only when interrupted or stopped).
     pub not_done: u64,
     /// Whether the input was read to its end.
     pub input_finished: bool,
@@ -94,8 +97,13 @@ impl fmt::Display for Summary {
             s.requests,
             self.rate()
         )?;
-        if self.interrupted {
-            write!(f, "; interrupted: {} jobs not done", self.not_done)?;
+        let stopped = match &self.stopped_at {
+            _ if self.interrupted => Some("interrupted".to_string()),
+            Some(stop) => Some(stop.to_string()),
+            None => None,
+        };
+        if let Some(why) = stopped {
+            write!(f, "; {why}: {} jobs not done", self.not_done)?;
             if !self.input_finished {
                 write!(f, " and the rest of the input not read")?;
             }
@@ -328,6 +336,7 @@ mod tests {
             },
             elapsed: Duration::from_secs(2),
             interrupted: true,
+            stopped_at: None,
             not_done: 3,
             input_finished: false,
         };

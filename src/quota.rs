@@ -14,11 +14,42 @@
 //! hold a place in every window, as if sent now or later, until `record` stamps them.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use crate::units::Quota;
+
+/// Why a run stopped before its input was done: a quota window was spent under
+/// `--on-quota stop`, or the `--budget` was. The report holds every row finished; `--resume`
+/// does the rest (exit code 75).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaStop {
+    /// The limit, as the command line names it (`--quota 5000/1h`, `--budget 100`).
+    pub limit: String,
+    /// When the limit lets the next request leave (`None` for a budget: never, in this run).
+    pub frees_at: Option<SystemTime>,
+}
+
+impl fmt::Display for QuotaStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stopped at {}", self.limit)?;
+        if let Some(at) = self.frees_at {
+            // Rounded up to the second: a slot is never announced before it is free.
+            let at = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs() + 1))
+                .unwrap_or(at);
+            write!(
+                f,
+                " (next slot at {})",
+                humantime::format_rfc3339_seconds(at)
+            )?;
+        }
+        Ok(())
+    }
+}
 
 /// Buckets per window: the granularity of the count is W / BUCKETS.
 const BUCKETS: u32 = 1024;

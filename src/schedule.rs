@@ -52,11 +52,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, OnQuota};
 use crate::error::Failure;
 use crate::input::parse_target;
 use crate::job::{Job, Task};
-use crate::quota::{self, Window};
+use crate::quota::{self, QuotaStop, Window};
 use crate::units::{Quota, Rate};
 
 /// Jobs of one host kept in memory; the rest of its jobs wait on disk.
@@ -92,8 +92,13 @@ struct Inner {
     host_concurrency: Option<usize>,
     /// `--per-host-quota`s.
     host_quotas: Vec<Quota>,
-    /// Whether the run has `--quota`s (every dispatch then holds a place in them).
+    /// Whether the run has `--quota`s or a `--budget` (every dispatch then holds a place in
+    /// them).
     quotas: bool,
+    /// `--on-quota stop`: a spent `--quota` window ends the run instead of waiting.
+    stop_at_quota: bool,
+    /// `--budget`.
+    budget: Option<u64>,
     /// Every host gets an entry (per-host limits, or robots.txt may slow any host).
     track: bool,
     lookahead: usize,
@@ -145,6 +150,10 @@ struct State {
     quota_blocked: bool,
     /// When the quota timer is armed for.
     quota_timer: Option<Instant>,
+    /// Requests the `--budget` still allows (places held by pending dispatches taken off).
+    budget_left: Option<u64>,
+    /// Why the run stopped at a limit (`--on-quota stop`, `--budget`).
+    stopped: Option<QuotaStop>,
 }
 
 /// A host's queue and limits.
@@ -263,6 +272,7 @@ impl Scheduler {
             state: Mutex::new(State {
                 free_first: true,
                 quotas: config.quotas.iter().copied().map(Window::new).collect(),
+                budget_left: config.budget,
                 ..State::default()
             }),
             work: Notify::new(),
@@ -271,7 +281,9 @@ impl Scheduler {
             period,
             host_concurrency: config.per_host_concurrency,
             host_quotas: config.per_host_quotas.clone(),
-            quotas: !config.quotas.is_empty(),
+            quotas: !config.quotas.is_empty() || config.budget.is_some(),
+            stop_at_quota: config.on_quota == OnQuota::Stop,
+            budget: config.budget,
             track,
             lookahead,
             cooled: std::sync::atomic::AtomicBool::new(false),
@@ -343,6 +355,11 @@ impl Scheduler {
         drop(s);
         self.inner.work.notify_waiters();
         self.inner.room.notify_waiters();
+    }
+
+    /// Why the run stopped at a limit, if it did (`--on-quota stop`, `--budget`).
+    pub fn stopped_at(&self) -> Option<QuotaStop> {
+        self.inner.lock().stopped.clone()
     }
 
     /// Why the run must fail, if a job spilled to disk could not be read back.
@@ -599,12 +616,24 @@ impl Inner {
         }
     }
 
-    /// `quota_gate`, remembering a refusal: then nothing dispatches and a timer (or the
-    /// next send) looks again.
+    /// `quota_gate` and the budget, remembering a refusal: then nothing dispatches and a
+    /// timer (or the next send) looks again; or, under `--on-quota stop` or a spent
+    /// `--budget`, the run stops if a task is ready to go.
     fn quotas_open(&self, s: &mut State, now: Instant) -> bool {
+        if s.budget_left == Some(0) {
+            s.quota_blocked = true;
+            let budget = self.budget.expect("a budget is set");
+            self.stop_at(s, format!("--budget {budget}"), None);
+            return false;
+        }
         let gate = self.quota_gate(s, now);
         s.quota_blocked = !matches!(gate, Gate::Open);
         if let Gate::Until(t) = gate {
+            if self.stop_at_quota {
+                let binds = quota::free_at(&mut s.quotas, now, s.pending).and_then(|(_, q)| q);
+                let limit = binds.map_or_else(|| "--quota".to_string(), |q| format!("--quota {q}"));
+                self.stop_at(s, limit, Some(wall_clock(t)));
+            }
             if s.quota_timer.is_none_or(|armed| armed > t || armed <= now) {
                 s.quota_timer = Some(t);
                 self.arm(s, t, Due::Quota);
@@ -613,10 +642,27 @@ impl Inner {
         !s.quota_blocked
     }
 
-    /// Takes a place in the run's quotas for a dispatch (given back by its ticket).
+    /// Stops the run at a limit, if a task is ready to go now (else the run may still end
+    /// within its limits, or a task that becomes ready asks again).
+    fn stop_at(&self, s: &mut State, limit: String, frees_at: Option<std::time::SystemTime>) {
+        if s.closed || (s.free.is_empty() && s.ready.is_empty()) {
+            return;
+        }
+        s.stopped = Some(QuotaStop { limit, frees_at });
+        s.closed = true;
+        s.feeder_waiting = false;
+        self.work.notify_waiters();
+        self.room.notify_waiters();
+    }
+
+    /// Takes a place in the run's quotas and budget for a dispatch (given back by its
+    /// ticket if it is not sent).
     fn reserve(&self, s: &mut State) {
         if self.quotas {
             s.pending += 1;
+            if let Some(left) = &mut s.budget_left {
+                *left -= 1;
+            }
         }
     }
 
@@ -917,6 +963,17 @@ impl Inner {
     }
 }
 
+/// The wall-clock time of an instant (for messages; quotas are kept in instants).
+fn wall_clock(at: Instant) -> std::time::SystemTime {
+    let now = Instant::now();
+    let wall = std::time::SystemTime::now();
+    if at >= now {
+        wall + (at - now)
+    } else {
+        wall - (now - at)
+    }
+}
+
 fn push(queue: &mut VecDeque<Task>, task: Task, front: bool) {
     if front {
         queue.push_front(task);
@@ -1107,8 +1164,11 @@ impl Ticket {
 
     fn release(&mut self, inner: &Inner, s: &mut State) {
         if std::mem::take(&mut self.quota) {
-            // Given back unsent: its place in the quotas is free again.
+            // Given back unsent: its place in the quotas and the budget is free again.
             s.pending -= 1;
+            if let Some(left) = &mut s.budget_left {
+                *left += 1;
+            }
             inner.quotas_changed(s);
         }
         if self.stage == Stage::Released {

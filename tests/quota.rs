@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use ratefetch::units::{Quota, Rate};
 use ratefetch::Config;
-use support::report::{assert_each_index_once, run_lib, test_config};
+use support::binary::ratefetch_bin;
+use support::report::{assert_each_index_once, read_csv, run_lib, test_config};
 use support::server::{Arrival, Server};
 use support::windows::{check_rate, max_in_window};
 
@@ -145,4 +146,113 @@ fn a_request_refused_by_its_host_spends_nothing_of_the_run_quota() {
         arr_b[0].at - arr_a[0].at
     );
     assert!(arr_a[1].at - arr_a[0].at >= Duration::from_millis(1500) - TOLERANCE);
+}
+
+/// Runs the binary on `list` with `args`, writing `report`; returns the exit code and stderr.
+fn run_bin(args: &[&str], list: &std::path::Path, report: &std::path::Path) -> (i32, String) {
+    let out = ratefetch_bin()
+        .arg(list)
+        .arg("-o")
+        .arg(report)
+        .args(args)
+        .output()
+        .expect("running ratefetch");
+    let code = out.status.code().expect("an exit code");
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn write_list(dir: &std::path::Path, lines: &[String]) -> std::path::PathBuf {
+    let path = dir.join("urls.txt");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn a_spent_budget_stops_with_exit_75_and_resume_does_the_rest() {
+    let server = Server::start_on([127, 0, 0, 35]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..10).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    let report = dir.path().join("report.csv");
+    let (code, stderr) = run_bin(
+        &["-r", "unlimited", "-c", "3", "--budget", "4"],
+        &list,
+        &report,
+    );
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("stopped at --budget 4"), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert_eq!(server.arrivals().len(), 4, "the budget was kept");
+    // The four sent requests finished and wrote their rows.
+    let rows = read_csv(&report);
+    assert_eq!(rows.len(), 4);
+    let (code, stderr) = run_bin(&["-r", "unlimited", "--resume"], &list, &report);
+    assert_eq!(code, 0, "{stderr}");
+    assert_each_index_once(&read_csv(&report), 1..=10);
+    assert_eq!(
+        server.arrivals().len(),
+        6,
+        "the resume sent only what was left"
+    );
+}
+
+#[test]
+fn a_budget_counts_retries() {
+    let server = Server::start_on([127, 0, 0, 36]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), &[server.url("/status/503")]);
+    let report = dir.path().join("report.csv");
+    let args = [
+        "-r",
+        "unlimited",
+        "--retries",
+        "5",
+        "--backoff",
+        "1ms",
+        "--budget",
+        "3",
+    ];
+    let (code, stderr) = run_bin(&args, &list, &report);
+    assert_eq!(code, 75, "{stderr}");
+    assert_eq!(server.arrivals().len(), 3);
+    // Its fourth attempt was not sent: the job is not done, and writes no row.
+    assert!(read_csv(&report).is_empty());
+}
+
+#[test]
+fn on_quota_stop_spends_the_window_then_exits_75_naming_when_it_frees() {
+    let server = Server::start_on([127, 0, 0, 37]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..8).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    let report = dir.path().join("report.csv");
+    let args = ["-r", "unlimited", "--quota", "3/1h", "--on-quota", "stop"];
+    let (code, stderr) = run_bin(&args, &list, &report);
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("stopped at --quota 3/1h"), "{stderr}");
+    assert!(stderr.contains("next slot at "), "{stderr}");
+    assert_eq!(server.arrivals().len(), 3);
+    assert_eq!(read_csv(&report).len(), 3);
+}
+
+#[test]
+fn limits_that_the_whole_list_fits_in_end_the_run_as_usual() {
+    let server = Server::start_on([127, 0, 0, 38]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..5).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    let report = dir.path().join("report.csv");
+    let args = [
+        "-r",
+        "unlimited",
+        "--budget",
+        "5",
+        "--quota",
+        "5/1h",
+        "--on-quota",
+        "stop",
+    ];
+    let (code, stderr) = run_bin(&args, &list, &report);
+    assert_eq!(code, 0, "{stderr}");
+    assert_each_index_once(&read_csv(&report), 1..=5);
 }
