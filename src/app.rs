@@ -170,6 +170,51 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
+/// Whether `args` (the program first) ask for a subcommand: its name as the first argument
+/// wins over a file of that name (`./audit` reads the file).
+pub fn subcommand(args: &[OsString]) -> Option<&'static str> {
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("audit") => Some("audit"),
+        _ => None,
+    }
+}
+
+/// `ratefetch audit LOG...`: prints the audit on stdout and returns the exit code: 0 every
+/// limit held, 1 one was broken, 2 a usage error or a log that cannot be read.
+pub fn audit_main(args: Vec<OsString>) -> u8 {
+    use clap::Parser;
+    // "ratefetch audit …" parses as a program of its own.
+    let argv = std::iter::once(OsString::from("ratefetch audit")).chain(args.into_iter().skip(2));
+    let cli = match crate::cli::AuditCli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return exit::OK;
+        }
+        Err(e) => {
+            let line = crate::cli::usage_line(&e);
+            eprintln!("ratefetch audit: {}", line.trim_start_matches("error: "));
+            return exit::USAGE;
+        }
+    };
+    match crate::audit::audit(&cli.logs, cli.limits(), cli.tolerance) {
+        Ok(audit) => {
+            for line in &audit.lines {
+                println!("{line}");
+            }
+            if audit.held {
+                exit::OK
+            } else {
+                exit::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("ratefetch audit: {e}");
+            exit::USAGE
+        }
+    }
+}
+
 /// A panic inside a job becomes that job's row (see `pool`); the user sees one line, not a
 /// backtrace.
 pub fn install_panic_hook() {

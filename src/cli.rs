@@ -22,7 +22,15 @@ use crate::units::{parse_duration, parse_quota, parse_rate, parse_size, Quota, R
 /// Fetch a list of URLs as fast as a quota allows and never faster; write one CSV row per
 /// input line.
 #[derive(Debug, Parser)]
-#[command(name = "ratefetch", version, about, max_term_width = 100)]
+#[command(
+    name = "ratefetch",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "Subcommands:\n  ratefetch audit LOG... [limits]   did the runs that wrote these --log-requests \
+                  files keep their limits?\n\nA subcommand's name as the first argument wins \
+                  over a file of that name: ./audit reads the file."
+)]
 pub struct Cli {
     /// URL list: a path, or - (or nothing) for stdin. One URL per line; blank lines and
     /// lines starting with # are skipped.
@@ -183,6 +191,11 @@ pub struct Cli {
     /// slows that host down.
     #[arg(long, help_heading = "Scraping and reports")]
     pub respect_robots: bool,
+
+    /// Append one JSON line per request sent (send time, host, index, attempt, status) to
+    /// FILE, for `ratefetch audit`.
+    #[arg(long, value_name = "FILE")]
+    pub log_requests: Option<PathBuf>,
 }
 
 /// A parsed `--retry-status` list.
@@ -345,10 +358,58 @@ impl Cli {
             fields: self.fields,
             save_bodies: self.save_bodies,
             respect_robots: self.respect_robots,
+            log_requests: self.log_requests,
             backoff_jitter: true,
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Did the runs that wrote these request logs (--log-requests) keep their limits? Without
+/// limit flags, the limits the first log names are checked.
+#[derive(Debug, Parser)]
+#[command(name = "ratefetch audit", version, max_term_width = 100)]
+pub struct AuditCli {
+    /// Request logs written by --log-requests (one or several runs, processes, machines).
+    #[arg(value_name = "LOG", required = true)]
+    pub logs: Vec<PathBuf>,
+
+    /// The global rate to check.
+    #[arg(short, long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate: Option<Rate>,
+
+    /// The burst allowed above --rate.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub burst: NonZeroU32,
+
+    /// A windowed quota to check (repeatable).
+    #[arg(long = "quota", value_name = "N/WINDOW", value_parser = parse_quota)]
+    pub quotas: Vec<Quota>,
+
+    /// The rate per host to check (burst 1).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub per_host_rate: Option<Rate>,
+
+    /// A windowed quota per host to check (repeatable).
+    #[arg(long = "per-host-quota", value_name = "N/WINDOW", value_parser = parse_quota)]
+    pub per_host_quotas: Vec<Quota>,
+
+    /// Clock noise allowed on every window (send times are read on several threads).
+    #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration)]
+    pub tolerance: Duration,
+}
+
+impl AuditCli {
+    /// The limits named on the command line; `None` if none were (the logs' then apply).
+    pub fn limits(&self) -> Option<crate::audit::Limits> {
+        let limits = crate::audit::Limits {
+            rate: self.rate.map(|r| (r, self.burst)),
+            quotas: self.quotas.clone(),
+            per_host_rate: self.per_host_rate,
+            per_host_quotas: self.per_host_quotas.clone(),
+        };
+        (limits != crate::audit::Limits::default()).then_some(limits)
     }
 }
 

@@ -190,6 +190,8 @@ pub struct Config {
     pub save_bodies: Option<PathBuf>,
     /// `--respect-robots`: obey robots.txt (RFC 9309), Crawl-delay included.
     pub respect_robots: bool,
+    /// `--log-requests`: one JSON line per request sent, appended to this file.
+    pub log_requests: Option<PathBuf>,
     /// Full jitter on retry backoffs (default). Off, a retry waits the whole backoff
     /// ceiling: deterministic, for tests and experiments; not a command-line flag.
     pub backoff_jitter: bool,
@@ -261,6 +263,7 @@ impl Default for Config {
             fields: None,
             save_bodies: None,
             respect_robots: false,
+            log_requests: None,
             backoff_jitter: true,
         }
     }

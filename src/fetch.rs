@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
 use crate::job::{Hop, Next, Outcome};
 use crate::limits::Limits;
+use crate::reqlog::{Entry, RequestLog};
 use crate::retry::{self, Decision, Head, Step};
 use crate::robots::{self, Robots, Rules};
 use crate::schedule::{Scheduler, Ticket};
@@ -82,6 +83,8 @@ pub struct Fetcher {
     header_rules: bool,
     /// robots.txt rules per origin, with `--respect-robots`.
     robots: Option<Robots>,
+    /// `--log-requests`.
+    log: Option<RequestLog>,
 }
 
 /// What a step of a task leads to.
@@ -100,6 +103,7 @@ impl Fetcher {
         config: Arc<Config>,
         limits: Arc<Limits>,
         scheduler: Scheduler,
+        log: Option<RequestLog>,
     ) -> Result<Fetcher, Error> {
         let client = build_client(&config)?;
         let sensitive = config
@@ -121,7 +125,39 @@ impl Fetcher {
             keep_body,
             header_rules,
             robots,
+            log,
         })
+    }
+
+    /// Logs a request sent at `sent` (with `--log-requests`).
+    fn log(
+        &self,
+        sent: Option<SystemTime>,
+        host: &str,
+        index: Option<u64>,
+        attempt: u32,
+        step: Option<&Step>,
+    ) {
+        let (Some(log), Some(sent)) = (&self.log, sent) else {
+            return;
+        };
+        let (status, error) = match step {
+            None => (None, Some("stopped")),
+            Some(Step::Redirect(_, status)) => (Some(*status), None),
+            Some(Step::Retryable { status, .. }) => (Some(*status), None),
+            Some(Step::Done(head, body)) => {
+                (Some(head.status), body.as_ref().map(|f| f.kind.as_str()))
+            }
+            Some(Step::Failed(f)) => (None, Some(f.kind.as_str())),
+        };
+        log.record(Entry {
+            sent,
+            host: host.to_string(),
+            index,
+            attempt,
+            status,
+            error,
+        });
     }
 
     /// Takes one step of the task in `ticket`: at most one request, for which its host's
@@ -161,6 +197,7 @@ impl Fetcher {
             return Next::Requeue;
         }
         let sent = Instant::now();
+        let sent_wall = self.log.as_ref().map(|_| SystemTime::now());
         let task = ticket.task_mut();
         if task.first_sent.is_none() {
             task.first_sent = Some(sent);
@@ -191,9 +228,14 @@ impl Fetcher {
         let deadline = sent
             .checked_add(self.config.timeout)
             .unwrap_or_else(far_future);
+        let attempt = task.outcome.attempts;
         let step = tokio::select! {
             biased;
-            _ = shutdown.abort.cancelled() => return Next::Stopped,
+            _ = shutdown.abort.cancelled() => {
+                // Sent all the same: it counts.
+                self.log(sent_wall, hop.url.host_str().unwrap_or(""), Some(index), attempt, None);
+                return Next::Stopped;
+            }
             step = tokio::time::timeout_at(deadline, request) => step,
         };
         drop(pass);
@@ -207,6 +249,7 @@ impl Fetcher {
             ))
         });
         let host = hop.url.host_str().unwrap_or("");
+        self.log(sent_wall, host, Some(index), attempt, Some(&step));
         match retry::decide(&self.config, step, may_retry) {
             Decision::Redirect(next, status) => {
                 let task = ticket.task_mut();
@@ -348,15 +391,34 @@ impl Fetcher {
                 if !slot.go() {
                     continue;
                 }
+                let sent_wall = self.log.as_ref().map(|_| SystemTime::now());
                 let deadline = Instant::now()
                     .checked_add(self.config.timeout)
                     .unwrap_or_else(far_future);
                 let got = tokio::select! {
                     biased;
-                    _ = shutdown.abort.cancelled() => return None,
+                    _ = shutdown.abort.cancelled() => {
+                        self.log(sent_wall, &host, None, 1, None);
+                        return None;
+                    }
                     got = tokio::time::timeout_at(deadline, self.get_robots(&target)) => got,
                 };
                 drop(pass);
+                if self.log.is_some() {
+                    let step = match &got {
+                        Err(_) => Step::Failed(Failure::new(ErrorKind::Timeout, String::new())),
+                        Ok(Err(_)) => Step::Failed(Failure::new(ErrorKind::Other, String::new())),
+                        Ok(Ok(Ok((status, _)))) => Step::Done(
+                            Head {
+                                status: *status,
+                                ..Head::default()
+                            },
+                            None,
+                        ),
+                        Ok(Ok(Err(_))) => Step::Redirect(target.clone(), 301),
+                    };
+                    self.log(sent_wall, &host, None, 1, Some(&step));
+                }
                 break got;
             };
             match got {

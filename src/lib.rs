@@ -21,6 +21,7 @@
 
 // The public surface: what the binary and other programs use.
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -36,6 +37,7 @@ mod pacer;
 mod pool;
 mod progress;
 mod quota;
+mod reqlog;
 mod rerun;
 mod resume;
 mod retry;

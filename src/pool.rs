@@ -33,6 +33,7 @@ use crate::input::{self, InputProgress, ReadError, Source};
 use crate::job::{Job, Next, Outcome};
 use crate::limits::Limits;
 use crate::progress::{Progress, Summary};
+use crate::reqlog;
 use crate::resume::Skip;
 use crate::schedule::{Scheduler, Ticket};
 use crate::shutdown::Shutdown;
@@ -52,8 +53,38 @@ pub async fn run(
     let scheduler = Scheduler::new(&config);
     // Ends the timer thread even if the fetcher cannot be built.
     let _timers = scheduler.guard();
-    let fetcher = Arc::new(Fetcher::new(config.clone(), limits, scheduler.clone())?);
-    run_with(config, fetcher, scheduler, input, sink, skip, shutdown).await
+    let log_error = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Output { path, source }
+    };
+    let (log, log_writer) = match &config.log_requests {
+        Some(path) => {
+            let (log, writer) = reqlog::open(path, &config).map_err(log_error(path))?;
+            (Some(log), Some(writer))
+        }
+        None => (None, None),
+    };
+    let fetcher = Arc::new(Fetcher::new(
+        config.clone(),
+        limits,
+        scheduler.clone(),
+        log,
+    )?);
+    let summary = run_with(
+        config.clone(),
+        fetcher,
+        scheduler,
+        input,
+        sink,
+        skip,
+        shutdown,
+    )
+    .await;
+    // Every worker and the fetcher are gone: the log's last lines are written now.
+    if let (Some(writer), Some(path)) = (log_writer, &config.log_requests) {
+        writer.finish().map_err(log_error(path))?;
+    }
+    summary
 }
 
 /// What a worker does with a task: one step of `Fetcher` in a real run; tests wrap or

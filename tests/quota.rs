@@ -26,15 +26,34 @@ fn times(arrivals: &[Arrival]) -> Vec<Instant> {
     arrivals.iter().map(|a| a.at).collect()
 }
 
-/// Asserts that no window of `q`'s length (less the tolerance) holds more than its limit.
+/// Asserts that no window of `q`'s length holds more than its limit at the server.
+///
+/// A request that opens a connection reaches the server a handshake later than it was sent
+/// (on a busy 2-core machine, tens of ms), and may land in the next window's count, which the
+/// client cannot see (the README says so). So the exact check (the usual 10 ms tolerance)
+/// runs on requests over reused connections, and all of them get a coarse check (100 ms).
 fn assert_window(arrivals: &[Arrival], q: Quota, what: &str) {
-    let most = max_in_window(&times(arrivals), q.window - TOLERANCE);
-    assert!(
-        most as u64 <= q.limit,
-        "{what}: {most} requests in a window of {:?}, quota {}",
-        q.window,
-        q.limit
-    );
+    let mut seen = std::collections::HashSet::new();
+    let warm: Vec<Instant> = arrivals
+        .iter()
+        .filter(|a| !seen.insert(a.peer))
+        .map(|a| a.at)
+        .collect();
+    let t = times(arrivals);
+    let offsets: Vec<u128> = t.iter().map(|x| (*x - t[0]).as_millis()).collect();
+    for (times, tolerance, which) in [
+        (&warm, TOLERANCE, "reused connections"),
+        (&t, Duration::from_millis(100), "all"),
+    ] {
+        let most = max_in_window(times, q.window - tolerance);
+        assert!(
+            most as u64 <= q.limit,
+            "{what} ({which}): {most} requests in a window of {:?} less {tolerance:?}, \
+             quota {}; arrivals at {offsets:?} ms",
+            q.window,
+            q.limit
+        );
+    }
 }
 
 #[test]

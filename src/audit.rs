@@ -1,0 +1,441 @@
+//! `ratefetch audit LOG...`: did one run, or several runs together (processes, machines),
+//! keep their limits? Reads `--log-requests` files, streaming: each log is sorted in a window
+//! of its `max_disorder_ms`, the logs are merged by send time, and each limit is checked on
+//! the merged stream — the rate as a GCRA conformance test (no window T holds more than
+//! B + R·T), each quota as an exact sliding count.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Lines};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::units::{parse_quota, parse_rate, Quota, Rate};
+
+/// The limits an audit checks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// `--rate` (and `--burst`).
+    pub rate: Option<(Rate, NonZeroU32)>,
+    /// `--quota`s.
+    pub quotas: Vec<Quota>,
+    /// `--per-host-rate` (burst 1).
+    pub per_host_rate: Option<Rate>,
+    /// `--per-host-quota`s.
+    pub per_host_quotas: Vec<Quota>,
+}
+
+/// Why an audit could not be done (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A log that cannot be read.
+    #[error("cannot read {path}: {why}")]
+    Read {
+        /// The log.
+        path: PathBuf,
+        /// What went wrong, one line.
+        why: String,
+    },
+}
+
+/// What an audit found.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// One line per fact or limit, for stdout.
+    pub lines: Vec<String>,
+    /// Whether every limit held.
+    pub held: bool,
+}
+
+/// A request read from a log: send time in microseconds since the epoch, host, status.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Sent {
+    t: i64,
+    log: usize,
+    host: String,
+    status: Option<u16>,
+}
+
+/// One log, read in send order (sorted within its announced disorder).
+struct Reader {
+    path: PathBuf,
+    lines: Lines<BufReader<File>>,
+    log: usize,
+    buffer: BinaryHeap<Reverse<Sent>>,
+    /// The latest send time read so far.
+    latest: i64,
+    disorder_us: i64,
+    /// Limits named by the log's first header.
+    limits: Option<Limits>,
+    done: bool,
+    line_no: u64,
+    /// Why the last line read did not parse: an error unless it was the last line.
+    torn: Option<String>,
+}
+
+impl Reader {
+    fn open(path: &Path, log: usize) -> Result<Reader, AuditError> {
+        let file = File::open(path).map_err(|e| AuditError::Read {
+            path: path.into(),
+            why: e.to_string(),
+        })?;
+        Ok(Reader {
+            path: path.into(),
+            lines: BufReader::new(file).lines(),
+            log,
+            buffer: BinaryHeap::new(),
+            latest: i64::MIN,
+            disorder_us: 0,
+            limits: None,
+            done: false,
+            line_no: 0,
+            torn: None,
+        })
+    }
+
+    fn bad(&self, why: impl Into<String>) -> AuditError {
+        AuditError::Read {
+            path: self.path.clone(),
+            why: format!("line {}: {}", self.line_no, why.into()),
+        }
+    }
+
+    /// The next request in send order.
+    fn next(&mut self) -> Result<Option<Sent>, AuditError> {
+        loop {
+            if let Some(Reverse(first)) = self.buffer.peek() {
+                if self.done || first.t < self.latest.saturating_sub(self.disorder_us) {
+                    return Ok(self.buffer.pop().map(|Reverse(s)| s));
+                }
+            } else if self.done {
+                return Ok(None);
+            }
+            self.read_one()?;
+        }
+    }
+
+    /// Reads one line into the buffer (or notes the end).
+    fn read_one(&mut self) -> Result<(), AuditError> {
+        let Some(line) = self.lines.next() else {
+            // A torn last line (a killed run) is not a request that was logged.
+            self.done = true;
+            return Ok(());
+        };
+        if let Some(why) = self.torn.take() {
+            // The line that did not parse was not the last one.
+            return Err(self.bad(why));
+        }
+        self.line_no += 1;
+        let line = line.map_err(|e| self.bad(e.to_string()))?;
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let v: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) if self.line_no == 1 => {
+                return Err(self.bad("not a ratefetch request log (no header line)"));
+            }
+            Err(e) => {
+                self.torn = Some(format!("not a JSON line: {e}"));
+                return Ok(());
+            }
+        };
+        if let Some(version) = v.get("ratefetch_log") {
+            if version.as_u64() != Some(crate::reqlog::VERSION) {
+                return Err(self.bad(format!("log format {version} is not known")));
+            }
+            let disorder = v["max_disorder_ms"].as_i64().unwrap_or(60_000);
+            self.disorder_us = self.disorder_us.max(disorder.saturating_mul(1000));
+            if self.limits.is_none() {
+                self.limits = Some(limits_of(&v["limits"]).map_err(|e| self.bad(e))?);
+            }
+            return Ok(());
+        }
+        if self.line_no == 1 {
+            return Err(self.bad("not a ratefetch request log (no header line)"));
+        }
+        let t = v["t"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .ok_or_else(|| self.bad("no send time"))?;
+        let t = micros(t);
+        self.latest = self.latest.max(t);
+        let status = v["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+        self.buffer.push(Reverse(Sent {
+            t,
+            log: self.log,
+            host: v["host"].as_str().unwrap_or("").to_string(),
+            status,
+        }));
+        Ok(())
+    }
+}
+
+fn micros(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+fn time_text(us: i64) -> String {
+    let t = if us >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// The limits a log's header names.
+fn limits_of(v: &Value) -> Result<Limits, String> {
+    let rate = |v: &Value| -> Result<Option<Rate>, String> {
+        match v.as_str() {
+            None => Ok(None),
+            Some(r) => parse_rate(r).map(Some),
+        }
+    };
+    let quotas = |v: &Value| -> Result<Vec<Quota>, String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(parse_quota)
+                    .collect()
+            })
+            .unwrap_or(Ok(Vec::new()))
+    };
+    let burst = v["burst"]
+        .as_u64()
+        .and_then(|b| u32::try_from(b).ok())
+        .and_then(NonZeroU32::new)
+        .unwrap_or(NonZeroU32::MIN);
+    Ok(Limits {
+        rate: rate(&v["rate"])?.map(|r| (r, burst)),
+        quotas: quotas(&v["quotas"])?,
+        per_host_rate: rate(&v["per_host_rate"])?,
+        per_host_quotas: quotas(&v["per_host_quotas"])?,
+    })
+}
+
+/// A GCRA conformance check: the least burst the sends needed at a rate (the peak of
+/// `1 + excess`), and the first send that needed more than allowed.
+#[derive(Debug, Default, Clone)]
+struct Pace {
+    prev: Option<i64>,
+    level: f64,
+    peak: f64,
+}
+
+impl Pace {
+    /// Counts a send at `t` µs at `per_us` requests per µs; returns the level reached.
+    fn send(&mut self, t: i64, per_us: f64, tolerance_us: i64) -> f64 {
+        let drained = self.prev.map_or(f64::INFINITY, |p| {
+            ((t - p + tolerance_us).max(0)) as f64 * per_us
+        });
+        self.level = (self.level - drained).max(0.0) + 1.0;
+        self.prev = Some(t);
+        self.peak = self.peak.max(self.level);
+        self.level
+    }
+}
+
+/// A sliding count for one quota (shortened by the tolerance).
+#[derive(Debug, Default)]
+struct Count {
+    times: VecDeque<i64>,
+    busiest: usize,
+}
+
+impl Count {
+    fn send(&mut self, t: i64, window_us: i64) -> usize {
+        while self.times.front().is_some_and(|&f| t - f >= window_us) {
+            self.times.pop_front();
+        }
+        self.times.push_back(t);
+        self.busiest = self.busiest.max(self.times.len());
+        self.times.len()
+    }
+}
+
+/// The first broken limit: when, and what.
+type Broken = Option<(i64, String)>;
+
+fn note(broken: &mut Broken, t: i64, what: impl FnOnce() -> String) {
+    if broken.is_none() {
+        *broken = Some((t, what()));
+    }
+}
+
+/// Audits `logs` against `limits` (or, if `None`, the limits the first log names), with
+/// `tolerance` of clock noise allowed on each window.
+pub fn audit(
+    logs: &[PathBuf],
+    limits: Option<Limits>,
+    tolerance: Duration,
+) -> Result<Audit, AuditError> {
+    let mut readers: Vec<Reader> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Reader::open(p, i))
+        .collect::<Result<_, _>>()?;
+    let mut heads = BinaryHeap::new();
+    for r in &mut readers {
+        if let Some(s) = r.next()? {
+            heads.push(Reverse(s));
+        }
+    }
+    let limits = match limits {
+        Some(l) => l,
+        None => readers
+            .iter()
+            .find_map(|r| r.limits.clone())
+            .unwrap_or_default(),
+    };
+    let tol = i64::try_from(tolerance.as_micros()).unwrap_or(i64::MAX);
+    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let per_us = |r: Rate| r.per_second().map_or(0.0, |r| r / 1e6);
+
+    let mut requests = 0u64;
+    let (mut s429, mut s403) = (0u64, 0u64);
+    let (mut first, mut last) = (None, 0i64);
+    let mut pace = Pace::default();
+    let mut counts: Vec<Count> = limits.quotas.iter().map(|_| Count::default()).collect();
+    let mut host_pace: HashMap<String, Pace> = HashMap::new();
+    let mut host_counts: HashMap<String, Vec<Count>> = HashMap::new();
+    let mut broken_rate: Broken = None;
+    let mut broken_quota: Vec<Broken> = vec![None; limits.quotas.len()];
+    let mut broken_host_rate: Broken = None;
+    let mut broken_host_quota: Vec<Broken> = vec![None; limits.per_host_quotas.len()];
+    let mut busiest_host_quota: Vec<(usize, String)> =
+        vec![(0, String::new()); limits.per_host_quotas.len()];
+
+    while let Some(Reverse(s)) = heads.pop() {
+        if let Some(next) = readers[s.log].next()? {
+            heads.push(Reverse(next));
+        }
+        requests += 1;
+        first.get_or_insert(s.t);
+        last = s.t;
+        match s.status {
+            Some(429) => s429 += 1,
+            Some(403) => s403 += 1,
+            _ => {}
+        }
+        if let Some((rate, burst)) = limits.rate {
+            if rate != Rate::Unlimited {
+                let level = pace.send(s.t, per_us(rate), tol);
+                if level > f64::from(burst.get()) + 1e-9 {
+                    note(&mut broken_rate, s.t, || {
+                        format!("{level:.2} requests at once where the burst allows {burst}")
+                    });
+                }
+            }
+        }
+        for (i, q) in limits.quotas.iter().enumerate() {
+            let n = counts[i].send(s.t, us(q.window) - tol);
+            if n as u64 > q.limit {
+                note(&mut broken_quota[i], s.t, || {
+                    format!("{n} requests in {}", humantime::format_duration(q.window))
+                });
+            }
+        }
+        if let Some(rate) = limits.per_host_rate.filter(|r| *r != Rate::Unlimited) {
+            let p = host_pace.entry(s.host.clone()).or_default();
+            let level = p.send(s.t, per_us(rate), tol);
+            if level > 1.0 + 1e-9 {
+                note(&mut broken_host_rate, s.t, || {
+                    format!("host {}: {level:.2} requests at once", s.host)
+                });
+            }
+        }
+        if !limits.per_host_quotas.is_empty() {
+            let cs = host_counts.entry(s.host.clone()).or_insert_with(|| {
+                limits
+                    .per_host_quotas
+                    .iter()
+                    .map(|_| Count::default())
+                    .collect()
+            });
+            for (i, q) in limits.per_host_quotas.iter().enumerate() {
+                let n = cs[i].send(s.t, us(q.window) - tol);
+                if n > busiest_host_quota[i].0 {
+                    busiest_host_quota[i] = (n, s.host.clone());
+                }
+                if n as u64 > q.limit {
+                    note(&mut broken_host_quota[i], s.t, || {
+                        format!(
+                            "host {}: {n} requests in {}",
+                            s.host,
+                            humantime::format_duration(q.window)
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    let hosts = host_pace.len().max(host_counts.len());
+    let mut lines = Vec::new();
+    let mut head = format!("{requests} requests in {} log(s)", logs.len());
+    if hosts > 0 {
+        let _ = write!(head, ", {hosts} hosts");
+    }
+    let _ = write!(head, ", {s429} answered 429, {s403} answered 403");
+    if let Some(f) = first {
+        let _ = write!(head, ", from {} to {}", time_text(f), time_text(last));
+    }
+    lines.push(head);
+    let mut held = true;
+    let mut verdict = |name: String, measured: String, broken: &Broken| {
+        lines.push(match broken {
+            None => format!("{name}: held ({measured})"),
+            Some((t, what)) => {
+                held = false;
+                format!("{name}: BROKEN at {}: {what} ({measured})", time_text(*t))
+            }
+        });
+    };
+    if let Some((rate, burst)) = limits.rate.filter(|(r, _)| *r != Rate::Unlimited) {
+        verdict(
+            format!("--rate {rate} --burst {burst}"),
+            format!("the sends needed a burst of {:.2}", pace.peak),
+            &broken_rate,
+        );
+    }
+    for (i, q) in limits.quotas.iter().enumerate() {
+        verdict(
+            format!("--quota {q}"),
+            format!("busiest window: {} of {}", counts[i].busiest, q.limit),
+            &broken_quota[i],
+        );
+    }
+    if let Some(rate) = limits.per_host_rate.filter(|r| *r != Rate::Unlimited) {
+        let (worst, peak) = host_pace
+            .iter()
+            .map(|(h, p)| (h.as_str(), p.peak))
+            .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        verdict(
+            format!("--per-host-rate {rate}"),
+            format!("worst host {worst}: a burst of {peak:.2}"),
+            &broken_host_rate,
+        );
+    }
+    for (i, q) in limits.per_host_quotas.iter().enumerate() {
+        let (n, host) = &busiest_host_quota[i];
+        verdict(
+            format!("--per-host-quota {q}"),
+            format!("busiest window: {n} of {} (host {host})", q.limit),
+            &broken_host_quota[i],
+        );
+    }
+    if limits == Limits::default() {
+        lines.push("no limits to check (none given, none in the logs)".to_string());
+    }
+    Ok(Audit { lines, held })
+}

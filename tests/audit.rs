@@ -1,0 +1,194 @@
+//! `--log-requests` and `ratefetch audit`: a run's log proves that it kept its limits, the
+//! audit catches a log that broke one, and logs of several runs are checked together.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::binary::ratefetch_bin;
+use support::server::Server;
+
+fn write_list(dir: &Path, lines: &[String]) -> PathBuf {
+    let path = dir.join("urls.txt");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+/// Runs `ratefetch audit` with `args`; returns the exit code and stdout + stderr.
+fn audit(args: &[&str]) -> (i32, String) {
+    let out = ratefetch_bin().arg("audit").args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap(), text)
+}
+
+/// A log in the documented format, with requests at these offsets (ms) from a fixed time.
+fn hand_log(path: &Path, limits: &str, sends_ms: &[u64]) {
+    let mut text =
+        format!("{{\"ratefetch_log\":1,\"max_disorder_ms\":1000,\"limits\":{limits}}}\n");
+    let t0 = humantime::parse_rfc3339("2026-12-02T10:00:00Z").unwrap();
+    for (i, ms) in sends_ms.iter().enumerate() {
+        let t = t0 + std::time::Duration::from_millis(*ms);
+        text.push_str(&format!(
+            "{{\"t\":\"{}\",\"host\":\"h\",\"index\":{},\"attempt\":1,\"status\":200}}\n",
+            humantime::format_rfc3339_micros(t),
+            i + 1
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+const RATE_10: &str =
+    r#"{"rate":"10/s","burst":1,"quotas":[],"per_host_rate":null,"per_host_quotas":[]}"#;
+
+#[test]
+fn a_run_logs_every_request_and_its_audit_passes() {
+    let server = Server::start_on([127, 0, 0, 40]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (0..9).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    lines.push(server.url("/status/503"));
+    let list = write_list(dir.path(), &lines);
+    let log = dir.path().join("requests.jsonl");
+    let out = ratefetch_bin()
+        .arg(&list)
+        .args(["-q", "-o"])
+        .arg(dir.path().join("report.csv"))
+        .args(["-r", "40/s", "--quota", "6/500ms", "--retries", "1"])
+        .args(["--backoff", "1ms", "--log-requests"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries[0]["ratefetch_log"], 1, "a header first");
+    assert_eq!(entries[0]["limits"]["quotas"][0], "6/500ms");
+    // Eleven requests: nine, and the 503 twice (a retry is a request).
+    assert_eq!(entries.len() - 1, 11);
+    assert_eq!(server.arrivals().len(), 11);
+    let retried: Vec<_> = entries[1..]
+        .iter()
+        .filter(|e| e["index"] == 10)
+        .map(|e| {
+            (
+                e["attempt"].as_u64().unwrap(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(retried.len(), 2);
+    assert!(retried.contains(&(1, 503)) && retried.contains(&(2, 503)));
+
+    // With the limits the log names, and with them given outright. Send times are read by
+    // the workers; on a busy 2-core machine one may read its clock late: the tests' usual
+    // 10 ms tolerance.
+    let log = log.to_str().unwrap();
+    let (code, text) = audit(&[log, "--tolerance", "10ms"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("11 requests"), "{text}");
+    assert!(text.contains("--quota 6/500ms: held"), "{text}");
+    assert!(text.contains("--rate 40/s --burst 1: held"), "{text}");
+    let (code, text) = audit(&[log, "--tolerance", "10ms", "--quota", "6/500ms"]);
+    assert_eq!(code, 0, "{text}");
+    // A stricter limit than the run kept is caught.
+    let (code, text) = audit(&[log, "--tolerance", "10ms", "--quota", "3/500ms"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--quota 3/500ms: BROKEN at "), "{text}");
+}
+
+#[test]
+fn a_log_that_breaks_the_rate_is_caught_with_the_first_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("broken.jsonl");
+    // 10/s: 0, 100, 200 are fine; 250 comes 50 ms early. Written out of order, as logs are.
+    hand_log(&log, RATE_10, &[100, 0, 200, 250, 400]);
+    let (code, text) = audit(&[log.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("--rate 10/s --burst 1: BROKEN at 2026-12-02T10:00:00.250000Z"),
+        "{text}"
+    );
+    let ok = dir.path().join("ok.jsonl");
+    hand_log(&ok, RATE_10, &[100, 0, 200, 300, 400]);
+    let (code, text) = audit(&[ok.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn two_logs_that_break_a_limit_only_together_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    hand_log(&a, RATE_10, &[0, 100, 200, 300]);
+    hand_log(&b, RATE_10, &[50, 150, 250, 350]);
+    for one in [&a, &b] {
+        let (code, text) = audit(&[one.to_str().unwrap()]);
+        assert_eq!(code, 0, "{text}");
+    }
+    let (code, text) = audit(&[a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("8 requests in 2 log(s)"), "{text}");
+    assert!(
+        text.contains("BROKEN at 2026-12-02T10:00:00.050000Z"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unreadable_or_foreign_logs_are_usage_errors_and_a_torn_last_line_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = audit(&[dir.path().join("missing").to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("cannot read"), "{text}");
+    let foreign = dir.path().join("report.csv");
+    std::fs::write(&foreign, "index,url\n1,http://x\n").unwrap();
+    let (code, text) = audit(&[foreign.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    let (code, text) = audit(&[]);
+    assert_eq!(code, 2, "{text}");
+
+    let torn = dir.path().join("torn.jsonl");
+    hand_log(&torn, RATE_10, &[0, 100, 200]);
+    let mut text = std::fs::read_to_string(&torn).unwrap();
+    text.push_str("{\"t\":\"2026-12-02T10:00:00.2");
+    std::fs::write(&torn, &text).unwrap();
+    let (code, out) = audit(&[torn.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 requests"), "{out}");
+    // A bad line in the middle is not a torn end.
+    let bad = dir.path().join("bad.jsonl");
+    text.push_str("\n{\"t\":\"2026-12-02T10:00:01Z\",\"host\":\"h\"}\n");
+    std::fs::write(&bad, &text).unwrap();
+    let (code, out) = audit(&[bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn the_subcommand_wins_over_a_file_named_audit_and_dot_slash_audit_reads_the_file() {
+    let server = Server::start_on([127, 0, 0, 41]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("audit"), server.url("/ok")).unwrap();
+    let out = ratefetch_bin()
+        .current_dir(dir.path())
+        .args(["./audit", "-q", "-r", "unlimited"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_, rows) = support::report::parse_csv(&out.stdout);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("status"), "200");
+    // As the first argument, `audit` is the subcommand: the file is read as a log, and it
+    // is not one.
+    let out = ratefetch_bin()
+        .current_dir(dir.path())
+        .args(["audit", "audit"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(server.arrivals().len(), 1, "the subcommand fetched nothing");
+}
