@@ -126,12 +126,19 @@ impl Reader {
             self.done = true;
             return Ok(());
         };
-        if let Some(why) = self.torn.take() {
-            // The line that did not parse was not the last one.
-            return Err(self.bad(why));
-        }
+        let torn = self.torn.take();
         self.line_no += 1;
         let line = line.map_err(|e| self.bad(e.to_string()))?;
+        if let Some(why) = torn {
+            // The line that did not parse was not the last one: fine only if a new run's
+            // header follows it (the run that tore it was killed).
+            let header = serde_json::from_str::<Value>(&line)
+                .is_ok_and(|v| v.get("ratefetch_log").is_some());
+            if !header {
+                self.line_no -= 1;
+                return Err(self.bad(why));
+            }
+        }
         if line.trim().is_empty() {
             return Ok(());
         }
@@ -233,11 +240,13 @@ struct Pace {
 }
 
 impl Pace {
-    /// Counts a send at `t` µs at `per_us` requests per µs; returns the level reached.
-    fn send(&mut self, t: i64, per_us: f64, tolerance_us: i64) -> f64 {
-        let drained = self.prev.map_or(f64::INFINITY, |p| {
-            ((t - p + tolerance_us).max(0)) as f64 * per_us
-        });
+    /// Counts a send at `t` µs at `per_us` requests per µs; returns the level reached: the
+    /// most of (count − R·span) over the windows that end with this send. A window holds
+    /// more than B + R·(T + tolerance) exactly when the level exceeds B + R·tolerance.
+    fn send(&mut self, t: i64, per_us: f64) -> f64 {
+        let drained = self
+            .prev
+            .map_or(f64::INFINITY, |p| (t - p).max(0) as f64 * per_us);
         self.level = (self.level - drained).max(0.0) + 1.0;
         self.prev = Some(t);
         self.peak = self.peak.max(self.level);
@@ -329,8 +338,8 @@ pub fn audit(
         }
         if let Some((rate, burst)) = limits.rate {
             if rate != Rate::Unlimited {
-                let level = pace.send(s.t, per_us(rate), tol);
-                if level > f64::from(burst.get()) + 1e-9 {
+                let level = pace.send(s.t, per_us(rate));
+                if level > f64::from(burst.get()) + per_us(rate) * tol as f64 + 1e-9 {
                     note(&mut broken_rate, s.t, || {
                         format!("{level:.2} requests at once where the burst allows {burst}")
                     });
@@ -347,8 +356,8 @@ pub fn audit(
         }
         if let Some(rate) = limits.per_host_rate.filter(|r| *r != Rate::Unlimited) {
             let p = host_pace.entry(s.host.clone()).or_default();
-            let level = p.send(s.t, per_us(rate), tol);
-            if level > 1.0 + 1e-9 {
+            let level = p.send(s.t, per_us(rate));
+            if level > 1.0 + per_us(rate) * tol as f64 + 1e-9 {
                 note(&mut broken_host_rate, s.t, || {
                     format!("host {}: {level:.2} requests at once", s.host)
                 });

@@ -62,8 +62,18 @@ pub struct LogWriter {
 /// Opens `path` for appending and writes this run's header line; returns the sender for
 /// the workers and the writer to finish at the end.
 pub fn open(path: &Path, config: &Config) -> io::Result<(RequestLog, LogWriter)> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    // A run killed mid-line left a torn last line: this run's header starts on a line of
+    // its own.
+    let torn = ends_without_newline(&mut file)?;
     let mut out = BufWriter::new(file);
+    if torn {
+        out.write_all(b"\n")?;
+    }
     serde_json::to_writer(&mut out, &header(config))?;
     out.write_all(b"\n")?;
     out.flush()?;
@@ -106,6 +116,17 @@ fn write_lines(mut out: BufWriter<File>, rx: mpsc::Receiver<Entry>) -> io::Resul
     }
     out.flush()?;
     out.get_ref().sync_data()
+}
+
+fn ends_without_newline(file: &mut File) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 fn header(config: &Config) -> Value {

@@ -107,6 +107,9 @@ struct Inner {
     cooled: std::sync::atomic::AtomicBool,
     /// Full jitter on backoffs (tests turn it off to get deterministic waits).
     pub(crate) jitter: bool,
+    /// Cancelled when the scheduler closes (a stop, or a limit that ends the run), so that
+    /// a `slot` caller waiting on a timer gives up at once.
+    closing: CancellationToken,
 }
 
 #[derive(Default)]
@@ -288,6 +291,7 @@ impl Scheduler {
             lookahead,
             cooled: std::sync::atomic::AtomicBool::new(false),
             jitter: config.backoff_jitter,
+            closing: CancellationToken::new(),
         });
         let timers = inner.clone();
         std::thread::Builder::new()
@@ -353,6 +357,7 @@ impl Scheduler {
         s.closed = true;
         s.feeder_waiting = false;
         drop(s);
+        self.inner.closing.cancel();
         self.inner.work.notify_waiters();
         self.inner.room.notify_waiters();
     }
@@ -470,8 +475,20 @@ impl Scheduler {
         loop {
             let wait = {
                 let mut s = inner.lock();
+                if s.closed {
+                    return None;
+                }
                 let now = Instant::now();
-                let quotas = inner.quota_gate(&mut s, now);
+                let quotas = match s.budget_left {
+                    // Spent: by places still pending (which may come back), or for good.
+                    Some(0) if s.pending > 0 => Gate::Busy,
+                    Some(0) => {
+                        let budget = inner.budget.expect("a budget is set");
+                        inner.stop_now(&mut s, format!("--budget {budget}"), None);
+                        return None;
+                    }
+                    _ => inner.quota_gate(&mut s, now),
+                };
                 if !inner.track && !s.hosts.contains_key(host) {
                     match quotas {
                         Gate::Open => {
@@ -512,6 +529,7 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
+                _ = inner.closing.cancelled() => return None,
                 _ = tokio::time::sleep_until(wait) => {}
             }
         }
@@ -622,8 +640,12 @@ impl Inner {
     fn quotas_open(&self, s: &mut State, now: Instant) -> bool {
         if s.budget_left == Some(0) {
             s.quota_blocked = true;
-            let budget = self.budget.expect("a budget is set");
-            self.stop_at(s, format!("--budget {budget}"), None);
+            // Places still pending may be given back (a request not sent): only a budget
+            // spent on sends ends the run.
+            if s.pending == 0 {
+                let budget = self.budget.expect("a budget is set");
+                self.stop_at(s, format!("--budget {budget}"), None);
+            }
             return false;
         }
         let gate = self.quota_gate(s, now);
@@ -645,12 +667,21 @@ impl Inner {
     /// Stops the run at a limit, if a task is ready to go now (else the run may still end
     /// within its limits, or a task that becomes ready asks again).
     fn stop_at(&self, s: &mut State, limit: String, frees_at: Option<std::time::SystemTime>) {
-        if s.closed || (s.free.is_empty() && s.ready.is_empty()) {
+        if s.free.is_empty() && s.ready.is_empty() {
+            return;
+        }
+        self.stop_now(s, limit, frees_at);
+    }
+
+    /// Stops the run at a limit: nothing more is dispatched, waiting workers and slots end.
+    fn stop_now(&self, s: &mut State, limit: String, frees_at: Option<std::time::SystemTime>) {
+        if s.closed {
             return;
         }
         s.stopped = Some(QuotaStop { limit, frees_at });
         s.closed = true;
         s.feeder_waiting = false;
+        self.closing.cancel();
         self.work.notify_waiters();
         self.room.notify_waiters();
     }

@@ -192,3 +192,41 @@ fn the_subcommand_wins_over_a_file_named_audit_and_dot_slash_audit_reads_the_fil
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(server.arrivals().len(), 1, "the subcommand fetched nothing");
 }
+
+#[test]
+fn the_tolerance_is_allowed_once_per_window_not_once_per_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fast.jsonl");
+    // 10/s, each gap 1 ms short: twenty sends span 1.881 s, where 10/s allows nineteen
+    // (and the 1 ms tolerance does not add up over the gaps).
+    let sends: Vec<u64> = (0..20).map(|i| i * 99).collect();
+    hand_log(&log, RATE_10, &sends);
+    let (code, text) = audit(&[log.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    let (code, text) = audit(&[log.to_str().unwrap(), "--tolerance", "20ms"]);
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn a_run_appending_to_a_log_torn_by_a_kill_starts_on_a_line_of_its_own() {
+    let server = Server::start_on([127, 0, 0, 42]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.jsonl");
+    hand_log(&log, RATE_10, &[0, 100, 200]);
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"t\":\"2026-12-02T10:00:00.3");
+    std::fs::write(&log, &text).unwrap();
+    let list = write_list(dir.path(), &[server.url("/ok")]);
+    let out = ratefetch_bin()
+        .arg(&list)
+        .args(["-q", "-r", "10/s", "-o"])
+        .arg(dir.path().join("report.csv"))
+        .arg("--log-requests")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, text) = audit(&[log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("4 requests"), "{text}");
+}

@@ -275,3 +275,27 @@ fn limits_that_the_whole_list_fits_in_end_the_run_as_usual() {
     assert_eq!(code, 0, "{stderr}");
     assert_each_index_once(&read_csv(&report), 1..=5);
 }
+
+#[test]
+fn a_budget_counts_robots_txt_and_stops_cleanly() {
+    let server = Server::start_on([127, 0, 0, 39]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..6).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    let report = dir.path().join("report.csv");
+    let args = [
+        "-r",
+        "unlimited",
+        "-c",
+        "4",
+        "--respect-robots",
+        "--budget",
+        "3",
+    ];
+    let (code, stderr) = run_bin(&args, &list, &report);
+    assert_eq!(code, 75, "{stderr}");
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 3, "robots.txt and two pages");
+    assert_eq!(arrivals[0].path, "/robots.txt");
+    assert_eq!(read_csv(&report).len(), 2);
+}
