@@ -417,13 +417,7 @@ impl Scheduler {
                 return None;
             }
             if let Some((host, task)) = inner.dispatch(&mut s) {
-                return Some(Ticket {
-                    inner: self.inner.clone(),
-                    host,
-                    task: Some(task),
-                    stage: Stage::Dispatched,
-                    quota: inner.quotas,
-                });
+                return Some(Ticket::dispatched(&self.inner, host, Some(task)));
             }
         }
         loop {
@@ -436,13 +430,7 @@ impl Scheduler {
                     return None;
                 }
                 if let Some((host, task)) = inner.dispatch(&mut s) {
-                    return Some(Ticket {
-                        inner: self.inner.clone(),
-                        host,
-                        task: Some(task),
-                        stage: Stage::Dispatched,
-                        quota: inner.quotas,
-                    });
+                    return Some(Ticket::dispatched(&self.inner, host, Some(task)));
                 }
                 if s.input_done && s.live == 0 {
                     return None;
@@ -493,7 +481,7 @@ impl Scheduler {
                     match quotas {
                         Gate::Open => {
                             inner.reserve(&mut s);
-                            return Some(Ticket::free(self.inner.clone()));
+                            return Some(Ticket::dispatched(&self.inner, None, None));
                         }
                         gate => gate.until(now),
                     }
@@ -508,13 +496,7 @@ impl Scheduler {
                                 reservation.held = false;
                             }
                             inner.reserve(&mut s);
-                            return Some(Ticket {
-                                inner: self.inner.clone(),
-                                host: Some(host.into()),
-                                task: None,
-                                stage: Stage::Dispatched,
-                                quota: inner.quotas,
-                            });
+                            return Some(Ticket::dispatched(&self.inner, Some(host.into()), None));
                         }
                         (gate, quotas) => {
                             if !reservation.held {
@@ -1071,14 +1053,15 @@ enum Stage {
 }
 
 impl Ticket {
-    fn free(inner: Arc<Inner>) -> Ticket {
-        let quota = inner.quotas;
+    /// A fresh dispatch: holds the host's slot (if `host`) and, with quotas, a place in them
+    /// (the caller took both).
+    fn dispatched(inner: &Arc<Inner>, host: Option<Box<str>>, task: Option<Task>) -> Ticket {
         Ticket {
-            inner,
-            host: None,
-            task: None,
+            inner: inner.clone(),
+            host,
+            task,
             stage: Stage::Dispatched,
-            quota,
+            quota: inner.quotas,
         }
     }
 
