@@ -83,6 +83,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub budget: Option<u64>,
 
+    /// Keep what was sent against the quotas in FILE, so that reruns, --resume and runs
+    /// after a crash go on counting (one run at a time per file).
+    #[arg(long, value_name = "FILE")]
+    pub quota_state: Option<PathBuf>,
+
     /// Whole-attempt timeout, body included (250ms, 30s, 2m).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -334,6 +339,7 @@ impl Cli {
             per_host_quotas: self.per_host_quotas,
             on_quota: self.on_quota,
             budget: self.budget,
+            quota_state: self.quota_state,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             retries: self.retries,

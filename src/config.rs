@@ -142,6 +142,8 @@ pub struct Config {
     pub on_quota: OnQuota,
     /// At most this many requests in the run, retries included (`--budget`), then stop.
     pub budget: Option<u64>,
+    /// `--quota-state`: what was sent against the quotas, kept across runs in this file.
+    pub quota_state: Option<PathBuf>,
     /// Whole-attempt timeout, body included (`--timeout`).
     pub timeout: Duration,
     /// TCP (and TLS) connect timeout (`--connect-timeout`).
@@ -239,6 +241,7 @@ impl Default for Config {
             per_host_quotas: Vec::new(),
             on_quota: OnQuota::Wait,
             budget: None,
+            quota_state: None,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             retries: 2,

@@ -142,6 +142,15 @@ pub enum Error {
         /// Why, in one line.
         reason: String,
     },
+    /// The `--quota-state` file cannot be used: damaged, in use by another run, or not
+    /// writable (exit 1).
+    #[error("cannot use --quota-state {}: {reason}", path.display())]
+    QuotaState {
+        /// The file.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
+    },
     /// The HTTP client could not be built (a bad header value, exit 1).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),

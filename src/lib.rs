@@ -32,6 +32,7 @@ pub mod units;
 mod fetch;
 mod input;
 mod job;
+mod ledger;
 mod limits;
 mod pacer;
 mod pool;

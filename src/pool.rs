@@ -31,6 +31,7 @@ use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::Fetcher;
 use crate::input::{self, InputProgress, ReadError, Source};
 use crate::job::{Job, Next, Outcome};
+use crate::ledger::{Ledger, Past};
 use crate::limits::Limits;
 use crate::progress::{Progress, Summary};
 use crate::reqlog;
@@ -50,7 +51,19 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
-    let scheduler = Scheduler::new(&config);
+    let (ledger, past) = match &config.quota_state {
+        Some(path) => {
+            let (ledger, past) = Ledger::open(path, &config.quotas, &config.per_host_quotas)
+                .map_err(|e| Error::QuotaState {
+                    path: e.path,
+                    reason: e.reason,
+                })?;
+            (Some(Arc::new(ledger)), past)
+        }
+        None => (None, Past::default()),
+    };
+    let scheduler = Scheduler::with_ledger(&config, ledger.clone(), &past);
+    drop(past);
     // Ends the timer thread even if the fetcher cannot be built.
     let _timers = scheduler.guard();
     let log_error = |path: &std::path::Path| {
@@ -80,6 +93,15 @@ pub async fn run(
         shutdown,
     )
     .await;
+    // Every worker is gone: no more grants. The state's last sends are written now.
+    if let Some(ledger) = &ledger {
+        if let Err(e) = ledger.finish() {
+            return Err(Error::QuotaState {
+                path: ledger.path().to_path_buf(),
+                reason: format!("cannot write: {e}"),
+            });
+        }
+    }
     // Every worker and the fetcher are gone: the log's last lines are written now.
     if let (Some(writer), Some(path)) = (log_writer, &config.log_requests) {
         writer.finish().map_err(log_error(path))?;
@@ -187,6 +209,10 @@ pub async fn run_with<H: Handler>(
         path: config.output.display_path(),
         source,
     })?;
+    if let Some(why) = scheduler.ledger_error() {
+        let path = config.quota_state.clone().unwrap_or_default();
+        return Err(Error::QuotaState { path, reason: why });
+    }
     if let Some(why) = scheduler.spill_error() {
         return Err(Error::Input {
             path: config.input.display_path(),

@@ -113,20 +113,26 @@ impl Window {
     /// Counts a request sent at `at`. A time earlier than the latest send recorded (clocks
     /// read on two threads) counts as that send's time: later, the safe side.
     pub fn record(&mut self, at: Instant) {
+        self.record_many(at, 1);
+    }
+
+    /// Counts `count` requests sent at `at` (sends of an earlier run, read from the
+    /// `--quota-state`).
+    pub fn record_many(&mut self, at: Instant, count: u64) {
         let at = self.buckets.back().map_or(at, |b| at.max(b.latest));
         self.expire(at);
-        self.counted += 1;
+        self.counted += count;
         if let Some(last) = self.buckets.back_mut() {
             if at.saturating_duration_since(last.first) < self.grain {
                 last.latest = last.latest.max(at);
-                last.count += 1;
+                last.count += count;
                 return;
             }
         }
         self.buckets.push_back(Bucket {
             first: at,
             latest: at,
-            count: 1,
+            count,
         });
     }
 

@@ -56,6 +56,7 @@ use crate::config::{Config, OnQuota};
 use crate::error::Failure;
 use crate::input::parse_target;
 use crate::job::{Job, Task};
+use crate::ledger::{Ledger, Past};
 use crate::quota::{self, QuotaStop, Window};
 use crate::units::{Quota, Rate};
 
@@ -110,6 +111,11 @@ struct Inner {
     /// Cancelled when the scheduler closes (a stop, or a limit that ends the run), so that
     /// a `slot` caller waiting on a timer gives up at once.
     closing: CancellationToken,
+    /// `--quota-state`: every request takes a grant from it before it leaves.
+    ledger: Option<Arc<Ledger>>,
+    /// Sends of earlier runs per host (`--quota-state`), counted in a host's windows when its
+    /// entry is made.
+    past_hosts: HashMap<Box<str>, Vec<(Instant, u64)>>,
 }
 
 #[derive(Default)]
@@ -157,6 +163,8 @@ struct State {
     budget_left: Option<u64>,
     /// Why the run stopped at a limit (`--on-quota stop`, `--budget`).
     stopped: Option<QuotaStop>,
+    /// The `--quota-state` could not be written: the run stopped, sending nothing more.
+    ledger_error: Option<String>,
 }
 
 /// A host's queue and limits.
@@ -254,7 +262,39 @@ impl Gate {
 
 impl Scheduler {
     /// A scheduler for `config`'s per-host limits, reading ahead `lookahead` jobs.
+    #[cfg(test)]
     pub fn new(config: &Config) -> Scheduler {
+        Scheduler::with_ledger(config, None, &Past::default())
+    }
+
+    /// `new`, with the run's `--quota-state`: `past` (what earlier runs sent) is counted in
+    /// the windows, and every request takes a grant from `ledger` before it leaves.
+    pub fn with_ledger(config: &Config, ledger: Option<Arc<Ledger>>, past: &Past) -> Scheduler {
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now();
+        // A wall-clock time as an instant (a time ahead of the clock is now: the ledger's
+        // clock may be ahead of this machine's, and counts later, the safe side).
+        let instant = |t: std::time::SystemTime| {
+            let age = wall.duration_since(t).unwrap_or_default();
+            now.checked_sub(age).unwrap_or(now)
+        };
+        let mut quotas: Vec<Window> = config.quotas.iter().copied().map(Window::new).collect();
+        for &(t, count) in &past.run {
+            for w in &mut quotas {
+                w.record_many(instant(t), count);
+            }
+        }
+        let past_hosts = if config.per_host_quotas.is_empty() {
+            HashMap::new()
+        } else {
+            past.hosts
+                .iter()
+                .map(|(h, sends)| {
+                    let sends = sends.iter().map(|&(t, n)| (instant(t), n)).collect();
+                    (h.as_str().into(), sends)
+                })
+                .collect()
+        };
         let period = match config.per_host_rate {
             Rate::Unlimited => None,
             Rate::Every(p) => Some(p),
@@ -274,7 +314,7 @@ impl Scheduler {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 free_first: true,
-                quotas: config.quotas.iter().copied().map(Window::new).collect(),
+                quotas,
                 budget_left: config.budget,
                 ..State::default()
             }),
@@ -292,6 +332,8 @@ impl Scheduler {
             cooled: std::sync::atomic::AtomicBool::new(false),
             jitter: config.backoff_jitter,
             closing: CancellationToken::new(),
+            ledger,
+            past_hosts,
         });
         let timers = inner.clone();
         std::thread::Builder::new()
@@ -354,17 +396,17 @@ impl Scheduler {
     /// Stops dispatching: waiting workers return `None`, queued tasks are dropped.
     pub fn close(&self) {
         let mut s = self.inner.lock();
-        s.closed = true;
-        s.feeder_waiting = false;
-        drop(s);
-        self.inner.closing.cancel();
-        self.inner.work.notify_waiters();
-        self.inner.room.notify_waiters();
+        self.inner.end(&mut s);
     }
 
     /// Why the run stopped at a limit, if it did (`--on-quota stop`, `--budget`).
     pub fn stopped_at(&self) -> Option<QuotaStop> {
         self.inner.lock().stopped.clone()
+    }
+
+    /// Why the run must fail, if the `--quota-state` could not be written.
+    pub fn ledger_error(&self) -> Option<String> {
+        self.inner.lock().ledger_error.clone()
     }
 
     /// Why the run must fail, if a job spilled to disk could not be read back.
@@ -486,7 +528,7 @@ impl Scheduler {
                         gate => gate.until(now),
                     }
                 } else {
-                    let h = s.hosts.entry(host.into()).or_default();
+                    let h = inner.host_entry(&mut s.hosts, host);
                     match (inner.gate_for(h, now, true), quotas) {
                         (Gate::Open, Gate::Open) => {
                             h.dispatching = true;
@@ -526,7 +568,7 @@ impl Scheduler {
             .store(true, std::sync::atomic::Ordering::Release);
         let mut s = inner.lock();
         let until = Instant::now() + wait;
-        let h = s.hosts.entry(host.into()).or_default();
+        let h = inner.host_entry(&mut s.hosts, host);
         h.cool_until = Some(h.cool_until.map_or(until, |c| c.max(until)));
         if inner.refresh(&mut s, host) {
             inner.wake_workers(&s, 1);
@@ -536,8 +578,9 @@ impl Scheduler {
     /// Requests to `host` leave at least `period` apart from now on (a robots.txt
     /// Crawl-delay); only ever lengthens the host's period.
     pub fn slow_host(&self, host: &str, period: Duration) {
-        let mut s = self.inner.lock();
-        let h = s.hosts.entry(host.into()).or_default();
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        let h = inner.host_entry(&mut s.hosts, host);
         if period > h.min_period {
             h.min_period = period;
             // Counted from the host's last request (robots.txt itself, at first); from now
@@ -661,6 +704,11 @@ impl Inner {
             return;
         }
         s.stopped = Some(QuotaStop { limit, frees_at });
+        self.end(s);
+    }
+
+    /// Ends the run: nothing more is dispatched, waiting workers and slots end.
+    fn end(&self, s: &mut State) {
         s.closed = true;
         s.feeder_waiting = false;
         self.closing.cancel();
@@ -719,7 +767,7 @@ impl Inner {
             return 1;
         }
         let key: Box<str> = host.into();
-        let h = s.hosts.entry(key.clone()).or_default();
+        let h = self.host_entry(&mut s.hosts, &key);
         let spill =
             !front && task.is_fresh() && (h.queue.len() >= HOST_CAP || h.spilled_jobs > 0 || over);
         let mut kept = Some(task);
@@ -737,6 +785,21 @@ impl Inner {
             s.in_memory += 1;
         }
         usize::from(self.refresh(s, &key))
+    }
+
+    /// The entry of `host`, made if there is none; its quota windows count what earlier
+    /// runs sent to it.
+    fn host_entry<'a>(&self, hosts: &'a mut HashMap<Box<str>, Host>, host: &str) -> &'a mut Host {
+        let h = hosts.entry(host.into()).or_default();
+        if h.windows.is_empty() && !self.host_quotas.is_empty() {
+            h.windows = self.host_quotas.iter().copied().map(Window::new).collect();
+            for &(at, count) in self.past_hosts.get(host).into_iter().flatten() {
+                for w in &mut h.windows {
+                    w.record_many(at, count);
+                }
+            }
+        }
+        h
     }
 
     /// Whether `h` may dispatch at `now`, and if not, until when.
@@ -1087,8 +1150,26 @@ impl Ticket {
 
     /// Called with the global token in hand, right before sending: counts the request in
     /// its host's pace. False when the host began to cool down meanwhile (the request must
-    /// not leave; requeue the task).
+    /// not leave; requeue the task), or when the `--quota-state` cannot be written (the run
+    /// stops).
     pub fn go(&mut self) -> bool {
+        if let Some(ledger) = &self.inner.ledger {
+            // Counted on disk before it leaves. A request refused below after this was
+            // counted and not sent: the safe side.
+            let host = self
+                .host
+                .as_deref()
+                .or_else(|| self.task.as_ref().and_then(Task::host));
+            if let Err(why) = ledger.grant(host.unwrap_or("")) {
+                let inner = self.inner.clone();
+                let mut s = inner.lock();
+                s.ledger_error.get_or_insert(why);
+                if !s.closed {
+                    inner.end(&mut s);
+                }
+                return false;
+            }
+        }
         let Some(host) = &self.host else {
             if self.free_host_cooling() {
                 return false;
@@ -1127,10 +1208,8 @@ impl Ticket {
         }
         h.dispatching = false;
         h.last_sent = Some(now);
-        // Counted in the host's windows and the run's at the same instant.
-        if h.windows.is_empty() {
-            h.windows = inner.host_quotas.iter().copied().map(Window::new).collect();
-        }
+        // Counted in the host's windows and the run's at the same instant (the entry was made
+        // with its windows).
         for w in &mut h.windows {
             w.record(now);
         }

@@ -299,3 +299,141 @@ fn a_budget_counts_robots_txt_and_stops_cleanly() {
     assert_eq!(arrivals[0].path, "/robots.txt");
     assert_eq!(read_csv(&report).len(), 2);
 }
+
+/// `--quota-state`: what one run sent counts in the next, whatever quotas each names.
+#[test]
+fn quota_state_carries_the_sends_of_a_run_into_a_rerun_with_other_quotas() {
+    let server = Server::start_on([127, 0, 0, 43]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("quota.state");
+    let state_arg = state.to_str().unwrap();
+    let report = dir.path().join("report.csv");
+    // The first run has no quota at all: the state still records its sends, per host.
+    let first: Vec<String> = (0..8).map(|i| server.url(&format!("/ok?a{i}"))).collect();
+    let list = write_list(dir.path(), &first);
+    let (code, stderr) = run_bin(
+        &["-r", "unlimited", "--quota-state", state_arg],
+        &list,
+        &report,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let second: Vec<String> = (0..8).map(|i| server.url(&format!("/ok?b{i}"))).collect();
+    let list = write_list(dir.path(), &second);
+    let args = [
+        "-r",
+        "unlimited",
+        "--per-host-quota",
+        "10/3s",
+        "--quota-state",
+        state_arg,
+    ];
+    let (code, stderr) = run_bin(&args, &list, &report);
+    assert_eq!(code, 0, "{stderr}");
+    assert_each_index_once(&read_csv(&report), 1..=8);
+    // Over both runs together, no window of 3 s holds more than 10.
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 16);
+    assert_window(&arrivals, quota(10, 3000), "both runs");
+}
+
+/// A run killed with SIGKILL while it waits for its window: the next run (a `--resume`)
+/// counts what it sent, and what it may have sent, and the window holds over both.
+#[test]
+fn quota_state_counts_a_killed_runs_sends_in_the_next_run() {
+    let server = Server::start_on([127, 0, 0, 44]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("quota.state");
+    let lines: Vec<String> = (0..20).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    let report = dir.path().join("report.csv");
+    let args = ["-r", "unlimited", "--quota", "10/3s", "--quota-state"];
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ratefetch"))
+        .args(args)
+        .arg(&state)
+        .arg("-o")
+        .arg(&report)
+        .arg(&list)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting ratefetch");
+    // The first window is spent: the run waits for its next slot, and is killed there.
+    let mut arrivals = server.wait_arrivals(10, Duration::from_secs(20));
+    assert_eq!(arrivals.len(), 10);
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let mut resume = args.to_vec();
+    resume.extend([state.to_str().unwrap(), "--resume"]);
+    let (code, stderr) = run_bin(&resume, &list, &report);
+    assert_eq!(code, 0, "{stderr}");
+    assert_each_index_once(&read_csv(&report), 1..=20);
+    arrivals.extend(server.arrivals());
+    assert!(arrivals.len() >= 20);
+    assert_window(&arrivals, quota(10, 3000), "the killed run and the resume");
+}
+
+#[test]
+fn a_damaged_quota_state_is_an_error_not_a_reset() {
+    let server = Server::start_on([127, 0, 0, 45]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("quota.state");
+    let list = write_list(dir.path(), &[server.url("/ok")]);
+    let report = dir.path().join("report.csv");
+    let arg = state.to_str().unwrap();
+    for (text, why) in [
+        ("not a state file\n".to_string(), "no header"),
+        (
+            "ratefetch-quota-state 1\nS 12 a\nS twelve a\nE 13\n".to_string(),
+            "line 3",
+        ),
+    ] {
+        std::fs::write(&state, &text).unwrap();
+        let (code, stderr) = run_bin(&["--quota-state", arg], &list, &report);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("--quota-state") && stderr.contains(why),
+            "{stderr}"
+        );
+        // Left as it was, for the user to look at.
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), text);
+    }
+    assert!(server.arrivals().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn a_second_run_on_a_quota_state_in_use_is_refused() {
+    let server = Server::start_on([127, 0, 0, 46]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("quota.state");
+    let lines: Vec<String> = (0..4).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("ratefetch"))
+        .args(["-r", "unlimited", "--quota", "2/1h", "--quota-state"])
+        .arg(&state)
+        .arg("-o")
+        .arg(dir.path().join("first.csv"))
+        .arg(&list)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting ratefetch");
+    // It holds the state while it waits for the hour.
+    assert_eq!(server.wait_arrivals(2, Duration::from_secs(20)).len(), 2);
+    let args = ["--quota-state", state.to_str().unwrap()];
+    let (code, stderr) = run_bin(&args, &list, &dir.path().join("second.csv"));
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("in use by another ratefetch run"),
+        "{stderr}"
+    );
+    assert!(server.arrivals().is_empty(), "the second run sent nothing");
+}
