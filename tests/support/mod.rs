@@ -1,9 +1,11 @@
 #![allow(dead_code)]
-//! Helpers shared by the integration tests: `server` (the scripted hyper server), `raw` (a
-//! raw-TCP server for misbehaving peers), `windows` (rate checks over arrival times),
+//! Helpers shared by the integration tests: `server` (the scripted hyper server), `announcing`
+//! (a server enforcing a limit it announces in rate-limit headers), `raw` (a raw-TCP server for
+//! misbehaving peers), `windows` (rate checks over arrival times),
 //! `binary` (the binary under test, proxy-free) and `report` (running ratefetch, reading its
 //! report back).
 
+pub mod announcing;
 pub mod binary;
 pub mod raw;
 pub mod report;
