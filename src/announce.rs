@@ -26,8 +26,6 @@
 //! missing, negative or not a number gives nothing; an unreadable limit is only left out.
 //! Of all the limits a response announces, [`parse`] returns the most restrictive.
 
-#![allow(dead_code)] // used by fetch (next commit)
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, DATE};

@@ -88,6 +88,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub quota_state: Option<PathBuf>,
 
+    /// Do not follow the limits servers announce (RateLimit, X-RateLimit-* headers): no
+    /// pause when they say nothing is left.
+    #[arg(long)]
+    pub ignore_ratelimit_headers: bool,
+
     /// Whole-attempt timeout, body included (250ms, 30s, 2m).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -340,6 +345,7 @@ impl Cli {
             on_quota: self.on_quota,
             budget: self.budget,
             quota_state: self.quota_state,
+            ignore_ratelimit_headers: self.ignore_ratelimit_headers,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             retries: self.retries,

@@ -144,6 +144,8 @@ pub struct Config {
     pub budget: Option<u64>,
     /// `--quota-state`: what was sent against the quotas, kept across runs in this file.
     pub quota_state: Option<PathBuf>,
+    /// `--ignore-ratelimit-headers`: do not follow the limits servers announce.
+    pub ignore_ratelimit_headers: bool,
     /// Whole-attempt timeout, body included (`--timeout`).
     pub timeout: Duration,
     /// TCP (and TLS) connect timeout (`--connect-timeout`).
@@ -242,6 +244,7 @@ impl Default for Config {
             on_quota: OnQuota::Wait,
             budget: None,
             quota_state: None,
+            ignore_ratelimit_headers: false,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             retries: 2,

@@ -17,7 +17,9 @@ use reqwest::{redirect, Client, Response, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::Config;
+use crate::allowance::{Allowances, Wait};
+use crate::announce::{self, Announced};
+use crate::config::{Config, OnQuota};
 use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
 use crate::job::{Hop, Next, Outcome};
@@ -39,6 +41,11 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// How long a task waits (in the scheduler) before it looks again for a robots.txt that
 /// another task is fetching.
 const ROBOTS_WAIT: Duration = Duration::from_millis(50);
+
+/// Refusals a job may meet that the server's announced limit explains, retried after the
+/// reset without spending an attempt; beyond this they count as attempts (a server whose
+/// headers are wrong cannot keep a job forever).
+const FREE_REFUSALS: u8 = 10;
 
 /// How much of an HTML body is kept for the title: titles live in `<head>`.
 pub const TITLE_WINDOW: usize = 1 << 20;
@@ -85,6 +92,8 @@ pub struct Fetcher {
     robots: Option<Robots>,
     /// `--log-requests`.
     log: Option<RequestLog>,
+    /// The limits servers announce (off with `--ignore-ratelimit-headers`).
+    allowances: Option<Allowances>,
 }
 
 /// What a step of a task leads to.
@@ -116,6 +125,7 @@ impl Fetcher {
             config.save_bodies.is_some() || config.extract.iter().any(Extractor::needs_body);
         let header_rules = config.extract.iter().any(|x| !x.needs_body());
         let robots = config.respect_robots.then(Robots::default);
+        let allowances = (!config.ignore_ratelimit_headers).then(Allowances::default);
         Ok(Fetcher {
             client,
             config,
@@ -126,6 +136,7 @@ impl Fetcher {
             header_rules,
             robots,
             log,
+            allowances,
         })
     }
 
@@ -186,6 +197,22 @@ impl Fetcher {
                 RobotsStep::Stopped => return Next::Stopped,
             }
         }
+        // The server's announced allowance first: a host with nothing left pauses here.
+        let host = url.host_str().unwrap_or("");
+        let mut taken = match &self.allowances {
+            Some(allowances) => {
+                let queued = self.scheduler.queued(host);
+                match allowances.take(host, Instant::now(), queued) {
+                    Ok(seq) => Some(Taken {
+                        allowances,
+                        host,
+                        seq,
+                    }),
+                    Err(wait) => return self.wait_for_allowance(host, wait),
+                }
+            }
+            None => None,
+        };
         let pass = tokio::select! {
             biased;
             _ = shutdown.stop.cancelled() => return Next::Stopped,
@@ -239,17 +266,26 @@ impl Fetcher {
             step = tokio::time::timeout_at(deadline, request) => step,
         };
         drop(pass);
-        let step = step.unwrap_or_else(|_| {
-            Step::Failed(Failure::new(
-                ErrorKind::Timeout,
-                format!(
-                    "no complete response within {}",
-                    humantime::format_duration(self.config.timeout)
-                ),
-            ))
+        let (step, announced) = step.unwrap_or_else(|_| {
+            (
+                Step::Failed(Failure::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no complete response within {}",
+                        humantime::format_duration(self.config.timeout)
+                    ),
+                )),
+                None,
+            )
         });
+        if let Some(taken) = taken.take() {
+            taken.answered(announced.as_ref());
+        }
         let host = hop.url.host_str().unwrap_or("");
         self.log(sent_wall, host, Some(index), attempt, Some(&step));
+        if let Some(next) = self.explained_refusal(ticket, host, &step, announced.as_ref()) {
+            return next;
+        }
         match retry::decide(&self.config, step, may_retry) {
             Decision::Redirect(next, status) => {
                 let task = ticket.task_mut();
@@ -306,6 +342,68 @@ impl Fetcher {
                 Next::RetryAt(Instant::now() + wait)
             }
         }
+    }
+
+    /// A request that the host's announced allowance holds back: the whole host pauses (or
+    /// spreads what is left), and the task waits in its queue; under `--on-quota stop` a
+    /// spent allowance stops the run.
+    fn wait_for_allowance(&self, host: &str, wait: Wait) -> Next {
+        let now = Instant::now();
+        match wait {
+            Wait::Spent { reset, .. } if self.config.on_quota == OnQuota::Stop => {
+                let frees_at = SystemTime::now() + reset.saturating_duration_since(now);
+                self.scheduler
+                    .stop_at_limit(format!("the limit {host} announced"), Some(frees_at));
+                Next::Stopped
+            }
+            Wait::Spent { until, .. } | Wait::Spread { until } => {
+                self.scheduler
+                    .cool_down(host, until.saturating_duration_since(now));
+                Next::Requeue
+            }
+        }
+    }
+
+    /// A 429, or GitHub's 403, that the server's announced limit explains (nothing
+    /// remaining): the host pauses until the reset (or its `Retry-After`, which wins) and the
+    /// job goes again without spending an attempt. `None` for any other response.
+    fn explained_refusal(
+        &self,
+        ticket: &mut Ticket,
+        host: &str,
+        step: &Step,
+        announced: Option<&Announced>,
+    ) -> Option<Next> {
+        let (status, retry_after) = match step {
+            Step::Retryable {
+                status,
+                retry_after,
+                ..
+            } => (*status, *retry_after),
+            Step::Done(head, _) => (head.status, None),
+            _ => return None,
+        };
+        let a = announced?;
+        if !announce::explains_refusal(status, Some(a)) || ticket.task().refused >= FREE_REFUSALS {
+            return None;
+        }
+        // A Retry-After too long to wait for ends the row as usual.
+        if retry_after.is_some_and(|ra| ra > self.config.max_retry_after) {
+            return None;
+        }
+        if retry_after.is_none() && self.config.on_quota == OnQuota::Stop {
+            let frees_at = SystemTime::now() + a.reset;
+            self.scheduler
+                .stop_at_limit(format!("the limit {host} announced"), Some(frees_at));
+            return Some(Next::Stopped);
+        }
+        let wait = retry_after.unwrap_or(a.reset + crate::allowance::AFTER_RESET);
+        self.scheduler.cool_down(host, wait);
+        let task = ticket.task_mut();
+        task.refused += 1;
+        task.outcome.attempts -= 1;
+        task.hop = None;
+        Some(Next::Requeue)
     }
 
     /// Hashes and saves a body for `--save-bodies`, on a blocking thread.
@@ -489,7 +587,30 @@ impl Fetcher {
     }
 
     /// Sends one request and reads its response.
-    async fn request(&self, hop: &Hop, own_host: bool, buf: &mut Vec<u8>, may_retry: bool) -> Step {
+    /// Sends one request and reads its response, with the limit the response announces (when
+    /// announced limits are followed).
+    async fn request(
+        &self,
+        hop: &Hop,
+        own_host: bool,
+        buf: &mut Vec<u8>,
+        may_retry: bool,
+    ) -> (Step, Option<Announced>) {
+        let mut announced = None;
+        let step = self
+            .request_step(hop, own_host, buf, may_retry, &mut announced)
+            .await;
+        (step, announced)
+    }
+
+    async fn request_step(
+        &self,
+        hop: &Hop,
+        own_host: bool,
+        buf: &mut Vec<u8>,
+        may_retry: bool,
+        announced: &mut Option<Announced>,
+    ) -> Step {
         let mut request = self.client.request(hop.method.clone(), hop.url.clone());
         if hop.with_body {
             if let Some(body) = &self.config.body {
@@ -505,6 +626,9 @@ impl Fetcher {
             Ok(r) => r,
             Err(e) => return Step::Failed(classify(e)),
         };
+        if self.allowances.is_some() {
+            *announced = announce::parse(response.headers(), SystemTime::now());
+        }
         let status = response.status();
         // --max-redirects 0 reports the 3xx itself, as curl does without -L; so does a
         // redirect without a usable Location.
@@ -657,6 +781,29 @@ fn user_agent(config: &Config) -> &str {
 }
 
 /// A deadline that never comes, for timeouts too large for `Instant`.
+/// A request's place in its host's announced allowance, given back (as not answered) if the
+/// request ends without a response being read (a stop, a refused `go`).
+struct Taken<'a> {
+    allowances: &'a Allowances,
+    host: &'a str,
+    seq: u64,
+}
+
+impl Taken<'_> {
+    fn answered(self, announced: Option<&Announced>) {
+        self.allowances
+            .done(self.host, self.seq, announced, Instant::now());
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.allowances
+            .done(self.host, self.seq, None, Instant::now());
+    }
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }

@@ -133,6 +133,9 @@ pub struct Task {
     /// The request the current attempt is at; `None` before an attempt (the next request
     /// starts one, at the job's URL).
     pub hop: Option<Hop>,
+    /// Refusals explained by the server's announced limit, retried without spending an
+    /// attempt (up to a bound).
+    pub refused: u8,
 }
 
 /// Where an attempt is in its chain of redirects.
@@ -159,6 +162,7 @@ impl Task {
             outcome,
             first_sent: None,
             hop: None,
+            refused: 0,
         }
     }
 

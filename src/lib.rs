@@ -29,6 +29,7 @@ pub mod extract;
 pub mod units;
 
 // The machinery: private, free to change. Its layering is in the README ("How it works").
+mod allowance;
 mod announce;
 mod fetch;
 mod input;

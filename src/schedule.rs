@@ -399,6 +399,22 @@ impl Scheduler {
         self.inner.end(&mut s);
     }
 
+    /// Requests waiting for `host` in its queue (0 for a host without an entry: its tasks
+    /// are not counted).
+    pub fn queued(&self, host: &str) -> u64 {
+        let s = self.inner.lock();
+        s.hosts
+            .get(host)
+            .map_or(0, |h| h.queue.len() as u64 + h.spilled_jobs)
+    }
+
+    /// Stops the run at a limit (a server's announced limit under `--on-quota stop`):
+    /// requests in flight finish, nothing more is sent; exit 75.
+    pub fn stop_at_limit(&self, limit: String, frees_at: Option<std::time::SystemTime>) {
+        let mut s = self.inner.lock();
+        self.inner.stop_now(&mut s, limit, frees_at);
+    }
+
     /// Why the run stopped at a limit, if it did (`--on-quota stop`, `--budget`).
     pub fn stopped_at(&self) -> Option<QuotaStop> {
         self.inner.lock().stopped.clone()

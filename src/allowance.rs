@@ -1,0 +1,251 @@
+//! Allowance: what each host's server says is left (`announce`), turned into when the next
+//! request to it may leave. Used by `fetch` around every request; a host that announced
+//! nothing goes at the user's pace.
+//!
+//! - **Requests in flight count.** Every request to a host takes a sequence number before it
+//!   leaves. A response to request k saying "r remaining" lets the server take requests up to
+//!   k + r, less the requests sent before k still in flight (the server may count them after
+//!   k). Responses come back out of order: the smallest such bound seen for a window is kept.
+//! - **Windows.** A bound holds until its reset. A response whose reset is later by more than
+//!   the servers' rounding (`SAME_WINDOW`) starts a new window; one whose reset is earlier is
+//!   from a window already over and changes nothing. Once the reset has passed, nothing is
+//!   known again and the host goes at the user's pace until the next response says more.
+//! - **Buckets.** A server may name buckets (GitHub's `core` and `search`): each is kept,
+//!   and each bounds every request to the host (which bucket a request falls in is known only
+//!   from its response), the safe side.
+//! - **Spread, then pause.** While more requests for the host are queued than remain, what
+//!   remains is spread over the time to the reset (remaining ÷ seconds to reset, as prawcore
+//!   does); when nothing remains, the whole host pauses until the reset plus a little jitter.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::announce::Announced;
+
+/// Resets closer than this are the same window (servers round them to seconds).
+const SAME_WINDOW: Duration = Duration::from_millis(1500);
+/// A pause ends this long after the announced reset, plus up to `JITTER` more, so that
+/// clients paused together do not all come back at the same instant, and none comes early.
+pub const AFTER_RESET: Duration = Duration::from_millis(50);
+const JITTER: Duration = Duration::from_millis(200);
+
+/// Why a request may not leave yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Nothing remains before the reset: the host pauses until `until`.
+    Spent { until: Instant, reset: Instant },
+    /// What remains is spread over the time to the reset: the next may leave at `until`.
+    Spread { until: Instant },
+}
+
+/// The hosts' announced allowances of one run.
+#[derive(Default)]
+pub struct Allowances {
+    hosts: Mutex<HashMap<Box<str>, Host>>,
+}
+
+#[derive(Default)]
+struct Host {
+    /// Sequence numbers taken so far (the last one given).
+    sent: u64,
+    /// Sequence numbers of the requests in flight.
+    in_flight: Vec<u64>,
+    /// What is known per bucket (`None`: the host's own). Each bounds every request to the
+    /// host, since which bucket a request falls in is known only from its response.
+    known: Vec<(Option<String>, Known)>,
+}
+
+struct Known {
+    /// The server takes requests up to this sequence number before `reset`.
+    last_allowed: u64,
+    reset: Instant,
+    /// When spreading: the next request leaves no earlier than this.
+    next: Option<Instant>,
+}
+
+impl Allowances {
+    /// Takes a sequence number for one request to `host`, about to leave at `now`, with
+    /// `queued` more requests for it waiting; or says how long to wait.
+    pub fn take(&self, host: &str, now: Instant, queued: u64) -> Result<u64, Wait> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let h = match hosts.get_mut(host) {
+            Some(h) => h,
+            None => hosts.entry(host.into()).or_default(),
+        };
+        h.known.retain(|(_, k)| k.reset > now);
+        let sent = h.sent;
+        let spent = h
+            .known
+            .iter()
+            .filter(|(_, k)| k.last_allowed <= sent)
+            .map(|(_, k)| k.reset)
+            .max();
+        if let Some(reset) = spent {
+            let jitter = JITTER.mul_f64(fastrand::f64());
+            return Err(Wait::Spent {
+                until: reset + AFTER_RESET + jitter,
+                reset,
+            });
+        }
+        // Queued beyond this one: more than what remains after it, in some bucket.
+        let spread = |k: &Known| queued >= k.last_allowed - sent;
+        let held = h
+            .known
+            .iter()
+            .filter(|(_, k)| spread(k))
+            .filter_map(|(_, k)| k.next.filter(|&t| t > now))
+            .max();
+        if let Some(until) = held {
+            return Err(Wait::Spread { until });
+        }
+        for (_, k) in h.known.iter_mut().filter(|(_, k)| spread(k)) {
+            let left = u32::try_from(k.last_allowed - sent).unwrap_or(u32::MAX);
+            k.next = Some(now + (k.reset - now) / left);
+        }
+        h.sent += 1;
+        h.in_flight.push(h.sent);
+        Ok(h.sent)
+    }
+
+    /// Request `seq` to `host` is over (answered at `now`, saying `announced`), or was not
+    /// sent after all (`announced` is `None`).
+    pub fn done(&self, host: &str, seq: u64, announced: Option<&Announced>, now: Instant) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = hosts.get_mut(host) else {
+            return;
+        };
+        h.in_flight.retain(|&s| s != seq);
+        if let Some(a) = announced {
+            let earlier = h.in_flight.iter().filter(|&&s| s < seq).count() as u64;
+            let last_allowed = (seq + a.remaining).saturating_sub(earlier);
+            let reset = now + a.reset;
+            let bucket = h.known.iter_mut().find(|(b, _)| *b == a.bucket);
+            match bucket {
+                Some((_, k)) if reset + SAME_WINDOW < k.reset => {}
+                Some((_, k)) if reset <= k.reset + SAME_WINDOW => {
+                    k.last_allowed = k.last_allowed.min(last_allowed);
+                    k.reset = k.reset.max(reset);
+                }
+                Some((_, k)) => {
+                    *k = Known {
+                        last_allowed,
+                        reset,
+                        next: None,
+                    };
+                }
+                None => h.known.push((
+                    a.bucket.clone(),
+                    Known {
+                        last_allowed,
+                        reset,
+                        next: None,
+                    },
+                )),
+            }
+        }
+        // Nothing in flight and nothing known: the host is forgotten.
+        if h.in_flight.is_empty() && h.known.iter().all(|(_, k)| k.reset <= now) {
+            hosts.remove(host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(remaining: u64, reset_ms: u64) -> Announced {
+        Announced {
+            bucket: None,
+            limit: None,
+            remaining,
+            reset: Duration::from_millis(reset_ms),
+        }
+    }
+
+    #[test]
+    fn a_host_pauses_when_nothing_remains_until_the_reset() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        let s1 = a.take("h", t0, 0).unwrap();
+        a.done("h", s1, Some(&said(2, 10_000)), t0);
+        assert!(a.take("h", t0, 0).is_ok());
+        assert!(a.take("h", t0, 0).is_ok());
+        match a.take("h", t0, 0) {
+            Err(Wait::Spent { until, reset }) => {
+                assert_eq!(reset, t0 + Duration::from_secs(10));
+                assert!(until >= reset + AFTER_RESET && until <= reset + AFTER_RESET + JITTER);
+            }
+            other => panic!("{other:?}"),
+        }
+        // After the reset nothing is known: the user's pace again.
+        assert!(a.take("h", t0 + Duration::from_secs(10), 0).is_ok());
+    }
+
+    #[test]
+    fn requests_in_flight_count_against_what_remains() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        // Four requests in flight; the second answers "3 remaining" first.
+        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", t0, 0).unwrap()).collect();
+        a.done("h", seqs[1], Some(&said(3, 10_000)), t0);
+        // The server may still count request 1 (sent before, in flight): up to 2 + 3 − 1 = 4.
+        // Sequence numbers 3 and 4 are taken already: nothing more may leave.
+        assert!(matches!(a.take("h", t0, 0), Err(Wait::Spent { .. })));
+        // A later answer with more left does not raise the bound within the window.
+        a.done("h", seqs[3], Some(&said(9, 10_000)), t0);
+        assert!(matches!(a.take("h", t0, 0), Err(Wait::Spent { .. })));
+    }
+
+    #[test]
+    fn a_later_window_replaces_the_bound_and_an_earlier_one_is_ignored() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        let s1 = a.take("h", t0, 0).unwrap();
+        let s2 = a.take("h", t0, 0).unwrap();
+        a.done("h", s2, Some(&said(0, 60_000)), t0);
+        assert!(a.take("h", t0, 0).is_err());
+        // A response from a window already over (its reset sooner) changes nothing.
+        a.done("h", s1, Some(&said(50, 1_000)), t0);
+        assert!(a.take("h", t0, 0).is_err());
+    }
+
+    #[test]
+    fn a_spent_bucket_holds_the_host_though_another_has_plenty() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        let s1 = a.take("h", t0, 0).unwrap();
+        let s2 = a.take("h", t0, 0).unwrap();
+        let bucket = |name: &str, remaining, reset_ms| Announced {
+            bucket: Some(name.to_string()),
+            ..said(remaining, reset_ms)
+        };
+        a.done("h", s1, Some(&bucket("search", 0, 60_000)), t0);
+        // A later reset of another bucket does not replace the spent one.
+        a.done("h", s2, Some(&bucket("core", 4000, 3_600_000)), t0);
+        match a.take("h", t0, 0) {
+            Err(Wait::Spent { reset, .. }) => assert_eq!(reset, t0 + Duration::from_secs(60)),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.take("h", t0 + Duration::from_secs(60), 0).is_ok());
+    }
+
+    #[test]
+    fn what_remains_is_spread_over_the_time_to_reset_when_more_is_queued() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        let s = a.take("h", t0, 100).unwrap();
+        a.done("h", s, Some(&said(4, 8_000)), t0);
+        // 100 queued, 4 remain over 8 s: one every 2 s.
+        assert!(a.take("h", t0, 100).is_ok());
+        match a.take("h", t0 + Duration::from_millis(10), 100) {
+            Err(Wait::Spread { until }) => assert_eq!(until, t0 + Duration::from_secs(2)),
+            other => panic!("{other:?}"),
+        }
+        // With fewer queued than remain, the user's pace.
+        assert!(a.take("h", t0 + Duration::from_millis(10), 1).is_ok());
+    }
+}
