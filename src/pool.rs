@@ -159,6 +159,18 @@ pub async fn run_with<H: Handler>(
         input_progress.clone(),
     );
     let feeder = tokio::spawn(feed(batch_rx, scheduler.clone(), input_progress.clone()));
+    // The progress line says when a quota holds the whole run back, and until when.
+    let waits = (!config.quiet && !config.quotas.is_empty()).then(|| {
+        let scheduler = scheduler.clone();
+        let input_progress = input_progress.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                input_progress.set_waiting(scheduler.waiting());
+            }
+        })
+    });
     let (out_tx, sink) = sink::spawn(
         sink,
         Progress::new(config.quiet),
@@ -201,6 +213,9 @@ pub async fn run_with<H: Handler>(
         res.expect("a worker panicked outside of a job");
     }
     stopper.abort();
+    if let Some(waits) = waits {
+        waits.abort();
+    }
     scheduler.close();
     feeder.abort();
 

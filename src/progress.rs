@@ -24,6 +24,22 @@ pub struct InputProgress {
     pub finished: AtomicBool,
     /// Set once a resumed input is known to be the report's (at once without a resume).
     pub checked: AtomicBool,
+    /// What the run waits for, if a limit holds it all back ("waiting for --quota …").
+    pub waiting: std::sync::Mutex<Option<String>>,
+}
+
+impl InputProgress {
+    /// Sets what the run waits for (`None`: nothing).
+    pub fn set_waiting(&self, what: Option<String>) {
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = what;
+    }
+
+    fn waiting(&self) -> Option<String> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Counters over the rows written.
@@ -118,8 +134,10 @@ pub enum Progress {
     Bar {
         bar: ProgressBar,
         sized: bool,
-        /// The error count last shown, so the message is formatted only when it changes.
+        /// The error count and wait last shown, so the message is formatted only when they
+        /// change.
         errors: u64,
+        waiting: Option<String>,
     },
     Plain {
         out: Box<dyn Write + Send>,
@@ -147,6 +165,7 @@ impl Progress {
                 bar,
                 sized: false,
                 errors: 0,
+                waiting: None,
             }
         } else {
             Progress::plain(Box::new(std::io::stderr()), PLAIN_EVERY)
@@ -168,7 +187,12 @@ impl Progress {
     pub fn update(&mut self, stats: &Stats, input: &InputProgress) {
         match self {
             Progress::Off => {}
-            Progress::Bar { bar, sized, errors } => {
+            Progress::Bar {
+                bar,
+                sized,
+                errors,
+                waiting,
+            } => {
                 if !*sized && input.finished.load(Ordering::Acquire) {
                     bar.set_length(input.jobs.load(Ordering::Relaxed));
                     bar.set_style(
@@ -182,9 +206,16 @@ impl Progress {
                 }
                 bar.set_position(stats.rows);
                 let failed = stats.failed + stats.http_errors;
-                if failed != *errors {
+                let wait = input.waiting();
+                if failed != *errors || wait != *waiting {
                     *errors = failed;
-                    bar.set_message(format!("{failed} errors"));
+                    let mut msg = format!("{failed} errors");
+                    if let Some(w) = &wait {
+                        msg.push_str(", ");
+                        msg.push_str(w);
+                    }
+                    *waiting = wait;
+                    bar.set_message(msg);
                 }
             }
             Progress::Plain {
@@ -213,9 +244,13 @@ impl Progress {
                     }
                 }
                 // Progress is best effort: a closed stderr must not end the run.
+                let wait = input
+                    .waiting()
+                    .map(|w| format!(", {w}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{line}, {rate:.1} rows/s, {} errors",
+                    "{line}, {rate:.1} rows/s, {} errors{wait}",
                     stats.failed + stats.http_errors
                 );
             }
@@ -309,6 +344,24 @@ mod tests {
             "{}",
             lines[1]
         );
+    }
+
+    #[test]
+    fn plain_progress_says_what_the_run_waits_for() {
+        let out = Shared::default();
+        let mut p = Progress::plain(Box::new(out.clone()), Duration::ZERO);
+        let input = InputProgress::default();
+        input.set_waiting(Some("waiting for --quota 5000/1h: next slot at X".into()));
+        p.update(&Stats::default(), &input);
+        input.set_waiting(None);
+        p.update(&Stats::default(), &input);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with("0 errors, waiting for --quota 5000/1h: next slot at X"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("0 errors"), "{text}");
     }
 
     #[test]

@@ -36,19 +36,20 @@ impl fmt::Display for QuotaStop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "stopped at {}", self.limit)?;
         if let Some(at) = self.frees_at {
-            // Rounded up to the second: a slot is never announced before it is free.
-            let at = at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs() + 1))
-                .unwrap_or(at);
-            write!(
-                f,
-                " (next slot at {})",
-                humantime::format_rfc3339_seconds(at)
-            )?;
+            write!(f, " (next slot at {})", slot_time(at))?;
         }
         Ok(())
     }
+}
+
+/// A slot's time for messages: RFC 3339, rounded up to the second (a slot is never announced
+/// before it is free).
+pub fn slot_time(at: SystemTime) -> impl fmt::Display {
+    let at = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs() + 1))
+        .unwrap_or(at);
+    humantime::format_rfc3339_seconds(at)
 }
 
 /// Buckets per window: the granularity of the count is W / BUCKETS.

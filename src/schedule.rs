@@ -399,6 +399,25 @@ impl Scheduler {
         self.inner.end(&mut s);
     }
 
+    /// What the run waits for, when its `--quota`s hold every dispatch back: "waiting for
+    /// --quota 5000/1h: next slot at …" (for the progress line).
+    pub fn waiting(&self) -> Option<String> {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        if !s.quota_blocked || s.closed {
+            return None;
+        }
+        let now = Instant::now();
+        let pending = s.pending;
+        match quota::free_at(&mut s.quotas, now, pending) {
+            Some((at, Some(q))) if at > now => Some(format!(
+                "waiting for --quota {q}: next slot at {}",
+                quota::slot_time(wall_clock(at))
+            )),
+            _ => None,
+        }
+    }
+
     /// Requests waiting for `host` in its queue (0 for a host without an entry: its tasks
     /// are not counted).
     pub fn queued(&self, host: &str) -> u64 {
@@ -1577,6 +1596,45 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), s.next(&CancellationToken::new()))
             .await
             .expect("a ticket or the end in time")
+    }
+
+    #[tokio::test]
+    async fn a_spent_quota_says_what_the_run_waits_for_and_until_when() {
+        let quota = crate::units::parse_quota("2/1h").unwrap();
+        let s = Scheduler::new(&Config {
+            quotas: vec![quota],
+            ..Config::default()
+        });
+        s.push(
+            (1..=3)
+                .map(|i| job(i, &format!("http://a.test/{i}")))
+                .collect(),
+        );
+        s.input_finished();
+        assert_eq!(s.waiting(), None);
+        for _ in 0..2 {
+            let mut t = next(&s).await.unwrap();
+            assert!(t.go());
+            t.finish();
+        }
+        // The third is held back by the window: an attempt to take it says why.
+        let third =
+            tokio::time::timeout(Duration::from_millis(50), s.next(&CancellationToken::new()))
+                .await;
+        assert!(third.is_err(), "the window is spent");
+        let text = s.waiting().expect("waiting for the quota");
+        assert!(
+            text.starts_with("waiting for --quota 2/1h: next slot at "),
+            "{text}"
+        );
+        // The slot is an hour from now (to the second, rounded up).
+        let at = text.rsplit(' ').next().unwrap();
+        let at = humantime::parse_rfc3339(at).unwrap();
+        let hour = std::time::SystemTime::now() + Duration::from_secs(3600);
+        let off = at.duration_since(hour).unwrap_or_else(|e| e.duration());
+        assert!(off <= Duration::from_secs(2), "{text}");
+        s.close();
+        assert_eq!(s.waiting(), None);
     }
 
     #[tokio::test]
