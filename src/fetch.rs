@@ -148,6 +148,7 @@ impl Fetcher {
         index: Option<u64>,
         attempt: u32,
         step: Option<&Step>,
+        announced: Option<&Announced>,
     ) {
         let (Some(log), Some(sent)) = (&self.log, sent) else {
             return;
@@ -168,6 +169,7 @@ impl Fetcher {
             attempt,
             status,
             error,
+            ratelimit: announced.cloned(),
         });
     }
 
@@ -260,7 +262,7 @@ impl Fetcher {
             biased;
             _ = shutdown.abort.cancelled() => {
                 // Sent all the same: it counts.
-                self.log(sent_wall, hop.url.host_str().unwrap_or(""), Some(index), attempt, None);
+                self.log(sent_wall, hop.url.host_str().unwrap_or(""), Some(index), attempt, None, None);
                 return Next::Stopped;
             }
             step = tokio::time::timeout_at(deadline, request) => step,
@@ -282,7 +284,8 @@ impl Fetcher {
             taken.answered(announced.as_ref());
         }
         let host = hop.url.host_str().unwrap_or("");
-        self.log(sent_wall, host, Some(index), attempt, Some(&step));
+        let said = announced.as_ref();
+        self.log(sent_wall, host, Some(index), attempt, Some(&step), said);
         if let Some(next) = self.explained_refusal(ticket, host, &step, announced.as_ref()) {
             return next;
         }
@@ -496,7 +499,7 @@ impl Fetcher {
                 let got = tokio::select! {
                     biased;
                     _ = shutdown.abort.cancelled() => {
-                        self.log(sent_wall, &host, None, 1, None);
+                        self.log(sent_wall, &host, None, 1, None, None);
                         return None;
                     }
                     got = tokio::time::timeout_at(deadline, self.get_robots(&target)) => got,
@@ -515,7 +518,7 @@ impl Fetcher {
                         ),
                         Ok(Ok(Err(_))) => Step::Redirect(target.clone(), 301),
                     };
-                    self.log(sent_wall, &host, None, 1, Some(&step));
+                    self.log(sent_wall, &host, None, 1, Some(&step), None);
                 }
                 break got;
             };

@@ -11,7 +11,12 @@
 //! {"t":"2026-12-02T14:05:12.123456Z","host":"api.example.com","index":3,"attempt":1,"status":200}
 //! {"t":"…","host":"…","index":4,"attempt":2,"error":"timeout"}
 //! {"t":"…","host":"…","robots":true,"status":404}
+//! {"t":"…","host":"…","index":5,"attempt":1,"status":200,
+//!  "ratelimit":{"remaining":4999,"reset_ms":3599000,"limit":5000,"bucket":"core"}}
 //! ```
+//!
+//! `ratelimit` is what the response announced (`announce`), when it did and the run follows
+//! announced limits.
 //!
 //! `t` is the wall-clock send time with microseconds. Lines are written when requests end,
 //! so they are not in send order; a line comes at most `max_disorder_ms` after the lines of
@@ -27,6 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use crate::announce::Announced;
 use crate::config::Config;
 use crate::units::Rate;
 
@@ -46,6 +52,8 @@ pub struct Entry {
     pub attempt: u32,
     pub status: Option<u16>,
     pub error: Option<&'static str>,
+    /// The limit the response announced (`ratelimit` in the line).
+    pub ratelimit: Option<Announced>,
 }
 
 /// The sending end, shared by the workers (cheap to clone).
@@ -169,6 +177,20 @@ fn encode(out: &mut Vec<u8>, e: &Entry) {
     if let Some(k) = e.error {
         map.insert("error".into(), k.into());
     }
+    if let Some(a) = &e.ratelimit {
+        let mut said = json!({
+            "remaining": a.remaining,
+            "reset_ms": u64::try_from(a.reset.as_millis()).unwrap_or(u64::MAX),
+        });
+        let said_map = said.as_object_mut().expect("an object");
+        if let Some(limit) = a.limit {
+            said_map.insert("limit".into(), limit.into());
+        }
+        if let Some(bucket) = &a.bucket {
+            said_map.insert("bucket".into(), bucket.as_str().into());
+        }
+        map.insert("ratelimit".into(), said);
+    }
     serde_json::to_writer(&mut *out, &v).expect("writing JSON to a Vec");
     out.push(b'\n');
 }
@@ -190,12 +212,36 @@ mod tests {
                 attempt: 2,
                 status: None,
                 error: Some("timeout"),
+                ratelimit: None,
             },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"attempt\":2,\"error\":\"timeout\",\"host\":\"a.example\",\"index\":3,\
              \"t\":\"2026-12-02T14:05:12.123456Z\"}\n"
+        );
+        let mut out = Vec::new();
+        encode(
+            &mut out,
+            &Entry {
+                sent,
+                host: "a.example".into(),
+                index: Some(4),
+                attempt: 1,
+                status: Some(200),
+                error: None,
+                ratelimit: Some(Announced {
+                    bucket: Some("core".into()),
+                    limit: Some(5000),
+                    remaining: 4999,
+                    reset: Duration::from_millis(3_599_500),
+                }),
+            },
+        );
+        let line: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            line["ratelimit"],
+            json!({"remaining": 4999, "reset_ms": 3_599_500, "limit": 5000, "bucket": "core"})
         );
     }
 
