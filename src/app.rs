@@ -4,10 +4,12 @@
 //! in that order; tests and other programs may call them too.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::time::Duration;
 
 use crate::config::{Mode, OutputTarget};
 use crate::error::{self, exit, Error};
+use crate::plan::{Past, Plan};
 use crate::progress::Summary;
 use crate::rerun::{self, RetrySummary};
 use crate::shutdown::Shutdown;
@@ -25,6 +27,8 @@ pub enum Report {
     },
     /// A `--retry-failed` run.
     Retried(RetrySummary),
+    /// A `--plan`: nothing was sent; the plan went to stdout.
+    Planned(Plan),
 }
 
 /// How a mode ended, as far as the exit code and the hints go.
@@ -44,6 +48,7 @@ impl Report {
         let summary = match self {
             Report::Fetched { summary, .. } => summary,
             Report::Retried(r) => &r.run,
+            Report::Planned(_) => return Ending::Finished,
         };
         if summary.interrupted {
             Ending::Interrupted
@@ -66,6 +71,20 @@ pub async fn run_mode(mode: Mode, shutdown: Shutdown) -> Result<Report, Error> {
         Mode::RetryFailed { config, report } => rerun::retry_failed(config, &report, shutdown)
             .await
             .map(Report::Retried),
+        Mode::Plan(config) => {
+            // --quota-state feeds this: the sends it recorded still fill the windows.
+            let past = Past::default();
+            let plan = crate::plan(config, past).await?;
+            // The plan is this mode's output, as the report is a fetch's.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{plan}")
+                .and_then(|()| out.flush())
+                .map_err(|source| Error::Output {
+                    path: OutputTarget::Stdout.display_path(),
+                    source,
+                })?;
+            Ok(Report::Planned(plan))
+        }
     }
 }
 
@@ -120,6 +139,8 @@ fn epilogue(
                 });
             }
         }
+        // Its text went to stdout; stderr has nothing to add.
+        Report::Planned(_) => {}
         Report::Retried(r) => {
             lines.push(r.run.to_string());
             let mut note = format!("retried {} rows; {} now succeed", r.retried, r.now_ok);
@@ -332,6 +353,20 @@ mod tests {
         }))
     }
 
+    fn planned() -> Result<Report, Error> {
+        let hosts = std::collections::HashMap::from([("a.test".to_string(), 3)]);
+        Ok(Report::Planned(crate::plan::simulate(
+            &Config::default(),
+            &hosts,
+            &Past::default(),
+        )))
+    }
+
+    #[test]
+    fn a_plan_adds_nothing_on_stderr() {
+        assert!(lines(&planned(), false).is_empty());
+    }
+
     fn to_file() -> OutputTarget {
         OutputTarget::Path("out.csv".into())
     }
@@ -359,6 +394,7 @@ mod tests {
             (fetched(true, OutputTarget::Stdout), exit::INTERRUPTED),
             (retried(false, 0), exit::OK),
             (retried(true, 0), exit::INTERRUPTED),
+            (planned(), exit::OK),
             (Err(usage), exit::USAGE),
             (Err(input), exit::FAILURE),
             (Err(pipe), exit::OK),

@@ -206,6 +206,11 @@ pub struct Cli {
     /// FILE, for `ratefetch audit`.
     #[arg(long, value_name = "FILE")]
     pub log_requests: Option<PathBuf>,
+
+    /// Print what the run would do and how long its limits make it take, send nothing,
+    /// exit 0.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 /// A parsed `--retry-status` list.
@@ -256,15 +261,23 @@ impl Cli {
     /// Checks combinations and builds what this invocation does.
     pub fn into_mode(self) -> Result<Mode, UsageError> {
         let report = self.retry_failed.clone();
+        let plan = self.plan;
+        if plan && report.is_some() {
+            return Err(UsageError::new(
+                "--plan",
+                "plans a fetch of INPUT; it takes no --retry-failed",
+            ));
+        }
         let config = self.into_config()?;
         Ok(match report {
             Some(report) => Mode::RetryFailed { config, report },
+            None if plan => Mode::Plan(config),
             None => Mode::Fetch(config),
         })
     }
 
     /// Checks combinations and builds the run's `Config` (`Config::validate` included); the
-    /// mode (`--retry-failed`) is left out: see `into_mode`.
+    /// mode (`--retry-failed`, `--plan`) is left out: see `into_mode`.
     pub fn into_config(self) -> Result<Config, UsageError> {
         let input_given = self.input.is_some();
         let input = match self.input {
@@ -708,6 +721,27 @@ mod tests {
         let err = mode(&["--retry-failed", "report.csv", "-o", "x.csv"]).unwrap_err();
         assert!(
             err.contains("--retry-failed") && err.contains("--output"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plan_is_its_own_mode_and_takes_no_retry_failed() {
+        match mode(&[
+            "list.txt", "--plan", "-r", "5/s", "-o", "out.csv", "--resume",
+        ])
+        .unwrap()
+        {
+            Mode::Plan(c) => {
+                assert_eq!(c.input, InputSource::Path("list.txt".into()));
+                assert_eq!(c.rate, Rate::Every(Duration::from_millis(200)));
+                assert!(c.resume);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = mode(&["--plan", "--retry-failed", "report.csv"]).unwrap_err();
+        assert!(
+            err.contains("--plan") && err.contains("--retry-failed"),
             "{err}"
         );
     }

@@ -31,20 +31,27 @@ pub enum Mode {
         /// The report, read and rewritten in place.
         report: PathBuf,
     },
+    /// Read the input, send nothing, and print what the run would do and how long its
+    /// limits make it take at least: `--plan`.
+    Plan(Config),
 }
 
 impl Mode {
     /// No progress, summary or notes on stderr (`-q`).
     pub fn quiet(&self) -> bool {
         match self {
-            Mode::Fetch(config) | Mode::RetryFailed { config, .. } => config.quiet,
+            Mode::Fetch(config) | Mode::RetryFailed { config, .. } | Mode::Plan(config) => {
+                config.quiet
+            }
         }
     }
 
     /// Time in-flight requests get after the first Ctrl-C (`--grace`).
     pub fn grace(&self) -> Duration {
         match self {
-            Mode::Fetch(config) | Mode::RetryFailed { config, .. } => config.grace,
+            Mode::Fetch(config) | Mode::RetryFailed { config, .. } | Mode::Plan(config) => {
+                config.grace
+            }
         }
     }
 }
@@ -329,9 +336,10 @@ mod tests {
         let modes = [
             Mode::Fetch(config.clone()),
             Mode::RetryFailed {
-                config,
+                config: config.clone(),
                 report: "report.csv".into(),
             },
+            Mode::Plan(config),
         ];
         for mode in modes {
             assert!(mode.quiet());

@@ -37,6 +37,7 @@ mod job;
 mod ledger;
 mod limits;
 mod pacer;
+mod plan;
 mod pool;
 mod progress;
 mod quota;
@@ -55,6 +56,7 @@ use std::sync::Arc;
 
 pub use config::{Config, Mode};
 pub use error::{Error, ErrorKind, Failure};
+pub use plan::{Past, Plan};
 pub use progress::{Stats, Summary};
 pub use quota::QuotaStop;
 pub use rerun::RetrySummary;
@@ -62,7 +64,7 @@ pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;
-use input::{CsvInputError, Source};
+use input::{CsvInputError, ReadError, Source};
 use resume::Skip;
 use sink::{Columns, ColumnsError, Sink};
 
@@ -71,45 +73,7 @@ use sink::{Columns, ColumnsError, Sink};
 /// runs the pool.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
     config.validate()?;
-    let input: Box<dyn Read + Send> = match &config.input {
-        InputSource::Stdin => Box::new(std::io::stdin()),
-        InputSource::Path(path) => {
-            let file = File::open(path).map_err(|source| Error::Input {
-                path: path.clone(),
-                source,
-            })?;
-            if file.metadata().is_ok_and(|m| m.is_dir()) {
-                return Err(Error::Input {
-                    path: path.clone(),
-                    source: std::io::Error::other("is a directory"),
-                });
-            }
-            Box::new(file)
-        }
-    };
-    // A CSV input's header names the passthrough columns; it is read before anything else
-    // (on a blocking thread: stdin may take its time).
-    let (source, passthrough) = if config.csv_input() {
-        let url_column = config.url_column.clone();
-        tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref()))
-            .await
-            .expect("reading the CSV header does not panic")
-            .map_err(|e| match e {
-                CsvInputError::UnknownUrlColumn { .. } => {
-                    Error::Usage(UsageError::new("--url-column", e.to_string()))
-                }
-                CsvInputError::Read(_) | CsvInputError::NoHeader => Error::Input {
-                    path: config.input.display_path(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                },
-            })?
-    } else {
-        (Source::text(input), Vec::new())
-    };
-    let columns =
-        Columns::of_run(&config, &passthrough, config.fields.as_deref()).map_err(|e| match e {
-            ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
-        })?;
+    let (source, columns) = open_input(&config).await?;
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),
@@ -150,4 +114,81 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             source,
         })?;
     pool::run(Arc::new(config), source, sink, skip, shutdown).await
+}
+
+/// `--plan`: validates `config`, reads its input (skipping, with `--resume`, the jobs already
+/// in the report, which is read and left as it is), sends nothing, and simulates the run's
+/// limits with the sends of `past` in the quota windows. Creates and changes no file.
+pub async fn plan(config: Config, past: Past) -> Result<Plan, Error> {
+    config.validate()?;
+    let (mut source, columns) = open_input(&config).await?;
+    let skip = match &config.output {
+        OutputTarget::Path(path) if config.resume => {
+            let (path, format) = (path.clone(), config.format);
+            let done = tokio::task::spawn_blocking(move || resume::peek(&path, format, &columns))
+                .await
+                .expect("reading a report does not panic")?;
+            Some(Skip::new(done, format))
+        }
+        _ => None,
+    };
+    // Reading a long list takes a while, and stdin may block: not on the runtime's threads.
+    let hosts = tokio::task::spawn_blocking(move || plan::count_requests(&mut source, skip))
+        .await
+        .expect("counting the input does not panic")
+        .map_err(|e| match e {
+            ReadError::NotTheSameInput(mismatch) => Error::Resume {
+                path: config.output.display_path(),
+                reason: mismatch.to_string(),
+            },
+            ReadError::Io(source) => Error::Input {
+                path: config.input.display_path(),
+                source,
+            },
+        })?;
+    Ok(plan::simulate(&config, &hosts, &past))
+}
+
+/// Opens the input `config` names (a CSV input's header read) and the report's columns.
+async fn open_input(config: &Config) -> Result<(Source, Columns), Error> {
+    let input: Box<dyn Read + Send> = match &config.input {
+        InputSource::Stdin => Box::new(std::io::stdin()),
+        InputSource::Path(path) => {
+            let file = File::open(path).map_err(|source| Error::Input {
+                path: path.clone(),
+                source,
+            })?;
+            if file.metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(Error::Input {
+                    path: path.clone(),
+                    source: std::io::Error::other("is a directory"),
+                });
+            }
+            Box::new(file)
+        }
+    };
+    // A CSV input's header names the passthrough columns; it is read before anything else
+    // (on a blocking thread: stdin may take its time).
+    let (source, passthrough) = if config.csv_input() {
+        let url_column = config.url_column.clone();
+        tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref()))
+            .await
+            .expect("reading the CSV header does not panic")
+            .map_err(|e| match e {
+                CsvInputError::UnknownUrlColumn { .. } => {
+                    Error::Usage(UsageError::new("--url-column", e.to_string()))
+                }
+                CsvInputError::Read(_) | CsvInputError::NoHeader => Error::Input {
+                    path: config.input.display_path(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                },
+            })?
+    } else {
+        (Source::text(input), Vec::new())
+    };
+    let columns =
+        Columns::of_run(config, &passthrough, config.fields.as_deref()).map_err(|e| match e {
+            ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
+        })?;
+    Ok((source, columns))
 }

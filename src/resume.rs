@@ -222,16 +222,7 @@ pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, E
         path: path.to_path_buf(),
         source,
     };
-    let refuse = |reason: String| Error::Resume {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (Some(index_at), Some(url_at)) = (columns.position(Std::Index), columns.position(Std::Url))
-    else {
-        return Err(refuse(
-            "--resume needs the index and url columns (add them to --fields)".to_string(),
-        ));
-    };
+    let (index_at, url_at) = key_columns(path, columns)?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -241,18 +232,86 @@ pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, E
         .map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     // Keep everything up to the end of the last whole row.
-    let keep = match format {
-        Format::Csv => csv_complete_len(BufReader::new(&mut file)),
-        Format::Jsonl => last_line_end(&mut file, len),
-    }
-    .map_err(io_err)?;
+    let keep = whole_len(&mut file, format, len).map_err(io_err)?;
     if keep < len {
         file.set_len(keep).map_err(io_err)?;
     }
-    let mut done = DoneSet::default();
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
     let reader = BufReader::with_capacity(256 * 1024, &mut file);
-    let mut fresh = keep == 0;
+    let done = read_done(reader, path, format, columns, (index_at, url_at), keep)?;
+    file.seek(SeekFrom::End(0)).map_err(io_err)?;
+    Ok(Resumed {
+        file,
+        done,
+        format,
+        // A JSONL report has no header to write.
+        fresh: keep == 0 && format == Format::Csv,
+        repaired: len - keep,
+    })
+}
+
+/// The done indices of the report at `path`, as `open` reads them, without changing the
+/// file: a torn last row is left in place and not counted (for `--plan`). The file is
+/// opened read-only; a missing file has none done.
+pub fn peek(path: &Path, format: Format, columns: &Columns) -> Result<DoneSet, Error> {
+    let io_err = |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let keys = key_columns(path, columns)?;
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DoneSet::default()),
+        Err(e) => return Err(io_err(e)),
+    };
+    let len = file.metadata().map_err(io_err)?.len();
+    let keep = whole_len(&mut file, format, len).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let reader = BufReader::with_capacity(256 * 1024, file.take(keep));
+    read_done(reader, path, format, columns, keys, keep)
+}
+
+/// The positions of the index and url columns, which a resume needs.
+fn key_columns(path: &Path, columns: &Columns) -> Result<(usize, usize), Error> {
+    match (columns.position(Std::Index), columns.position(Std::Url)) {
+        (Some(index_at), Some(url_at)) => Ok((index_at, url_at)),
+        _ => Err(Error::Resume {
+            path: path.to_path_buf(),
+            reason: "--resume needs the index and url columns (add them to --fields)".to_string(),
+        }),
+    }
+}
+
+/// The length of the report up to the end of its last whole row. Leaves `file` anywhere.
+fn whole_len(file: &mut File, format: Format, len: u64) -> io::Result<u64> {
+    match format {
+        Format::Csv => {
+            file.seek(SeekFrom::Start(0))?;
+            csv_complete_len(BufReader::new(file))
+        }
+        Format::Jsonl => last_line_end(file, len),
+    }
+}
+
+/// Reads the done indices from the first `keep` bytes of a report (`reader` yields them):
+/// checks the CSV header against `columns`, refuses an index twice.
+fn read_done(
+    reader: impl Read,
+    path: &Path,
+    format: Format,
+    columns: &Columns,
+    (index_at, url_at): (usize, usize),
+    keep: u64,
+) -> Result<DoneSet, Error> {
+    let io_err = |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |reason: String| Error::Resume {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut done = DoneSet::default();
     match format {
         Format::Csv if keep > 0 => {
             let mut rdr = csv::ReaderBuilder::new()
@@ -275,7 +334,7 @@ pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, E
             }
         }
         Format::Jsonl => {
-            for (n, line) in reader.lines().enumerate() {
+            for (n, line) in BufReader::new(reader).lines().enumerate() {
                 let line = line.map_err(io_err)?;
                 if line.trim().is_empty() {
                     continue;
@@ -295,18 +354,10 @@ pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, E
                     return Err(refuse(format!("index {index} appears twice")));
                 }
             }
-            fresh = false;
         }
         Format::Csv => {}
     }
-    file.seek(SeekFrom::End(0)).map_err(io_err)?;
-    Ok(Resumed {
-        file,
-        done,
-        format,
-        fresh,
-        repaired: len - keep,
-    })
+    Ok(done)
 }
 
 /// The length of a CSV report up to the end of its last whole record (0 if none): the
@@ -488,6 +539,28 @@ mod tests {
         drop(r);
         let after = std::fs::read_to_string(&path).unwrap();
         assert!(after.ends_with('\n') && !after.contains("torn"));
+    }
+
+    #[test]
+    fn peek_reads_done_indices_and_leaves_a_torn_report_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        for (format, name, torn) in [
+            (Format::Csv, "r.csv", "9,http://a.test/torn,http://a.t"),
+            (Format::Jsonl, "r.jsonl", "{\"index\":9,\"url\":"),
+        ] {
+            let path = dir.path().join(name);
+            let text = format!("{}{torn}", render(format, &[sample()]));
+            std::fs::write(&path, &text).unwrap();
+            let done = peek(&path, format, &Columns::default()).unwrap();
+            assert!(done.contains(7) && !done.contains(9), "{format:?}");
+            assert_eq!(done.len(), 1, "{format:?}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{format:?}");
+        }
+        let missing = dir.path().join("missing.csv");
+        assert!(peek(&missing, Format::Csv, &Columns::default())
+            .unwrap()
+            .is_empty());
+        assert!(!missing.exists(), "peek creates nothing");
     }
 
     #[test]

@@ -159,6 +159,7 @@ fn help_lists_every_flag_and_exits_0() {
         "--backoff",
         "--max-retry-after",
         "--grace",
+        "--plan",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -1,0 +1,734 @@
+//! `--plan`: what a run would send and how long its limits make it take at least, found by
+//! simulating its schedule in virtual time. Nothing is sent and nothing sleeps.
+//!
+//! Limits combine (12,000 requests at `-r 10/s --quota 5000/h` take longer than either alone),
+//! so no formula adds them up: the simulation sends one request at a time, each at the
+//! earliest instant every limit allows, from the host that may go first (a heap of hosts by
+//! their next allowed time). The time between two sends is a wait, charged to the limit that
+//! decided the later one; the limit charged the most is the one that binds. Retries,
+//! redirects, response times and `--per-host-concurrency` are unknown without sending, so the
+//! result is a lower bound.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::input::{ReadError, Source};
+use crate::quota::Window;
+use crate::resume::{Skip, Verdict};
+use crate::units::Quota;
+
+/// Sends recorded before this run (wall-clock times, counts), from `--quota-state`: they
+/// still fill the quota windows they fall in.
+#[derive(Debug, Default, Clone)]
+pub struct Past {
+    /// Sends of the whole run, any host (for `--quota`).
+    pub run: Vec<(SystemTime, u64)>,
+    /// Sends per host name (for `--per-host-quota`).
+    pub hosts: HashMap<String, Vec<(SystemTime, u64)>>,
+}
+
+/// What a run would do: its requests, its hosts, and the least time its limits make it take.
+/// Its `Display` is the text `--plan` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Requests this run would send (robots.txt included; at most the budget).
+    requests: u64,
+    /// Requests the input needs (robots.txt included).
+    wanted: u64,
+    /// robots.txt fetches among `wanted` (one per host with `--respect-robots`).
+    robots: u64,
+    /// The busiest hosts and their requests, busiest first (at most `BUSIEST`).
+    hosts: Vec<(String, u64)>,
+    host_count: usize,
+    /// From the first send's earliest instant (now) to the last send.
+    duration: Duration,
+    /// The limit that binds, as the command line names it; `None` when nothing waits.
+    binds: Option<String>,
+    /// The budget ends the run before the input is done.
+    stopped_by_budget: bool,
+}
+
+/// Hosts named in the plan's text.
+const BUSIEST: usize = 5;
+
+impl Plan {
+    /// Requests this run would send: the input's (robots.txt fetches included), or the
+    /// `--budget` if that is fewer.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// The least time the limits make the run take, from now to its last send (response
+    /// times, retries and redirects not included).
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// The limit that binds, as the command line names it (`--quota 5000/1h`); `None`
+    /// when the limits do not slow the run.
+    pub fn binds(&self) -> Option<&str> {
+        self.binds.as_deref()
+    }
+}
+
+/// A limit a send may wait for; the index is the limit's place on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Rate,
+    Quota(usize),
+    PerHostRate,
+    PerHostQuota(usize),
+}
+
+/// One host of the simulation: O(1) state, plus its windows with `--per-host-quota`.
+struct Host {
+    /// Requests not sent yet.
+    left: u64,
+    /// The earliest instant its own limits allow its next request, and which one decides.
+    ready: Instant,
+    cause: Option<Limit>,
+    windows: Vec<Window>,
+}
+
+impl Host {
+    /// Sets `ready` from `at` (its last send, or now) and its own limits.
+    fn schedule(&mut self, at: Instant, pace: Option<Duration>, last_sent: bool) {
+        let (mut ready, mut cause) = (at, None);
+        if let (Some(p), true) = (pace, last_sent) {
+            ready = at + p;
+            cause = Some(Limit::PerHostRate);
+        }
+        for (i, w) in self.windows.iter_mut().enumerate() {
+            let t = w.free_at(ready, 0).expect("nothing is pending in a plan");
+            if t > ready {
+                ready = t;
+                cause = Some(Limit::PerHostQuota(i));
+            }
+        }
+        self.ready = ready;
+        self.cause = cause;
+    }
+}
+
+/// Counts the requests `source` asks for, per host name; a line that is not a fetchable
+/// URL asks for none. With `skip` (`--resume`), a job already in the report asks for none,
+/// and an input that is not the report's is refused, as the run would refuse it.
+pub fn count_requests(
+    source: &mut Source,
+    mut skip: Option<Skip>,
+) -> Result<HashMap<String, u64>, ReadError> {
+    let mut hosts: HashMap<String, u64> = HashMap::new();
+    while let Some(job) = source.next_job()? {
+        let job = match &mut skip {
+            None => job,
+            Some(skip) => match skip.check(job, source.unit())? {
+                Verdict::Done => continue,
+                Verdict::Keep(job) => job,
+            },
+        };
+        let Some(host) = job.target.as_ref().ok().and_then(|url| url.host_str()) else {
+            continue;
+        };
+        match hosts.get_mut(host) {
+            Some(n) => *n += 1,
+            None => {
+                hosts.insert(host.to_string(), 1);
+            }
+        }
+    }
+    if let Some(skip) = &mut skip {
+        skip.finish()?;
+    }
+    Ok(hosts)
+}
+
+/// Simulates a run of `config`'s limits over `hosts` (requests per host name), with the
+/// sends of `past` in the quota windows: every request leaves at the earliest instant that
+/// every limit allows, none fails, none is retried.
+pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> Plan {
+    let robots_each = u64::from(config.respect_robots);
+    let mut needs: Vec<(&str, u64)> = hosts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(h, n)| (h.as_str(), n + robots_each))
+        .collect();
+    // Busiest first, then by name: the plan does not depend on a map's order.
+    needs.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let wanted: u64 = needs.iter().map(|(_, n)| n).sum();
+    let requests = config.budget.map_or(wanted, |b| b.min(wanted));
+
+    // Virtual time starts at `t0`, "now"; past sends lie before it, as far back as the
+    // longest window (older ones are in no window), so no instant falls before the clock's
+    // origin.
+    let longest = config
+        .quotas
+        .iter()
+        .chain(&config.per_host_quotas)
+        .map(|q| q.window)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let t0 = Instant::now() + longest;
+    let wall_now = SystemTime::now();
+    let seed = |quotas: &[Quota], sends: Option<&Vec<(SystemTime, u64)>>| -> Vec<Window> {
+        let mut windows: Vec<Window> = quotas.iter().map(|q| Window::new(*q)).collect();
+        let Some(sends) = sends else {
+            return windows;
+        };
+        let mut at: Vec<(Instant, u64)> = sends
+            .iter()
+            .filter_map(|(when, n)| match wall_now.duration_since(*when) {
+                Ok(age) if age >= longest => None,
+                Ok(age) => Some((t0 - age, *n)),
+                // A send stamped in the future (another machine's clock) counts as now.
+                Err(_) => Some((t0, *n)),
+            })
+            .collect();
+        at.sort_unstable_by_key(|(t, _)| *t);
+        for w in &mut windows {
+            // More sends at one instant than the limit fill the window no longer.
+            let most = w.quota().limit;
+            for (t, n) in &at {
+                for _ in 0..(*n).min(most) {
+                    w.record(*t);
+                }
+            }
+        }
+        windows
+    };
+
+    let pace = config.per_host_rate.period();
+    let per_host = pace.is_some() || !config.per_host_quotas.is_empty();
+    let mut states: Vec<Host> = if per_host {
+        needs
+            .iter()
+            .map(|(host, n)| Host {
+                left: *n,
+                ready: t0,
+                cause: None,
+                windows: seed(&config.per_host_quotas, past.hosts.get(*host)),
+            })
+            .collect()
+    } else {
+        // Without per-host limits every host is always ready: one stream does.
+        vec![Host {
+            left: wanted,
+            ready: t0,
+            cause: None,
+            windows: Vec::new(),
+        }]
+    };
+    let mut heap = BinaryHeap::with_capacity(states.len());
+    for (i, host) in states.iter_mut().enumerate() {
+        if host.left > 0 {
+            host.schedule(t0, pace, false);
+            heap.push(Reverse((host.ready, i as u64, i)));
+        }
+    }
+    let mut seq = states.len() as u64;
+    let mut windows = seed(&config.quotas, Some(&past.run));
+    // The global GCRA: a send at `t` needs t >= tat - tolerance; it moves tat one period on.
+    let gcra = config.rate.period().map(|p| {
+        let tolerance = p
+            .checked_mul(config.burst.get() - 1)
+            .unwrap_or(Duration::MAX);
+        (p, tolerance)
+    });
+    let mut tat = t0;
+    let mut waits = [Duration::ZERO; 2];
+    let mut quota_waits = vec![Duration::ZERO; config.quotas.len()];
+    let mut host_quota_waits = vec![Duration::ZERO; config.per_host_quotas.len()];
+
+    let mut now = t0;
+    let mut sent = 0u64;
+    while sent < requests {
+        let Some(Reverse((_, _, i))) = heap.pop() else {
+            break;
+        };
+        let host = &mut states[i];
+        let (mut at, mut cause) = (now, None);
+        if host.ready > at {
+            (at, cause) = (host.ready, host.cause);
+        }
+        if let Some((_, tolerance)) = gcra {
+            let allowed = tat.checked_sub(tolerance).unwrap_or(t0);
+            if allowed > at {
+                (at, cause) = (allowed, Some(Limit::Rate));
+            }
+        }
+        // A window free at `at` stays free later (nothing is sent meanwhile), so one pass
+        // finds the instant every window allows.
+        for (q, w) in windows.iter_mut().enumerate() {
+            let t = w.free_at(at, 0).expect("nothing is pending in a plan");
+            if t > at {
+                (at, cause) = (t, Some(Limit::Quota(q)));
+            }
+        }
+        match cause {
+            None => {}
+            Some(Limit::Rate) => waits[0] += at - now,
+            Some(Limit::PerHostRate) => waits[1] += at - now,
+            Some(Limit::Quota(q)) => quota_waits[q] += at - now,
+            Some(Limit::PerHostQuota(q)) => host_quota_waits[q] += at - now,
+        }
+        now = at;
+        sent += 1;
+        if let Some((period, _)) = gcra {
+            tat = tat.max(at) + period;
+        }
+        for w in &mut windows {
+            w.record(at);
+        }
+        for w in &mut host.windows {
+            w.record(at);
+        }
+        host.left -= 1;
+        if host.left > 0 {
+            host.schedule(at, pace, true);
+            heap.push(Reverse((host.ready, seq, i)));
+            seq += 1;
+        }
+    }
+
+    let rate_name = || {
+        let mut name = format!("--rate {}", rate_text(config.rate.period()));
+        if config.burst.get() > 1 {
+            name.push_str(&format!(" --burst {}", config.burst));
+        }
+        name
+    };
+    let named = [
+        (waits[0], rate_name()),
+        (
+            waits[1],
+            format!(
+                "--per-host-rate {}",
+                rate_text(config.per_host_rate.period())
+            ),
+        ),
+    ]
+    .into_iter()
+    .chain(
+        quota_waits
+            .iter()
+            .zip(&config.quotas)
+            .map(|(w, q)| (*w, format!("--quota {q}"))),
+    )
+    .chain(
+        host_quota_waits
+            .iter()
+            .zip(&config.per_host_quotas)
+            .map(|(w, q)| (*w, format!("--per-host-quota {q}"))),
+    );
+    // The most waited for; the first named wins a tie.
+    let binds = named
+        .filter(|(w, _)| !w.is_zero())
+        .fold(None::<(Duration, String)>, |best, (w, name)| match best {
+            Some((b, _)) if b >= w => best,
+            _ => Some((w, name)),
+        })
+        .map(|(_, name)| name);
+
+    Plan {
+        requests: sent,
+        wanted,
+        robots: robots_each * needs.len() as u64,
+        hosts: needs
+            .iter()
+            .take(BUSIEST)
+            .map(|(h, n)| (h.to_string(), *n))
+            .collect(),
+        host_count: needs.len(),
+        duration: now - t0,
+        binds,
+        stopped_by_budget: sent < wanted,
+    }
+}
+
+/// A rate as a person writes it: `10/s`, `600/m` when that is whole and the per-second form
+/// is not, `5000/h`.
+fn rate_text(period: Option<Duration>) -> String {
+    let Some(period) = period else {
+        return "unlimited".to_string();
+    };
+    let per_second = 1.0 / period.as_secs_f64();
+    for (unit, name) in [(1.0, "s"), (60.0, "m"), (3600.0, "h")] {
+        let n = per_second * unit;
+        if n >= 1.0 && (n - n.round()).abs() < 1e-6 * n {
+            return format!("{}/{name}", n.round());
+        }
+    }
+    format!("{per_second}/s")
+}
+
+/// A duration rounded to the second (to the millisecond below one second), humantime-style.
+fn duration_text(d: Duration) -> String {
+    let rounded = if d < Duration::from_secs(1) {
+        Duration::from_millis(d.as_millis() as u64)
+    } else {
+        Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000))
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "plan: {} to {}",
+            plural(self.wanted, "request", "requests"),
+            plural(self.host_count as u64, "host", "hosts")
+        )?;
+        if self.robots > 0 {
+            write!(f, ", {} of them for robots.txt", self.robots)?;
+        }
+        writeln!(f, " (nothing sent)")?;
+        if !self.hosts.is_empty() {
+            let busiest: Vec<String> = self
+                .hosts
+                .iter()
+                .map(|(host, n)| format!("{host} {n}"))
+                .collect();
+            writeln!(f, "busiest hosts: {}", busiest.join(", "))?;
+        }
+        if self.stopped_by_budget {
+            writeln!(
+                f,
+                "--budget {} stops the run after {}; --resume goes on with the other {}",
+                self.requests,
+                plural(self.requests, "request", "requests"),
+                self.wanted - self.requests
+            )?;
+        }
+        let binds = match &self.binds {
+            Some(limit) => format!("bound by {limit}"),
+            None => "the limits do not slow it".to_string(),
+        };
+        write!(
+            f,
+            "at least {} at the limits ({binds}); response times not included",
+            duration_text(self.duration)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::Rate;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn quota(limit: u64, window_secs: u64) -> Quota {
+        Quota {
+            limit,
+            window: Duration::from_secs(window_secs),
+        }
+    }
+
+    fn per_second(n: u64) -> Rate {
+        Rate::Every(Duration::from_nanos(1_000_000_000 / n))
+    }
+
+    fn one_host(n: u64) -> HashMap<String, u64> {
+        HashMap::from([("a.test".to_string(), n)])
+    }
+
+    fn assert_near(got: Duration, want: f64, what: &str) {
+        assert!(
+            (got.as_secs_f64() - want).abs() < 1.0,
+            "{what}: {got:?}, want {want} s"
+        );
+    }
+
+    /// The window's granularity (W / 1,024, as `quota` keeps it): a bucket frees when its
+    /// latest send leaves the window.
+    const HOUR_GRAIN_SENDS_AT_10_PER_S: f64 = 3.5;
+
+    #[test]
+    fn a_rate_and_a_quota_together_take_longer_than_either_alone() {
+        let both = Config {
+            rate: per_second(10),
+            quotas: vec![quota(5000, 3600)],
+            ..Config::default()
+        };
+        let rate_only = Config {
+            quotas: Vec::new(),
+            ..both.clone()
+        };
+        let quota_only = Config {
+            rate: Rate::Unlimited,
+            ..both.clone()
+        };
+        let hosts = one_host(12_000);
+        let alone = simulate(&rate_only, &hosts, &Past::default());
+        assert_near(alone.duration, 1199.9, "the rate alone");
+        assert_eq!(alone.binds(), Some("--rate 10/s"));
+        let alone = simulate(&quota_only, &hosts, &Past::default());
+        // 5000 at once, 5000 an hour later, 2000 two hours later.
+        assert_near(alone.duration, 7200.0, "the quota alone");
+        assert_eq!(alone.binds(), Some("--quota 5000/1h"));
+
+        // The first 5000 leave at 10/s over 499.9 s; the 5001st waits until the first
+        // leaves the window, at 3600 s, and the second hour goes at 10/s again (its sends
+        // free as the rate allows); the 10,001st waits until 7200 s, and the last 2000 take
+        // 199.9 s: 7399.9 s with an exact sliding log. The window counts sends 0.1 s apart
+        // in buckets of 36 (3.5 s), each freed when its latest send leaves, so each hour
+        // starts 3.5 s later than an exact log would let it.
+        let plan = simulate(&both, &hosts, &Past::default());
+        assert_near(
+            plan.duration,
+            7399.9 + 2.0 * HOUR_GRAIN_SENDS_AT_10_PER_S,
+            "rate and quota",
+        );
+        assert_eq!(plan.binds(), Some("--quota 5000/1h"));
+        assert_eq!((plan.requests, plan.wanted), (12_000, 12_000));
+        assert!(!plan.stopped_by_budget);
+    }
+
+    #[test]
+    fn one_host_at_a_per_host_rate_waits_its_pace() {
+        let config = Config {
+            per_host_rate: per_second(1),
+            ..Config::default()
+        };
+        let plan = simulate(&config, &one_host(10), &Past::default());
+        assert_eq!(plan.duration, Duration::from_secs(9));
+        assert_eq!(plan.binds(), Some("--per-host-rate 1/s"));
+        assert_eq!((plan.requests, plan.host_count), (10, 1));
+    }
+
+    #[test]
+    fn hosts_go_on_while_one_waits_for_its_pace() {
+        // Three hosts at 1/s each, 10 each, under a global 10/s: the hosts' paces overlap,
+        // so 30 requests take 9 s (plus the global spacing of the last round), not 27 s.
+        let config = Config {
+            per_host_rate: per_second(1),
+            ..Config::default()
+        };
+        let hosts: HashMap<String, u64> = ["a.test", "b.test", "c.test"]
+            .iter()
+            .map(|h| (h.to_string(), 10))
+            .collect();
+        let plan = simulate(&config, &hosts, &Past::default());
+        assert_eq!(plan.duration, Duration::from_millis(9200));
+        assert_eq!(plan.binds(), Some("--per-host-rate 1/s"));
+    }
+
+    #[test]
+    fn a_single_request_takes_no_time_and_nothing_binds() {
+        let plan = simulate(&Config::default(), &one_host(1), &Past::default());
+        assert_eq!(plan.duration, Duration::ZERO);
+        assert_eq!(plan.binds(), None);
+        let plan = simulate(&Config::default(), &HashMap::new(), &Past::default());
+        assert_eq!((plan.requests, plan.host_count), (0, 0));
+        assert_eq!(plan.duration, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_burst_goes_at_once_then_at_the_rate() {
+        let config = Config {
+            rate: per_second(10),
+            burst: std::num::NonZeroU32::new(5).unwrap(),
+            ..Config::default()
+        };
+        // 5 at 0 s, then one per 0.1 s: the 10th at 0.5 s.
+        let plan = simulate(&config, &one_host(10), &Past::default());
+        assert_eq!(plan.duration, Duration::from_millis(500));
+        assert_eq!(plan.binds(), Some("--rate 10/s --burst 5"));
+    }
+
+    #[test]
+    fn past_usage_makes_a_quota_bind_sooner() {
+        let config = Config {
+            rate: Rate::Unlimited,
+            quotas: vec![quota(10, 3600)],
+            ..Config::default()
+        };
+        let fresh = simulate(&config, &one_host(5), &Past::default());
+        assert_eq!((fresh.duration, fresh.binds()), (Duration::ZERO, None));
+        // 8 sent half an hour ago: 2 go now, the 3rd when those 8 leave the window.
+        let past = Past {
+            run: vec![(SystemTime::now() - Duration::from_secs(1800), 8)],
+            ..Past::default()
+        };
+        let plan = simulate(&config, &one_host(5), &past);
+        assert_near(plan.duration, 1800.0, "with past usage");
+        assert_eq!(plan.binds(), Some("--quota 10/1h"));
+        // Sends older than the window count for nothing.
+        let old = Past {
+            run: vec![(SystemTime::now() - Duration::from_secs(7200), 8)],
+            ..Past::default()
+        };
+        assert_eq!(
+            simulate(&config, &one_host(5), &old).duration,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn past_usage_of_a_host_fills_its_per_host_quota() {
+        let config = Config {
+            rate: Rate::Unlimited,
+            per_host_quotas: vec![quota(3, 60)],
+            ..Config::default()
+        };
+        let hosts: HashMap<String, u64> =
+            [("a.test".to_string(), 2), ("b.test".to_string(), 2)].into();
+        let past = Past {
+            hosts: HashMap::from([(
+                "a.test".to_string(),
+                vec![(SystemTime::now() - Duration::from_secs(20), 3)],
+            )]),
+            ..Past::default()
+        };
+        let plan = simulate(&config, &hosts, &past);
+        // a.test's window is full for 40 s more; b.test is free.
+        assert_near(plan.duration, 40.0, "a.test waits");
+        assert_eq!(plan.binds(), Some("--per-host-quota 3/1m"));
+    }
+
+    #[test]
+    fn a_budget_caps_the_requests_and_says_so() {
+        let config = Config {
+            rate: per_second(10),
+            budget: Some(50),
+            ..Config::default()
+        };
+        let plan = simulate(&config, &one_host(120), &Past::default());
+        assert_eq!((plan.requests, plan.wanted), (50, 120));
+        assert!(plan.stopped_by_budget);
+        assert_eq!(plan.duration, Duration::from_millis(4900));
+        let text = plan.to_string();
+        assert!(
+            text.contains(
+                "--budget 50 stops the run after 50 requests; --resume goes on with the other 70"
+            ),
+            "{text}"
+        );
+        let within = Config {
+            budget: Some(500),
+            ..config
+        };
+        let plan = simulate(&within, &one_host(120), &Past::default());
+        assert!(!plan.stopped_by_budget && plan.requests == 120);
+        assert!(!plan.to_string().contains("--budget"));
+    }
+
+    #[test]
+    fn robots_txt_adds_one_request_per_host() {
+        let config = Config {
+            respect_robots: true,
+            ..Config::default()
+        };
+        let hosts: HashMap<String, u64> =
+            [("a.test".to_string(), 4), ("b.test".to_string(), 1)].into();
+        let plan = simulate(&config, &hosts, &Past::default());
+        assert_eq!((plan.requests, plan.robots), (7, 2));
+        assert_eq!(plan.duration, Duration::from_millis(600));
+        assert!(plan
+            .to_string()
+            .starts_with("plan: 7 requests to 2 hosts, 2 of them for robots.txt (nothing sent)\n"));
+    }
+
+    #[test]
+    fn the_text_names_the_counts_the_busiest_hosts_and_the_limit() {
+        let config = Config {
+            rate: per_second(10),
+            quotas: vec![quota(5000, 3600)],
+            ..Config::default()
+        };
+        let hosts: HashMap<String, u64> = [
+            ("api.example.com", 10_000),
+            ("b.example.com", 1500),
+            ("c.example.com", 500),
+        ]
+        .iter()
+        .map(|(h, n)| (h.to_string(), *n))
+        .collect();
+        let plan = simulate(&config, &hosts, &Past::default());
+        assert_eq!(
+            plan.to_string(),
+            "plan: 12000 requests to 3 hosts (nothing sent)\n\
+             busiest hosts: api.example.com 10000, b.example.com 1500, c.example.com 500\n\
+             at least 2h 3m 27s at the limits (bound by --quota 5000/1h); response times not included"
+        );
+        let many: HashMap<String, u64> = (1..=7).map(|i| (format!("h{i}.test"), i)).collect();
+        let text = simulate(&Config::default(), &many, &Past::default()).to_string();
+        assert!(
+            text.contains("busiest hosts: h7.test 7, h6.test 6, h5.test 5, h4.test 4, h3.test 3\n"),
+            "{text}"
+        );
+        let one = simulate(&Config::default(), &one_host(1), &Past::default()).to_string();
+        assert_eq!(
+            one,
+            "plan: 1 request to 1 host (nothing sent)\n\
+             busiest hosts: a.test 1\n\
+             at least 0s at the limits (the limits do not slow it); response times not included"
+        );
+    }
+
+    #[test]
+    fn rates_and_durations_read_as_people_write_them() {
+        for (period_ms, text) in [
+            (100.0, "10/s"),
+            (1000.0, "1/s"),
+            (2000.0, "30/m"),
+            (720.0, "5000/h"),
+            (0.1, "10000/s"),
+        ] {
+            assert_eq!(rate_text(Some(secs(period_ms / 1000.0))), text);
+        }
+        assert_eq!(rate_text(None), "unlimited");
+        assert_eq!(duration_text(secs(7406.9)), "2h 3m 27s");
+        assert_eq!(duration_text(secs(9.4)), "9s");
+        assert_eq!(duration_text(secs(0.25)), "250ms");
+        assert_eq!(duration_text(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn ten_million_requests_over_a_hundred_thousand_hosts_simulate_quickly() {
+        // 10 million in a release build (`cargo test --release`); a tenth of it in a debug
+        // build, which is some 20 times slower.
+        let per_host: u64 = if cfg!(debug_assertions) { 10 } else { 100 };
+        let total = 100_000 * per_host;
+        let config = Config {
+            rate: per_second(2000),
+            per_host_rate: per_second(1),
+            quotas: vec![quota(total / 10, 3600)],
+            ..Config::default()
+        };
+        let hosts: HashMap<String, u64> = (0..100_000)
+            .map(|i| (format!("h{i}.test"), per_host))
+            .collect();
+        let started = std::time::Instant::now();
+        let plan = simulate(&config, &hosts, &Past::default());
+        let took = started.elapsed();
+        assert_eq!(plan.requests, total);
+        assert_eq!(
+            plan.binds(),
+            Some(format!("--quota {}/1h", total / 10).as_str())
+        );
+        // Ten windows of an hour, each spent at 2000/s; each starts one bucket (W / 1,024)
+        // after the last one's first sends, as the run's windows count them.
+        let hour = 3600.0 + 3600.0 / 1024.0;
+        let want = 9.0 * hour + (total / 10) as f64 / 2000.0;
+        assert!(
+            (plan.duration.as_secs_f64() - want).abs() < 2.0,
+            "{:?}, want {want} s",
+            plan.duration
+        );
+        // A generous bound for a busy machine.
+        assert!(took < Duration::from_secs(30), "took {took:?}");
+    }
+}

@@ -1,0 +1,164 @@
+//! `--plan`: reads the input, sends nothing, prints the requests, the hosts and the least
+//! time the limits make the run take, and exits 0; it creates no report and leaves a
+//! resumed one byte for byte as it was, torn last line included.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::binary::ratefetch_bin;
+use support::report::read_csv;
+use support::server::Server;
+
+/// Runs `ratefetch --plan ARGS…` to the end; returns its stdout, asserting exit 0 and
+/// nothing on stderr.
+fn plan(args: &[&str], list: &Path) -> String {
+    let out = ratefetch_bin()
+        .arg("--plan")
+        .args(args)
+        .arg(list)
+        .output()
+        .expect("running ratefetch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Asserts that no request reached `server`, waiting a little for one in transit.
+fn assert_nothing_arrived(server: &Server) {
+    let got = server.wait_arrivals(1, Duration::from_millis(300));
+    assert!(got.is_empty(), "{} requests arrived", got.len());
+}
+
+#[test]
+fn plan_prints_the_counts_and_the_binding_limit_and_sends_nothing() {
+    let a = Server::start_on([127, 0, 0, 60]);
+    let b = Server::start_on([127, 0, 0, 61]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let lines = [
+        a.url("/ok?1"),
+        "# a comment".to_string(),
+        a.url("/ok?2"),
+        b.url("/ok"),
+        "not a url".to_string(),
+        a.url("/ok?3"),
+        String::new(),
+        a.url("/ok?4"),
+    ];
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let report = dir.path().join("report.csv");
+    let report_arg = report.to_str().unwrap();
+
+    let text = plan(&["--per-host-rate", "1/s", "-o", report_arg], &list);
+    assert_eq!(
+        text,
+        "plan: 5 requests to 2 hosts (nothing sent)\n\
+         busiest hosts: 127.0.0.60 4, 127.0.0.61 1\n\
+         at least 3s at the limits (bound by --per-host-rate 1/s); response times not included\n"
+    );
+    assert!(!report.exists(), "--plan created the report");
+
+    // Five requests at -r 10/s --quota 4/1h: the fifth waits an hour.
+    let text = plan(
+        &[
+            "-r", "10/s", "--quota", "4/h", "--budget", "100", "-o", report_arg,
+        ],
+        &list,
+    );
+    assert!(
+        text.ends_with(
+            "at least 1h at the limits (bound by --quota 4/1h); response times not included\n"
+        ),
+        "{text}"
+    );
+    // A budget below the requests stops the run there.
+    let text = plan(&["--budget", "2", "--respect-robots"], &list);
+    assert!(
+        text.starts_with("plan: 7 requests to 2 hosts, 2 of them for robots.txt (nothing sent)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "--budget 2 stops the run after 2 requests; --resume goes on with the other 5\n"
+        ),
+        "{text}"
+    );
+    assert!(!report.exists());
+    assert_nothing_arrived(&a);
+    assert_nothing_arrived(&b);
+}
+
+#[test]
+fn plan_reads_the_url_column_of_a_csv_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("products.csv");
+    std::fs::write(
+        &list,
+        "sku,Product URL\n1,http://127.0.0.62/a\n2,\n3,http://127.0.0.62/b\n4,http://127.0.0.63/c\n",
+    )
+    .unwrap();
+    let text = plan(&["--url-column", "product url"], &list);
+    assert!(
+        text.starts_with(
+            "plan: 3 requests to 2 hosts (nothing sent)\nbusiest hosts: 127.0.0.62 2, 127.0.0.63 1\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn plan_with_resume_counts_only_undone_lines_and_leaves_a_torn_report_unchanged() {
+    let server = Server::start_on([127, 0, 0, 64]);
+    let dir = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = (1..=6).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let first = dir.path().join("first.txt");
+    std::fs::write(&first, urls[..3].join("\n")).unwrap();
+    let report = dir.path().join("report.csv");
+    ratefetch_bin()
+        .args(["-q", "-r", "unlimited", "-o"])
+        .arg(&report)
+        .arg(&first)
+        .assert()
+        .success();
+    assert_eq!(server.wait_arrivals(3, Duration::from_secs(10)).len(), 3);
+    assert_eq!(read_csv(&report).len(), 3);
+    // Tear the last row in the middle, as a kill mid-write would.
+    let whole = std::fs::read(&report).unwrap();
+    let body = &whole[..whole.len() - 1];
+    let last_row_start = body.iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let torn = whole[..last_row_start + (whole.len() - last_row_start) / 2].to_vec();
+    std::fs::write(&report, &torn).unwrap();
+
+    let list = dir.path().join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let text = plan(&["--resume", "-o", report.to_str().unwrap()], &list);
+    // Two whole rows are done; the torn one and the three new lines are not.
+    assert!(
+        text.starts_with(
+            "plan: 4 requests to 1 host (nothing sent)\nbusiest hosts: 127.0.0.64 4\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&report).unwrap(), torn, "the report changed");
+    assert_nothing_arrived(&server);
+
+    // Another input than the report's is refused, as the run would refuse it.
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, server.url("/elsewhere")).unwrap();
+    let out = ratefetch_bin()
+        .args(["--plan", "--resume", "-o"])
+        .arg(&report)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot resume"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&report).unwrap(), torn);
+}
