@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::{Mode, OutputTarget};
 use crate::error::{self, exit, Error};
-use crate::plan::{Past, Plan};
+use crate::plan::Plan;
 use crate::progress::Summary;
 use crate::rerun::{self, RetrySummary};
 use crate::shutdown::Shutdown;
@@ -72,9 +72,7 @@ pub async fn run_mode(mode: Mode, shutdown: Shutdown) -> Result<Report, Error> {
             .await
             .map(Report::Retried),
         Mode::Plan(config) => {
-            // --quota-state feeds this: the sends it recorded still fill the windows.
-            let past = Past::default();
-            let plan = crate::plan(config, past).await?;
+            let plan = crate::plan(config).await?;
             // The plan is this mode's output, as the report is a fetch's.
             let mut out = std::io::stdout().lock();
             writeln!(out, "{plan}")
@@ -358,7 +356,7 @@ mod tests {
         Ok(Report::Planned(crate::plan::simulate(
             &Config::default(),
             &hosts,
-            &Past::default(),
+            &crate::plan::Past::default(),
         )))
     }
 

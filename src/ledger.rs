@@ -273,7 +273,6 @@ impl Open {
 
 /// Reads the state at `path` without locking or changing it (for `--plan`): what was sent,
 /// with a crashed run's grants counted as sent now. A missing file has no past.
-#[allow(dead_code)] // --plan reads it (next commit)
 pub fn read(path: &Path) -> Result<Past, LedgerError> {
     let fail = |reason: String| LedgerError {
         path: path.to_path_buf(),

@@ -56,7 +56,7 @@ use std::sync::Arc;
 
 pub use config::{Config, Mode};
 pub use error::{Error, ErrorKind, Failure};
-pub use plan::{Past, Plan};
+pub use plan::Plan;
 pub use progress::{Stats, Summary};
 pub use quota::QuotaStop;
 pub use rerun::RetrySummary;
@@ -119,8 +119,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
 /// `--plan`: validates `config`, reads its input (skipping, with `--resume`, the jobs already
 /// in the report, which is read and left as it is), sends nothing, and simulates the run's
 /// limits with the sends of `past` in the quota windows. Creates and changes no file.
-pub async fn plan(config: Config, past: Past) -> Result<Plan, Error> {
+pub async fn plan(config: Config) -> Result<Plan, Error> {
     config.validate()?;
+    // What earlier runs sent still fills the windows (read only: a run may hold the file).
+    let past = match &config.quota_state {
+        Some(path) => ledger::read(path).map_err(|e| Error::QuotaState {
+            path: e.path,
+            reason: e.reason,
+        })?,
+        None => ledger::Past::default(),
+    };
     let (mut source, columns) = open_input(&config).await?;
     let skip = match &config.output {
         OutputTarget::Path(path) if config.resume => {

@@ -18,19 +18,10 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::input::{ReadError, Source};
+pub use crate::ledger::Past;
 use crate::quota::Window;
 use crate::resume::{Skip, Verdict};
 use crate::units::Quota;
-
-/// Sends recorded before this run (wall-clock times, counts), from `--quota-state`: they
-/// still fill the quota windows they fall in.
-#[derive(Debug, Default, Clone)]
-pub struct Past {
-    /// Sends of the whole run, any host (for `--quota`).
-    pub run: Vec<(SystemTime, u64)>,
-    /// Sends per host name (for `--per-host-quota`).
-    pub hosts: HashMap<String, Vec<(SystemTime, u64)>>,
-}
 
 /// What a run would do: its requests, its hosts, and the least time its limits make it take.
 /// Its `Display` is the text `--plan` prints.

@@ -162,3 +162,46 @@ fn plan_with_resume_counts_only_undone_lines_and_leaves_a_torn_report_unchanged(
     );
     assert_eq!(std::fs::read(&report).unwrap(), torn);
 }
+
+/// Usage recorded in `--quota-state` by an earlier run fills the windows of the plan: after
+/// four sends, a plan for three more under `--quota 5/1h` waits most of an hour.
+#[test]
+fn plan_counts_the_usage_recorded_in_the_quota_state() {
+    let server = Server::start_on([127, 0, 0, 62]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("quota.state");
+    let state_arg = state.to_str().unwrap();
+    let list = dir.path().join("urls.txt");
+    let lines: Vec<String> = (0..4).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let report = dir.path().join("report.csv");
+    let out = ratefetch_bin()
+        .args(["-r", "unlimited", "-q", "--quota-state", state_arg, "-o"])
+        .arg(&report)
+        .arg(&list)
+        .output()
+        .expect("running ratefetch");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(server.wait_arrivals(4, Duration::from_secs(5)).len(), 4);
+    let more = dir.path().join("more.txt");
+    let lines: Vec<String> = (0..3).map(|i| server.url(&format!("/more?{i}"))).collect();
+    std::fs::write(&more, lines.join("\n")).unwrap();
+    let args = [
+        "-r",
+        "unlimited",
+        "--quota",
+        "5/1h",
+        "--quota-state",
+        state_arg,
+    ];
+    let text = plan(&args, &more);
+    assert!(
+        text.contains("(bound by --quota 5/1h)")
+            && (text.contains("at least 59m") || text.contains("at least 1h")),
+        "{text}"
+    );
+    // Without the state, the same plan fits in the window.
+    let text = plan(&["-r", "unlimited", "--quota", "5/1h"], &more);
+    assert!(text.contains("the limits do not slow it"), "{text}");
+    assert_nothing_arrived(&server);
+}
