@@ -111,17 +111,21 @@ impl Allowances {
     }
 
     /// Request `seq` to `host` is over (answered at `now`, saying `announced`), or was not
-    /// sent after all (`announced` is `None`).
-    pub fn done(&self, host: &str, seq: u64, announced: Option<&Announced>, now: Instant) {
+    /// sent after all (`announced` is `None`). True when the answer began a new window for a
+    /// bucket (the host is then worth tracking until that reset).
+    pub fn done(&self, host: &str, seq: u64, announced: Option<&Announced>, now: Instant) -> bool {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         let Some(h) = hosts.get_mut(host) else {
-            return;
+            return false;
         };
         h.in_flight.retain(|&s| s != seq);
+        // A bound whose reset passed is over: a late answer starts afresh, not from it.
+        h.known.retain(|(_, k)| k.reset > now);
+        let mut new_window = false;
         if let Some(a) = announced {
             let earlier = h.in_flight.iter().filter(|&&s| s < seq).count() as u64;
-            let last_allowed = (seq + a.remaining).saturating_sub(earlier);
-            let reset = now + a.reset;
+            let last_allowed = seq.saturating_add(a.remaining).saturating_sub(earlier);
+            let reset = now + a.reset.min(crate::announce::MAX_RESET);
             let bucket = h.known.iter_mut().find(|(b, _)| *b == a.bucket);
             match bucket {
                 Some((_, k)) if reset + SAME_WINDOW < k.reset => {}
@@ -135,21 +139,26 @@ impl Allowances {
                         reset,
                         next: None,
                     };
+                    new_window = true;
                 }
-                None => h.known.push((
-                    a.bucket.clone(),
-                    Known {
-                        last_allowed,
-                        reset,
-                        next: None,
-                    },
-                )),
+                None => {
+                    new_window = true;
+                    h.known.push((
+                        a.bucket.clone(),
+                        Known {
+                            last_allowed,
+                            reset,
+                            next: None,
+                        },
+                    ))
+                }
             }
         }
         // Nothing in flight and nothing known: the host is forgotten.
-        if h.in_flight.is_empty() && h.known.iter().all(|(_, k)| k.reset <= now) {
+        if h.in_flight.is_empty() && h.known.is_empty() {
             hosts.remove(host);
         }
+        new_window
     }
 }
 

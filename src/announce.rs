@@ -52,8 +52,14 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
     let mut found = ietf(headers);
     found.extend(older_draft(headers, now));
     found.extend(x_ratelimit(headers, now));
+    // A reset beyond a day is not a reset anyone publishes (an epoch in milliseconds read as
+    // seconds, garbage): malformed, ignored, rather than a pause of centuries.
+    found.retain(|a| a.reset <= MAX_RESET);
     most_restrictive(found)
 }
+
+/// The longest reset believed: a day and a little (daily quotas reset within a day).
+pub const MAX_RESET: Duration = Duration::from_secs(25 * 3600);
 
 /// Whether a refusal is explained by the announced limit: a 429 with any announced limit of
 /// remaining 0, or a 403 with remaining 0 (GitHub's style: 403 with `x-ratelimit-remaining:
@@ -442,6 +448,19 @@ fn reset_in(text: &str, headers: &HeaderMap, now: SystemTime) -> Option<Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reset_beyond_a_day_is_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        // An epoch in milliseconds, read as seconds: tens of thousands of years away.
+        h.insert("x-ratelimit-reset", "1764684000000".parse().unwrap());
+        assert_eq!(parse(&h, SystemTime::now()), None);
+        h.insert("x-ratelimit-reset", "100000".parse().unwrap());
+        assert_eq!(parse(&h, SystemTime::now()), None);
+        h.insert("x-ratelimit-reset", "3600".parse().unwrap());
+        assert_eq!(parse(&h, SystemTime::now()).unwrap().remaining, 0);
+    }
     use reqwest::header::{HeaderName, HeaderValue};
 
     /// A map of `(name, value)` lines; a name given twice makes two lines.

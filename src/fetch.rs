@@ -47,6 +47,10 @@ const ROBOTS_WAIT: Duration = Duration::from_millis(50);
 /// headers are wrong cannot keep a job forever).
 const FREE_REFUSALS: u8 = 10;
 
+/// Under `--on-quota stop`, an announced pause longer than this stops the run; a shorter one
+/// (a burst limit such as `r=0;t=1`) is waited for.
+const STOP_AFTER: Duration = Duration::from_secs(10);
+
 /// How much of an HTML body is kept for the title: titles live in `<head>`.
 pub const TITLE_WINDOW: usize = 1 << 20;
 
@@ -281,7 +285,11 @@ impl Fetcher {
             )
         });
         if let Some(taken) = taken.take() {
-            taken.answered(announced.as_ref());
+            if let (true, Some(a)) = (taken.answered(announced.as_ref()), &announced) {
+                // Its tasks queue on it from now on, so what remains can be spread over
+                // what is queued.
+                self.scheduler.track_host(host, a.reset);
+            }
         }
         let host = hop.url.host_str().unwrap_or("");
         let said = announced.as_ref();
@@ -353,7 +361,10 @@ impl Fetcher {
     fn wait_for_allowance(&self, host: &str, wait: Wait) -> Next {
         let now = Instant::now();
         match wait {
-            Wait::Spent { reset, .. } if self.config.on_quota == OnQuota::Stop => {
+            Wait::Spent { reset, .. }
+                if self.config.on_quota == OnQuota::Stop
+                    && reset.saturating_duration_since(now) > STOP_AFTER =>
+            {
                 let frees_at = SystemTime::now() + reset.saturating_duration_since(now);
                 self.scheduler
                     .stop_at_limit(format!("the limit {host} announced"), Some(frees_at));
@@ -394,7 +405,7 @@ impl Fetcher {
         if retry_after.is_some_and(|ra| ra > self.config.max_retry_after) {
             return None;
         }
-        if retry_after.is_none() && self.config.on_quota == OnQuota::Stop {
+        if retry_after.is_none() && self.config.on_quota == OnQuota::Stop && a.reset > STOP_AFTER {
             let frees_at = SystemTime::now() + a.reset;
             self.scheduler
                 .stop_at_limit(format!("the limit {host} announced"), Some(frees_at));
@@ -793,10 +804,14 @@ struct Taken<'a> {
 }
 
 impl Taken<'_> {
-    fn answered(self, announced: Option<&Announced>) {
-        self.allowances
+    /// The request was answered: true when the answer began a new window of the host's
+    /// announced limit.
+    fn answered(self, announced: Option<&Announced>) -> bool {
+        let new_window = self
+            .allowances
             .done(self.host, self.seq, announced, Instant::now());
         std::mem::forget(self);
+        new_window
     }
 }
 

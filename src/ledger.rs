@@ -6,6 +6,7 @@
 //! ```text
 //! ratefetch-quota-state 1          the header (format version)
 //! B <t_us> <count> <host>          count sends, counted as sent at t (written when compacted)
+//! L <t_us> <count> <host>          as B, against that host only (a crashed run's lost host grants)
 //! R <t_us> <k>                     a block of k grants for the run, reserved (fsynced) before use
 //! H <t_us> <k> <host>              a block of k grants for one host (with --per-host-quota)
 //! S <t_us> <host>                  one request sent (a grant used)
@@ -112,6 +113,12 @@ impl Ledger {
             reason,
         };
         let io_fail = |what: &str, e: io::Error| fail(format!("{what}: {e}"));
+        if cfg!(not(unix)) {
+            // Without flock, two runs could share the file unseen.
+            return Err(fail(
+                "not supported on this platform (it needs flock)".into(),
+            ));
+        }
         let busy = || fail("in use by another ratefetch run (one run per state file)".into());
         let lock_error = |e: Locked| match e {
             Locked::Busy => busy(),
@@ -119,7 +126,9 @@ impl Ledger {
         };
         // The compacted file is written beside the old one and locked before it replaces
         // it, so no other run can take the new file between the two.
-        let tmp = path.with_extension("tmp-ratefetch");
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".ratefetch-tmp");
+        let tmp = PathBuf::from(tmp);
         let (old, mut file) = loop {
             let old = lock_current(path).map_err(lock_error)?;
             let file = OpenOptions::new()
@@ -154,7 +163,10 @@ impl Ledger {
         text.push_str(HEADER);
         text.push('\n');
         for (t, count, host) in &sends {
-            text.push_str(&format!("B {t} {count} {host}\n"));
+            match host.strip_prefix(HOST_ONLY) {
+                Some(host) => text.push_str(&format!("L {t} {count} {host}\n")),
+                None => text.push_str(&format!("B {t} {count} {host}\n")),
+            }
         }
         text.push_str(&format!("E {now}\n"));
         file.write_all(text.as_bytes())
@@ -203,7 +215,7 @@ impl Ledger {
             return Err(why.clone());
         }
         let t = o.clock();
-        let host = if host.is_empty() { "-" } else { host };
+        let host = if host.is_empty() { RUN_ONLY } else { host };
         let need_run = o.run_left == 0;
         let need_host = o.host_block.is_some() && o.host_left.get(host).copied().unwrap_or(0) == 0;
         if need_run || need_host {
@@ -216,7 +228,7 @@ impl Ledger {
                 lines.extend_from_slice(format!("H {t} {k} {host}\n").as_bytes());
             }
             if let Err(e) = o.file.write_all(&lines).and_then(|()| o.file.sync_data()) {
-                let why = format!("cannot write {}: {e}", self.path.display());
+                let why = format!("cannot write: {e}");
                 o.failed = Some(why.clone());
                 return Err(why);
             }
@@ -228,6 +240,8 @@ impl Ledger {
                 o.host_left.insert(host.into(), k);
             }
         }
+        // Counted from after the disk took the block: never earlier than it leaves.
+        let t = if need_run || need_host { o.clock() } else { t };
         o.run_left -= 1;
         if o.host_block.is_some() {
             let left = o.host_left.get_mut(host).expect("reserved above");
@@ -242,23 +256,28 @@ impl Ledger {
             let lines = std::mem::take(&mut o.buffer);
             // Not synced: the blocks on disk already cover these sends.
             if let Err(e) = o.file.write_all(&lines) {
-                o.failed = Some(format!("cannot write {}: {e}", self.path.display()));
+                o.failed = Some(format!("cannot write: {e}"));
             }
         }
         Ok(())
     }
 
     /// Ends the run's use of the file: the sends are written, and the grants left are void.
-    pub fn finish(&self) -> io::Result<()> {
+    pub fn finish(&self) -> Result<(), String> {
         let mut o = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if o.failed.is_some() {
-            return Ok(());
+        if let Some(why) = &o.failed {
+            return Err(why.clone());
         }
+        // Nothing may be granted from the blocks the end voids.
+        o.run_left = 0;
+        o.host_left.clear();
         let t = o.clock();
         let mut lines = std::mem::take(&mut o.buffer);
         lines.extend_from_slice(format!("E {t}\n").as_bytes());
-        o.file.write_all(&lines)?;
-        o.file.sync_data()
+        o.file
+            .write_all(&lines)
+            .and_then(|()| o.file.sync_data())
+            .map_err(|e| format!("cannot write: {e}"))
     }
 }
 
@@ -349,10 +368,15 @@ fn replay(reader: impl BufRead, now: u64) -> Result<Replayed, String> {
         let t: u64 = f.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
         out.last = out.last.max(t);
         match kind {
-            "B" => {
+            "B" | "L" => {
                 let count: u64 = f.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
                 let host = f.next().filter(|h| !h.is_empty()).ok_or_else(bad)?;
-                out.sends.push((t, count, host.to_string()));
+                let host = if kind == "L" {
+                    format!("{HOST_ONLY}{host}")
+                } else {
+                    host.to_string()
+                };
+                out.sends.push((t, count, host));
             }
             "R" => {
                 let k: u64 = f.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
@@ -388,20 +412,20 @@ fn replay(reader: impl BufRead, now: u64) -> Result<Replayed, String> {
         return Ok(out);
     }
     // A crashed run: its unused grants count as sent now (later than any real send).
+    // The run's lost grants count against the run; each host's against that host only (a
+    // request lost on a host also took one of the run's).
     let now = now.max(out.last);
-    let mut by_host = 0;
     let mut hosts: Vec<_> = host_reserved.into_iter().collect();
     hosts.sort();
     for (host, reserved) in hosts {
         let lost = reserved.saturating_sub(host_used.get(&host).copied().unwrap_or(0));
         if lost > 0 {
-            by_host += lost;
-            out.sends.push((now, lost, host));
+            out.sends.push((now, lost, format!("{HOST_ONLY}{host}")));
         }
     }
     let lost = run_reserved.saturating_sub(run_used);
-    if lost > by_host {
-        out.sends.push((now, lost - by_host, "-".to_string()));
+    if lost > 0 {
+        out.sends.push((now, lost, RUN_ONLY.to_string()));
     }
     Ok(out)
 }
@@ -444,11 +468,18 @@ fn past_of(sends: &[(u64, u64, String)]) -> Past {
     let mut past = Past::default();
     for (t, count, host) in sends {
         let at = UNIX_EPOCH + Duration::from_micros(*t);
+        if let Some(host) = host.strip_prefix(HOST_ONLY) {
+            past.hosts
+                .entry(host.into())
+                .or_default()
+                .push((at, *count));
+            continue;
+        }
         match past.run.last_mut() {
             Some(last) if last.0 == at => last.1 += count,
             _ => past.run.push((at, *count)),
         }
-        if host != "-" {
+        if host != RUN_ONLY {
             past.hosts
                 .entry(host.clone())
                 .or_default()
@@ -457,6 +488,13 @@ fn past_of(sends: &[(u64, u64, String)]) -> Past {
     }
     past
 }
+
+/// In memory, the host of sends that count against the run only (a crashed run's grants
+/// whose host is not known)…
+const RUN_ONLY: &str = "-";
+/// …and the prefix of a host whose sends count against that host only (a crashed run's lost
+/// host grants; written as `L` records). `/` is never part of a host name.
+const HOST_ONLY: char = '/';
 
 fn wall_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -564,16 +602,20 @@ mod tests {
     fn a_crashed_run_counts_its_unused_grants_as_sent_at_the_restart() {
         let text = format!("{HEADER}\nR 10 4\nH 10 3 a\nS 11 a\nS 12 b\n");
         let r = replay_text(&text, 100).unwrap();
-        // Host a: 3 reserved, 1 used: 2 lost on a. The run: 4 reserved, 2 used, 2 lost,
-        // all of them on a already.
+        // Host a: 3 reserved, 1 used: 2 lost, on a only. The run: 4 reserved, 2 used: 2
+        // lost, on the run only (not one per host lost, added up).
         assert_eq!(
             r.sends,
             [
                 (11, 1, "a".to_string()),
                 (12, 1, "b".to_string()),
-                (100, 2, "a".to_string())
+                (100, 2, "/a".to_string()),
+                (100, 2, "-".to_string())
             ]
         );
+        let past = past_of(&r.sends);
+        assert_eq!(past.run.iter().map(|s| s.1).sum::<u64>(), 4);
+        assert_eq!(past.hosts["a"].iter().map(|s| s.1).sum::<u64>(), 3);
         let text = format!("{HEADER}\nR 10 64\nS 11 a\n");
         let r = replay_text(&text, 100).unwrap();
         assert_eq!(r.sends[1], (100, 63, "-".to_string()));

@@ -93,20 +93,24 @@ pub async fn run(
         shutdown,
     )
     .await;
-    // Every worker is gone: no more grants. The state's last sends are written now.
-    if let Some(ledger) = &ledger {
-        if let Err(e) = ledger.finish() {
-            return Err(Error::QuotaState {
-                path: ledger.path().to_path_buf(),
-                reason: format!("cannot write: {e}"),
-            });
-        }
-    }
-    // Every worker and the fetcher are gone: the log's last lines are written now.
-    if let (Some(writer), Some(path)) = (log_writer, &config.log_requests) {
-        writer.finish().map_err(log_error(path))?;
-    }
-    summary
+    // Every worker and the fetcher are gone: no more grants, no more log lines. The state's
+    // last sends and the log's last lines are written now, whatever else failed; the first
+    // error is the one reported.
+    let ledger_end = match &ledger {
+        Some(ledger) => ledger.finish().map_err(|reason| Error::QuotaState {
+            path: ledger.path().to_path_buf(),
+            reason,
+        }),
+        None => Ok(()),
+    };
+    let log_end = match (log_writer, &config.log_requests) {
+        (Some(writer), Some(path)) => writer.finish().map_err(log_error(path)),
+        _ => Ok(()),
+    };
+    let summary = summary?;
+    ledger_end?;
+    log_end?;
+    Ok(summary)
 }
 
 /// What a worker does with a task: one step of `Fetcher` in a real run; tests wrap or

@@ -192,6 +192,8 @@ struct Host {
     timer: Option<Instant>,
     /// Its `--per-host-quota` windows, from its first request on.
     windows: Vec<Window>,
+    /// Kept (its tasks queue on it) until then: the host announced a limit.
+    tracked_until: Option<Instant>,
 }
 
 impl Host {
@@ -203,7 +205,10 @@ impl Host {
     /// send left its quota windows); `None` if nothing ever was.
     fn clear_at(&self) -> Option<Instant> {
         let windows = self.windows.iter().filter_map(Window::clear_at).max();
-        self.tat.max(self.cool_until).max(windows)
+        self.tat
+            .max(self.cool_until)
+            .max(windows)
+            .max(self.tracked_until)
     }
 }
 
@@ -416,6 +421,17 @@ impl Scheduler {
             )),
             _ => None,
         }
+    }
+
+    /// Keeps an entry for `host` for `wait` from now (it announced a limit): its tasks queue
+    /// on it meanwhile, so `queued` counts them.
+    pub fn track_host(&self, host: &str, wait: Duration) {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        let until = Instant::now() + wait;
+        let h = inner.host_entry(&mut s.hosts, host);
+        h.tracked_until = Some(h.tracked_until.map_or(until, |t| t.max(until)));
+        inner.refresh(&mut s, host);
     }
 
     /// Requests waiting for `host` in its queue (0 for a host without an entry: its tasks
