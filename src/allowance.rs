@@ -2,8 +2,9 @@
 //! request to it may leave. Used by `fetch` around every request; a host that announced
 //! nothing goes at the user's pace.
 //!
-//! - **Requests in flight count.** Every request to a host takes a sequence number before it
-//!   leaves. A response to request k saying "r remaining" lets the server take requests up to
+//! - **Requests in flight count.** Every request to a host that announced a limit takes a
+//!   sequence number before it leaves (hosts that announce nothing cost one atomic add and
+//!   no lock). When a host first announces, every request then in flight may be one of its. A response to request k saying "r remaining" lets the server take requests up to
 //!   k + r, less the requests sent before k still in flight (the server may count them after
 //!   k). Responses come back out of order: the smallest such bound seen for a window is kept.
 //! - **Windows.** A bound holds until its reset. A response whose reset is later by more than
@@ -18,6 +19,7 @@
 //!   does); when nothing remains, the whole host pauses until the reset plus a little jitter.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,15 +44,33 @@ pub enum Wait {
 }
 
 /// The hosts' announced allowances of one run.
-#[derive(Default)]
 pub struct Allowances {
+    /// The attempt timeout: a request still in flight is over by then.
+    timeout: Duration,
+    /// Hosts that announced a limit (and still have one in force, or requests in flight).
     hosts: Mutex<HashMap<Box<str>, Host>>,
+    /// Whether any host has announced anything yet: until then a request takes no lock.
+    any: AtomicBool,
+    /// Requests in flight, to any host: the most that may be in flight, untracked, to a host
+    /// when it first announces a limit.
+    in_flight: AtomicU64,
+}
+
+impl Default for Allowances {
+    fn default() -> Allowances {
+        Allowances::new(Duration::from_secs(30))
+    }
 }
 
 #[derive(Default)]
 struct Host {
-    /// Sequence numbers taken so far (the last one given).
+    /// Sequence numbers taken so far (the last one given). Requests sent before the host had
+    /// an entry are untracked (number 0): before every numbered one.
     sent: u64,
+    /// Untracked requests that may still be in flight (at most), until `untracked_until`
+    /// (the timeout has ended them by then).
+    untracked: u64,
+    untracked_until: Option<Instant>,
     /// Sequence numbers of the requests in flight.
     in_flight: Vec<u64>,
     /// What is known per bucket (`None`: the host's own). Each bounds every request to the
@@ -67,13 +87,34 @@ struct Known {
 }
 
 impl Allowances {
+    /// Allowances for a run whose requests end within `timeout`.
+    pub fn new(timeout: Duration) -> Allowances {
+        Allowances {
+            timeout,
+            hosts: Mutex::default(),
+            any: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
     /// Takes a sequence number for one request to `host`, about to leave at `now`, with
     /// `queued` more requests for it waiting; or says how long to wait.
-    pub fn take(&self, host: &str, now: Instant, queued: u64) -> Result<u64, Wait> {
+    /// `queued` (asked only if needed) says how many more requests for it wait. Returns
+    /// the request's number (0: the host announced nothing; untracked).
+    pub fn take(
+        &self,
+        host: &str,
+        now: Instant,
+        queued: impl FnOnce() -> u64,
+    ) -> Result<u64, Wait> {
+        if !self.any.load(Ordering::Acquire) {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(0);
+        }
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        let h = match hosts.get_mut(host) {
-            Some(h) => h,
-            None => hosts.entry(host.into()).or_default(),
+        let Some(h) = hosts.get_mut(host) else {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(0);
         };
         h.known.retain(|(_, k)| k.reset > now);
         let sent = h.sent;
@@ -91,6 +132,11 @@ impl Allowances {
             });
         }
         // Queued beyond this one: more than what remains after it, in some bucket.
+        let fewest = h.known.iter().map(|(_, k)| k.last_allowed - sent).min();
+        let queued = match fewest {
+            Some(_) => queued(),
+            None => 0,
+        };
         let spread = |k: &Known| queued >= k.last_allowed - sent;
         let held = h
             .known
@@ -107,6 +153,7 @@ impl Allowances {
         }
         h.sent += 1;
         h.in_flight.push(h.sent);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         Ok(h.sent)
     }
 
@@ -114,16 +161,41 @@ impl Allowances {
     /// sent after all (`announced` is `None`). True when the answer began a new window for a
     /// bucket (the host is then worth tracking until that reset).
     pub fn done(&self, host: &str, seq: u64, announced: Option<&Announced>, now: Instant) -> bool {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(h) = hosts.get_mut(host) else {
+        // Others in flight now, this one left out.
+        let others = self
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        if seq == 0 && announced.is_none() && !self.any.load(Ordering::Acquire) {
             return false;
+        }
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let h = match (hosts.get_mut(host), announced) {
+            (Some(h), _) => h,
+            (None, None) => return false,
+            (None, Some(_)) => {
+                // The host's first announcement: any request in flight may be to it.
+                self.any.store(true, Ordering::Release);
+                let h = hosts.entry(host.into()).or_default();
+                h.untracked = others + 1;
+                h.untracked_until = now.checked_add(self.timeout);
+                h
+            }
         };
+        if h.untracked_until.is_none_or(|t| t <= now) {
+            h.untracked = 0;
+            h.untracked_until = None;
+        }
+        if seq == 0 {
+            h.untracked = h.untracked.saturating_sub(1);
+        }
         h.in_flight.retain(|&s| s != seq);
         // A bound whose reset passed is over: a late answer starts afresh, not from it.
         h.known.retain(|(_, k)| k.reset > now);
         let mut new_window = false;
         if let Some(a) = announced {
-            let earlier = h.in_flight.iter().filter(|&&s| s < seq).count() as u64;
+            // Sent before it and still in flight: the server may count them after it.
+            let earlier = h.in_flight.iter().filter(|&&s| s < seq).count() as u64 + h.untracked;
             let last_allowed = seq.saturating_add(a.remaining).saturating_sub(earlier);
             let reset = now + a.reset.min(crate::announce::MAX_RESET);
             let bucket = h.known.iter_mut().find(|(b, _)| *b == a.bucket);
@@ -155,7 +227,7 @@ impl Allowances {
             }
         }
         // Nothing in flight and nothing known: the host is forgotten.
-        if h.in_flight.is_empty() && h.known.is_empty() {
+        if h.in_flight.is_empty() && h.known.is_empty() && h.untracked == 0 {
             hosts.remove(host);
         }
         new_window
@@ -175,15 +247,38 @@ mod tests {
         }
     }
 
+    /// Allowances where "h" has announced `remaining` for `reset_ms`, nothing in flight.
+    fn announced(remaining: u64, reset_ms: u64, t0: Instant) -> Allowances {
+        let a = Allowances::default();
+        assert_eq!(
+            a.take("h", t0, || 0),
+            Ok(0),
+            "untracked before it announces"
+        );
+        a.done("h", 0, Some(&said(remaining, reset_ms)), t0);
+        a
+    }
+
     #[test]
-    fn a_host_pauses_when_nothing_remains_until_the_reset() {
+    fn hosts_that_announce_nothing_are_not_tracked() {
         let a = Allowances::default();
         let t0 = Instant::now();
-        let s1 = a.take("h", t0, 0).unwrap();
-        a.done("h", s1, Some(&said(2, 10_000)), t0);
-        assert!(a.take("h", t0, 0).is_ok());
-        assert!(a.take("h", t0, 0).is_ok());
-        match a.take("h", t0, 0) {
+        for _ in 0..3 {
+            assert_eq!(a.take("h", t0, || panic!("not asked")), Ok(0));
+        }
+        for _ in 0..3 {
+            assert!(!a.done("h", 0, None, t0));
+        }
+        assert!(a.hosts.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_host_pauses_when_nothing_remains_until_the_reset() {
+        let t0 = Instant::now();
+        let a = announced(2, 10_000, t0);
+        assert_eq!(a.take("h", t0, || 0), Ok(1));
+        assert_eq!(a.take("h", t0, || 0), Ok(2));
+        match a.take("h", t0, || 0) {
             Err(Wait::Spent { until, reset }) => {
                 assert_eq!(reset, t0 + Duration::from_secs(10));
                 assert!(until >= reset + AFTER_RESET && until <= reset + AFTER_RESET + JITTER);
@@ -191,70 +286,86 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // After the reset nothing is known: the user's pace again.
-        assert!(a.take("h", t0 + Duration::from_secs(10), 0).is_ok());
+        assert!(a.take("h", t0 + Duration::from_secs(10), || 0).is_ok());
+    }
+
+    #[test]
+    fn requests_in_flight_when_a_host_first_announces_count_against_it() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        // Four requests in flight, untracked; the first answer says 3 remain. The three
+        // others may be the host's, counted after it: nothing more may leave.
+        for _ in 0..4 {
+            assert_eq!(a.take("h", t0, || 0), Ok(0));
+        }
+        a.done("h", 0, Some(&said(3, 10_000)), t0);
+        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
     }
 
     #[test]
     fn requests_in_flight_count_against_what_remains() {
-        let a = Allowances::default();
         let t0 = Instant::now();
+        let a = announced(100, 10_000, t0);
         // Four requests in flight; the second answers "3 remaining" first.
-        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", t0, 0).unwrap()).collect();
-        a.done("h", seqs[1], Some(&said(3, 10_000)), t0);
+        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", t0, || 0).unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        a.done("h", 2, Some(&said(3, 10_000)), t0);
         // The server may still count request 1 (sent before, in flight): up to 2 + 3 − 1 = 4.
-        // Sequence numbers 3 and 4 are taken already: nothing more may leave.
-        assert!(matches!(a.take("h", t0, 0), Err(Wait::Spent { .. })));
+        // Numbers 3 and 4 are taken already: nothing more may leave.
+        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
         // A later answer with more left does not raise the bound within the window.
-        a.done("h", seqs[3], Some(&said(9, 10_000)), t0);
-        assert!(matches!(a.take("h", t0, 0), Err(Wait::Spent { .. })));
+        a.done("h", 4, Some(&said(9, 10_000)), t0);
+        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
     }
 
     #[test]
     fn a_later_window_replaces_the_bound_and_an_earlier_one_is_ignored() {
-        let a = Allowances::default();
         let t0 = Instant::now();
-        let s1 = a.take("h", t0, 0).unwrap();
-        let s2 = a.take("h", t0, 0).unwrap();
+        let a = announced(100, 60_000, t0);
+        let s1 = a.take("h", t0, || 0).unwrap();
+        let s2 = a.take("h", t0, || 0).unwrap();
         a.done("h", s2, Some(&said(0, 60_000)), t0);
-        assert!(a.take("h", t0, 0).is_err());
+        assert!(a.take("h", t0, || 0).is_err());
         // A response from a window already over (its reset sooner) changes nothing.
         a.done("h", s1, Some(&said(50, 1_000)), t0);
-        assert!(a.take("h", t0, 0).is_err());
+        assert!(a.take("h", t0, || 0).is_err());
+        // One from a later window does.
+        let later = t0 + Duration::from_secs(60);
+        let s3 = a.take("h", later, || 0).unwrap();
+        a.done("h", s3, Some(&said(10, 60_000)), later);
+        assert!(a.take("h", later, || 0).is_ok());
     }
 
     #[test]
     fn a_spent_bucket_holds_the_host_though_another_has_plenty() {
         let a = Allowances::default();
         let t0 = Instant::now();
-        let s1 = a.take("h", t0, 0).unwrap();
-        let s2 = a.take("h", t0, 0).unwrap();
         let bucket = |name: &str, remaining, reset_ms| Announced {
             bucket: Some(name.to_string()),
             ..said(remaining, reset_ms)
         };
+        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        a.done("h", 0, Some(&bucket("core", 4000, 3_600_000)), t0);
+        let s1 = a.take("h", t0, || 0).unwrap();
         a.done("h", s1, Some(&bucket("search", 0, 60_000)), t0);
-        // A later reset of another bucket does not replace the spent one.
-        a.done("h", s2, Some(&bucket("core", 4000, 3_600_000)), t0);
-        match a.take("h", t0, 0) {
+        match a.take("h", t0, || 0) {
             Err(Wait::Spent { reset, .. }) => assert_eq!(reset, t0 + Duration::from_secs(60)),
             other => panic!("{other:?}"),
         }
-        assert!(a.take("h", t0 + Duration::from_secs(60), 0).is_ok());
+        assert!(a.take("h", t0 + Duration::from_secs(60), || 0).is_ok());
     }
 
     #[test]
     fn what_remains_is_spread_over_the_time_to_reset_when_more_is_queued() {
-        let a = Allowances::default();
         let t0 = Instant::now();
-        let s = a.take("h", t0, 100).unwrap();
-        a.done("h", s, Some(&said(4, 8_000)), t0);
+        let a = announced(4, 8_000, t0);
         // 100 queued, 4 remain over 8 s: one every 2 s.
-        assert!(a.take("h", t0, 100).is_ok());
-        match a.take("h", t0 + Duration::from_millis(10), 100) {
+        assert!(a.take("h", t0, || 100).is_ok());
+        match a.take("h", t0 + Duration::from_millis(10), || 100) {
             Err(Wait::Spread { until }) => assert_eq!(until, t0 + Duration::from_secs(2)),
             other => panic!("{other:?}"),
         }
         // With fewer queued than remain, the user's pace.
-        assert!(a.take("h", t0 + Duration::from_millis(10), 1).is_ok());
+        assert!(a.take("h", t0 + Duration::from_millis(10), || 1).is_ok());
     }
 }

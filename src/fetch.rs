@@ -129,7 +129,8 @@ impl Fetcher {
             config.save_bodies.is_some() || config.extract.iter().any(Extractor::needs_body);
         let header_rules = config.extract.iter().any(|x| !x.needs_body());
         let robots = config.respect_robots.then(Robots::default);
-        let allowances = (!config.ignore_ratelimit_headers).then(Allowances::default);
+        let allowances =
+            (!config.ignore_ratelimit_headers).then(|| Allowances::new(config.timeout));
         Ok(Fetcher {
             client,
             config,
@@ -207,7 +208,7 @@ impl Fetcher {
         let host = url.host_str().unwrap_or("");
         let mut taken = match &self.allowances {
             Some(allowances) => {
-                let queued = self.scheduler.queued(host);
+                let queued = || self.scheduler.queued(host);
                 match allowances.take(host, Instant::now(), queued) {
                     Ok(seq) => Some(Taken {
                         allowances,
