@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::error::{ErrorKind, Failure};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Failure};
 pub use crate::job::Job;
 pub use crate::progress::InputProgress;
 use crate::resume::{NotTheSameInput, Skip, Verdict};
@@ -202,6 +203,23 @@ pub enum ReadError {
     /// A resumed run's input is not the one its report was made from.
     #[error(transparent)]
     NotTheSameInput(#[from] NotTheSameInput),
+}
+
+impl ReadError {
+    /// The run-level error: the input cannot be read, or the report cannot be resumed
+    /// from it.
+    pub fn into_error(self, config: &Config) -> Error {
+        match self {
+            ReadError::NotTheSameInput(mismatch) => Error::Resume {
+                path: config.output.display_path(),
+                reason: mismatch.to_string(),
+            },
+            ReadError::Io(source) => Error::Input {
+                path: config.input.display_path(),
+                source,
+            },
+        }
+    }
 }
 
 /// Jobs read and not yet handed to the pool, and the channel they go to.

@@ -64,7 +64,7 @@ pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;
-use input::{CsvInputError, ReadError, Source};
+use input::{CsvInputError, Source};
 use resume::Skip;
 use sink::{Columns, ColumnsError, Sink};
 
@@ -144,16 +144,7 @@ pub async fn plan(config: Config) -> Result<Plan, Error> {
     let hosts = tokio::task::spawn_blocking(move || plan::count_requests(&mut source, skip))
         .await
         .expect("counting the input does not panic")
-        .map_err(|e| match e {
-            ReadError::NotTheSameInput(mismatch) => Error::Resume {
-                path: config.output.display_path(),
-                reason: mismatch.to_string(),
-            },
-            ReadError::Io(source) => Error::Input {
-                path: config.input.display_path(),
-                source,
-            },
-        })?;
+        .map_err(|e| e.into_error(&config))?;
     Ok(plan::simulate(&config, &hosts, &past))
 }
 

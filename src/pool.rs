@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::Fetcher;
-use crate::input::{self, InputProgress, ReadError, Source};
+use crate::input::{self, InputProgress, Source};
 use crate::job::{Job, Next, Outcome};
 use crate::ledger::{Ledger, Past};
 use crate::limits::Limits;
@@ -247,16 +247,7 @@ pub async fn run_with<H: Handler>(
     // ends with the process.
     if !(interrupted || stopped_at.is_some()) || input_finished {
         if let Ok(Err(e)) = reader.join() {
-            return Err(match e {
-                ReadError::NotTheSameInput(mismatch) => Error::Resume {
-                    path: config.output.display_path(),
-                    reason: mismatch.to_string(),
-                },
-                ReadError::Io(source) => Error::Input {
-                    path: config.input.display_path(),
-                    source,
-                },
-            });
+            return Err(e.into_error(&config));
         }
     }
     let read = input_progress.jobs.load(Ordering::Relaxed);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ratefetch::units::{Quota, Rate};
 use ratefetch::Config;
-use support::binary::ratefetch_bin;
+use support::binary::{ratefetch_bin, ratefetch_command};
 use support::report::{assert_each_index_once, read_csv, run_lib, test_config};
 use support::server::{Arrival, Server};
 use support::windows::{check_rate, max_in_window};
@@ -347,14 +347,12 @@ fn quota_state_counts_a_killed_runs_sends_in_the_next_run() {
     let list = write_list(dir.path(), &lines);
     let report = dir.path().join("report.csv");
     let args = ["-r", "unlimited", "--quota", "10/3s", "--quota-state"];
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ratefetch"))
+    let mut child = ratefetch_command()
         .args(args)
         .arg(&state)
         .arg("-o")
         .arg(&report)
         .arg(&list)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -411,14 +409,12 @@ fn a_second_run_on_a_quota_state_in_use_is_refused() {
     let state = dir.path().join("quota.state");
     let lines: Vec<String> = (0..4).map(|i| server.url(&format!("/ok?{i}"))).collect();
     let list = write_list(dir.path(), &lines);
-    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("ratefetch"))
+    let mut first = ratefetch_command()
         .args(["-r", "unlimited", "--quota", "2/1h", "--quota-state"])
         .arg(&state)
         .arg("-o")
         .arg(dir.path().join("first.csv"))
         .arg(&list)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
