@@ -17,7 +17,9 @@ use crate::config::{
 };
 use crate::error::UsageError;
 use crate::extract::Extractor;
-use crate::units::{parse_duration, parse_quota, parse_rate, parse_size, Quota, Rate};
+use crate::units::{
+    parse_duration, parse_quota, parse_rate, parse_shard, parse_size, Quota, Rate, Shard,
+};
 
 /// Fetch a list of URLs as fast as a quota allows and never faster; write one CSV row per
 /// input line.
@@ -92,6 +94,12 @@ pub struct Cli {
     /// pause when they say nothing is left.
     #[arg(long)]
     pub ignore_ratelimit_headers: bool,
+
+    /// Take only part K of N of the input: the lines (or CSV rows) whose index i has
+    /// (i - 1) mod N = K - 1. N processes with 1/N … N/N cover a list exactly once; rows keep
+    /// the original index.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
 
     /// Whole-attempt timeout, body included (250ms, 30s, 2m).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
@@ -296,6 +304,7 @@ impl Cli {
                 (output != OutputTarget::Stdout, "--output"),
                 (self.resume, "--resume"),
                 (self.fields.is_some(), "--fields"),
+                (self.shard.is_some(), "--shard"),
             ];
             if let Some((_, what)) = clash.iter().find(|(given, _)| *given) {
                 return Err(UsageError::new(
@@ -359,6 +368,7 @@ impl Cli {
             budget: self.budget,
             quota_state: self.quota_state,
             ignore_ratelimit_headers: self.ignore_ratelimit_headers,
+            shard: self.shard,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             retries: self.retries,

@@ -153,6 +153,8 @@ pub struct Config {
     pub quota_state: Option<PathBuf>,
     /// `--ignore-ratelimit-headers`: do not follow the limits servers announce.
     pub ignore_ratelimit_headers: bool,
+    /// `--shard K/N`: only this part of the input (its other lines get no row).
+    pub shard: Option<crate::units::Shard>,
     /// Whole-attempt timeout, body included (`--timeout`).
     pub timeout: Duration,
     /// TCP (and TLS) connect timeout (`--connect-timeout`).
@@ -252,6 +254,7 @@ impl Default for Config {
             budget: None,
             quota_state: None,
             ignore_ratelimit_headers: false,
+            shard: None,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             retries: 2,

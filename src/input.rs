@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorKind, Failure};
 pub use crate::job::Job;
 pub use crate::progress::InputProgress;
 use crate::resume::{NotTheSameInput, Skip, Verdict};
+use crate::units::Shard;
 
 /// Lines longer than this are not URLs; they become `invalid_url` rows and only this many
 /// bytes of them are ever held in memory.
@@ -277,6 +278,8 @@ pub enum CsvInputError {
 pub struct Source {
     kind: SourceKind,
     pending: Arc<Mutex<Pending>>,
+    /// `--shard`: the other lines are passed over (they get no row).
+    shard: Option<Shard>,
 }
 
 enum SourceKind {
@@ -314,6 +317,7 @@ impl Source {
         Source {
             kind: SourceKind::Lines(LineReader::new(hooked)),
             pending,
+            shard: None,
         }
     }
 
@@ -372,6 +376,7 @@ impl Source {
             Source {
                 kind: SourceKind::Csv(rows),
                 pending,
+                shard: None,
             },
             passthrough,
         ))
@@ -383,6 +388,7 @@ impl Source {
         Source {
             kind: SourceKind::Jobs(jobs.into_iter()),
             pending,
+            shard: None,
         }
     }
 
@@ -396,11 +402,23 @@ impl Source {
 
     /// The next job; `None` at the end of the input.
     pub fn next_job(&mut self) -> io::Result<Option<Job>> {
-        match &mut self.kind {
-            SourceKind::Lines(lines) => lines.next_job(),
-            SourceKind::Csv(rows) => rows.next_job(),
-            SourceKind::Jobs(jobs) => Ok(jobs.next()),
+        loop {
+            let job = match &mut self.kind {
+                SourceKind::Lines(lines) => lines.next_job()?,
+                SourceKind::Csv(rows) => rows.next_job()?,
+                SourceKind::Jobs(jobs) => jobs.next(),
+            };
+            match (job, self.shard) {
+                (Some(job), Some(shard)) if !shard.takes(job.index) => continue,
+                (job, _) => return Ok(job),
+            }
         }
+    }
+
+    /// Only `shard`'s lines from now on (`--shard`).
+    pub fn with_shard(mut self, shard: Option<Shard>) -> Source {
+        self.shard = shard;
+        self
     }
 }
 

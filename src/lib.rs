@@ -189,5 +189,5 @@ async fn open_input(config: &Config) -> Result<(Source, Columns), Error> {
         Columns::of_run(config, &passthrough, config.fields.as_deref()).map_err(|e| match e {
             ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
         })?;
-    Ok((source, columns))
+    Ok((source.with_shard(config.shard), columns))
 }

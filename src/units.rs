@@ -123,6 +123,41 @@ impl fmt::Display for Quota {
     }
 }
 
+/// One part of a list split between processes (`--shard K/N`): the lines whose index i has
+/// (i − 1) mod N = K − 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which part, from 1.
+    pub k: u64,
+    /// Into how many parts.
+    pub n: u64,
+}
+
+impl Shard {
+    /// Whether the line (or CSV row) with this index is this shard's.
+    pub fn takes(self, index: u64) -> bool {
+        index.saturating_sub(1) % self.n == self.k - 1
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
+/// Parses SHARD: `K/N` with 1 ≤ K ≤ N.
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let bad = || format!("expected K/N with 1 ≤ K ≤ N, like 2/4, got {s:?}");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let k: u64 = k.trim().parse().map_err(|_| bad())?;
+    let n: u64 = n.trim().parse().map_err(|_| bad())?;
+    if k == 0 || k > n {
+        return Err(bad());
+    }
+    Ok(Shard { k, n })
+}
+
 /// Parses QUOTA: `N/WINDOW`, where WINDOW is a duration (`3s`, `15m`, `1h`, `1d`) or a bare
 /// unit (`s`, `m`, `h`, `d`: one of each). N is a whole number above 0.
 pub fn parse_quota(s: &str) -> Result<Quota, String> {
@@ -327,5 +362,19 @@ mod tests {
             let _ = parse_duration(&s);
             let _ = parse_quota(&s);
         }
+    }
+
+    #[test]
+    fn shards_cover_a_list_exactly_once() {
+        assert_eq!(parse_shard("2/4"), Ok(Shard { k: 2, n: 4 }));
+        for bad in ["0/4", "5/4", "4", "a/b", "1/0", ""] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+        let shards: Vec<Shard> = (1..=3).map(|k| Shard { k, n: 3 }).collect();
+        for i in 1..=30 {
+            let takers: Vec<u64> = shards.iter().filter(|s| s.takes(i)).map(|s| s.k).collect();
+            assert_eq!(takers, [(i - 1) % 3 + 1], "line {i}");
+        }
+        assert!(Shard { k: 1, n: 1 }.takes(7));
     }
 }
