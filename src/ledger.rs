@@ -159,17 +159,17 @@ impl Ledger {
         let retain = RETAIN.max(longest);
         let now = now.max(replayed.last);
         let sends = compact(replayed.sends, now, retain);
-        let mut text = String::with_capacity(64 + sends.len() * 40);
-        text.push_str(HEADER);
-        text.push('\n');
+        let mut text = Vec::with_capacity(64 + sends.len() * 40);
+        writeln!(text, "{HEADER}").expect("writing to a Vec");
         for (t, count, host) in &sends {
             match host.strip_prefix(HOST_ONLY) {
-                Some(host) => text.push_str(&format!("L {t} {count} {host}\n")),
-                None => text.push_str(&format!("B {t} {count} {host}\n")),
+                Some(host) => writeln!(text, "L {t} {count} {host}"),
+                None => writeln!(text, "B {t} {count} {host}"),
             }
+            .expect("writing to a Vec");
         }
-        text.push_str(&format!("E {now}\n"));
-        file.write_all(text.as_bytes())
+        writeln!(text, "E {now}").expect("writing to a Vec");
+        file.write_all(&text)
             .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::rename(&tmp, path))
             .and_then(|()| sync_dir(path))
@@ -221,11 +221,11 @@ impl Ledger {
         if need_run || need_host {
             let mut lines = std::mem::take(&mut o.buffer);
             if need_run {
-                lines.extend_from_slice(format!("R {t} {}\n", o.run_block).as_bytes());
+                writeln!(lines, "R {t} {}", o.run_block).expect("writing to a Vec");
             }
             if need_host {
                 let k = o.host_block.expect("checked");
-                lines.extend_from_slice(format!("H {t} {k} {host}\n").as_bytes());
+                writeln!(lines, "H {t} {k} {host}").expect("writing to a Vec");
             }
             if let Err(e) = o.file.write_all(&lines).and_then(|()| o.file.sync_data()) {
                 let why = format!("cannot write: {e}");
@@ -250,8 +250,8 @@ impl Ledger {
                 o.host_left.remove(host);
             }
         }
-        let line = format!("S {t} {host}\n");
-        o.buffer.extend_from_slice(line.as_bytes());
+        // Straight into the buffer: no string per request.
+        writeln!(o.buffer, "S {t} {host}").expect("writing to a Vec");
         if o.buffer.len() >= BUFFER_MAX {
             let lines = std::mem::take(&mut o.buffer);
             // Not synced: the blocks on disk already cover these sends.
@@ -273,7 +273,7 @@ impl Ledger {
         o.host_left.clear();
         let t = o.clock();
         let mut lines = std::mem::take(&mut o.buffer);
-        lines.extend_from_slice(format!("E {t}\n").as_bytes());
+        writeln!(lines, "E {t}").expect("writing to a Vec");
         o.file
             .write_all(&lines)
             .and_then(|()| o.file.sync_data())

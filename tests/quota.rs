@@ -180,6 +180,27 @@ fn run_bin(args: &[&str], list: &std::path::Path, report: &std::path::Path) -> (
     (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Starts the binary on `list` with `args` followed by `last` (a path), writing `report`, to be
+/// killed by the test.
+fn spawn_bin(
+    args: &[&str],
+    last: &std::path::Path,
+    list: &std::path::Path,
+    report: &std::path::Path,
+) -> std::process::Child {
+    ratefetch_command()
+        .args(args)
+        .arg(last)
+        .arg("-o")
+        .arg(report)
+        .arg(list)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting ratefetch")
+}
+
 fn write_list(dir: &std::path::Path, lines: &[String]) -> std::path::PathBuf {
     let path = dir.join("urls.txt");
     std::fs::write(&path, lines.join("\n")).unwrap();
@@ -347,17 +368,7 @@ fn quota_state_counts_a_killed_runs_sends_in_the_next_run() {
     let list = write_list(dir.path(), &lines);
     let report = dir.path().join("report.csv");
     let args = ["-r", "unlimited", "--quota", "10/3s", "--quota-state"];
-    let mut child = ratefetch_command()
-        .args(args)
-        .arg(&state)
-        .arg("-o")
-        .arg(&report)
-        .arg(&list)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting ratefetch");
+    let mut child = spawn_bin(&args, &state, &list, &report);
     // The first window is spent: the run waits for its next slot, and is killed there.
     let mut arrivals = server.wait_arrivals(10, Duration::from_secs(20));
     assert_eq!(arrivals.len(), 10);
@@ -409,17 +420,8 @@ fn a_second_run_on_a_quota_state_in_use_is_refused() {
     let state = dir.path().join("quota.state");
     let lines: Vec<String> = (0..4).map(|i| server.url(&format!("/ok?{i}"))).collect();
     let list = write_list(dir.path(), &lines);
-    let mut first = ratefetch_command()
-        .args(["-r", "unlimited", "--quota", "2/1h", "--quota-state"])
-        .arg(&state)
-        .arg("-o")
-        .arg(dir.path().join("first.csv"))
-        .arg(&list)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting ratefetch");
+    let args = ["-r", "unlimited", "--quota", "2/1h", "--quota-state"];
+    let mut first = spawn_bin(&args, &state, &list, &dir.path().join("first.csv"));
     // It holds the state while it waits for the hour.
     assert_eq!(server.wait_arrivals(2, Duration::from_secs(20)).len(), 2);
     let args = ["--quota-state", state.to_str().unwrap()];
