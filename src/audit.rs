@@ -2,7 +2,9 @@
 //! keep their limits? Reads `--log-requests` files, streaming: each log is sorted in a window
 //! of its `max_disorder_ms`, the logs are merged by send time, and each limit is checked on
 //! the merged stream — the rate as a GCRA conformance test (no window T holds more than
-//! B + R·T), each quota as an exact sliding count.
+//! B + R·T), each quota as an exact sliding count. A line with a `granted` time (a run with
+//! `--redis`) is checked at that time, Redis' clock, so logs of several machines do not depend
+//! on theirs.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -166,8 +168,10 @@ impl Reader {
         if self.line_no == 1 {
             return Err(self.bad("not a ratefetch request log (no header line)"));
         }
-        let t = v["t"]
+        // A grant's instant on Redis' clock (`--redis`) is one clock for every machine.
+        let t = v["granted"]
             .as_str()
+            .or_else(|| v["t"].as_str())
             .and_then(|t| humantime::parse_rfc3339(t).ok())
             .ok_or_else(|| self.bad("no send time"))?;
         let t = micros(t);

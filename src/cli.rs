@@ -95,6 +95,17 @@ pub struct Cli {
     #[arg(long)]
     pub ignore_ratelimit_headers: bool,
 
+    /// Keep the limits (--rate, --quota, per-host pace and quotas, cool-downs, Crawl-delays)
+    /// in this Redis, shared by every process that names it and the same --limit-key:
+    /// redis://HOST:PORT[/DB], rediss://…, redis+unix:///PATH.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// The name the shared limits are kept under in --redis; runs with other limits must
+    /// name another key.
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_LIMIT_KEY)]
+    pub limit_key: String,
+
     /// Take only part K of N of the input: the lines (or CSV rows) whose index i has
     /// (i - 1) mod N = K - 1. N processes with 1/N … N/N cover a list exactly once; rows keep
     /// the original index.
@@ -368,6 +379,8 @@ impl Cli {
             budget: self.budget,
             quota_state: self.quota_state,
             ignore_ratelimit_headers: self.ignore_ratelimit_headers,
+            redis: self.redis,
+            limit_key: self.limit_key,
             shard: self.shard,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,

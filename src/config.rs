@@ -153,6 +153,11 @@ pub struct Config {
     pub quota_state: Option<PathBuf>,
     /// `--ignore-ratelimit-headers`: do not follow the limits servers announce.
     pub ignore_ratelimit_headers: bool,
+    /// `--redis URL`: the rate-type limits are kept in this Redis, shared with every process
+    /// that names the same key.
+    pub redis: Option<String>,
+    /// `--limit-key NAME`: the name the shared limits are kept under.
+    pub limit_key: String,
     /// `--shard K/N`: only this part of the input (its other lines get no row).
     pub shard: Option<crate::units::Shard>,
     /// Whole-attempt timeout, body included (`--timeout`).
@@ -230,9 +235,38 @@ impl Config {
                 "needs a CSV input (a .csv path or --input-format csv)",
             ));
         }
+        if let Some(url) = &self.redis {
+            if self.quota_state.is_some() {
+                return Err(UsageError::new(
+                    "--quota-state",
+                    "cannot be used with --redis: Redis keeps the shared state",
+                ));
+            }
+            // Parsed here, connected to at the start of the run.
+            redis::Client::open(url.as_str())
+                .map_err(|e| UsageError::new("--redis", e.to_string()))?;
+            check_limit_key(&self.limit_key).map_err(|e| UsageError::new("--limit-key", e))?;
+        }
         Ok(())
     }
 }
+
+/// Checks a `--limit-key` name: it becomes a hash tag, so no braces; no spaces.
+fn check_limit_key(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 100 {
+        return Err("expected a name of 1 to 100 characters".into());
+    }
+    if name
+        .chars()
+        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{name:?} may not hold braces or spaces"));
+    }
+    Ok(())
+}
+
+/// The default `--limit-key`.
+pub const DEFAULT_LIMIT_KEY: &str = "ratefetch";
 
 /// The default User-Agent: `ratefetch/<version>`.
 pub const DEFAULT_USER_AGENT: &str = concat!("ratefetch/", env!("CARGO_PKG_VERSION"));
@@ -253,6 +287,8 @@ impl Default for Config {
             on_quota: OnQuota::Wait,
             budget: None,
             quota_state: None,
+            redis: None,
+            limit_key: DEFAULT_LIMIT_KEY.to_string(),
             ignore_ratelimit_headers: false,
             shard: None,
             timeout: Duration::from_secs(30),
@@ -348,5 +384,13 @@ mod tests {
             assert!(mode.quiet());
             assert_eq!(mode.grace(), Duration::from_secs(9));
         }
+    }
+
+    #[test]
+    fn a_limit_key_is_a_hash_tag_so_no_braces() {
+        assert!(check_limit_key("team-api").is_ok());
+        assert!(check_limit_key("a{b").is_err());
+        assert!(check_limit_key("a b").is_err());
+        assert!(check_limit_key("").is_err());
     }
 }

@@ -151,6 +151,15 @@ pub enum Error {
         /// Why, in one line.
         reason: String,
     },
+    /// The `--redis` server cannot be reached at start, or the shared limits cannot be
+    /// used (exit 1).
+    #[error("cannot use --redis {url}: {reason}")]
+    Redis {
+        /// The server's URL (its password hidden).
+        url: String,
+        /// Why, in one line.
+        reason: String,
+    },
     /// The HTTP client could not be built (a bad header value, exit 1).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),

@@ -15,6 +15,7 @@ use reqwest::header::{
 };
 use reqwest::{redirect, Client, Response, StatusCode};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::allowance::{Allowances, Wait};
@@ -28,6 +29,7 @@ use crate::reqlog::{Entry, RequestLog};
 use crate::retry::{self, Decision, Head, Step};
 use crate::robots::{self, Robots, Rules};
 use crate::schedule::{Scheduler, Ticket};
+use crate::shared::{Grant, Shared, SharedError};
 use crate::shutdown::Shutdown;
 
 /// Request headers that are not sent to another host after a redirect (as browsers and
@@ -98,7 +100,16 @@ pub struct Fetcher {
     log: Option<RequestLog>,
     /// The limits servers announce (off with `--ignore-ratelimit-headers`).
     allowances: Option<Allowances>,
+    /// `--redis`: every request takes a grant from the shared limits before it leaves.
+    shared: Option<Arc<Shared>>,
 }
+
+/// When a request left: the wall-clock time and, with `--redis`, the grant's instant on
+/// Redis' clock (for the request log).
+type Sent = Option<(SystemTime, Option<SystemTime>)>;
+
+/// How long a worker waits before it asks an unreachable Redis again: doubling up to this.
+const REDIS_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// What a step of a task leads to.
 enum RobotsStep {
@@ -117,6 +128,7 @@ impl Fetcher {
         limits: Arc<Limits>,
         scheduler: Scheduler,
         log: Option<RequestLog>,
+        shared: Option<Arc<Shared>>,
     ) -> Result<Fetcher, Error> {
         let client = build_client(&config)?;
         let sensitive = config
@@ -142,20 +154,114 @@ impl Fetcher {
             robots,
             log,
             allowances,
+            shared,
         })
+    }
+
+    /// The send time to log (`None` without `--log-requests`).
+    fn sent(&self, granted: Option<SystemTime>) -> Sent {
+        self.log.as_ref().map(|_| (SystemTime::now(), granted))
+    }
+
+    /// No request to `host` leaves for `wait` (a `Retry-After`, an announced limit): in this
+    /// process, and with `--redis` in every process that shares the limits.
+    fn cool_down(&self, host: &str, wait: Duration) {
+        self.scheduler.cool_down(host, wait);
+        if let Some(shared) = &self.shared {
+            let (shared, host) = (shared.clone(), host.to_string());
+            // Best effort: this process keeps the cool-down whatever Redis says.
+            tokio::spawn(async move { shared.cool_down(&host, wait).await });
+        }
+    }
+
+    /// With `--redis`: the grant for one request to `host`, waited for; returns its instant
+    /// on Redis' clock once the request may leave (`None` without `--redis`). A host that
+    /// must wait longer cools down here and the task goes back to its queue; a spent shared
+    /// `--quota` pauses the run (or stops it, under `--on-quota stop`). While Redis cannot be
+    /// reached, the worker asks again with a backoff and nothing is sent.
+    async fn shared_grant(
+        &self,
+        host: &str,
+        stop: &CancellationToken,
+    ) -> Result<Option<SystemTime>, Next> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let interval = self.scheduler.host_period(host);
+        let mut backoff = REDIS_BACKOFF.0;
+        loop {
+            let answer = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(Next::Stopped),
+                answer = shared.grant(host, interval) => answer,
+            };
+            if answer.is_ok() && backoff > REDIS_BACKOFF.0 {
+                // Redis answers again.
+                self.scheduler.notify(None);
+            }
+            match answer {
+                Ok(Grant::At { at, granted }) => {
+                    if shared.state_lost() && !self.config.quiet {
+                        eprintln!(
+                            "ratefetch: warning: the shared limits under --limit-key {} were \
+                             gone from Redis (a restart without persistence, or a flush): \
+                             their windows count again from now",
+                            shared.key()
+                        );
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Err(Next::Stopped),
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                    return Ok(Some(granted));
+                }
+                Ok(Grant::Host(wait)) => {
+                    self.scheduler.cool_down(host, wait);
+                    return Err(Next::Requeue);
+                }
+                Ok(Grant::Run { wait, quota }) => {
+                    let what =
+                        quota.map_or_else(|| "--quota".to_string(), |q| format!("--quota {q}"));
+                    let what = format!("{what} (shared in Redis)");
+                    if self.config.on_quota == OnQuota::Stop {
+                        self.scheduler
+                            .stop_at_limit(what, Some(SystemTime::now() + wait));
+                        return Err(Next::Stopped);
+                    }
+                    self.scheduler.pause(wait, what);
+                    return Err(Next::Requeue);
+                }
+                Err(e @ SharedError::Mismatch { .. }) => {
+                    self.scheduler.fail_shared(e.to_string());
+                    return Err(Next::Stopped);
+                }
+                Err(SharedError::Unreachable(why)) => {
+                    self.scheduler.notify(Some(format!(
+                        "waiting for Redis ({why}): nothing is sent until it answers"
+                    )));
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Err(Next::Stopped),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(REDIS_BACKOFF.1);
+                }
+            }
+        }
     }
 
     /// Logs a request sent at `sent` (with `--log-requests`).
     fn log(
         &self,
-        sent: Option<SystemTime>,
+        sent: Sent,
         host: &str,
         index: Option<u64>,
         attempt: u32,
         step: Option<&Step>,
         announced: Option<&Announced>,
     ) {
-        let (Some(log), Some(sent)) = (&self.log, sent) else {
+        let (Some(log), Some((sent, granted))) = (&self.log, sent) else {
             return;
         };
         let (status, error) = match step {
@@ -169,6 +275,7 @@ impl Fetcher {
         };
         log.record(Entry {
             sent,
+            granted,
             host: host.to_string(),
             index,
             attempt,
@@ -225,13 +332,17 @@ impl Fetcher {
             _ = shutdown.stop.cancelled() => return Next::Stopped,
             pass = self.limits.acquire() => pass,
         };
+        let granted = match self.shared_grant(host, &shutdown.stop).await {
+            Ok(granted) => granted,
+            Err(next) => return next,
+        };
         if !ticket.go() {
             // The host began to cool down while we waited: the token goes unused (a lost
             // token can only slow the run, never break the promise).
             return Next::Requeue;
         }
         let sent = Instant::now();
-        let sent_wall = self.log.as_ref().map(|_| SystemTime::now());
+        let sent_wall = self.sent(granted);
         let task = ticket.task_mut();
         if task.first_sent.is_none() {
             task.first_sent = Some(sent);
@@ -343,7 +454,7 @@ impl Fetcher {
             }
             Decision::CoolDown(wait) => {
                 // The whole host cools down, not only this job; the job waits in its queue.
-                self.scheduler.cool_down(host, wait);
+                self.cool_down(host, wait);
                 ticket.task_mut().hop = None;
                 Next::Requeue
             }
@@ -372,8 +483,7 @@ impl Fetcher {
                 Next::Stopped
             }
             Wait::Spent { until, .. } | Wait::Spread { until } => {
-                self.scheduler
-                    .cool_down(host, until.saturating_duration_since(now));
+                self.cool_down(host, until.saturating_duration_since(now));
                 Next::Requeue
             }
         }
@@ -413,7 +523,7 @@ impl Fetcher {
             return Some(Next::Stopped);
         }
         let wait = retry_after.unwrap_or(a.reset + crate::allowance::AFTER_RESET);
-        self.scheduler.cool_down(host, wait);
+        self.cool_down(host, wait);
         let task = ticket.task_mut();
         task.refused += 1;
         task.outcome.attempts -= 1;
@@ -501,10 +611,16 @@ impl Fetcher {
                     _ = shutdown.stop.cancelled() => return None,
                     pass = self.limits.acquire() => pass,
                 };
+                let granted = match self.shared_grant(&host, &shutdown.stop).await {
+                    Ok(granted) => granted,
+                    Err(Next::Stopped) => return None,
+                    // The host or the run waits: a new slot waits for it.
+                    Err(_) => continue,
+                };
                 if !slot.go() {
                     continue;
                 }
-                let sent_wall = self.log.as_ref().map(|_| SystemTime::now());
+                let sent_wall = self.sent(granted);
                 let deadline = Instant::now()
                     .checked_add(self.config.timeout)
                     .unwrap_or_else(far_future);

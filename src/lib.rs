@@ -47,6 +47,7 @@ mod resume;
 mod retry;
 mod robots;
 mod schedule;
+mod shared;
 mod shutdown;
 mod sink;
 
@@ -74,6 +75,8 @@ use sink::{Columns, ColumnsError, Sink};
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
     config.validate()?;
     let (source, columns) = open_input(&config).await?;
+    // Before the report is touched: a Redis that cannot be reached leaves it as it was.
+    let shared = shared::connect(&config).await?;
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),
@@ -113,7 +116,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             path: config.output.display_path(),
             source,
         })?;
-    pool::run(Arc::new(config), source, sink, skip, shutdown).await
+    pool::run(Arc::new(config), source, sink, skip, shared, shutdown).await
 }
 
 /// `--plan`: validates `config`, reads its input (skipping, with `--resume`, the jobs already

@@ -37,6 +37,7 @@ use crate::progress::{Progress, Summary};
 use crate::reqlog;
 use crate::resume::Skip;
 use crate::schedule::{Scheduler, Ticket};
+use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::sink::{self, Sink};
 
@@ -48,6 +49,7 @@ pub async fn run(
     input: Source,
     sink: Sink,
     skip: Option<Skip>,
+    shared: Option<Arc<Shared>>,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
@@ -82,6 +84,7 @@ pub async fn run(
         limits,
         scheduler.clone(),
         log,
+        shared,
     )?);
     let summary = run_with(
         config.clone(),
@@ -164,17 +167,18 @@ pub async fn run_with<H: Handler>(
     );
     let feeder = tokio::spawn(feed(batch_rx, scheduler.clone(), input_progress.clone()));
     // The progress line says when a quota holds the whole run back, and until when.
-    let waits = (!config.quiet && !config.quotas.is_empty()).then(|| {
-        let scheduler = scheduler.clone();
-        let input_progress = input_progress.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                input_progress.set_waiting(scheduler.waiting());
-            }
-        })
-    });
+    let waits =
+        (!config.quiet && (!config.quotas.is_empty() || config.redis.is_some())).then(|| {
+            let scheduler = scheduler.clone();
+            let input_progress = input_progress.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    input_progress.set_waiting(scheduler.waiting());
+                }
+            })
+        });
     let (out_tx, sink) = sink::spawn(
         sink,
         Progress::new(config.quiet),
@@ -228,6 +232,10 @@ pub async fn run_with<H: Handler>(
         path: config.output.display_path(),
         source,
     })?;
+    if let Some(why) = scheduler.shared_error() {
+        let url = crate::shared::display_url(config.redis.as_deref().unwrap_or_default());
+        return Err(Error::Redis { url, reason: why });
+    }
     if let Some(why) = scheduler.ledger_error() {
         let path = config.quota_state.clone().unwrap_or_default();
         return Err(Error::QuotaState { path, reason: why });

@@ -15,6 +15,9 @@
 //!  "ratelimit":{"remaining":4999,"reset_ms":3599000,"limit":5000,"bucket":"core"}}
 //! ```
 //!
+//! With `--redis`, `granted` is the instant the shared limits granted the request, on Redis'
+//! clock (the header names the `limit_key`); `ratefetch audit` checks at that time.
+//!
 //! `ratelimit` is what the response announced (`announce`), when it did and the run follows
 //! announced limits.
 //!
@@ -46,6 +49,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 pub struct Entry {
     /// Wall-clock send time.
     pub sent: SystemTime,
+    /// With `--redis`: the grant's instant on Redis' clock (`granted` in the line).
+    pub granted: Option<SystemTime>,
     pub host: String,
     /// The job's index; `None` for robots.txt.
     pub index: Option<u64>,
@@ -141,7 +146,7 @@ fn header(config: &Config) -> Value {
     let rate = |r: Rate| r.per_second().map(|_| r.to_string());
     let quotas = |qs: &[crate::units::Quota]| qs.iter().map(|q| q.to_string()).collect::<Vec<_>>();
     let disorder = config.timeout.saturating_add(Duration::from_secs(1));
-    json!({
+    let mut header = json!({
         "ratefetch_log": VERSION,
         "started": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
         "max_disorder_ms": u64::try_from(disorder.as_millis()).unwrap_or(u64::MAX),
@@ -152,7 +157,11 @@ fn header(config: &Config) -> Value {
             "per_host_rate": rate(config.per_host_rate),
             "per_host_quotas": quotas(&config.per_host_quotas),
         },
-    })
+    });
+    if config.redis.is_some() {
+        header["limit_key"] = config.limit_key.as_str().into();
+    }
+    header
 }
 
 /// One entry as a JSON line.
@@ -162,6 +171,12 @@ fn encode(out: &mut Vec<u8>, e: &Entry) {
         "host": e.host,
     });
     let map = v.as_object_mut().expect("an object");
+    if let Some(g) = e.granted {
+        map.insert(
+            "granted".into(),
+            humantime::format_rfc3339_micros(g).to_string().into(),
+        );
+    }
     match e.index {
         Some(i) => {
             map.insert("index".into(), i.into());
@@ -207,6 +222,7 @@ mod tests {
             &mut out,
             &Entry {
                 sent,
+                granted: None,
                 host: "a.example".into(),
                 index: Some(3),
                 attempt: 2,
@@ -225,6 +241,7 @@ mod tests {
             &mut out,
             &Entry {
                 sent,
+                granted: None,
                 host: "a.example".into(),
                 index: Some(4),
                 attempt: 1,

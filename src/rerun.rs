@@ -111,6 +111,7 @@ pub async fn retry_failed(
     }
     let retried = jobs.len() as u64;
 
+    let shared = crate::shared::connect(&config).await?;
     // The run writes its rows to a side file, read back below.
     let side = sibling(report, "retry");
     let sink = Sink::new(
@@ -126,7 +127,15 @@ pub async fn retry_failed(
         path: side.clone(),
         source,
     })?;
-    let run = pool::run(Arc::new(config), Source::jobs(jobs), sink, None, shutdown).await;
+    let run = pool::run(
+        Arc::new(config),
+        Source::jobs(jobs),
+        sink,
+        None,
+        shared,
+        shutdown,
+    )
+    .await;
     let fresh = read_rows(&side, at(Std::Index));
     let _ = std::fs::remove_file(&side);
     let run = run?;

@@ -165,6 +165,14 @@ struct State {
     stopped: Option<QuotaStop>,
     /// The `--quota-state` could not be written: the run stopped, sending nothing more.
     ledger_error: Option<String>,
+    /// The shared limits (`--redis`) cannot be used any more: the run stopped.
+    shared_error: Option<String>,
+    /// Nothing of the run is dispatched before this (a `--quota` spent, as the shared limits
+    /// in Redis say), and what it waits for.
+    paused_until: Option<Instant>,
+    paused_for: Option<String>,
+    /// What the run waits for that the scheduler does not know of (Redis unreachable).
+    notice: Option<String>,
 }
 
 /// A host's queue and limits.
@@ -405,14 +413,28 @@ impl Scheduler {
     }
 
     /// What the run waits for, when its `--quota`s hold every dispatch back: "waiting for
-    /// --quota 5000/1h: next slot at …" (for the progress line).
+    /// --quota 5000/1h: next slot at …" (for the progress line); or a notice (`notify`).
     pub fn waiting(&self) -> Option<String> {
         let inner = &*self.inner;
         let mut s = inner.lock();
-        if !s.quota_blocked || s.closed {
+        if s.closed {
             return None;
         }
+        if let Some(notice) = &s.notice {
+            return Some(notice.clone());
+        }
         let now = Instant::now();
+        if let (Some(until), Some(what)) = (s.paused_until, &s.paused_for) {
+            if until > now {
+                return Some(format!(
+                    "waiting for {what}: next slot at {}",
+                    quota::slot_time(wall_clock(until))
+                ));
+            }
+        }
+        if !s.quota_blocked {
+            return None;
+        }
         let pending = s.pending;
         match quota::free_at(&mut s.quotas, now, pending) {
             Some((at, Some(q))) if at > now => Some(format!(
@@ -421,6 +443,56 @@ impl Scheduler {
             )),
             _ => None,
         }
+    }
+
+    /// Sets (or with `None` clears) what the progress line says the run waits for, when it
+    /// is something the scheduler does not see (Redis unreachable).
+    pub fn notify(&self, notice: Option<String>) {
+        let mut s = self.inner.lock();
+        if s.notice != notice {
+            s.notice = notice;
+        }
+    }
+
+    /// Dispatches nothing for `wait` from now (a `--quota` spent, as the shared limits say;
+    /// `what` names it for the progress line). Only ever extends a pause.
+    pub fn pause(&self, wait: Duration, what: String) {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        let until = Instant::now() + wait;
+        if s.paused_until.is_some_and(|p| p >= until) {
+            return;
+        }
+        s.paused_until = Some(until);
+        s.paused_for = Some(what);
+        inner.arm(&mut s, until, Due::Quota);
+    }
+
+    /// The least time between two requests to `host`: its `--per-host-rate` period or its
+    /// Crawl-delay, whichever is longer (zero for none).
+    pub fn host_period(&self, host: &str) -> Duration {
+        let inner = &*self.inner;
+        let period = inner.period.unwrap_or_default();
+        let s = inner.lock();
+        s.hosts
+            .get(host)
+            .map_or(period, |h| period.max(h.min_period))
+    }
+
+    /// Stops the run because the shared limits cannot be used any more (`why`, one line):
+    /// nothing more is sent, and the run fails.
+    pub fn fail_shared(&self, why: String) {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        s.shared_error.get_or_insert(why);
+        if !s.closed {
+            inner.end(&mut s);
+        }
+    }
+
+    /// Why the run must fail, if the shared limits could not be used.
+    pub fn shared_error(&self) -> Option<String> {
+        self.inner.lock().shared_error.clone()
     }
 
     /// Keeps an entry for `host` for `wait` from now (it announced a limit): its tasks queue
@@ -568,7 +640,10 @@ impl Scheduler {
                         inner.stop_now(&mut s, format!("--budget {budget}"), None);
                         return None;
                     }
-                    _ => inner.quota_gate(&mut s, now),
+                    _ => match s.paused_until {
+                        Some(until) if until > now => Gate::Until(until),
+                        _ => inner.quota_gate(&mut s, now),
+                    },
                 };
                 if !inner.track && !s.hosts.contains_key(host) {
                     match quotas {
@@ -693,7 +768,7 @@ impl Inner {
     fn may_read(&self, s: &State) -> bool {
         !s.input_done
             && (s.gated
-                || (s.waiting > 0 && !s.quota_blocked)
+                || (s.waiting > 0 && !s.quota_blocked && s.paused_until.is_none())
                 || (s.in_memory < self.lookahead && s.spilled == 0))
     }
 
@@ -940,6 +1015,12 @@ impl Inner {
         if s.gated || (self.quotas && !self.quotas_open(s, Instant::now())) {
             return None;
         }
+        if let Some(until) = s.paused_until {
+            if until > Instant::now() {
+                return None;
+            }
+            s.paused_until = None;
+        }
         for _ in 0..2 {
             s.free_first = !s.free_first;
             let found = if !s.free_first {
@@ -1051,6 +1132,11 @@ impl Inner {
                         }
                         if s.quota_blocked && self.quotas_open(&mut s, now) {
                             woken += s.waiting.max(1);
+                        }
+                        if s.paused_until.is_some_and(|p| p <= now) {
+                            s.paused_until = None;
+                            woken += s.waiting.max(1);
+                            self.wake_feeder(&mut s);
                         }
                     }
                 }

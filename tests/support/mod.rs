@@ -8,6 +8,7 @@
 pub mod announcing;
 pub mod binary;
 pub mod raw;
+pub mod redis_server;
 pub mod report;
 pub mod server;
 pub mod windows;

@@ -1,0 +1,521 @@
+//! Shared limits (`--redis URL`, `--limit-key NAME`): the run's rate-type limits kept in
+//! Redis, so that any number of processes, on any machines, that name the same Redis and key
+//! obey them together.
+//!
+//! - **One script per grant.** Before a request leaves, its worker runs one Lua script
+//!   (`GRANT`, by EVALSHA) that checks, with Redis' own clock (`TIME`, not the clients'
+//!   clocks, which drift), the global `--rate`/`--burst` (GCRA), every `--quota` (an exact
+//!   sliding count), and the host's limits: its pace (`--per-host-rate`, a robots.txt
+//!   Crawl-delay), its `--per-host-quota`s and its cool-down (`Retry-After`, a limit the
+//!   server announced). It answers when the request may leave and counts it there in every
+//!   limit at once; the worker sleeps until then and sends. No polling loop.
+//! - **Waits that would hold a worker go back to the scheduler.** A grant more than `HOLD`
+//!   away is not taken: a host that must wait cools down locally until its slot (its jobs
+//!   wait in its queue, holding no worker), and a spent `--quota` pauses the whole run until
+//!   its next slot. Only the global rate's wait stays in the worker, as it does for the local
+//!   token: it is bounded by the workers of all processes, each holding at most one grant.
+//! - **Reservations count.** A grant may lie a little in the future. A window check counts
+//!   every grant after `t − W` (later ones included), so a request placed before a reserved
+//!   one can never make a window hold too many; this only ever holds a request back.
+//! - **Keys.** Every key of one `--limit-key NAME` carries the hash tag `{NAME}`, so all of
+//!   them live in one Redis Cluster slot and one script may touch them. Each expires when
+//!   nothing in it can matter any more (its window, its pace or its cool-down is over).
+//! - **The limits are stored with the key** (`{NAME}:limits`): a process whose limits differ
+//!   is refused (`SharedError::Mismatch`), not silently mixed in.
+//! - **Fail closed.** Without a grant nothing is sent. A grant that fails (Redis went away)
+//!   is asked again with a backoff by the caller (`fetch`); the connection manager
+//!   reconnects. A grant whose answer was lost counted a request that was not sent: the safe
+//!   side.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+use tokio::time::Instant;
+
+use crate::config::{Config, OnQuota};
+use crate::error::{Error, UsageError};
+use crate::units::{Quota, Rate};
+
+/// A grant at most this far away is waited for in the worker; a later one sends the job back
+/// to the scheduler until its slot.
+pub const HOLD: Duration = Duration::from_millis(20);
+
+/// How long a command may take before the connection counts as lost.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The grant: checks every limit at once with Redis' clock, and counts the request in each
+/// when it is granted. All times are microseconds since the epoch on Redis' clock.
+///
+/// KEYS: limits, rate, host (its last grant), cool (its cool-down), the `--quota`s, the
+/// host's `--per-host-quota`s.
+/// ARGV: limits text, hold, rate period, rate tolerance ((burst − 1)·period), host interval,
+/// stop at a spent quota (1/0), a unique member, the limits key's lifetime (ms), the number
+/// of quotas, of host quotas, then (limit, window) for each quota and host quota.
+///
+/// Answers `{0, wait, at, fresh}` granted (`fresh`: the limits key was gone, the state was
+/// lost or is new), `{1, wait}` the host must wait, `{2, wait, quota}` the run must wait
+/// (the 1-based quota that binds), `{-1}` the key holds other limits.
+const GRANT: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local function int(x) return string.format('%d', x) end
+local fresh = 0
+local stored = redis.call('GET', KEYS[1])
+if not stored then
+  fresh = 1
+elseif stored ~= ARGV[1] then
+  return {-1}
+end
+local hold = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local tau = tonumber(ARGV[4])
+local interval = tonumber(ARGV[5])
+local stop = ARGV[6] == '1'
+local nq = tonumber(ARGV[9])
+local nh = tonumber(ARGV[10])
+-- The earliest instant from now at which a window of n per w admits one more request:
+-- every grant after t - w counts, reserved ones too.
+local function free_at(key, n, w)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now - w))
+  local count = redis.call('ZCARD', key)
+  if count < n then return now end
+  local e = redis.call('ZRANGE', key, int(count - n), int(count - n), 'WITHSCORES')
+  return math.max(now, tonumber(e[2]) + w)
+end
+local host_at = now
+if interval > 0 then
+  local last = redis.call('GET', KEYS[3])
+  if last then host_at = math.max(host_at, tonumber(last) + interval) end
+end
+local cool = redis.call('GET', KEYS[4])
+if cool then host_at = math.max(host_at, tonumber(cool)) end
+for i = 1, nh do
+  local a = 11 + 2 * (nq + i - 1)
+  host_at = math.max(host_at, free_at(KEYS[4 + nq + i], tonumber(ARGV[a]), tonumber(ARGV[a + 1])))
+end
+if host_at > now + hold then return {1, host_at - now} end
+local run_at, binds = now, 0
+for i = 1, nq do
+  local a = 11 + 2 * (i - 1)
+  local t = free_at(KEYS[4 + i], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+  if t > run_at then run_at, binds = t, i end
+end
+if run_at > now + hold or (stop and run_at > now) then return {2, run_at - now, binds} end
+local at = math.max(host_at, run_at)
+local tat = now
+if period > 0 then
+  local v = redis.call('GET', KEYS[2])
+  if v then tat = math.max(tat, tonumber(v)) end
+  at = math.max(at, tat - tau)
+  local next_tat = math.max(tat, at) + period
+  redis.call('SET', KEYS[2], int(next_tat), 'PX', int(math.floor((next_tat - now) / 1000) + 1000))
+end
+if interval > 0 then
+  redis.call('SET', KEYS[3], int(at), 'PX', int(math.floor((at + interval - now) / 1000) + 1000))
+end
+for i = 1, nq + nh do
+  local a = 11 + 2 * (i - 1)
+  redis.call('ZADD', KEYS[4 + i], int(at), ARGV[7])
+  redis.call('PEXPIRE', KEYS[4 + i], int(math.floor((at + tonumber(ARGV[a + 1]) - now) / 1000) + 1000))
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[8])
+return {0, at - now, at, fresh}
+";
+
+/// A cool-down of one host, for every process: no grant for it before `TIME + ARGV[1]` µs.
+/// Only ever extends one.
+const COOL: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local wait = tonumber(ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or tonumber(cur) < now + wait then
+  redis.call('SET', KEYS[1], string.format('%d', now + wait), 'PX',
+    string.format('%d', math.floor(wait / 1000) + 1000))
+end
+return 0
+";
+
+/// The answer to a grant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grant {
+    /// Send at `at`; `granted` is that instant on Redis' clock (for the request log).
+    At { at: Instant, granted: SystemTime },
+    /// The host may not send for this long (its pace, quota or cool-down, shared).
+    Host(Duration),
+    /// Nothing of the run may leave for this long: `quota` is spent (shared).
+    Run {
+        wait: Duration,
+        quota: Option<Quota>,
+    },
+}
+
+/// Why a grant could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SharedError {
+    /// Redis did not answer (or answered with an error): ask again later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The key holds other limits now (it expired and another run took it).
+    #[error("the limits under --limit-key {key:?} changed to {stored}")]
+    Mismatch { key: String, stored: String },
+}
+
+/// The shared limits of one run. Shared by the workers behind an `Arc`.
+pub struct Shared {
+    conn: ConnectionManager,
+    grant: Script,
+    cool: Script,
+    /// `{NAME}`: the hash tag every key starts with.
+    prefix: String,
+    key: String,
+    limits: String,
+    /// The keys that do not depend on the host: limits, rate, the quotas.
+    limits_key: String,
+    rate_key: String,
+    quota_keys: Vec<String>,
+    period_us: u64,
+    tau_us: u64,
+    quotas: Vec<Quota>,
+    host_quotas: Vec<Quota>,
+    stop_at_quota: bool,
+    /// What is the same in every grant: the window arguments, the limits key's lifetime.
+    windows: Vec<u64>,
+    limits_ttl_ms: u64,
+    /// Makes each grant's member unique: this process, and a count.
+    id: String,
+    seq: AtomicU64,
+    /// Set once the state was found lost (warned once).
+    forgot: AtomicBool,
+}
+
+/// The limits of `config` as stored with the key: the same text for the same limits.
+pub fn limits_text(config: &Config) -> String {
+    let rate = |r: Rate| match r.period() {
+        None => "unlimited".to_string(),
+        Some(p) => format!("1/{}us", p.as_micros()),
+    };
+    let quotas = |qs: &[Quota]| {
+        if qs.is_empty() {
+            return "none".to_string();
+        }
+        let qs: Vec<String> = qs.iter().map(Quota::to_string).collect();
+        qs.join(",")
+    };
+    format!(
+        "rate {} burst {}; quotas {}; per-host-rate {}; per-host-quotas {}",
+        rate(config.rate),
+        config.burst,
+        quotas(&config.quotas),
+        rate(config.per_host_rate),
+        quotas(&config.per_host_quotas),
+    )
+}
+
+/// A URL fit for messages: its password, if any, hidden.
+pub fn display_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// With `--redis`: connects (`Shared::connect`) and prints its warning, if any, on stderr.
+pub async fn connect(config: &Config) -> Result<Option<Arc<Shared>>, Error> {
+    if config.redis.is_none() {
+        return Ok(None);
+    }
+    let (shared, warning) = Shared::connect(config).await?;
+    if let (Some(w), false) = (warning, config.quiet) {
+        eprintln!("ratefetch: warning: {w}");
+    }
+    Ok(Some(Arc::new(shared)))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Shared {
+    /// Connects to `config.redis` (retrying until `config.connect_timeout` has passed),
+    /// claims `config.limit_key` for the run's limits, and returns the shared limits with a
+    /// warning to print when the server keeps nothing on disk.
+    pub async fn connect(config: &Config) -> Result<(Shared, Option<String>), Error> {
+        let url = config.redis.as_deref().expect("called with --redis");
+        let unreachable = |reason: String| Error::Redis {
+            url: display_url(url),
+            reason,
+        };
+        let client = Client::open(url).map_err(|e| UsageError::new("--redis", e.to_string()))?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout.min(RESPONSE_TIMEOUT * 5)))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let deadline = Instant::now() + config.connect_timeout;
+        let mut backoff = Duration::from_millis(50);
+        let mut conn = loop {
+            match ConnectionManager::new_with_config(client.clone(), settings.clone()).await {
+                Ok(conn) => break conn,
+                Err(e) if Instant::now() + backoff >= deadline => {
+                    return Err(unreachable(format!(
+                        "no answer within {} ({e})",
+                        humantime::format_duration(config.connect_timeout)
+                    )))
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        let shared = Shared::new(config, conn.clone());
+        // Claim the key for these limits, or find whose it is.
+        let (_, stored): (Option<String>, String) = redis::pipe()
+            .cmd("SET")
+            .arg(&shared.limits_key)
+            .arg(&shared.limits)
+            .arg("NX")
+            .arg("PX")
+            .arg(shared.limits_ttl_ms)
+            .cmd("GET")
+            .arg(&shared.limits_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if stored != shared.limits {
+            return Err(Error::Usage(UsageError::new(
+                "--limit-key",
+                format!(
+                    "{:?} holds other limits in Redis ({stored}); this run's are ({}): run with \
+                     the same limits, or name another key",
+                    shared.key, shared.limits
+                ),
+            )));
+        }
+        shared
+            .grant
+            .load_async(&mut conn)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        shared
+            .cool
+            .load_async(&mut conn)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let warning = persistence_warning(&mut conn, url).await;
+        Ok((shared, warning))
+    }
+
+    fn new(config: &Config, conn: ConnectionManager) -> Shared {
+        let key = config.limit_key.clone();
+        let prefix = format!("{{{key}}}");
+        let period = config.rate.period().unwrap_or_default();
+        let tau = period * (config.burst.get() - 1);
+        let windows: Vec<u64> = config
+            .quotas
+            .iter()
+            .chain(&config.per_host_quotas)
+            .flat_map(|q| [q.limit, micros(q.window)])
+            .collect();
+        let longest = config
+            .quotas
+            .iter()
+            .chain(&config.per_host_quotas)
+            .map(|q| q.window)
+            .chain([
+                period * config.burst.get(),
+                config.per_host_rate.period().unwrap_or_default(),
+            ])
+            .max()
+            .unwrap_or_default();
+        let limits_ttl_ms = u64::try_from(longest.as_millis())
+            .unwrap_or(u64::MAX / 2)
+            .saturating_add(60_000);
+        Shared {
+            conn,
+            grant: Script::new(GRANT),
+            cool: Script::new(COOL),
+            limits_key: format!("{prefix}:limits"),
+            rate_key: format!("{prefix}:rate"),
+            quota_keys: (1..=config.quotas.len())
+                .map(|i| format!("{prefix}:quota:{i}"))
+                .collect(),
+            prefix,
+            key,
+            limits: limits_text(config),
+            period_us: micros(period),
+            tau_us: micros(tau),
+            quotas: config.quotas.clone(),
+            host_quotas: config.per_host_quotas.clone(),
+            stop_at_quota: config.on_quota == OnQuota::Stop,
+            windows,
+            limits_ttl_ms,
+            id: format!("{:016x}", fastrand::u64(..)),
+            seq: AtomicU64::new(0),
+            forgot: AtomicBool::new(false),
+        }
+    }
+
+    /// The `--limit-key` name.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Asks for a grant for one request to `host`, whose requests leave at least `interval`
+    /// apart (its `--per-host-rate` period or Crawl-delay; zero for none). One round trip.
+    pub async fn grant(&self, host: &str, interval: Duration) -> Result<Grant, SharedError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut call = self.grant.prepare_invoke();
+        call.key(&self.limits_key)
+            .key(&self.rate_key)
+            .key(format!("{}:host:{host}", self.prefix))
+            .key(format!("{}:cool:{host}", self.prefix));
+        for key in &self.quota_keys {
+            call.key(key);
+        }
+        for i in 1..=self.host_quotas.len() {
+            call.key(format!("{}:host-quota:{i}:{host}", self.prefix));
+        }
+        call.arg(&self.limits)
+            .arg(micros(HOLD))
+            .arg(self.period_us)
+            .arg(self.tau_us)
+            .arg(micros(interval))
+            .arg(u8::from(self.stop_at_quota))
+            .arg(format!("{}:{seq}", self.id))
+            .arg(self.limits_ttl_ms)
+            .arg(self.quotas.len())
+            .arg(self.host_quotas.len())
+            .arg(&self.windows);
+        let mut conn = self.conn.clone();
+        let answer: Vec<i64> = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| SharedError::Unreachable(e.to_string()))?;
+        let received = Instant::now();
+        let us =
+            |i: usize| Duration::from_micros(answer.get(i).copied().unwrap_or(0).max(0) as u64);
+        match answer.first() {
+            Some(0) => {
+                if answer.get(3) == Some(&1) {
+                    self.forgot.store(true, Ordering::Relaxed);
+                }
+                Ok(Grant::At {
+                    at: received + us(1),
+                    granted: UNIX_EPOCH + us(2),
+                })
+            }
+            Some(1) => Ok(Grant::Host(us(1))),
+            Some(2) => {
+                let quota = usize::try_from(answer.get(2).copied().unwrap_or(0))
+                    .ok()
+                    .and_then(|i| i.checked_sub(1))
+                    .and_then(|i| self.quotas.get(i).copied());
+                Ok(Grant::Run { wait: us(1), quota })
+            }
+            Some(-1) => {
+                let stored: Option<String> = redis::cmd("GET")
+                    .arg(&self.limits_key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(None);
+                Err(SharedError::Mismatch {
+                    key: self.key.clone(),
+                    stored: stored.unwrap_or_default(),
+                })
+            }
+            _ => Err(SharedError::Unreachable(format!(
+                "an unexpected answer from the grant script: {answer:?}"
+            ))),
+        }
+    }
+
+    /// Tells every process that `host` may not be sent to for `wait` from now (a
+    /// `Retry-After`, a limit it announced).
+    pub async fn cool_down(&self, host: &str, wait: Duration) -> Result<(), SharedError> {
+        let mut conn = self.conn.clone();
+        self.cool
+            .key(format!("{}:cool:{host}", self.prefix))
+            .arg(micros(wait))
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| SharedError::Unreachable(e.to_string()))
+    }
+
+    /// Whether a grant found the shared state gone (a Redis restart without persistence, or
+    /// a flush) since the last call; true once per loss.
+    pub fn state_lost(&self) -> bool {
+        self.forgot.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// A warning when the server keeps nothing on disk (no AOF, no RDB snapshots): a restart
+/// then forgets every count. `None` when it persists, or when it does not say (`CONFIG` may
+/// be disabled on managed servers).
+async fn persistence_warning(conn: &mut ConnectionManager, url: &str) -> Option<String> {
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(conn)
+        .await
+        .ok()?;
+    let aof = config.get(1).is_some_and(|v| v == "yes");
+    let save: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("save")
+        .query_async(conn)
+        .await
+        .ok()?;
+    let rdb = save.get(1).is_some_and(|v| !v.trim().is_empty());
+    (!aof && !rdb).then(|| {
+        format!(
+            "the Redis at {} keeps nothing on disk (appendonly no, no save): if it restarts, \
+             the shared quota counts start again (turn on appendonly for quotas)",
+            display_url(url)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limits_text_names_every_limit_and_differs_when_one_does() {
+        let config = Config {
+            rate: Rate::Every(Duration::from_millis(10)),
+            quotas: vec![crate::units::parse_quota("5000/h").unwrap()],
+            ..Config::default()
+        };
+        let text = limits_text(&config);
+        assert_eq!(
+            text,
+            "rate 1/10000us burst 1; quotas 5000/1h; per-host-rate unlimited; per-host-quotas none"
+        );
+        let other = Config {
+            per_host_rate: Rate::Every(Duration::from_secs(1)),
+            ..config
+        };
+        assert_ne!(limits_text(&other), text);
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_not_shown() {
+        assert_eq!(
+            display_url("redis://user:secret@10.0.0.1:6379/0"),
+            "redis://user:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            display_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! Shared limits (`--redis`, `--limit-key`): processes that name the same Redis and key obey
+//! the limits together, checked at the server over the union of their requests. Every test
+//! starts a real `redis-server` of its own (`support::redis_server`).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::binary::{ratefetch_bin, ratefetch_command};
+use support::redis_server::{available, Redis};
+use support::report::read_csv;
+use support::server::{Arrival, Server};
+use support::windows::{check_rate, max_in_window};
+
+/// Arrival-time noise allowed on top of the promise.
+const TOLERANCE: Duration = Duration::from_millis(10);
+
+fn times(arrivals: &[Arrival]) -> Vec<Instant> {
+    arrivals.iter().map(|a| a.at).collect()
+}
+
+fn write_list(path: &Path, urls: &[String]) {
+    std::fs::write(path, urls.join("\n") + "\n").unwrap();
+}
+
+/// Starts ratefetch with `args` (stderr kept, to show on failure).
+fn spawn(args: &[&str]) -> Child {
+    ratefetch_command()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting ratefetch")
+}
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().expect("waiting for ratefetch")
+}
+
+fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_rate(arrivals: &[Arrival], rate: f64, burst: u32, what: &str) {
+    let check = check_rate(&times(arrivals), rate, burst, TOLERANCE);
+    assert!(
+        check.held,
+        "{what}: {} requests within {:?}, the promise allows {:.2} (rate {rate}/s, burst {burst})",
+        check.worst_count, check.worst_span, check.allowed
+    );
+}
+
+#[test]
+fn four_processes_on_one_key_keep_the_rate_together_at_the_server() {
+    if !available("four_processes_on_one_key_keep_the_rate_together_at_the_server") {
+        return;
+    }
+    let redis = Redis::start();
+    let server = Server::start_on([127, 0, 0, 85]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let urls: Vec<String> = (1..=160).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    write_list(&list, &urls);
+    let url = redis.url();
+    let runs: Vec<(Child, std::path::PathBuf)> = (1..=4)
+        .map(|k| {
+            let report = dir.path().join(format!("part{k}.csv"));
+            let log = dir.path().join(format!("part{k}.log"));
+            let shard = format!("{k}/4");
+            let child = spawn(&[
+                "-q",
+                "-r",
+                "100/s",
+                "-c",
+                "4",
+                "--redis",
+                &url,
+                "--shard",
+                &shard,
+                "--log-requests",
+                log.to_str().unwrap(),
+                "-o",
+                report.to_str().unwrap(),
+                list.to_str().unwrap(),
+            ]);
+            (child, report)
+        })
+        .collect();
+    let mut rows = 0;
+    for (child, report) in runs {
+        assert_exit(&finish(child), 0, "a process sharing the limit");
+        let part = read_csv(&report);
+        assert!(part.iter().all(|r| r.get("status") == "200"));
+        rows += part.len();
+    }
+    assert_eq!(rows, 160, "every line has its row in one of the parts");
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 160, "each URL fetched once");
+    // Alone, each process would send at 100/s: together 400/s.
+    assert_rate(&arrivals, 100.0, 1, "the union of four processes");
+
+    // The logs, audited together at the grants' times on Redis' clock, hold the limit; a
+    // stricter rate than the one shared does not.
+    let logs: Vec<String> = (1..=4)
+        .map(|k| {
+            let log = dir.path().join(format!("part{k}.log"));
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(
+                text.lines().skip(1).all(|l| l.contains("\"granted\":")),
+                "each request's line carries its grant time"
+            );
+            log.to_str().unwrap().to_string()
+        })
+        .collect();
+    let audit = ratefetch_bin()
+        .arg("audit")
+        .args(&logs)
+        .output()
+        .expect("running the audit");
+    assert_exit(&audit, 0, "the audit of the four logs");
+    let strict = ratefetch_bin()
+        .arg("audit")
+        .args(&logs)
+        .args(["--rate", "80/s"])
+        .output()
+        .expect("running the audit");
+    assert_exit(&strict, 1, "the audit against a stricter rate");
+}
+
+#[test]
+fn a_per_host_rate_and_a_quota_hold_across_processes() {
+    if !available("a_per_host_rate_and_a_quota_hold_across_processes") {
+        return;
+    }
+    let redis = Redis::start();
+    let a = Server::start_on([127, 0, 0, 86]);
+    let b = Server::start_on([127, 0, 0, 87]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let runs: Vec<Child> = (1..=2)
+        .map(|k| {
+            let list = dir.path().join(format!("urls{k}.txt"));
+            let urls: Vec<String> = (0..10)
+                .flat_map(|i| {
+                    [
+                        a.url(&format!("/ok?{k}-{i}")),
+                        b.url(&format!("/ok?{k}-{i}")),
+                    ]
+                })
+                .collect();
+            write_list(&list, &urls);
+            let report = dir.path().join(format!("part{k}.csv"));
+            spawn(&[
+                "-q",
+                "-r",
+                "unlimited",
+                "--per-host-rate",
+                "10/s",
+                "--quota",
+                "12/1s",
+                "--redis",
+                &url,
+                "--limit-key",
+                "hosts-and-quota",
+                "-o",
+                report.to_str().unwrap(),
+                list.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    for child in runs {
+        assert_exit(&finish(child), 0, "a process sharing the limits");
+    }
+    let (on_a, on_b) = (a.arrivals(), b.arrivals());
+    assert_eq!((on_a.len(), on_b.len()), (20, 20));
+    // Alone, each process would send 10/s to each host, and 12 in each second.
+    assert_rate(&on_a, 10.0, 1, "host A, both processes");
+    assert_rate(&on_b, 10.0, 1, "host B, both processes");
+    let all: Vec<Instant> = times(&on_a).into_iter().chain(times(&on_b)).collect();
+    let busiest = max_in_window(&all, Duration::from_secs(1) - TOLERANCE);
+    assert!(
+        busiest <= 12,
+        "{busiest} requests in a window of 1s, quota 12"
+    );
+}
+
+#[test]
+fn a_cool_down_one_process_is_told_holds_for_the_others() {
+    if !available("a_cool_down_one_process_is_told_holds_for_the_others") {
+        return;
+    }
+    let redis = Redis::start();
+    let server = Server::start_on([127, 0, 0, 88]);
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.txt");
+    write_list(&first, &[server.url("/status/429?retry_after=2")]);
+    let second = dir.path().join("second.txt");
+    write_list(&second, &[server.url("/ok")]);
+    let url = redis.url();
+    let common = ["-q", "-r", "unlimited", "--retries", "1", "--redis", &url];
+    let one = spawn(&[&common[..], &["-o", "/dev/null", first.to_str().unwrap()]].concat());
+    let refused = server.wait_arrivals(1, Duration::from_secs(20));
+    assert_eq!(refused.len(), 1, "the first process sent its request");
+    // The second starts once the cool-down is in Redis (the first process tells it when the
+    // 429 comes back).
+    let key = format!("{{ratefetch}}:cool:{}", server.addr().ip());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !redis.query::<bool>(&["EXISTS", &key]) {
+        assert!(
+            Instant::now() < deadline,
+            "the cool-down never reached Redis"
+        );
+        std::thread::yield_now();
+    }
+    let two = spawn(&[&common[..], &["-o", "/dev/null", second.to_str().unwrap()]].concat());
+    assert_exit(&finish(two), 0, "the second process");
+    assert_exit(&finish(one), 0, "the first process");
+    let later = server.arrivals();
+    let ok = later
+        .iter()
+        .find(|a| a.path == "/ok")
+        .expect("the second process's request arrived");
+    let waited = ok.at - refused[0].at;
+    assert!(
+        waited >= Duration::from_secs(2) - TOLERANCE,
+        "the other process sent {waited:?} after a Retry-After of 2s"
+    );
+}
+
+#[test]
+fn redis_killed_and_restarted_mid_run_sends_nothing_meanwhile_and_the_runs_finish() {
+    if !available("redis_killed_and_restarted_mid_run_sends_nothing_meanwhile_and_the_runs_finish")
+    {
+        return;
+    }
+    let mut redis = Redis::start();
+    let server = Server::start_on([127, 0, 0, 89]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let runs: Vec<(Child, std::path::PathBuf)> = (1..=2)
+        .map(|k| {
+            let list = dir.path().join(format!("urls{k}.txt"));
+            let urls: Vec<String> = (0..40)
+                .map(|i| server.url(&format!("/ok?{k}-{i}")))
+                .collect();
+            write_list(&list, &urls);
+            let report = dir.path().join(format!("part{k}.csv"));
+            let child = spawn(&[
+                "-q",
+                "-r",
+                "40/s",
+                "-c",
+                "2",
+                "--redis",
+                &url,
+                "-o",
+                report.to_str().unwrap(),
+                list.to_str().unwrap(),
+            ]);
+            (child, report)
+        })
+        .collect();
+    let mut before = server.wait_arrivals(20, Duration::from_secs(30));
+    assert_eq!(before.len(), 20, "the runs got going");
+    redis.kill();
+    let killed = Instant::now();
+    // The outage: half a second without Redis.
+    std::thread::sleep(Duration::from_millis(500));
+    let outage_end = Instant::now();
+    redis.restart();
+    let back = Instant::now();
+    for (child, report) in runs {
+        assert_exit(&finish(child), 0, "a run through the outage");
+        let rows = read_csv(&report);
+        assert_eq!(rows.len(), 40);
+        assert!(
+            rows.iter().all(|r| r.get("status") == "200"),
+            "every row is 200"
+        );
+    }
+    let rest = server.arrivals();
+    // Grants taken before the kill may still leave (each of the 4 workers holds at most one,
+    // at most 4 × 25 ms ahead); nothing else leaves until Redis is back.
+    let late = Duration::from_millis(150);
+    let during: Vec<&Arrival> = rest
+        .iter()
+        .filter(|a| a.at > killed + late && a.at < outage_end)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "{} requests left while Redis was down",
+        during.len()
+    );
+    let (mut early, after): (Vec<Arrival>, Vec<Arrival>) =
+        rest.into_iter().partition(|a| a.at < back);
+    before.append(&mut early);
+    assert_rate(&before, 40.0, 1, "before the restart");
+    assert_rate(&after, 40.0, 1, "after the restart");
+    // The restart forgot the shared state: across it, a window may hold one burst more.
+    let all: Vec<Arrival> = before.into_iter().chain(after).collect();
+    assert_eq!(all.len(), 80);
+    assert_rate(&all, 40.0, 2, "across the restart");
+}
+
+#[test]
+fn an_unreachable_redis_sends_nothing_and_exits_1_with_one_line() {
+    let server = Server::start_on([127, 0, 0, 90]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    write_list(&list, &[server.url("/ok")]);
+    let nowhere = format!("redis+unix://{}", dir.path().join("no.sock").display());
+    let out = ratefetch_bin()
+        .args([
+            "-q",
+            "--connect-timeout",
+            "500ms",
+            "--redis",
+            &nowhere,
+            "-o",
+        ])
+        .arg(dir.path().join("report.csv"))
+        .arg(&list)
+        .output()
+        .expect("running ratefetch");
+    assert_exit(&out, 1, "an unreachable Redis");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--redis"), "names the flag: {stderr}");
+    assert!(server.arrivals().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn a_key_that_holds_other_limits_is_refused_with_exit_2() {
+    if !available("a_key_that_holds_other_limits_is_refused_with_exit_2") {
+        return;
+    }
+    let redis = Redis::start();
+    let server = Server::start_on([127, 0, 0, 91]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    write_list(&list, &[server.url("/ok")]);
+    let run = |rate: &str| {
+        ratefetch_bin()
+            .args([
+                "-q",
+                "-r",
+                rate,
+                "--redis",
+                &redis.url(),
+                "--limit-key",
+                "team",
+            ])
+            .args(["-o", "/dev/null"])
+            .arg(&list)
+            .output()
+            .expect("running ratefetch")
+    };
+    assert_exit(&run("100/s"), 0, "the first run takes the key");
+    let other = run("50/s");
+    assert_exit(&other, 2, "a run with other limits on the same key");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--limit-key"), "names the flag: {stderr}");
+    assert_eq!(server.arrivals().len(), 1, "the refused run sent nothing");
+    assert_exit(&run("100/s"), 0, "the same limits again");
+}
+
+#[test]
+fn bad_redis_arguments_are_usage_errors_naming_the_flag() {
+    for (args, flag) in [
+        (vec!["--redis", "http://127.0.0.1:6379"], "--redis"),
+        (
+            vec!["--redis", "redis://127.0.0.1", "--limit-key", "a{b}"],
+            "--limit-key",
+        ),
+        (
+            vec!["--redis", "redis://127.0.0.1", "--quota-state", "q.state"],
+            "--quota-state",
+        ),
+    ] {
+        let out = ratefetch_bin()
+            .args(&args)
+            .arg("urls.txt")
+            .output()
+            .expect("running ratefetch");
+        assert_exit(&out, 2, &args.join(" "));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{args:?}: names {flag}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
