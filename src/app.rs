@@ -194,27 +194,37 @@ fn shell_quote(arg: &str) -> String {
 pub fn subcommand(args: &[OsString]) -> Option<&'static str> {
     match args.get(1).and_then(|a| a.to_str()) {
         Some("audit") => Some("audit"),
+        Some("merge") => Some("merge"),
         _ => None,
+    }
+}
+
+/// Parses a subcommand's arguments (`args` is the whole command line, `ratefetch NAME …`)
+/// as a program of its own, `ratefetch NAME`. `Err` is the exit code when there is nothing
+/// to run: --help or --version printed (0), or a usage error printed in one line (2).
+fn parse_subcommand<C: clap::Parser>(name: &str, args: Vec<OsString>) -> Result<C, u8> {
+    let program = format!("ratefetch {name}");
+    let argv = std::iter::once(OsString::from(&program)).chain(args.into_iter().skip(2));
+    match C::try_parse_from(argv) {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            Err(exit::OK)
+        }
+        Err(e) => {
+            let line = crate::cli::usage_line(&e);
+            eprintln!("{program}: {}", line.trim_start_matches("error: "));
+            Err(exit::USAGE)
+        }
     }
 }
 
 /// `ratefetch audit LOG...`: prints the audit on stdout and returns the exit code: 0 every
 /// limit held, 1 one was broken, 2 a usage error or a log that cannot be read.
 pub fn audit_main(args: Vec<OsString>) -> u8 {
-    use clap::Parser;
-    // "ratefetch audit …" parses as a program of its own.
-    let argv = std::iter::once(OsString::from("ratefetch audit")).chain(args.into_iter().skip(2));
-    let cli = match crate::cli::AuditCli::try_parse_from(argv) {
+    let cli: crate::cli::AuditCli = match parse_subcommand("audit", args) {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return exit::OK;
-        }
-        Err(e) => {
-            let line = crate::cli::usage_line(&e);
-            eprintln!("ratefetch audit: {}", line.trim_start_matches("error: "));
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     match crate::audit::audit(&cli.logs, cli.limits(), cli.tolerance) {
         Ok(audit) => {
@@ -230,6 +240,28 @@ pub fn audit_main(args: Vec<OsString>) -> u8 {
         Err(e) => {
             eprintln!("ratefetch audit: {e}");
             exit::USAGE
+        }
+    }
+}
+
+/// `ratefetch merge REPORT... -o OUT`: writes the merged report and a one-line summary on
+/// stderr; returns the exit code: 0 merged, 1 a report refused or an I/O error (one line
+/// naming the file; OUT is left as it was), 2 a usage error.
+pub fn merge_main(args: Vec<OsString>) -> u8 {
+    let cli: crate::cli::MergeCli = match parse_subcommand("merge", args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    match crate::merge::merge(&cli.reports, &cli.output) {
+        Ok(summary) => {
+            if !cli.quiet {
+                eprintln!("ratefetch merge: {}: {summary}", cli.output.display());
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("ratefetch merge: {e}");
+            exit::FAILURE
         }
     }
 }

@@ -29,9 +29,10 @@ use crate::units::{
     version,
     about,
     max_term_width = 100,
-    after_help = "Subcommands:\n  ratefetch audit LOG... [limits]   did the runs that wrote these --log-requests \
-                  files keep their limits?\n\nA subcommand's name as the first argument wins \
-                  over a file of that name: ./audit reads the file."
+    after_help = "Subcommands:\n  ratefetch audit LOG... [limits]    did the runs that wrote these request logs \
+                  keep their limits?\n  ratefetch merge REPORT... -o OUT   one report from the \
+                  reports of one input: every index once\n\nA subcommand's name as the first \
+                  argument wins over a file of that name: ./audit reads the file."
 )]
 pub struct Cli {
     /// URL list: a path, or - (or nothing) for stdin. One URL per line; blank lines and
@@ -461,15 +462,50 @@ impl AuditCli {
     }
 }
 
+/// Merge reports of one input (the --shard parts of a list, reruns) into one: every index
+/// once, in index order. Of the rows of one index, a success wins over a failure (what
+/// --retry-failed would retry), then the later started_at. A torn last record is cut.
+#[derive(Debug, Parser)]
+#[command(name = "ratefetch merge", version, max_term_width = 100)]
+pub struct MergeCli {
+    /// Reports (CSV or JSONL, as ratefetch -o wrote them) with the same columns.
+    #[arg(value_name = "REPORT", required = true)]
+    pub reports: Vec<PathBuf>,
+
+    /// The merged report (written to a temporary file next to it, then renamed).
+    #[arg(short, long, value_name = "OUT", required = true, value_parser = parse_merge_output)]
+    pub output: PathBuf,
+
+    /// No summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `merge -o`: a file, not stdout (the merge is renamed into place).
+fn parse_merge_output(s: &str) -> Result<PathBuf, String> {
+    if s == "-" {
+        return Err("expected a file: a merge is written to a temporary file and renamed".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
 /// The one line printed for a clap error: its first line, which names the flag and the
-/// expected form (clap's hint lines are dropped so that scripts see one line).
+/// expected form (clap's hint lines are dropped so that scripts see one line). A first line
+/// that ends in a colon gets the indented lines under it (the arguments not provided).
 pub fn usage_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("error: invalid arguments")
-        .to_string()
+    let mut lines = rendered.lines().skip_while(|l| l.trim().is_empty());
+    let Some(first) = lines.next() else {
+        return "error: invalid arguments".to_string();
+    };
+    let mut line = first.to_string();
+    if first.ends_with(':') {
+        for item in lines.take_while(|l| l.starts_with(' ') && !l.trim().is_empty()) {
+            line.push(' ');
+            line.push_str(item.trim());
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -767,6 +803,29 @@ mod tests {
             err.contains("--plan") && err.contains("--retry-failed"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn merge_takes_reports_and_a_file_to_write() {
+        let cli = MergeCli::try_parse_from(["ratefetch merge", "a.csv", "b.csv", "-o", "all.csv"])
+            .unwrap();
+        assert_eq!(
+            cli.reports,
+            [PathBuf::from("a.csv"), PathBuf::from("b.csv")]
+        );
+        assert_eq!(cli.output, PathBuf::from("all.csv"));
+        assert!(!cli.quiet);
+        let usage = |args: &[&str]| {
+            let mut argv = vec!["ratefetch merge"];
+            argv.extend_from_slice(args);
+            usage_line(&MergeCli::try_parse_from(argv).unwrap_err())
+        };
+        assert_eq!(
+            usage(&["a.csv"]),
+            "error: the following required arguments were not provided: --output <OUT>"
+        );
+        assert!(usage(&["-o", "all.csv"]).contains("<REPORT>"));
+        assert!(usage(&["a.csv", "-o", "-"]).contains("expected a file"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod merge;
 pub mod units;
 
 // The machinery: private, free to change. Its layering is in the README ("How it works").

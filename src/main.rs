@@ -12,8 +12,10 @@ use ratefetch::Shutdown;
 fn main() -> ExitCode {
     app::install_panic_hook();
     let args: Vec<_> = std::env::args_os().collect();
-    if app::subcommand(&args) == Some("audit") {
-        return ExitCode::from(app::audit_main(args));
+    match app::subcommand(&args) {
+        Some("audit") => return ExitCode::from(app::audit_main(args)),
+        Some("merge") => return ExitCode::from(app::merge_main(args)),
+        _ => {}
     }
     let mode = match Cli::try_parse() {
         Ok(cli) => match cli.into_mode() {

@@ -175,8 +175,8 @@ fn whole_records(report: &Path) -> std::io::Result<(u64, u64)> {
     Ok((keep, len.saturating_sub(keep)))
 }
 
-/// A hidden file next to `path`, for a temporary.
-fn sibling(path: &Path, what: &str) -> PathBuf {
+/// A hidden file next to `path`, for a temporary (also `merge`'s).
+pub(crate) fn sibling(path: &Path, what: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -237,8 +237,14 @@ fn rewrite(
         let _ = std::fs::remove_file(&tmp);
     }
     renamed?;
-    // The rename itself is made durable by syncing the directory.
-    if let Some(dir) = report.parent() {
+    sync_parent(report);
+    Ok(())
+}
+
+/// Makes a rename to `path` durable by syncing its directory (best effort: not every
+/// platform can open a directory).
+pub(crate) fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {
@@ -248,5 +254,4 @@ fn rewrite(
             let _ = d.sync_all();
         }
     }
-    Ok(())
 }

@@ -408,8 +408,8 @@ pub fn csv_complete_len(mut report: impl Read) -> io::Result<u64> {
 }
 
 /// The length of the file up to and including its last `\n` (0 if none). For JSONL, where
-/// each line is one row.
-fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
+/// each line is one row (also `merge`'s).
+pub fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
     use std::io::Read;
     let mut end = len;
     let mut chunk = vec![0u8; 64 * 1024];

@@ -1,0 +1,1296 @@
+//! `ratefetch merge REPORT... -o OUT`: one report from several reports of one input (the
+//! `--shard` parts of a list, the reports of queue workers, a run and its reruns), with every
+//! index once, in index order.
+//!
+//! Of the rows of one index, a success wins over a failure, then the later `started_at`,
+//! then the later report on the command line. A row failed when `--retry-failed` would fetch
+//! it again (`Ending::retry_due`: an error kind, no status, 429 or 5xx); a report without a
+//! `status` column cannot tell, so its rows all count as failed and `started_at` decides. A
+//! row without a `started_at` (a bad line, never sent) is older than any that has one.
+//!
+//! A torn last record, left by a killed run, is cut as `--resume` cuts it
+//! (`resume::csv_complete_len`, `resume::last_line_end`); the report itself is not changed. A
+//! report whose columns are not the first report's, or that has no `index` column, is
+//! refused. A report's format is read from its first byte that is not white space (`{` is
+//! JSONL, as ratefetch writes it; anything else CSV); all reports must have the same. An empty
+//! file is a report with no rows.
+//!
+//! Streaming, in two passes, so that reports of millions of rows fit. Pass 1 reads each report
+//! once, record by record, and keeps of each record an `Entry` of 32 bytes (its index, rank,
+//! report, offset and length), never the row. The entries are then sorted by index and the
+//! winner of each index kept. Pass 2 copies each winner's bytes from its report to the output,
+//! as they are (a CSV record's terminator written as `\n`, as ratefetch writes it). Memory:
+//! 32 bytes per record read (duplicates included), up to as much again of spare capacity
+//! while the entries grow, and a read buffer of 256 KiB per report (each stays open, one file
+//! descriptor, until the end). Reports are mostly in
+//! index order, so pass 2 mostly reads them front to back, from the buffer; a record
+//! elsewhere costs one small read.
+//!
+//! The output is written to a temporary file next to OUT and renamed over it at the end: a
+//! merge that fails or is killed leaves OUT as it was.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use crate::config::Format;
+use crate::job::Ending;
+use crate::rerun::{sibling, sync_parent};
+use crate::resume::{csv_complete_len, last_line_end};
+
+/// What a merge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeSummary {
+    /// The format of the reports and of the output.
+    pub format: Format,
+    /// Reports read.
+    pub reports: usize,
+    /// Rows written: one per index.
+    pub rows: u64,
+    /// Rows left out because another row of their index won.
+    pub duplicates: u64,
+    /// Reports whose torn last record was cut.
+    pub torn: u64,
+    /// The bytes cut with them.
+    pub torn_bytes: u64,
+}
+
+impl fmt::Display for MergeSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} from {}, {} dropped, {} cut",
+            plural(self.rows, "row"),
+            plural(self.reports as u64, "report"),
+            plural(self.duplicates, "duplicate"),
+            plural(self.torn, "torn last record"),
+        )?;
+        if self.torn > 0 {
+            write!(f, " ({} bytes)", self.torn_bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Why a merge did not write its output (exit 1). Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// A report cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The report.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The output cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The output.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A report is not one this merge can take: other columns, no index column, another
+    /// format, a damaged record, or the output itself.
+    #[error("cannot merge {}: {reason}", path.display())]
+    Refused {
+        /// The report.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
+    },
+}
+
+/// Merges the reports at `inputs` into one at `out` (see the module docs). `out` is replaced
+/// only when the whole merge is written; it may not be one of the inputs.
+pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
+    if inputs.is_empty() {
+        return Err(MergeError::Refused {
+            path: out.to_path_buf(),
+            reason: "no reports to merge".into(),
+        });
+    }
+    if let Some(input) = inputs.iter().find(|input| same_file(input, out)) {
+        return Err(MergeError::Refused {
+            path: input.clone(),
+            reason: "it is also the output (-o); write the merge to a new file".into(),
+        });
+    }
+    let mut layout: Option<Layout> = None;
+    let mut parts = Vec::with_capacity(inputs.len());
+    let mut entries = Vec::new();
+    let (mut torn, mut torn_bytes) = (0, 0);
+    for (n, path) in inputs.iter().enumerate() {
+        let report = u32::try_from(n).map_err(|_| MergeError::Refused {
+            path: path.clone(),
+            reason: "too many reports for one merge".into(),
+        })?;
+        let (part, cut) = read_report(report, path, &mut layout, &mut entries)?;
+        torn += u64::from(cut > 0);
+        torn_bytes += cut;
+        parts.push(part);
+    }
+    let read = entries.len() as u64;
+    let winners = winners(entries);
+    let format = layout.as_ref().map_or(Format::Csv, |l| l.format);
+    write_output(out, layout.as_ref(), &mut parts, &winners)?;
+    Ok(MergeSummary {
+        format,
+        reports: inputs.len(),
+        rows: winners.len() as u64,
+        duplicates: read - winners.len() as u64,
+        torn,
+        torn_bytes,
+    })
+}
+
+/// One record of a report, as pass 1 keeps it: 32 bytes, whatever the row holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// The job index.
+    index: u64,
+    /// Of two records of one index, the higher rank wins (`rank`).
+    rank: u64,
+    /// Where the record starts in its report (a CSV record's span may begin with the line
+    /// break of the record before, see `csv_body`).
+    offset: u64,
+    /// Its length in bytes.
+    len: u32,
+    /// Its report, by position on the command line.
+    report: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+
+/// A record's rank: a success above any failure, then the later `started_at` (milliseconds
+/// since the Unix epoch; 0 when it has none).
+fn rank(failed: bool, started_ms: u64) -> u64 {
+    (u64::from(!failed) << 63) | started_ms.min(u64::MAX >> 1)
+}
+
+/// A `started_at` cell in milliseconds since the Unix epoch; 0 when empty or unreadable.
+fn started_ms(cell: &str) -> u64 {
+    if cell.is_empty() {
+        return 0;
+    }
+    humantime::parse_rfc3339_weak(cell)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The winner of each index, in index order: the entries sorted by (index, rank, report,
+/// offset), the last of each index kept. Sorts in place; the order is total, so the result
+/// does not depend on the sort.
+fn winners(mut entries: Vec<Entry>) -> Vec<Entry> {
+    entries.sort_unstable_by_key(|e| (e.index, e.rank, e.report, e.offset));
+    let mut kept = 0;
+    for i in 0..entries.len() {
+        let last_of_index = entries
+            .get(i + 1)
+            .is_none_or(|n| n.index != entries[i].index);
+        if last_of_index {
+            entries[kept] = entries[i];
+            kept += 1;
+        }
+    }
+    entries.truncate(kept);
+    entries
+}
+
+/// What the first report with columns set, and every other report must match.
+struct Layout {
+    format: Format,
+    /// The report that set it (named when another is refused).
+    first: PathBuf,
+    columns: Header,
+}
+
+/// The columns every report must have: a CSV header, or the keys of a JSONL row.
+enum Header {
+    /// The header record, and where its bytes are (they are copied to the output).
+    Csv {
+        header: csv::ByteRecord,
+        span: Entry,
+    },
+    /// The keys of a row, in order.
+    Jsonl(Vec<String>),
+}
+
+/// A report opened for pass 2.
+struct Part {
+    path: PathBuf,
+    ranges: Ranges,
+}
+
+/// A file read back by byte ranges, through a buffer.
+struct Ranges {
+    file: File,
+    /// Bytes of the file from `start` on.
+    buf: Vec<u8>,
+    start: u64,
+}
+
+/// Bytes read at once when a report is read front to back.
+const READ_AHEAD: usize = 256 * 1024;
+/// Bytes read at once for a record out of order.
+const READ_AROUND: usize = 16 * 1024;
+
+impl Part {
+    fn new(path: &Path, file: File) -> Part {
+        Part {
+            path: path.to_path_buf(),
+            ranges: Ranges {
+                file,
+                buf: Vec::new(),
+                start: 0,
+            },
+        }
+    }
+}
+
+impl Ranges {
+    /// The `len` bytes at `offset`. A range in the buffer costs no read; one that starts in
+    /// it or right after it (the report read front to back) reads far ahead; any other, a
+    /// little.
+    fn range(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let buf_end = self.start + self.buf.len() as u64;
+        let inside = offset >= self.start && offset + len as u64 <= buf_end;
+        if !inside {
+            let ahead = if offset >= self.start && offset <= buf_end {
+                READ_AHEAD
+            } else {
+                READ_AROUND
+            };
+            let want = len.max(ahead);
+            self.buf.resize(want, 0);
+            self.file.seek(SeekFrom::Start(offset))?;
+            let mut got = 0;
+            while got < want {
+                match self.file.read(&mut self.buf[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.buf.truncate(got);
+            self.start = offset;
+            if got < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the report became shorter during the merge",
+                ));
+            }
+        }
+        let at = (offset - self.start) as usize;
+        Ok(&self.buf[at..at + len])
+    }
+}
+
+/// Pass 1 over one report: checks its format and columns against `layout` (or sets it),
+/// pushes an entry per whole record. Returns the report opened for pass 2, and the bytes of
+/// a torn last record left out.
+fn read_report(
+    report: u32,
+    path: &Path,
+    layout: &mut Option<Layout>,
+    entries: &mut Vec<Entry>,
+) -> Result<(Part, u64), MergeError> {
+    let read_err = |source| MergeError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if meta.is_dir() {
+        return Err(read_err(io::Error::other("is a directory")));
+    }
+    let len = meta.len();
+    let Some(format) = sniff(&mut file).map_err(read_err)? else {
+        // Empty: a report with no rows.
+        return Ok((Part::new(path, file), 0));
+    };
+    if let Some(l) = layout.as_ref().filter(|l| l.format != format) {
+        return Err(MergeError::Refused {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it is a {} report, and {} is {}",
+                format_name(format),
+                l.first.display(),
+                format_name(l.format)
+            ),
+        });
+    }
+    // Only whole records are read: a torn last one is cut, as --resume cuts it.
+    let keep = match format {
+        Format::Csv => {
+            file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+            csv_complete_len(BufReader::new(&file)).map_err(read_err)?
+        }
+        Format::Jsonl => last_line_end(&mut file, len).map_err(read_err)?,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let whole = (&file).take(keep);
+    match format {
+        Format::Csv => read_csv(report, path, whole, layout, entries)?,
+        Format::Jsonl => read_jsonl(report, path, whole, layout, entries)?,
+    }
+    Ok((Part::new(path, file), len - keep))
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Csv => "CSV",
+        Format::Jsonl => "JSONL",
+    }
+}
+
+/// A report's format from its first byte that is not white space: `{` is JSONL (each of its
+/// lines is an object), anything else CSV (its header). `None` for an empty file.
+fn sniff(file: &mut File) -> io::Result<Option<Format>> {
+    let mut head = [0u8; 4096];
+    let n = file.read(&mut head)?;
+    Ok(head[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .map(|b| {
+            if *b == b'{' {
+                Format::Jsonl
+            } else {
+                Format::Csv
+            }
+        }))
+}
+
+/// Where the cells a merge reads are in a CSV report's records.
+struct CsvCells {
+    index: usize,
+    status: Option<usize>,
+    error_kind: Option<usize>,
+    started_at: Option<usize>,
+}
+
+fn read_csv(
+    report: u32,
+    path: &Path,
+    whole: impl Read,
+    layout: &mut Option<Layout>,
+    entries: &mut Vec<Entry>,
+) -> Result<(), MergeError> {
+    let refuse = |reason: String| MergeError::Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let csv_err = |e: csv::Error| {
+        if !e.is_io_error() {
+            return refuse(e.to_string());
+        }
+        match e.into_kind() {
+            csv::ErrorKind::Io(source) => MergeError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => refuse(format!("{other:?}")),
+        }
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .buffer_capacity(256 * 1024)
+        .from_reader(whole);
+    let header = rdr.byte_headers().map_err(csv_err)?.clone();
+    let header_end = rdr.position().byte();
+    if header_end == 0 {
+        return Err(refuse(
+            "it has no whole header row (not a ratefetch report?)".into(),
+        ));
+    }
+    let at = |name: &str| header.iter().position(|c| c == name.as_bytes());
+    let Some(index) = at("index") else {
+        return Err(refuse(format!(
+            "it has no index column (found {}); merge needs the index of each row",
+            joined(&header)
+        )));
+    };
+    let cells = CsvCells {
+        index,
+        status: at("status"),
+        error_kind: at("error_kind"),
+        started_at: at("started_at"),
+    };
+    match layout {
+        None => {
+            *layout = Some(Layout {
+                format: Format::Csv,
+                first: path.to_path_buf(),
+                columns: Header::Csv {
+                    header: header.clone(),
+                    span: Entry {
+                        index: 0,
+                        rank: 0,
+                        offset: 0,
+                        len: u32::try_from(header_end)
+                            .map_err(|_| refuse("its header is too long".into()))?,
+                        report,
+                    },
+                },
+            })
+        }
+        Some(Layout {
+            first,
+            columns: Header::Csv { header: want, .. },
+            ..
+        }) => {
+            if header != *want {
+                return Err(refuse(format!(
+                    "its columns are not those of {} (found {})",
+                    first.display(),
+                    joined(&header)
+                )));
+            }
+        }
+        Some(Layout {
+            columns: Header::Jsonl(_),
+            ..
+        }) => unreachable!("the format was checked"),
+    }
+    let mut record = csv::ByteRecord::new();
+    while rdr.read_byte_record(&mut record).map_err(csv_err)? {
+        let position = record.position().expect("a record read has its position");
+        let (start, end) = (position.byte(), rdr.position().byte());
+        let cell = |at: Option<usize>| {
+            at.and_then(|i| record.get(i))
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .unwrap_or("")
+        };
+        let index = cell(Some(cells.index))
+            .parse::<u64>()
+            .ok()
+            .filter(|i| *i > 0)
+            .ok_or_else(|| {
+                refuse(format!(
+                    "the record on line {} has no valid index",
+                    position.line()
+                ))
+            })?;
+        // Failed as --retry-failed decides it; an absent column reads as an empty cell.
+        let failed = Ending::of_cells(cell(cells.error_kind), cell(cells.status)).retry_due();
+        entries.push(Entry {
+            index,
+            rank: rank(failed, started_ms(cell(cells.started_at))),
+            offset: start,
+            len: u32::try_from(end - start).map_err(|_| {
+                refuse(format!(
+                    "the record on line {} is larger than 4 GiB",
+                    position.line()
+                ))
+            })?,
+            report,
+        });
+    }
+    Ok(())
+}
+
+/// A header's cells joined with commas, for a message.
+fn joined(header: &csv::ByteRecord) -> String {
+    header
+        .iter()
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn read_jsonl(
+    report: u32,
+    path: &Path,
+    whole: impl Read,
+    layout: &mut Option<Layout>,
+    entries: &mut Vec<Entry>,
+) -> Result<(), MergeError> {
+    let refuse = |reason: String| MergeError::Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, whole);
+    let (mut line, mut keys) = (Vec::new(), Keys::default());
+    let (mut offset, mut number) = (0u64, 0u64);
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| MergeError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        let start = offset;
+        offset += n as u64;
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let cells = json_row(&line, &mut keys)
+            .map_err(|e| refuse(format!("line {number} is not a ratefetch JSONL row: {e}")))?;
+        match layout {
+            None => {
+                if !keys.get().iter().any(|k| k == "index") {
+                    return Err(refuse(format!(
+                        "it has no index column (found {}); merge needs the index of each row",
+                        keys.get().join(",")
+                    )));
+                }
+                *layout = Some(Layout {
+                    format: Format::Jsonl,
+                    first: path.to_path_buf(),
+                    columns: Header::Jsonl(keys.get().to_vec()),
+                });
+            }
+            Some(Layout {
+                first,
+                columns: Header::Jsonl(want),
+                ..
+            }) => {
+                if keys.get() != want.as_slice() {
+                    let which = if keys.get().iter().any(|k| k == "index") {
+                        "its columns"
+                    } else {
+                        "it has no index column, and its columns"
+                    };
+                    return Err(refuse(format!(
+                        "{which} are not those of {} (line {number} has {})",
+                        first.display(),
+                        keys.get().join(",")
+                    )));
+                }
+            }
+            Some(Layout {
+                columns: Header::Csv { .. },
+                ..
+            }) => unreachable!("the format was checked"),
+        }
+        let index = cells
+            .index
+            .filter(|i| *i > 0)
+            .ok_or_else(|| refuse(format!("line {number} has no valid index")))?;
+        // Failed as --retry-failed decides it.
+        let failed = Ending::of(cells.has_error_kind, cells.status).retry_due();
+        entries.push(Entry {
+            index,
+            rank: rank(failed, cells.started_ms),
+            offset: start,
+            len: u32::try_from(n)
+                .map_err(|_| refuse(format!("line {number} is larger than 4 GiB")))?,
+            report,
+        });
+    }
+}
+
+/// The cells of a JSONL row that a merge reads.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct JsonCells {
+    index: Option<u64>,
+    status: Option<u16>,
+    has_error_kind: bool,
+    started_ms: u64,
+}
+
+/// The keys of the last JSONL row read, in order; their strings are reused from row to row.
+#[derive(Debug, Default)]
+struct Keys {
+    names: Vec<String>,
+    len: usize,
+}
+
+impl Keys {
+    fn get(&self) -> &[String] {
+        &self.names[..self.len]
+    }
+
+    fn push(&mut self, key: &str) {
+        if self.len == self.names.len() {
+            self.names.push(String::new());
+        }
+        let name = &mut self.names[self.len];
+        name.clear();
+        name.push_str(key);
+        self.len += 1;
+    }
+}
+
+/// Reads one JSONL row: its keys into `keys`, and the cells a merge needs; other values are
+/// skipped, not built.
+fn json_row(line: &[u8], keys: &mut Keys) -> serde_json::Result<JsonCells> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let cells = JsonRow(keys).deserialize(&mut de)?;
+    de.end()?;
+    Ok(cells)
+}
+
+struct JsonRow<'a>(&'a mut Keys);
+
+impl<'de> DeserializeSeed<'de> for JsonRow<'_> {
+    type Value = JsonCells;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<JsonCells, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonRow<'_> {
+    type Value = JsonCells;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonCells, A::Error> {
+        let keys = self.0;
+        keys.len = 0;
+        let mut cells = JsonCells::default();
+        while map.next_key_seed(Key(&mut *keys))?.is_some() {
+            match keys.get().last().map(String::as_str) {
+                Some("index") => cells.index = map.next_value()?,
+                Some("status") => cells.status = map.next_value()?,
+                Some("error_kind") => {
+                    cells.has_error_kind = map.next_value_seed(TextCell(|s| !s.is_empty()))?
+                }
+                Some("started_at") => {
+                    cells.started_ms = map.next_value_seed(TextCell(started_ms))?
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(cells)
+    }
+}
+
+/// A key, pushed onto `Keys` as it is read.
+struct Key<'a>(&'a mut Keys);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        self.0.push(key);
+        Ok(())
+    }
+}
+
+/// A text cell, read by its function without being copied: a string, or null (read as an
+/// empty string: the sink writes an empty cell as null).
+struct TextCell<T>(fn(&str) -> T);
+
+impl<'de, T> DeserializeSeed<'de> for TextCell<T> {
+    type Value = T;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T> Visitor<'de> for TextCell<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        Ok((self.0)(s))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Ok((self.0)(""))
+    }
+}
+
+/// A CSV record's bytes as the output takes them. Its span runs from the end of the record
+/// before, so it may begin with line breaks (the LF of a CR LF, blank lines), and it ends
+/// with one terminator (CR or LF, outside quotes); both are dropped.
+fn csv_body(span: &[u8]) -> &[u8] {
+    let start = span
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(span.len());
+    let span = &span[start..];
+    match span.split_last() {
+        Some((b'\r' | b'\n', body)) => body,
+        _ => span,
+    }
+}
+
+/// Pass 2: writes the header (CSV) and each winner's record, in index order, to a temporary
+/// file next to `out`, then renames it over `out`.
+fn write_output(
+    out: &Path,
+    layout: Option<&Layout>,
+    parts: &mut [Part],
+    winners: &[Entry],
+) -> Result<(), MergeError> {
+    let write_err = |source| MergeError::Write {
+        path: out.to_path_buf(),
+        source,
+    };
+    // A symlinked output is written where it really is.
+    let target = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
+    let tmp = sibling(&target, "merge");
+    let written = (|| {
+        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&tmp).map_err(write_err)?);
+        let format = layout.map_or(Format::Csv, |l| l.format);
+        if let Some(Layout {
+            columns: Header::Csv { span, .. },
+            ..
+        }) = layout
+        {
+            copy_record(&mut w, format, parts, span, out)?;
+        }
+        for e in winners {
+            copy_record(&mut w, format, parts, e, out)?;
+        }
+        let file = w.into_inner().map_err(|e| write_err(e.into_error()))?;
+        file.sync_all().map_err(write_err)
+    })();
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, &target).map_err(write_err));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed?;
+    sync_parent(&target);
+    Ok(())
+}
+
+/// Copies the record `e` names from its report to `w` (the output at `out`).
+fn copy_record(
+    w: &mut impl Write,
+    format: Format,
+    parts: &mut [Part],
+    e: &Entry,
+    out: &Path,
+) -> Result<(), MergeError> {
+    let part = &mut parts[e.report as usize];
+    let bytes = part
+        .ranges
+        .range(e.offset, e.len as usize)
+        .map_err(|source| MergeError::Read {
+            path: part.path.clone(),
+            source,
+        })?;
+    match format {
+        Format::Csv => w
+            .write_all(csv_body(bytes))
+            .and_then(|()| w.write_all(b"\n")),
+        Format::Jsonl => w.write_all(bytes),
+    }
+    .map_err(|source| MergeError::Write {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether `a` and `b` are one file (hard links and symlinks included).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        x.dev() == y.dev() && x.ino() == y.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (x, y);
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorKind, Failure};
+    use crate::job::Outcome;
+    use crate::sink::tests::{multi_line, render, render_with, sample};
+    use crate::sink::Columns;
+    use std::time::{Duration, SystemTime};
+
+    fn at_ms(ms: u64) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    fn ok(index: u64, started: u64) -> Outcome {
+        Outcome {
+            index,
+            url: format!("http://a.test/{index}"),
+            started_at: at_ms(started),
+            ..sample()
+        }
+    }
+
+    fn with_status(index: u64, started: u64, status: u16) -> Outcome {
+        Outcome {
+            status: Some(status),
+            ..ok(index, started)
+        }
+    }
+
+    fn failed_row(index: u64, started: u64) -> Outcome {
+        Outcome {
+            started_at: at_ms(started),
+            ..Outcome::failed(
+                index,
+                format!("http://a.test/{index}"),
+                Failure::new(ErrorKind::Connect, "refused"),
+            )
+        }
+    }
+
+    /// Writes each text as a report in a temp dir; returns the dir and the paths.
+    fn reports(texts: &[(&str, &str)]) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = texts
+            .iter()
+            .map(|(name, text)| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, text).unwrap();
+                path
+            })
+            .collect();
+        (dir, paths)
+    }
+
+    /// Merges `paths` into `out.csv` in `dir`; returns the summary and the output.
+    fn merged(dir: &Path, paths: &[PathBuf]) -> (MergeSummary, String) {
+        let out = dir.join("out");
+        let summary = merge(paths, &out).unwrap();
+        (summary, std::fs::read_to_string(&out).unwrap())
+    }
+
+    fn refusal(paths: &[PathBuf], out: &Path) -> String {
+        match merge(paths, out) {
+            Err(e @ MergeError::Refused { .. }) => e.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_entry_takes_32_bytes_whatever_its_row_holds() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
+    fn a_success_outranks_a_failure_and_then_the_later_start_wins() {
+        assert!(rank(false, 0) > rank(true, u64::MAX));
+        assert!(rank(false, 2) > rank(false, 1));
+        assert!(rank(true, 2) > rank(true, 1));
+        let e = |index, rank, report, offset| Entry {
+            index,
+            rank,
+            offset,
+            len: 1,
+            report,
+        };
+        let won = winners(vec![
+            e(2, rank(false, 5), 0, 10),
+            e(1, rank(true, 9), 1, 0),
+            e(2, rank(true, 9), 1, 20),
+            e(1, rank(false, 3), 0, 0),
+            e(3, rank(false, 3), 0, 30),
+            e(3, rank(false, 3), 1, 40),
+        ]);
+        assert_eq!(
+            won,
+            [
+                e(1, rank(false, 3), 0, 0),
+                e(2, rank(false, 5), 0, 10),
+                e(3, rank(false, 3), 1, 40),
+            ],
+            "by index; a success over a failure; on a tie, the later report"
+        );
+    }
+
+    #[test]
+    fn started_at_is_read_as_the_sink_writes_it() {
+        assert_eq!(started_ms("1970-01-01T00:00:01.500Z"), 1500);
+        assert_eq!(
+            started_ms(&crate::sink::rfc3339(
+                UNIX_EPOCH + Duration::from_millis(1_234_567)
+            )),
+            1_234_567
+        );
+        assert_eq!(started_ms(""), 0);
+        assert_eq!(started_ms("yesterday"), 0, "unreadable counts as oldest");
+    }
+
+    #[test]
+    fn a_single_report_in_index_order_is_copied_byte_for_byte() {
+        let (columns, _) = multi_line(1);
+        let rows: Vec<Outcome> = (1..=3).map(|i| multi_line(i).1).collect();
+        for (format, name) in [(Format::Csv, "r.csv"), (Format::Jsonl, "r.jsonl")] {
+            let text = render_with(format, &columns, &rows);
+            let (dir, paths) = reports(&[(name, &text)]);
+            let (summary, out) = merged(dir.path(), &paths);
+            assert_eq!(out, text, "{format:?}");
+            assert_eq!(
+                (
+                    summary.format,
+                    summary.rows,
+                    summary.duplicates,
+                    summary.torn
+                ),
+                (format, 3, 0, 0)
+            );
+        }
+    }
+
+    #[test]
+    fn rows_come_out_in_index_order_each_index_once_by_the_rules() {
+        let a = render(
+            Format::Csv,
+            &[
+                ok(3, 100),
+                failed_row(1, 900),
+                with_status(2, 100, 200),
+                ok(5, 100),
+            ],
+        );
+        let b = render(
+            Format::Csv,
+            &[
+                with_status(2, 500, 404),
+                ok(1, 100),
+                ok(4, 100),
+                with_status(5, 900, 503),
+            ],
+        );
+        let (dir, paths) = reports(&[("a.csv", &a), ("b.csv", &b)]);
+        let (summary, out) = merged(dir.path(), &paths);
+        let mut rdr = csv::Reader::from_reader(out.as_bytes());
+        let got: Vec<(String, String, String)> = rdr
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[0].to_string(), r[3].to_string(), r[11].to_string())
+            })
+            .collect();
+        let t = |ms| crate::sink::rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(
+            got,
+            [
+                ("1".into(), "200".into(), t(100)),
+                ("2".into(), "404".into(), t(500)),
+                ("3".into(), "200".into(), t(100)),
+                ("4".into(), "200".into(), t(100)),
+                ("5".into(), "200".into(), t(100)),
+            ],
+            "1: a success over a later failure; 2: a 404 is no failure, the later wins; \
+             5: a 503 is a failure"
+        );
+        assert_eq!((summary.rows, summary.duplicates), (5, 3));
+    }
+
+    #[test]
+    fn a_report_without_status_or_error_columns_is_decided_by_started_at() {
+        let fields: Vec<String> = ["index", "url", "started_at"].map(String::from).to_vec();
+        let columns = Columns::new(&[], false, &[], Some(&fields)).unwrap();
+        let a = render_with(Format::Csv, &columns, &[ok(1, 200), failed_row(2, 100)]);
+        let b = render_with(Format::Csv, &columns, &[failed_row(1, 100), ok(2, 200)]);
+        let (dir, paths) = reports(&[("a.csv", &a), ("b.csv", &b)]);
+        let (_, out) = merged(dir.path(), &paths);
+        let t = crate::sink::rfc3339(UNIX_EPOCH + Duration::from_millis(200));
+        assert_eq!(
+            out,
+            format!("index,url,started_at\n1,http://a.test/1,{t}\n2,http://a.test/2,{t}\n")
+        );
+    }
+
+    #[test]
+    fn a_csv_report_torn_anywhere_in_its_last_multi_line_record_loses_only_that_record() {
+        let (columns, one) = multi_line(1);
+        let two = multi_line(2).1;
+        let whole = render_with(Format::Csv, &columns, &[one, two]);
+        // Row 3 wins over the other report's row 3 if it is read at all: a later success.
+        let three = Outcome {
+            started_at: at_ms(9_000_000),
+            ..multi_line(3).1
+        };
+        let full = render_with(Format::Csv, &columns, &[three]);
+        let row3 = &full[full.find('\n').unwrap() + 1..];
+        let other = render_with(Format::Csv, &columns, &[failed(3)]);
+        let other_row3 = &other[other.find('\n').unwrap() + 1..];
+        fn failed(index: u64) -> Outcome {
+            Outcome {
+                passthrough: vec![String::new(), String::new()],
+                extracted: vec![String::new()],
+                ..failed_row(index, 1)
+            }
+        }
+        for cut in 1..row3.len() {
+            let torn = format!("{whole}{}", &row3[..cut]);
+            let (dir, paths) = reports(&[("torn.csv", &torn), ("other.csv", &other)]);
+            let (summary, out) = merged(dir.path(), &paths);
+            assert_eq!(out, format!("{whole}{other_row3}"), "cut at {cut}");
+            assert_eq!((summary.torn, summary.torn_bytes), (1, cut as u64));
+            assert_eq!(
+                std::fs::read_to_string(&paths[0]).unwrap(),
+                torn,
+                "the report itself is left as it is"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jsonl_report_torn_in_its_last_line_loses_only_that_line() {
+        let (columns, _) = multi_line(1);
+        let whole = render_with(Format::Jsonl, &columns, &[multi_line(1).1]);
+        let line2 = render_with(Format::Jsonl, &columns, &[multi_line(2).1]);
+        for cut in 1..line2.len() {
+            let torn = format!("{whole}{}", &line2[..cut]);
+            let (dir, paths) = reports(&[("torn.jsonl", &torn)]);
+            let (summary, out) = merged(dir.path(), &paths);
+            assert_eq!(out, whole, "cut at {cut}");
+            assert_eq!((summary.rows, summary.torn), (1, 1));
+        }
+    }
+
+    #[test]
+    fn crlf_records_and_blank_lines_come_out_as_ratefetch_writes_them() {
+        let text = "index,url\r\n2,\"b\r\nc\"\r\n\r\n1,a\r\n";
+        let (dir, paths) = reports(&[("r.csv", text)]);
+        let (summary, out) = merged(dir.path(), &paths);
+        assert_eq!(out, "index,url\n1,a\n2,\"b\r\nc\"\n");
+        assert_eq!((summary.rows, summary.torn), (2, 0));
+    }
+
+    #[test]
+    fn empty_files_are_reports_without_rows() {
+        let a = render(Format::Jsonl, &[ok(1, 1)]);
+        let (dir, paths) = reports(&[("empty.jsonl", ""), ("a.jsonl", &a)]);
+        let (summary, out) = merged(dir.path(), &paths);
+        assert_eq!((out, summary.reports, summary.rows), (a, 2, 1));
+        let (dir, paths) = reports(&[("empty", "")]);
+        assert_eq!(merged(dir.path(), &paths).1, "");
+    }
+
+    #[test]
+    fn reports_with_other_columns_no_index_or_another_format_are_refused_naming_the_file() {
+        let std = render(Format::Csv, &[ok(1, 1)]);
+        let fields: Vec<String> = ["url", "status"].map(String::from).to_vec();
+        let no_index = Columns::new(&[], false, &[], Some(&fields)).unwrap();
+        let no_index = render_with(Format::Csv, &no_index, &[ok(1, 1)]);
+        let (extra, _) = multi_line(1);
+        let extra = render_with(Format::Csv, &extra, &[multi_line(1).1]);
+        let jsonl = render(Format::Jsonl, &[ok(2, 1)]);
+        let jsonl_no_index = "{\"url\":\"http://a.test/\",\"status\":200}\n";
+        let jsonl_other = "{\"index\":3,\"url\":\"http://a.test/\"}\n";
+        let (dir, p) = reports(&[
+            ("std.csv", &std),
+            ("no-index.csv", &no_index),
+            ("extra.csv", &extra),
+            ("std.jsonl", &jsonl),
+            ("no-index.jsonl", jsonl_no_index),
+            ("other.jsonl", jsonl_other),
+            ("bad-index.csv", &std.replace("\n1,", "\n0,")),
+            ("bad-line.jsonl", &format!("{jsonl}not json\n")),
+        ]);
+        let out = dir.path().join("out.csv");
+        let cases = [
+            (
+                vec![&p[0], &p[1]],
+                "no-index.csv: it has no index column (found url,status)",
+            ),
+            (vec![&p[1]], "no-index.csv: it has no index column"),
+            (
+                vec![&p[0], &p[2]],
+                "extra.csv: its columns are not those of",
+            ),
+            (vec![&p[0], &p[3]], "std.jsonl: it is a JSONL report, and"),
+            (
+                vec![&p[4]],
+                "no-index.jsonl: it has no index column (found url,status)",
+            ),
+            (
+                vec![&p[3], &p[5]],
+                "other.jsonl: its columns are not those of",
+            ),
+            (
+                vec![&p[3], &p[4]],
+                "no-index.jsonl: it has no index column, and its columns",
+            ),
+            (
+                vec![&p[6]],
+                "bad-index.csv: the record on line 2 has no valid index",
+            ),
+            (
+                vec![&p[7]],
+                "bad-line.jsonl: line 2 is not a ratefetch JSONL row",
+            ),
+        ];
+        for (inputs, want) in cases {
+            let inputs: Vec<PathBuf> = inputs.into_iter().cloned().collect();
+            let err = refusal(&inputs, &out);
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+            assert_eq!(err.lines().count(), 1, "{err:?}");
+            assert!(!out.exists(), "nothing written for {want:?}");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary left: {leftovers:?}");
+    }
+
+    #[test]
+    fn the_output_may_not_be_an_input_even_through_another_name() {
+        let text = render(Format::Csv, &[ok(1, 1)]);
+        let (dir, paths) = reports(&[("a.csv", &text)]);
+        let link = dir.path().join("link.csv");
+        std::fs::hard_link(&paths[0], &link).unwrap();
+        for out in [&paths[0], &link] {
+            let err = refusal(&paths, out);
+            assert!(err.contains("a.csv: it is also the output"), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&paths[0]).unwrap(), text);
+    }
+
+    #[test]
+    fn a_refused_merge_leaves_an_existing_output_as_it_was() {
+        let good = render(Format::Csv, &[ok(1, 1)]);
+        let (dir, paths) = reports(&[("a.csv", &good), ("b.csv", "url\nx\n")]);
+        let out = dir.path().join("out.csv");
+        std::fs::write(&out, "before\n").unwrap();
+        refusal(&paths, &out);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "before\n");
+        merge(&paths[..1], &out).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), good);
+    }
+
+    #[test]
+    fn a_merge_failing_midway_leaves_the_output_as_it_was() {
+        let text = render(Format::Jsonl, &[ok(1, 1), ok(2, 1)]);
+        let (dir, paths) = reports(&[("a.jsonl", &text)]);
+        let out = dir.path().join("out.jsonl");
+        std::fs::write(&out, "before\n").unwrap();
+        let mut parts = vec![Part::new(&paths[0], File::open(&paths[0]).unwrap())];
+        let line = text.find('\n').unwrap() as u32 + 1;
+        let entry = |index, offset| Entry {
+            index,
+            rank: 0,
+            offset,
+            len: line,
+            report: 0,
+        };
+        // The second record lies past the end (the report shrank during the merge): the
+        // first is written, then the read fails.
+        let layout = Layout {
+            format: Format::Jsonl,
+            first: paths[0].clone(),
+            columns: Header::Jsonl(Vec::new()),
+        };
+        let winners = [entry(1, 0), entry(2, text.len() as u64)];
+        let err = write_output(&out, Some(&layout), &mut parts, &winners).unwrap_err();
+        assert!(matches!(err, MergeError::Read { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "before\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary left: {names:?}");
+    }
+
+    #[test]
+    fn a_jsonl_row_is_read_with_its_keys_in_order() {
+        let mut keys = Keys::default();
+        let cells = json_row(
+            br#"{"index":4,"u\u0072l":"x","status":503,"error_kind":null,"title":{"a":[1]},"started_at":"1970-01-01T00:00:02Z"}"#,
+            &mut keys,
+        )
+        .unwrap();
+        assert_eq!(
+            keys.get(),
+            [
+                "index",
+                "url",
+                "status",
+                "error_kind",
+                "title",
+                "started_at"
+            ]
+        );
+        assert_eq!(
+            cells,
+            JsonCells {
+                index: Some(4),
+                status: Some(503),
+                has_error_kind: false,
+                started_ms: 2000,
+            }
+        );
+        let cells = json_row(br#"{"index":5,"error_kind":"dns"}"#, &mut keys).unwrap();
+        assert_eq!(
+            keys.get(),
+            ["index", "error_kind"],
+            "the strings are reused"
+        );
+        assert!(cells.has_error_kind && cells.status.is_none());
+        assert!(json_row(b"[1]", &mut keys).is_err());
+        assert!(json_row(br#"{"index":1} x"#, &mut keys).is_err());
+        assert!(json_row(br#"{"index":"1"}"#, &mut keys).is_err());
+    }
+
+    #[test]
+    fn ranges_are_read_right_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bytes");
+        let bytes: Vec<u8> = (0..READ_AHEAD * 3).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut part = Part::new(&path, File::open(&path).unwrap());
+        let len = bytes.len();
+        let ranges = [
+            (0, 10),
+            (10, 100),
+            (5, 3),
+            (len - 7, 7),
+            (READ_AHEAD - 4, 20),
+            (1000, READ_AHEAD + 5),
+            (len - READ_AROUND - 1, READ_AROUND + 1),
+            (0, len),
+        ];
+        for (offset, n) in ranges {
+            let got = part.ranges.range(offset as u64, n).unwrap();
+            assert_eq!(got, &bytes[offset..offset + n], "{offset}+{n}");
+        }
+        assert!(part.ranges.range(len as u64 - 1, 2).is_err());
+    }
+}
