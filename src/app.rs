@@ -195,6 +195,7 @@ pub fn subcommand(args: &[OsString]) -> Option<&'static str> {
     match args.get(1).and_then(|a| a.to_str()) {
         Some("audit") => Some("audit"),
         Some("merge") => Some("merge"),
+        Some("enqueue") => Some("enqueue"),
         _ => None,
     }
 }
@@ -262,6 +263,54 @@ pub fn merge_main(args: Vec<OsString>) -> u8 {
         Err(e) => {
             eprintln!("ratefetch merge: {e}");
             exit::FAILURE
+        }
+    }
+}
+
+/// `ratefetch enqueue INPUT --redis URL --queue NAME`: fills the queue and prints a one-line
+/// summary on stderr; returns the exit code: 0 done, 1 Redis or the input failed (or the queue
+/// holds another list), 2 a usage error.
+pub fn enqueue_main(args: Vec<OsString>) -> u8 {
+    let cli: crate::cli::EnqueueCli = match parse_subcommand("enqueue", args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let max_unread = cli.max_unread;
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ratefetch enqueue: {e}");
+            return exit::USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ratefetch enqueue: cannot start the runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let quiet = config.quiet;
+    let queue = config.queue.clone().unwrap_or_default();
+    let result = runtime.block_on(crate::enqueue(config, max_unread));
+    runtime.shutdown_background();
+    match result {
+        Ok(done) => {
+            if !quiet {
+                eprintln!(
+                    "ratefetch enqueue: {queue}: {} jobs added, {} already in the queue; the \
+                     list is complete",
+                    done.added, done.already
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("ratefetch enqueue: {e}");
+            error::exit_code(&e)
         }
     }
 }

@@ -31,8 +31,10 @@ use crate::units::{
     max_term_width = 100,
     after_help = "Subcommands:\n  ratefetch audit LOG... [limits]    did the runs that wrote these request logs \
                   keep their limits?\n  ratefetch merge REPORT... -o OUT   one report from the \
-                  reports of one input: every index once\n\nA subcommand's name as the first \
-                  argument wins over a file of that name: ./audit reads the file."
+                  reports of one input: every index once\n  ratefetch enqueue INPUT --redis URL \
+                  --queue NAME\n                                     fill a job queue for \
+                  --queue workers\n\nA subcommand's name as the first argument wins over a file \
+                  of that name: ./audit reads the file."
 )]
 pub struct Cli {
     /// URL list: a path, or - (or nothing) for stdin. One URL per line; blank lines and
@@ -106,6 +108,19 @@ pub struct Cli {
     /// name another key.
     #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_LIMIT_KEY)]
     pub limit_key: String,
+
+    /// Be a worker of this job queue in --redis (filled by `ratefetch enqueue`), instead of
+    /// reading an INPUT; needs --output FILE (appended to).
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+
+    /// With --queue: take over jobs another worker left pending this long.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub claim_after: Duration,
+
+    /// With --queue: a job delivered more often than this becomes an error row.
+    #[arg(long, value_name = "N", default_value = "5", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_deliveries: u32,
 
     /// Take only part K of N of the input: the lines (or CSV rows) whose index i has
     /// (i - 1) mod N = K - 1. N processes with 1/N … N/N cover a list exactly once; rows keep
@@ -288,6 +303,12 @@ impl Cli {
                 "plans a fetch of INPUT; it takes no --retry-failed",
             ));
         }
+        if plan && self.queue.is_some() {
+            return Err(UsageError::new(
+                "--plan",
+                "plans a fetch of INPUT; it takes no --queue",
+            ));
+        }
         let config = self.into_config()?;
         Ok(match report {
             Some(report) => Mode::RetryFailed { config, report },
@@ -323,6 +344,19 @@ impl Cli {
                     "--retry-failed",
                     format!("takes no {what}: the report is both the input and the output"),
                 ));
+            }
+        }
+        if self.queue.is_some() {
+            let clash = [
+                (input_given, "INPUT: its jobs come from the queue"),
+                (
+                    self.shard.is_some(),
+                    "--shard: the queue shares the jobs out",
+                ),
+                (self.retry_failed.is_some(), "--retry-failed"),
+            ];
+            if let Some((_, what)) = clash.iter().find(|(given, _)| *given) {
+                return Err(UsageError::new("--queue", format!("takes no {what}")));
             }
         }
         if self.resume && output == OutputTarget::Stdout {
@@ -382,6 +416,9 @@ impl Cli {
             ignore_ratelimit_headers: self.ignore_ratelimit_headers,
             redis: self.redis,
             limit_key: self.limit_key,
+            queue: self.queue,
+            claim_after: self.claim_after,
+            max_deliveries: self.max_deliveries,
             shard: self.shard,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
@@ -459,6 +496,72 @@ impl AuditCli {
             per_host_quotas: self.per_host_quotas.clone(),
         };
         (limits != crate::audit::Limits::default()).then_some(limits)
+    }
+}
+
+/// Fill a job queue in Redis for workers (`ratefetch --redis URL --queue NAME -o part.csv`):
+/// the list is streamed into it, never more than --max-unread jobs waiting; a second enqueue
+/// of the same list adds nothing again, and the end of the list is marked so that workers
+/// know when the queue is complete.
+#[derive(Debug, Parser)]
+#[command(name = "ratefetch enqueue", version, max_term_width = 100)]
+pub struct EnqueueCli {
+    /// URL list, as for ratefetch (text, or CSV whose other columns pass through to the
+    /// workers' reports); - or nothing for stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+
+    /// The Redis the queue lives in: redis://HOST:PORT[/DB], rediss://…, redis+unix:///PATH.
+    #[arg(long, value_name = "URL", required = true)]
+    pub redis: String,
+
+    /// The queue's name (the workers' --queue).
+    #[arg(long, value_name = "NAME", required = true)]
+    pub queue: String,
+
+    /// How INPUT is read: text (one URL per line) or csv (a header row, then one job per
+    /// row); csv for a .csv path, else text.
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub input_format: Option<InputFormat>,
+
+    /// The column holding the URL in a CSV input (default: a column named url, else the
+    /// first).
+    #[arg(long, value_name = "NAME")]
+    pub url_column: Option<String>,
+
+    /// Wait while the queue holds more than N jobs not done yet.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_unread: u64,
+
+    /// How long to try to reach Redis at the start.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// No summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl EnqueueCli {
+    /// The settings `enqueue` reads the list with.
+    pub fn into_config(self) -> Result<Config, UsageError> {
+        let input = match self.input {
+            None => InputSource::Stdin,
+            Some(p) if p.as_os_str() == "-" => InputSource::Stdin,
+            Some(p) => InputSource::Path(p),
+        };
+        let config = Config {
+            input,
+            redis: Some(self.redis),
+            queue: Some(self.queue),
+            input_format: self.input_format,
+            url_column: self.url_column,
+            connect_timeout: self.connect_timeout,
+            quiet: self.quiet,
+            ..Config::default()
+        };
+        config.validate_enqueue()?;
+        Ok(config)
     }
 }
 

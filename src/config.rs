@@ -158,6 +158,12 @@ pub struct Config {
     pub redis: Option<String>,
     /// `--limit-key NAME`: the name the shared limits are kept under.
     pub limit_key: String,
+    /// `--queue NAME`: a worker taking its jobs from this queue in `redis` (no input).
+    pub queue: Option<String>,
+    /// `--claim-after`: a job another worker left pending this long is taken over.
+    pub claim_after: Duration,
+    /// `--max-deliveries`: a job delivered more often becomes an error row.
+    pub max_deliveries: u32,
     /// `--shard K/N`: only this part of the input (its other lines get no row).
     pub shard: Option<crate::units::Shard>,
     /// Whole-attempt timeout, body included (`--timeout`).
@@ -225,6 +231,20 @@ impl Config {
         }
     }
 
+    /// Checks the settings of `ratefetch enqueue`: a Redis URL, a queue name, and the input's.
+    pub fn validate_enqueue(&self) -> Result<(), UsageError> {
+        if self.url_column.is_some() && !self.csv_input() {
+            return Err(UsageError::new(
+                "--url-column",
+                "needs a CSV input (a .csv path or --input-format csv)",
+            ));
+        }
+        let url = self.redis.as_deref().unwrap_or_default();
+        redis::Client::open(url).map_err(|e| UsageError::new("--redis", e.to_string()))?;
+        check_limit_key(self.queue.as_deref().unwrap_or_default())
+            .map_err(|e| UsageError::new("--queue", e))
+    }
+
     /// Checks the combinations of settings that no single value can get wrong. The command
     /// line (`Cli::into_config`) and `ratefetch::run` both call it, so a `Config` built by
     /// hand gets the same usage errors as the command line.
@@ -234,6 +254,21 @@ impl Config {
                 "--url-column",
                 "needs a CSV input (a .csv path or --input-format csv)",
             ));
+        }
+        if let Some(name) = &self.queue {
+            if self.redis.is_none() {
+                return Err(UsageError::new(
+                    "--queue",
+                    "needs --redis URL (the queue lives there)",
+                ));
+            }
+            check_limit_key(name).map_err(|e| UsageError::new("--queue", e))?;
+            if !matches!(self.output, OutputTarget::Path(_)) {
+                return Err(UsageError::new(
+                    "--queue",
+                    "needs --output FILE: a job is acknowledged once its row is on disk there",
+                ));
+            }
         }
         if let Some(url) = &self.redis {
             if self.quota_state.is_some() {
@@ -289,6 +324,9 @@ impl Default for Config {
             quota_state: None,
             redis: None,
             limit_key: DEFAULT_LIMIT_KEY.to_string(),
+            queue: None,
+            claim_after: Duration::from_secs(60),
+            max_deliveries: 5,
             ignore_ratelimit_headers: false,
             shard: None,
             timeout: Duration::from_secs(30),

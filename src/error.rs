@@ -49,6 +49,11 @@ impl ErrorKind {
         ErrorKind::Other,
     ];
 
+    /// The kind an `error_kind` value names.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The value written in the `error_kind` column.
     pub fn as_str(self) -> &'static str {
         match self {

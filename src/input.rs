@@ -286,6 +286,8 @@ enum SourceKind {
     Lines(LineReader<Hooked>),
     Csv(CsvRows),
     Jobs(std::vec::IntoIter<Job>),
+    /// Jobs from a task (a `--queue` worker's reader), until it drops its sender.
+    Channel(mpsc::Receiver<Job>),
 }
 
 /// The rows of a CSV input.
@@ -392,11 +394,21 @@ impl Source {
         }
     }
 
+    /// Jobs sent on a channel (a `--queue` worker's reader), until its sender is dropped.
+    pub fn channel(jobs: mpsc::Receiver<Job>) -> Source {
+        let (_, pending) = Source::hooked(Box::new(std::io::empty()));
+        Source {
+            kind: SourceKind::Channel(jobs),
+            pending,
+            shard: None,
+        }
+    }
+
     /// What an index counts: lines of text, or data rows of a CSV.
     pub fn unit(&self) -> &'static str {
         match self.kind {
             SourceKind::Lines(_) => "line",
-            SourceKind::Csv(_) | SourceKind::Jobs(_) => "row",
+            SourceKind::Csv(_) | SourceKind::Jobs(_) | SourceKind::Channel(_) => "row",
         }
     }
 
@@ -407,6 +419,15 @@ impl Source {
                 SourceKind::Lines(lines) => lines.next_job()?,
                 SourceKind::Csv(rows) => rows.next_job()?,
                 SourceKind::Jobs(jobs) => jobs.next(),
+                SourceKind::Channel(jobs) => match jobs.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        // The jobs so far must not wait for the next.
+                        self.pending.lock().expect("input lock").hand_on();
+                        jobs.blocking_recv()
+                    }
+                },
             };
             match (job, self.shard) {
                 (Some(job), Some(shard)) if !shard.takes(job.index) => continue,

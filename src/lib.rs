@@ -41,6 +41,7 @@ mod pacer;
 mod plan;
 mod pool;
 mod progress;
+mod queue;
 mod quota;
 mod reqlog;
 mod rerun;
@@ -60,6 +61,7 @@ pub use config::{Config, Mode};
 pub use error::{Error, ErrorKind, Failure};
 pub use plan::Plan;
 pub use progress::{Stats, Summary};
+pub use queue::Enqueued;
 pub use quota::QuotaStop;
 pub use rerun::RetrySummary;
 pub use shutdown::Shutdown;
@@ -75,6 +77,9 @@ use sink::{Columns, ColumnsError, Sink};
 /// runs the pool.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
     config.validate()?;
+    if config.queue.is_some() {
+        return work_queue(config, shutdown).await;
+    }
     let (source, columns) = open_input(&config).await?;
     // Before the report is touched: a Redis that cannot be reached leaves it as it was.
     let shared = shared::connect(&config).await?;
@@ -120,6 +125,77 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
     pool::run(Arc::new(config), source, sink, skip, shared, shutdown).await
 }
 
+/// A `--queue` worker: takes jobs from the queue until it is complete (or a stop), appends
+/// their rows to the report (a report from an earlier run of this worker is continued, its
+/// torn last record cut), and acknowledges each job once its row is synced there; hands back
+/// at the end the jobs it read and did not finish.
+async fn work_queue(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
+    let shared = shared::connect(&config).await?;
+    let queue = Arc::new(queue::Queue::open(&config).await?);
+    let columns = Columns::of_run(&config, &queue.passthrough, config.fields.as_deref()).map_err(
+        |e| match e {
+            ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
+        },
+    )?;
+    let OutputTarget::Path(path) = &config.output else {
+        unreachable!("validated: --queue needs --output FILE");
+    };
+    let format = config.format;
+    let resumed = resume::open(path, format, &columns)?;
+    let output_error = |source| Error::Output {
+        path: path.clone(),
+        source,
+    };
+    let file = resumed.file.try_clone().map_err(output_error)?;
+    let out: Box<dyn Write + Send> = Box::new(resumed.file);
+    let sink = if resumed.fresh {
+        Sink::new(out, format, columns)
+    } else {
+        Ok(Sink::without_header(out, format, columns))
+    };
+    let (done, acks) = tokio::sync::mpsc::unbounded_channel();
+    let (finished, rows) = tokio::sync::watch::channel(0);
+    let sink = sink
+        .and_then(|mut sink| sink.flush().map(|()| sink))
+        .map_err(output_error)?
+        .with_durable(sink::Durable {
+            file,
+            done,
+            finished,
+        });
+    let acker = queue.acknowledge(acks);
+    let reading = shutdown.stop.child_token();
+    // It holds at most what its workers can start, and a few more.
+    let most = config.workers.saturating_add(queue::READ_CHUNK);
+    let (source, reader) = queue.feed(reading.clone(), rows, most);
+    let result = pool::run(Arc::new(config), source, sink, None, shared, shutdown).await;
+    // The sink's writer is gone: every row on disk is told; acknowledge them, stop reading,
+    // then hand back the rest.
+    let _ = acker.await;
+    reading.cancel();
+    let _ = reader.await;
+    queue.hand_back().await;
+    result
+}
+
+/// `ratefetch enqueue`: streams `config.input` into the queue `config.queue` at
+/// `config.redis`, never more than `max_unread` jobs waiting (see `queue::enqueue`).
+pub async fn enqueue(config: Config, max_unread: u64) -> Result<Enqueued, Error> {
+    config.validate_enqueue()?;
+    let (source, passthrough) = open_source(&config).await?;
+    let url = config.redis.as_deref().expect("validated");
+    let name = config.queue.as_deref().expect("validated");
+    queue::enqueue(
+        url,
+        name,
+        source,
+        &passthrough,
+        max_unread,
+        config.connect_timeout,
+    )
+    .await
+}
+
 /// `--plan`: validates `config`, reads its input (skipping, with `--resume`, the jobs already
 /// in the report, which is read and left as it is), sends nothing, and simulates the run's
 /// limits with the sends of `past` in the quota windows. Creates and changes no file.
@@ -154,6 +230,17 @@ pub async fn plan(config: Config) -> Result<Plan, Error> {
 
 /// Opens the input `config` names (a CSV input's header read) and the report's columns.
 async fn open_input(config: &Config) -> Result<(Source, Columns), Error> {
+    let (source, passthrough) = open_source(config).await?;
+    let columns =
+        Columns::of_run(config, &passthrough, config.fields.as_deref()).map_err(|e| match e {
+            ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
+        })?;
+    Ok((source.with_shard(config.shard), columns))
+}
+
+/// Opens the input `config` names, a CSV input's header read: the source and the names of
+/// its passthrough columns.
+async fn open_source(config: &Config) -> Result<(Source, Vec<String>), Error> {
     let input: Box<dyn Read + Send> = match &config.input {
         InputSource::Stdin => Box::new(std::io::stdin()),
         InputSource::Path(path) => {
@@ -189,9 +276,5 @@ async fn open_input(config: &Config) -> Result<(Source, Columns), Error> {
     } else {
         (Source::text(input), Vec::new())
     };
-    let columns =
-        Columns::of_run(config, &passthrough, config.fields.as_deref()).map_err(|e| match e {
-            ColumnsError::UnknownField { .. } => UsageError::new("--fields", e.to_string()),
-        })?;
-    Ok((source.with_shard(config.shard), columns))
+    Ok((source, passthrough))
 }

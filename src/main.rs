@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     match app::subcommand(&args) {
         Some("audit") => return ExitCode::from(app::audit_main(args)),
         Some("merge") => return ExitCode::from(app::merge_main(args)),
+        Some("enqueue") => return ExitCode::from(app::enqueue_main(args)),
         _ => {}
     }
     let mode = match Cli::try_parse() {

@@ -238,6 +238,43 @@ pub async fn connect(config: &Config) -> Result<Option<Arc<Shared>>, Error> {
     Ok(Some(Arc::new(shared)))
 }
 
+/// A connection to the Redis at `url` that reconnects by itself, made within `within`
+/// (retrying with a backoff), or the error that says why not: exit 2 for a bad URL, 1 for a
+/// server that did not answer. A command taking longer than `response` counts as lost.
+pub async fn manager(
+    url: &str,
+    within: Duration,
+    response: Duration,
+) -> Result<ConnectionManager, Error> {
+    let unreachable = |reason: String| Error::Redis {
+        url: display_url(url),
+        reason,
+    };
+    let client = Client::open(url).map_err(|e| UsageError::new("--redis", e.to_string()))?;
+    let settings = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(within.min(Duration::from_secs(10))))
+        .set_response_timeout(Some(response))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    let deadline = Instant::now() + within;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), settings.clone()).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if Instant::now() + backoff >= deadline => {
+                return Err(unreachable(format!(
+                    "no answer within {} ({e})",
+                    humantime::format_duration(within)
+                )))
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -252,29 +289,7 @@ impl Shared {
             url: display_url(url),
             reason,
         };
-        let client = Client::open(url).map_err(|e| UsageError::new("--redis", e.to_string()))?;
-        let settings = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout.min(RESPONSE_TIMEOUT * 5)))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let deadline = Instant::now() + config.connect_timeout;
-        let mut backoff = Duration::from_millis(50);
-        let mut conn = loop {
-            match ConnectionManager::new_with_config(client.clone(), settings.clone()).await {
-                Ok(conn) => break conn,
-                Err(e) if Instant::now() + backoff >= deadline => {
-                    return Err(unreachable(format!(
-                        "no answer within {} ({e})",
-                        humantime::format_duration(config.connect_timeout)
-                    )))
-                }
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
-        };
+        let mut conn = manager(url, config.connect_timeout, RESPONSE_TIMEOUT).await?;
         let shared = Shared::new(config, conn.clone());
         // Claim the key for these limits, or find whose it is.
         let (_, stored): (Option<String>, String) = redis::pipe()

@@ -216,6 +216,17 @@ impl Encoder {
 pub struct Sink {
     encoder: Encoder,
     out: Box<dyn Write + Send>,
+    durable: Option<Durable>,
+}
+
+/// Tells which rows are on disk (a `--queue` worker acknowledges a job only then): after each
+/// chunk is written, `file` (the report) is synced and the chunk's indices are sent on `done`.
+/// It also counts the rows encoded so far on `finished` (a worker reads new jobs as its
+/// earlier ones finish).
+pub struct Durable {
+    pub file: std::fs::File,
+    pub done: mpsc::UnboundedSender<Vec<u64>>,
+    pub finished: tokio::sync::watch::Sender<u64>,
 }
 
 impl Sink {
@@ -232,7 +243,14 @@ impl Sink {
         Sink {
             encoder: Encoder::new(format, columns),
             out,
+            durable: None,
         }
+    }
+
+    /// The sink, telling `durable` which rows are on disk.
+    pub fn with_durable(mut self, durable: Durable) -> Sink {
+        self.durable = Some(durable);
+        self
     }
 
     /// Encodes one row (the pipeline of `spawn` encodes without a `Sink`; tests use this).
@@ -273,12 +291,18 @@ pub fn spawn(
     input: Arc<InputProgress>,
     shutdown: Shutdown,
 ) -> (mpsc::Sender<Outcome>, Running) {
-    let Sink { encoder, out } = sink;
+    let Sink {
+        encoder,
+        out,
+        durable,
+    } = sink;
     let (rows_tx, rows_rx) = mpsc::channel::<Outcome>(QUEUE);
-    let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(8);
-    let writer = spawn_writer(out, chunk_rx);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
+    let finished = durable.as_ref().map(|d| d.finished.clone());
+    let writer = spawn_writer(out, chunk_rx, durable);
     let encoder = tokio::spawn(encode_rows(
         encoder,
+        finished,
         rows_rx,
         chunk_tx,
         progress,
@@ -322,8 +346,9 @@ impl Running {
 /// would only lose them.
 async fn encode_rows(
     mut encoder: Encoder,
+    finished: Option<tokio::sync::watch::Sender<u64>>,
     mut rows: mpsc::Receiver<Outcome>,
-    chunks: mpsc::Sender<Vec<u8>>,
+    chunks: mpsc::Sender<Chunk>,
     mut progress: Progress,
     input: Arc<InputProgress>,
     shutdown: Shutdown,
@@ -333,6 +358,12 @@ async fn encode_rows(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(256);
     let mut writer_alive = true;
+    // The indices of the rows in the bytes not handed over yet (with a `Durable`).
+    let mut written: Vec<u64> = Vec::new();
+    let take = |encoder: &mut Encoder, written: &mut Vec<u64>| Chunk {
+        bytes: encoder.take_bytes(),
+        indices: std::mem::take(written),
+    };
     loop {
         tokio::select! {
             n = rows.recv_many(&mut batch, 256) => {
@@ -342,15 +373,23 @@ async fn encode_rows(
                 for row in batch.drain(..) {
                     encoder.write(&row).expect("encoding into memory cannot fail");
                     stats.add(&row);
+                    if finished.is_some() {
+                        written.push(row.index);
+                    }
+                }
+                if let Some(f) = &finished {
+                    f.send_modify(|rows| *rows += n as u64);
                 }
                 progress.update(&stats, &input);
                 if encoder.buffered() >= CHUNK {
-                    writer_alive = hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+                    let chunk = take(&mut encoder, &mut written);
+                    writer_alive = hand_over(&chunks, chunk, &shutdown).await;
                 }
             }
             _ = tick.tick() => {
                 if encoder.buffered() > 0 {
-                    writer_alive = hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+                    let chunk = take(&mut encoder, &mut written);
+                    writer_alive = hand_over(&chunks, chunk, &shutdown).await;
                 }
                 progress.update(&stats, &input);
             }
@@ -362,7 +401,8 @@ async fn encode_rows(
         }
     }
     if writer_alive && encoder.buffered() > 0 {
-        hand_over(&chunks, encoder.take_bytes(), &shutdown).await;
+        let chunk = take(&mut encoder, &mut written);
+        hand_over(&chunks, chunk, &shutdown).await;
     }
     progress.finish();
     stats
@@ -370,26 +410,39 @@ async fn encode_rows(
 
 /// Gives encoded bytes to the writer thread; false if it is gone, or if the run was
 /// aborted while the writer was not taking them.
-async fn hand_over(chunks: &mpsc::Sender<Vec<u8>>, bytes: Vec<u8>, shutdown: &Shutdown) -> bool {
+async fn hand_over(chunks: &mpsc::Sender<Chunk>, chunk: Chunk, shutdown: &Shutdown) -> bool {
     tokio::select! {
         biased;
-        sent = chunks.send(bytes) => sent.is_ok(),
+        sent = chunks.send(chunk) => sent.is_ok(),
         _ = shutdown.abort.cancelled() => false,
     }
 }
 
-/// The writer thread owns the output. Each chunk is written and flushed; the first error
-/// ends the thread (and, as the chunk channel closes, the run).
+/// Encoded rows on their way to the writer, with their indices (for a `Durable`).
+struct Chunk {
+    bytes: Vec<u8>,
+    indices: Vec<u64>,
+}
+
+/// The writer thread owns the output. Each chunk is written and flushed (and with a
+/// `Durable`, synced and its indices told); the first error ends the thread (and, as the
+/// chunk channel closes, the run).
 fn spawn_writer(
     mut out: Box<dyn Write + Send>,
-    mut chunks: mpsc::Receiver<Vec<u8>>,
+    mut chunks: mpsc::Receiver<Chunk>,
+    durable: Option<Durable>,
 ) -> std::thread::JoinHandle<io::Result<()>> {
     std::thread::Builder::new()
         .name("ratefetch-writer".into())
         .spawn(move || {
             while let Some(chunk) = chunks.blocking_recv() {
-                out.write_all(&chunk)?;
+                out.write_all(&chunk.bytes)?;
                 out.flush()?;
+                if let Some(d) = &durable {
+                    d.file.sync_data()?;
+                    // A receiver that is gone acknowledges nothing: the jobs come again.
+                    let _ = d.done.send(chunk.indices);
+                }
             }
             out.flush()
         })
