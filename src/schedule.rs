@@ -1740,6 +1740,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pause_holds_every_dispatch_until_it_ends_and_says_why() {
+        let s = Scheduler::new(&Config::default());
+        s.push(vec![job(1, "http://a.test/1")]);
+        s.input_finished();
+        let paused = Instant::now();
+        s.pause(
+            Duration::from_millis(200),
+            "--quota 2/1s (shared in Redis)".into(),
+        );
+        let text = s.waiting().expect("waiting for the pause");
+        assert!(
+            text.starts_with("waiting for --quota 2/1s (shared in Redis): next slot at "),
+            "{text}"
+        );
+        // A notice (Redis unreachable) is what the progress line says while it lasts.
+        s.notify(Some("waiting for Redis".into()));
+        assert_eq!(s.waiting().as_deref(), Some("waiting for Redis"));
+        s.notify(None);
+        let mut t = next(&s).await.expect("the task, once the pause is over");
+        assert!(
+            paused.elapsed() >= Duration::from_millis(199),
+            "dispatched {:?} into a pause of 200ms",
+            paused.elapsed()
+        );
+        assert!(t.go());
+        t.finish();
+        assert_eq!(s.waiting(), None);
+    }
+
+    #[tokio::test]
     async fn a_host_that_must_wait_is_passed_over() {
         let s = Scheduler::new(&config(Rate::Every(Duration::from_secs(3600)), None));
         s.push(vec![

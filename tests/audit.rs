@@ -230,3 +230,59 @@ fn a_run_appending_to_a_log_torn_by_a_kill_starts_on_a_line_of_its_own() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("4 requests"), "{text}");
 }
+
+#[test]
+fn two_machines_logs_are_checked_at_their_grant_times_not_their_clocks() {
+    // Two machines sharing 10/s through Redis: each granted a slot every 200 ms, the second
+    // 100 ms after the first, on Redis' clock. The second machine's clock is 50 ms behind,
+    // so by the local send times its requests land 50 ms after the first machine's.
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = humantime::parse_rfc3339("2026-12-02T10:00:00Z").unwrap();
+    let ms = std::time::Duration::from_millis;
+    let header = format!(
+        "{{\"ratefetch_log\":1,\"max_disorder_ms\":1000,\"limit_key\":\"k\",\"limits\":{RATE_10}}}\n"
+    );
+    let mut paths = Vec::new();
+    for (machine, (offset, skew)) in [(0u64, 0i64), (100, -50)].into_iter().enumerate() {
+        let mut text = header.clone();
+        for i in 0..10u64 {
+            let granted = t0 + ms(offset + 200 * i);
+            let sent = if skew < 0 {
+                granted - ms(skew.unsigned_abs())
+            } else {
+                granted + ms(skew as u64)
+            };
+            text.push_str(&format!(
+                "{{\"t\":\"{}\",\"granted\":\"{}\",\"host\":\"h\",\"index\":{},\"attempt\":1,\"status\":200}}\n",
+                humantime::format_rfc3339_micros(sent),
+                humantime::format_rfc3339_micros(granted),
+                i + 1
+            ));
+        }
+        let path = dir.path().join(format!("m{machine}.jsonl"));
+        std::fs::write(&path, text).unwrap();
+        paths.push(path.to_str().unwrap().to_string());
+    }
+    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let (code, text) = audit(&args);
+    assert_eq!(code, 0, "held at the grant times: {text}");
+    // By the send times, the two machines' requests come 50 ms apart: 10/s is broken.
+    for path in &paths {
+        let local = std::fs::read_to_string(path).unwrap();
+        let stripped: String = local
+            .lines()
+            .map(|l| match l.find(",\"granted\":") {
+                Some(at) => {
+                    let end = l[at + 1..]
+                        .find(",\"host\"")
+                        .map_or(l.len(), |e| at + 1 + e);
+                    format!("{}{}\n", &l[..at], &l[end..])
+                }
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(path, stripped).unwrap();
+    }
+    let (code, text) = audit(&args);
+    assert_eq!(code, 1, "broken at the local send times: {text}");
+}

@@ -373,6 +373,36 @@ fn a_key_that_holds_other_limits_is_refused_with_exit_2() {
 }
 
 #[test]
+fn a_redis_that_keeps_nothing_on_disk_is_warned_of_at_the_start() {
+    if !available("a_redis_that_keeps_nothing_on_disk_is_warned_of_at_the_start") {
+        return;
+    }
+    let server = Server::start_on([127, 0, 0, 98]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    write_list(&list, &[server.url("/ok")]);
+    let run = |redis: &Redis| {
+        let out = ratefetch_bin()
+            .args(["--redis", &redis.url(), "-o", "/dev/null"])
+            .arg(&list)
+            .output()
+            .expect("running ratefetch");
+        assert_exit(&out, 0, "a run");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let volatile = run(&Redis::start());
+    assert!(
+        volatile.contains("keeps nothing on disk"),
+        "warned of a Redis without persistence: {volatile}"
+    );
+    let durable = run(&Redis::start_with(&["--appendonly", "yes"]));
+    assert!(
+        !durable.contains("keeps nothing on disk"),
+        "no warning with appendonly: {durable}"
+    );
+}
+
+#[test]
 fn bad_redis_arguments_are_usage_errors_naming_the_flag() {
     for (args, flag) in [
         (vec!["--redis", "http://127.0.0.1:6379"], "--redis"),

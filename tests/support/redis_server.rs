@@ -18,6 +18,7 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 pub struct Redis {
     child: Child,
     socket: PathBuf,
+    extra: Vec<String>,
     /// Keeps the socket's directory until the server is gone.
     _dir: tempfile::TempDir,
 }
@@ -42,12 +43,18 @@ pub fn available(test: &str) -> bool {
 impl Redis {
     /// Starts a server on a fresh unix socket and waits until it accepts connections.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// `start`, with more `redis-server` arguments (its files go in its own directory).
+    pub fn start_with(extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().expect("a directory for the socket");
         let socket = dir.path().join("redis.sock");
-        let child = spawn(&socket);
+        let child = spawn(&socket, dir.path(), extra);
         Redis {
             child,
             socket,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             _dir: dir,
         }
     }
@@ -67,7 +74,8 @@ impl Redis {
     /// persistence leaves it, and waits until it accepts connections.
     pub fn restart(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        self.child = spawn(&self.socket);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = spawn(&self.socket, self._dir.path(), &extra);
     }
 
     /// Runs one command with `redis-cli`-like arguments and returns its answer (for checks).
@@ -90,19 +98,14 @@ impl Drop for Redis {
     }
 }
 
-/// Starts `redis-server` on `socket` (no TCP, no persistence) and waits for its "Ready" line.
-fn spawn(socket: &Path) -> Child {
+/// Starts `redis-server` on `socket` (no TCP, no persistence unless `extra` asks for it,
+/// its files in `dir`) and waits for its "Ready" line.
+fn spawn(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
     let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "notice",
-        ])
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .args(["--loglevel", "notice", "--dir"])
+        .arg(dir)
+        .args(extra)
         .arg("--unixsocket")
         .arg(socket)
         .args(["--unixsocketperm", "700", "--logfile", ""])
