@@ -125,7 +125,10 @@ fn spawn(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
             }
         }
     });
-    rx.recv_timeout(READY_WITHIN)
-        .expect("redis-server did not get ready in time");
+    if rx.recv_timeout(READY_WITHIN).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not get ready within {READY_WITHIN:?}");
+    }
     child
 }
