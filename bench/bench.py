@@ -4,13 +4,16 @@
 Run through `bench/run`, which installs the peers first. Writes bench/RESULTS.md and
 bench/rate.png. Every figure is measured in this run, on this machine; nothing is copied from
 elsewhere. Environment: RUNS (default 3), QUICK=1 (smaller lists, for trying the script),
-ONLY=f,g (run only these scenarios, a–h), BASELINE=/path/to/an/older/ratefetch (every ratefetch
-measurement also runs that binary, interleaved, and the report compares the two; `bench/baseline`
-builds one from a git rev), RATEFETCH=/path (the binary under test; default: the release build
-in $CARGO_TARGET_DIR or target/).
+ONLY=f,g (run only these scenarios, a–i, and put their sections into the existing RESULTS.md
+in place of theirs, keeping the rest; FRESH=1 writes a file of these sections alone instead),
+BASELINE=/path/to/an/older/ratefetch (every ratefetch measurement also runs that binary,
+interleaved, and the report compares the two; `bench/baseline` builds one from a git rev),
+RATEFETCH=/path (the binary under test; default: the release build in $CARGO_TARGET_DIR or
+target/).
 """
 
 import datetime
+import json
 import os
 import platform
 import random
@@ -41,6 +44,7 @@ PORT_PLAIN = 18080  # throughput: no access log, so nginx spends nothing on logg
 PORT_LOGGED = list(range(18081, 18091))  # one logged port per tool where arrivals matter
 PORT_DELAY = 18200
 PORT_HOSTS = 18300  # one server on 127.0.0.1-9: each address is a host of its own
+PORT_REDIS = 18400  # the bench's own redis-server (scenario i), besides its unix socket
 HOST_ADDRS = [f"127.0.0.{i}" for i in range(1, 10)]
 
 THROUGHPUT_N = 20_000 if QUICK else 100_000
@@ -672,6 +676,240 @@ def scenario_host_pace(results):
     results["pace"] = out
 
 
+SHARED_RATE = 200
+SHARED_PROCS = 4
+SHARED_N = 1_200 if QUICK else 4_000  # the 4 processes' list: 20 s at 200/s (6 s QUICK)
+SHARED_ALONE_N = SHARED_N // 2  # one process alone, with --redis and without
+GRANT_N = 5_000 if QUICK else 20_000  # the cost of a grant: -r unlimited -c 64
+GRANT_RUNS = RUNS if QUICK or RUNS == 1 else max(RUNS, 5)  # ~1 s each, and noisy: a few more
+
+
+class Redis:
+    """A redis-server of the bench's own: a unix socket in WORK and a TCP port on 127.0.0.1,
+    no persistence; stopped by `stop`."""
+
+    def __init__(self):
+        self.socket = WORK / "redis.sock"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(PORT_REDIS), "--bind", HOST, "--unixsocket", str(self.socket),
+             "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--logfile", str(WORK / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.socket.exists() and self.cli("PING").strip() == "PONG":
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise SystemExit(f"bench: redis-server did not start (see {WORK / 'redis.log'})")
+
+    def unix_url(self):
+        return f"redis+unix://{self.socket}"
+
+    def tcp_url(self):
+        return f"redis://{HOST}:{PORT_REDIS}"
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-s", str(self.socket), *args], capture_output=True, text=True, timeout=10)
+        return out.stdout
+
+    def info(self):
+        """INFO's fields (cpu, commandstats) as a dict of strings."""
+        fields = {}
+        for section in ("cpu", "commandstats"):
+            for line in self.cli("INFO", section).splitlines():
+                if ":" in line and not line.startswith("#"):
+                    k, v = line.strip().split(":", 1)
+                    fields[k] = v
+        return fields
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def redis_cpu(info):
+    """redis-server's CPU seconds so far (user + system, all its threads)."""
+    return float(info.get("used_cpu_user", "nan")) + float(info.get("used_cpu_sys", "nan"))
+
+
+def redis_calls(info):
+    """(calls, µs spent) per command so far, from INFO commandstats
+    (`cmdstat_evalsha:calls=3,usec=41,…`). Commands that a script runs count here too."""
+    out = {}
+    for k, v in info.items():
+        if k.startswith("cmdstat_"):
+            calls, usec = re.search(r"calls=(\d+)", v), re.search(r"usec=(\d+)", v)
+            if calls and usec:
+                out[k[len("cmdstat_"):]] = (int(calls.group(1)), int(usec.group(1)))
+    return out
+
+
+def windows_over(times, width, limit):
+    """How many windows [t, t + width) that start at an arrival hold more than `limit`."""
+    over, end = 0, 0
+    for start, t in enumerate(times):
+        end = max(end, start)
+        while end < len(times) and times[end] - t < width - 1e-9:
+            end += 1
+        over += end - start > limit
+    return over
+
+
+def shard_arrivals(port):
+    """(arrival time, index) of every request at a logged port, in order; the index is the
+    `?i=` of the URL."""
+    out = []
+    for line in (WORK / f"access-{port}.log").read_text().splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3:
+            m = re.search(r"[?&]i=(\d+)", parts[2])
+            out.append((float(parts[0]), int(m.group(1)) if m else -1))
+    out.sort()
+    return out
+
+
+def scenario_shared(results):
+    if not have("redis-server") or not have("redis-cli"):
+        log("i) shared limits in Redis: skipped, redis-server is not installed (bench/run installs it)")
+        results["shared"] = None
+        return
+    redis = Redis()
+    load = os.getloadavg()[0]
+    try:
+        results["shared"] = {
+            "version": version(["redis-server", "--version"]),
+            "rate": shared_rate(redis),
+            "grant": grant_cost(redis),
+        }
+        # Other work on the machine shows in the windows: say how busy it was.
+        results["shared"]["load"] = (load, os.getloadavg()[0])
+    finally:
+        redis.stop()
+
+
+def shared_rate(redis):
+    """Part 1: 4 processes on one shared limit at 200/s, the union measured at the server;
+    against the same 4 with local limits only, and one process alone with and without it."""
+    rate, k = SHARED_RATE, SHARED_PROCS
+    port = PORT_LOGGED[0]
+    log(f"i) shared rate: {k} processes x --shard k/{k} of {SHARED_N} URLs, -r {rate}/s --burst 1 -c 16, "
+        f"with --redis and without; then one process alone, with --redis and without ({SHARED_ALONE_N} URLs)")
+    base = f"http://{HOST}:{port}/small.html"
+    lst = write_list("shared.txt", [f"{base}?i={i}" for i in range(1, SHARED_N + 1)])
+    alone = write_list("shared-alone.txt", [f"{base}?i={i}" for i in range(1, SHARED_ALONE_N + 1)])
+    limit = ["-r", f"{rate}/s", "--burst", "1", "-c", "16", "-q"]
+    cases = [
+        (f"{k} processes, --redis (one shared limit)", k, lst, True),
+        (f"{k} processes, local limits only (contrast)", k, lst, False),
+        ("1 process, --redis", 1, alone, True),
+        ("1 process, local limit only", 1, alone, False),
+    ]
+    rows = {}
+    for run in range(RUNS):
+        for name, procs, path, shared in cases:
+            clear_log(port)
+            key = ["--redis", redis.unix_url(), "--limit-key", f"bench-rate-{run}-{procs}"] if shared else []
+            started, logs = [], []
+            for s in range(1, procs + 1):
+                shard = ["--shard", f"{s}/{procs}"] if procs > 1 else []
+                # The shared runs log their requests, with each grant's time on Redis' clock.
+                reqlog = WORK / f"shared-{s}.jsonl"
+                reqlog.unlink(missing_ok=True)
+                logged = ["--log-requests", str(reqlog)] if shared else []
+                logs += [reqlog] if shared else []
+                cmd = [str(RATEFETCH), str(path), *limit, *key, *shard, *logged, "-o", str(WORK / f"shared-{s}.csv")]
+                started.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            for p in started:
+                _, err = p.communicate(timeout=900)
+                if p.returncode != 0:
+                    log(f"  warning: ratefetch exited {p.returncode}: {err.decode(errors='replace')[-400:]}")
+            time.sleep(0.5)  # nginx's last log lines
+            arr = shard_arrivals(port)
+            t = [a for a, _ in arr]
+            d = rows.setdefault(name, {"procs": procs, "shared": shared, "n": [], "mean": [], "w1s": [], "w100": [], "per": [],
+                                       "grant_w1s": [], "grant_w100": [], "lag_ms": [], "send_lag_ms": [], "audit": [],
+                                       "over100": []})
+            d["over100"].append(windows_over(t, 0.1, -(-rate // 10) + 1))
+            if shared:
+                # The grants themselves (Redis' clock), the lag from grant to arrival at
+                # nginx (one machine, one clock), and `ratefetch audit` over the logs.
+                granted, send_lag = {}, []
+                for reqlog in logs:
+                    for line in reqlog.read_text().splitlines():
+                        rec = json.loads(line)
+                        if "granted" in rec and "index" in rec:
+                            g = datetime.datetime.fromisoformat(rec["granted"]).timestamp()
+                            granted[rec["index"]] = g
+                            send_lag.append((datetime.datetime.fromisoformat(rec["t"]).timestamp() - g) * 1000)
+                g = sorted(granted.values())
+                d["grant_w1s"].append(window_max(g, 1.0))
+                d["grant_w100"].append(window_max(g, 0.1))
+                d["lag_ms"] += [(a - granted[i]) * 1000 for a, i in arr if i in granted]
+                d["send_lag_ms"] += send_lag
+                audit = subprocess.run([str(RATEFETCH), "audit", *map(str, logs)], capture_output=True, text=True, timeout=120)
+                d["audit"].append((audit.returncode, audit.stdout.strip()))
+            span = t[-1] - t[0] if len(t) > 1 else 0
+            d["n"].append(len(t))
+            d["mean"].append((len(t) - 1) / span if span > 0 else float("nan"))
+            d["w1s"].append(window_max(t, 1.0))
+            d["w100"].append(window_max(t, 0.1))
+            # Each process's own mean rate: index i belongs to shard (i - 1) mod N + 1.
+            per = []
+            for s in range(procs):
+                ts = [a for a, i in arr if (i - 1) % procs == s]
+                sp = ts[-1] - ts[0] if len(ts) > 1 else 0
+                per.append((len(ts) - 1) / sp if sp > 0 else float("nan"))
+            d["per"].append(per)
+        log(f"  run {run + 1}/{RUNS} done")
+    return {"rate": rate, "count": SHARED_N, "alone": SHARED_ALONE_N, "rows": rows}
+
+
+def grant_cost(redis):
+    """Part 2: what a grant costs. -r unlimited at c=64 on the unlogged port, without --redis
+    (a local limit) and with it (the grant still runs for every request, it just never
+    waits): req/s, ratefetch's CPU, redis-server's CPU and its commands, per request."""
+    n = GRANT_N
+    log(f"i) cost of a grant: {n} URLs, -r unlimited -c 64, local vs --redis (unix socket, TCP)")
+    lst = write_list("grant.txt", [f"http://{HOST}:{PORT_PLAIN}/small.html?i={i}" for i in range(n)])
+    cases = [
+        ("local limit (no --redis)", None),
+        ("--redis, unix socket", redis.unix_url()),
+        (f"--redis, TCP {HOST}", redis.tcp_url()),
+    ]
+    rows = {}
+    for run in range(GRANT_RUNS):
+        for name, url in cases:
+            key = ["--redis", url, "--limit-key", f"bench-grant-{run}"] if url else []
+            cmd = [str(RATEFETCH), str(lst), "-r", "unlimited", "-c", "64", "-q", *key, "-o", str(WORK / "grant.csv")]
+            before, info0 = nginx_requests(), redis.info()
+            m = timed(cmd)
+            info1 = redis.info()
+            served = nginx_requests() - before - 1  # minus the status request itself
+            c0, c1 = redis_calls(info0), redis_calls(info1)
+            calls = {c: (n1 - c0.get(c, (0, 0))[0], u1 - c0.get(c, (0, 0))[1]) for c, (n1, u1) in c1.items()}
+            calls = {c: v for c, v in calls.items() if v[0] > 0}
+            calls.pop("info", None)  # the bench's own INFO
+            evalsha, usec = calls.get("evalsha", (0, 0))
+            d = rows.setdefault(name, {"rps": [], "cpu10k": [], "redis10k": [], "evalsha": [], "script_us": [], "served": [], "calls": None})
+            d["rps"].append(served / m["wall"])
+            d["cpu10k"].append(m["cpu"] / max(served, 1) * 10_000)
+            d["redis10k"].append((redis_cpu(info1) - redis_cpu(info0)) / max(served, 1) * 10_000)
+            d["evalsha"].append(evalsha / max(served, 1))
+            d["script_us"].append(usec / evalsha if evalsha else float("nan"))
+            d["served"].append(served)
+            d["calls"] = {c: n for c, (n, _) in calls.items()}
+        log(f"  run {run + 1}/{GRANT_RUNS} done")
+    return {"n": n, "runs": GRANT_RUNS, "rows": rows}
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -755,6 +993,7 @@ def write_results(results, plotted):
         "GNU parallel": version(["parallel", "--version"]),
         "nginx": version(["nginx", "-v"]),
         "Scrapy": version([str(VENV / "bin" / "scrapy"), "version"]) if have_scrapy() else "not installed",
+        "redis-server": version(["redis-server", "--version"]) if have("redis-server") else "not installed",
     }
     if BASELINE:
         versions = {"ratefetch (baseline)": version([str(BASELINE), "--version"]), **versions}
@@ -769,32 +1008,86 @@ def write_results(results, plotted):
     if BASELINE:
         w(f"Baseline: `{BASELINE}` ({baseline_rev()}); every ratefetch measurement also runs the baseline, just before the new binary.  ")
     w(f"Machine: {machine()}.  ")
-    w("Everything talks to loopback only: nginx on 127.0.0.1 (static ~600-byte page; scenario g also on 127.0.0.2–9, one host per address) "
-      "and `examples/delay_server` (100 ms per request).\n")
+    w("Everything talks to loopback only: nginx on 127.0.0.1 (static ~600-byte page; scenario g also on 127.0.0.2–9, one host per address), "
+      "`examples/delay_server` (100 ms per request) and, in scenario i, a redis-server of the bench's own.\n")
     w("Versions: " + "; ".join(f"{k}: `{v}`" for k, v in versions.items()) + "\n")
 
-    if "throughput" in results:
-        report_throughput(results, w)
-    if "rate" in results:
-        report_rate(results, w, plotted)
-    if "latency" in results:
-        report_latency(results, w)
-    if "memory" in results:
-        report_memory(results, w)
-    if "cpu" in results:
-        report_cpu(results, w)
-    if "retries" in results:
-        report_retries(results, w)
-    if "hosts" in results:
-        report_hosts(results, w)
-    if "pace" in results:
-        report_pace(results, w)
+    # Each section on its own, keyed by its scenario letter ("baseline" for the comparison),
+    # so that a partial run can put its sections into the last full run's file.
+    sections = []
+    for key, result, report in (
+        ("a", "throughput", report_throughput),
+        ("b", "rate", lambda r, w: report_rate(r, w, plotted)),
+        ("c", "latency", report_latency),
+        ("d", "memory", report_memory),
+        ("e", "cpu", report_cpu),
+        ("f", "retries", report_retries),
+        ("g", "hosts", report_hosts),
+        ("h", "pace", report_pace),
+        ("i", "shared", report_shared),
+    ):
+        if result in results:
+            lines = []
+            report(results, lines.append)
+            sections.append((key, lines))
     if BASELINE:
-        report_baseline(results, w)
+        lines = []
+        report_baseline(results, lines.append)
+        sections.append(("baseline", lines))
+    path = BENCH / "RESULTS.md"
+    if ONLY and path.exists() and os.environ.get("FRESH") != "1":
+        path.write_text(merge_results(path.read_text(), sections, now))
+        return
+    for _, lines in sections:
+        out.extend(lines)
     notes = BENCH / "NOTES.md"
     if notes.exists() and not ONLY:
         w(notes.read_text())
-    (BENCH / "RESULTS.md").write_text("\n".join(out) + "\n")
+    path.write_text("\n".join(out) + "\n")
+
+
+PARTIAL_NOTE = ("Sections marked *regenerated on its own* come from a later run of only those scenarios "
+                "(`ONLY=…`); each says when.  ")
+
+
+def section_key(heading):
+    """The key of a RESULTS.md section from its `## ` heading: the scenario letter, "baseline",
+    or None (the notes)."""
+    m = re.match(r"## ([a-z])\) ", heading)
+    if m:
+        return m.group(1)
+    return "baseline" if heading.startswith("## No worse than the baseline") else None
+
+
+def merge_results(old, sections, now):
+    """The RESULTS.md text `old` with the sections of this partial run in place of theirs (a
+    new scenario goes in letter order among the scenarios, before the notes); every other
+    section, the header and the notes stay as they were. Each section put in says it was
+    regenerated on its own, when, at which commit."""
+    lines = old.rstrip("\n").split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")] + [len(lines)]
+    head = lines[: starts[0]]
+    parts = [(section_key(lines[a]), lines[a:b]) for a, b in zip(starts, starts[1:])]
+    stamp = (f"*Regenerated on its own: `ONLY={','.join(sorted(ONLY))}{' QUICK=1' if QUICK else ''} RUNS={RUNS} bench/run` "
+             f"on {now} at commit {commit()}; machine: {machine()}. The other sections are from the runs the header names.*")
+    for key, new in sections:
+        new = "\n".join(new).rstrip("\n").split("\n")  # a report's lines may hold line breaks
+        new = new[:2] + [stamp, ""] + new[2:] + [""]  # under the heading and its blank line
+        keys = [k for k, _ in parts]
+        if key in keys:
+            parts[keys.index(key)] = (key, new)
+            continue
+        # After the last scenario that comes before it (the baseline after every scenario).
+        at = 0
+        for i, k in enumerate(keys):
+            if k is not None and (key == "baseline" or (k != "baseline" and k < key)):
+                at = i + 1
+        parts.insert(at, (key, new))
+    if PARTIAL_NOTE not in head:
+        gen = next((i for i, line in enumerate(head) if line.startswith("Generated by")), len(head) - 1)
+        head.insert(gen + 1, PARTIAL_NOTE)
+    body = head + [line for _, part in parts for line in part]
+    return "\n".join(body).rstrip("\n") + "\n"
 
 
 def report_throughput(results, w):
@@ -955,6 +1248,91 @@ def report_pace(results, w):
     w("\n(worst windows are the worst over all runs, not medians.)\n")
 
 
+def report_shared(results, w):
+    s = results["shared"]
+    w("## i) Shared limits in Redis: 4 processes on one key, and the cost of a grant\n")
+    if s is None:
+        w("Skipped: `redis-server` is not installed (bench/run installs the Debian package).\n")
+        return
+    r = s["rate"]
+    rate, lim1, lim100 = r["rate"], r["rate"] + 1, -(-r["rate"] // 10) + 1
+    w(f"The bench starts its own `{s['version']}` (no persistence; a unix socket, and TCP on {HOST}:{PORT_REDIS}). "
+      f"Four ratefetch processes start at once, each `-r {rate}/s --burst 1 -c 16 --shard k/4` on one list of "
+      f"{r['count']:,} URLs to one nginx port whose access log records `$msec` (as in b); the windows slide over every "
+      "arrival of the four together. Once with `--redis … --limit-key …` (one shared limit: the union must keep "
+      f"B + R·T, {lim1} in 1 s and {lim100} in 100 ms, and a mean of {rate}/s), once without (the contrast: four local "
+      f"limits, {4 * rate}/s together), then one process alone on {r['alone']:,} URLs, with `--redis` and without. "
+      "\"per process\" is each process's own mean rate, told apart by its URLs' index. "
+      f"Load average (1 min) {s['load'][0]:.2f} at the start of the scenario, {s['load'][1]:.2f} at its end.\n")
+    w("| case | requests | mean rate (union) | vs 200/s | worst 1 s | worst 100 ms | per process | targets |")
+    w("|---|---:|---:|---:|---:|---:|---|---|")
+    for name, d in r["rows"].items():
+        mean = median(d["mean"])
+        w1, w100 = max(d["w1s"]), max(d["w100"])
+        per = " / ".join(f"{median([p[i] for p in d['per']]):.1f}" for i in range(d["procs"])) if d["procs"] > 1 else "–"
+        if d["shared"] or d["procs"] == 1:
+            ok = abs(mean / rate - 1) <= 0.01 and w1 <= lim1 and w100 <= lim100
+            verdict = "met" if ok else "missed"
+        else:
+            verdict = f"contrast: {mean / rate:.1f} × the limit"
+        w(f"| {name} | {int(median(d['n'])):,} | {mean:.2f}/s | {mean / rate - 1:+.2%} | {w1} | {w100} | {per} | {verdict} |")
+    w("\n(worst windows are the worst over all runs, not medians.)\n")
+    for name, d in r["rows"].items():
+        if not d["shared"] or not d["lag_ms"]:
+            continue
+        lag, send = sorted(d["lag_ms"]), sorted(d["send_lag_ms"])
+        pct = lambda xs: f"median {xs[len(xs) // 2]:.1f} ms, 99% within {xs[int(len(xs) * 0.99)]:.1f} ms, the slowest {xs[-1]:.1f} ms"
+        audits = d["audit"]
+        held = sum(1 for code, _ in audits if code == 0)
+        last = audits[-1][1].splitlines()
+        over = sum(d["over100"])
+        w(f"{name}: at the server, {over} of the {sum(d['n']):,} 100 ms windows that start at an arrival (all runs) "
+          f"held more than {lim100}. "
+          f"At the grants themselves (each request's `granted` time on Redis' clock, from `--log-requests`) "
+          f"the worst 1 s window holds {max(d['grant_w1s'])} and the worst 100 ms {max(d['grant_w100'])}. "
+          f"From grant to send (the log's `t`, this machine's clock): {pct(send)}; from grant to arrival at nginx "
+          f"(`$msec`, 1 ms steps): {pct(lag)}. "
+          f"`ratefetch audit` over the {d['procs']} logs: limits held in {held} of {len(audits)} runs"
+          + (f" (last: \"{last[-1]}\")" if last else "") + ".")
+        if max(d["grant_w1s"]) <= lim1 and max(d["grant_w100"]) <= lim100 and (max(d["w1s"]) > lim1 or max(d["w100"]) > lim100):
+            w("So Redis granted within B + R·T; what the server saw over it are sends that left late after their grant "
+              "(a worker woken late on a busy 2-core machine) next to one that left on time.")
+        w("")
+
+    g = s["grant"]
+    rows = g["rows"]
+    w(f"**The cost of a grant**: {g['n']:,} URLs on the unlogged nginx port, `-r unlimited -c 64`, without `--redis` "
+      f"(the local limit) and with it, interleaved, {g['runs']} runs each (a run takes about a second), medians; with `-r unlimited` the grant script still runs before every request "
+      "(`fetch.rs` asks for a grant whenever `--redis` is given), it only never waits. "
+      "req/s: requests nginx answered ÷ wall time; ratefetch CPU from `/usr/bin/time` (user + system); redis-server "
+      "CPU from `INFO cpu` (`used_cpu_user` + `used_cpu_sys`, before and after); Redis commands from "
+      "`INFO commandstats` (before and after, the bench's own `INFO` left out).\n")
+    w("| ratefetch | req/s | ratefetch CPU s / 10k | redis-server CPU s / 10k | together CPU s / 10k | EVALSHA per request | µs in Redis per EVALSHA |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for name, d in rows.items():
+        cpu, rcpu = median(d["cpu10k"]), median(d["redis10k"])
+        w(f"| {name} | {fmt(median(d['rps']))} | {cpu:.2f} | {rcpu:.2f} | {cpu + rcpu:.2f} | {median(d['evalsha']):.3f} | "
+          f"{fmt(median(d['script_us']), 1)} |")
+    for name, d in rows.items():
+        if d["calls"]:
+            listed = ", ".join(f"{c.upper().replace('|', ' ')} {v:,}" for c, v in sorted(d["calls"].items()))
+            w(f"\nEvery Redis command of the last \"{name}\" run ({d['served'][-1]:,} requests), from `INFO commandstats`: "
+              f"{listed}. `INFO commandstats` counts the commands a script runs too: TIME and most GETs and SETs are the grant "
+              "script's own, inside Redis; what a process sends is one EVALSHA per request, and at its start one SET NX + GET "
+              "(pipelined), two SCRIPT LOADs and two CONFIG GETs (`src/shared.rs`).")
+            break
+    local = rows.get("local limit (no --redis)")
+    unix = rows.get("--redis, unix socket")
+    if local and unix:
+        extra = median(unix["cpu10k"]) - median(local["cpu10k"])
+        w(f"\nA grant costs one round trip (EVALSHA) per request; over the local limit, ratefetch spends "
+          f"**{extra:+.2f} CPU s per 10k requests** and redis-server **{median(unix['redis10k']):.2f}** (unix socket), "
+          f"and the run goes at {median(unix['rps']) / median(local['rps']):.0%} of the local limit's req/s, "
+          "on this machine where ratefetch, nginx and redis-server share 2 cores.\n")
+    else:
+        w("")
+
+
 def report_baseline(results, w):
     base = "ratefetch (baseline)"
     rows = []
@@ -1038,10 +1416,11 @@ def main():
         "f": scenario_retries,
         "g": scenario_host_sorted,
         "h": scenario_host_pace,
+        "i": scenario_shared,
     }
     unknown = ONLY - scenarios.keys()
     if unknown:
-        raise SystemExit(f"bench: unknown scenario(s) in ONLY: {', '.join(sorted(unknown))} (known: a–h)")
+        raise SystemExit(f"bench: unknown scenario(s) in ONLY: {', '.join(sorted(unknown))} (known: a–i)")
     if BASELINE:
         log(f"baseline {BASELINE}: every ratefetch measurement runs it too, interleaved")
     conf = start_nginx()
