@@ -108,6 +108,11 @@ pub struct Fetcher {
 /// Redis' clock (for the request log).
 type Sent = Option<(SystemTime, Option<SystemTime>)>;
 
+/// How late after its grant's instant a request may leave (half the rate's period, within
+/// these bounds); a worker woken later asks for a new grant, at most `STALE_GRANTS` times.
+const LATE_GRANT: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(5));
+const STALE_GRANTS: u32 = 6;
+
 /// How long a worker waits before it asks an unreachable Redis again: doubling up to this.
 const REDIS_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -189,6 +194,14 @@ impl Fetcher {
         };
         let interval = self.scheduler.host_period(host);
         let mut backoff = REDIS_BACKOFF.0;
+        // How late after its grant a request may still leave: half the rate's period, within
+        // bounds.
+        let mut late_ok = self
+            .config
+            .rate
+            .period()
+            .map_or(LATE_GRANT.1, |p| (p / 2).clamp(LATE_GRANT.0, LATE_GRANT.1));
+        let mut stale = 0;
         loop {
             let answer = tokio::select! {
                 biased;
@@ -213,6 +226,17 @@ impl Fetcher {
                         biased;
                         _ = stop.cancelled() => return Err(Next::Stopped),
                         _ = tokio::time::sleep_until(at) => {}
+                    }
+                    // Woken late (a busy machine, a stopped process), the request would land
+                    // closer to the next grant, another process's perhaps, than the limits
+                    // allow. The slot stays counted (the safe side); ask again, allowing a
+                    // little more lateness each time so that a slow machine still sends.
+                    if Instant::now().saturating_duration_since(at) > late_ok
+                        && stale < STALE_GRANTS
+                    {
+                        stale += 1;
+                        late_ok *= 2;
+                        continue;
                     }
                     return Ok(Some(granted));
                 }

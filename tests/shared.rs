@@ -135,6 +135,52 @@ fn four_processes_on_one_key_keep_the_rate_together_at_the_server() {
 }
 
 #[test]
+fn a_process_stopped_mid_run_does_not_send_its_stale_grants_in_a_burst() {
+    if !available("a_process_stopped_mid_run_does_not_send_its_stale_grants_in_a_burst") {
+        return;
+    }
+    let redis = Redis::start();
+    let server = Server::start_on([127, 0, 0, 99]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let runs: Vec<Child> = (1..=2)
+        .map(|k| {
+            let list = dir.path().join(format!("urls{k}.txt"));
+            let urls: Vec<String> = (0..60)
+                .map(|i| server.url(&format!("/ok?{k}-{i}")))
+                .collect();
+            write_list(&list, &urls);
+            spawn(&[
+                "-q",
+                "-r",
+                "100/s",
+                "-c",
+                "16",
+                "--redis",
+                &url,
+                "-o",
+                "/dev/null",
+                list.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    let mut arrivals = server.wait_arrivals(30, Duration::from_secs(30));
+    assert_eq!(arrivals.len(), 30, "the runs got going");
+    // The first process stops (as a machine that stalls) while its workers hold grants, and
+    // goes on 300 ms later, when every one of them is stale.
+    let pid = runs[0].id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    for child in runs {
+        assert_exit(&finish(child), 0, "a process sharing the limit");
+    }
+    arrivals.extend(server.arrivals());
+    assert_eq!(arrivals.len(), 120);
+    assert_rate(&arrivals, 100.0, 1, "the union, across the stall");
+}
+
+#[test]
 fn a_per_host_rate_and_a_quota_hold_across_processes() {
     if !available("a_per_host_rate_and_a_quota_hold_across_processes") {
         return;
