@@ -263,6 +263,22 @@ impl Config {
                 ));
             }
             check_limit_key(name).map_err(|e| UsageError::new("--queue", e))?;
+            if self.claim_after < Duration::from_millis(100) {
+                return Err(UsageError::new(
+                    "--claim-after",
+                    "expected at least 100ms: a shorter one takes jobs from workers that are alive",
+                ));
+            }
+            if self
+                .fields
+                .as_ref()
+                .is_some_and(|f| !f.iter().any(|c| c == "index"))
+            {
+                return Err(UsageError::new(
+                    "--fields",
+                    "a --queue worker's report needs the index column (ratefetch merge reads it)",
+                ));
+            }
             if !matches!(self.output, OutputTarget::Path(_)) {
                 return Err(UsageError::new(
                     "--queue",

@@ -163,7 +163,7 @@ async fn work_queue(config: Config, shutdown: Shutdown) -> Result<Summary, Error
             done,
             finished,
         });
-    let acker = queue.acknowledge(acks);
+    let acker = queue.acknowledge(acks, shutdown.stop.clone());
     let reading = shutdown.stop.child_token();
     // It holds at most what its workers can start, and a few more.
     let most = config.workers.saturating_add(queue::READ_CHUNK);
@@ -175,7 +175,11 @@ async fn work_queue(config: Config, shutdown: Shutdown) -> Result<Summary, Error
     reading.cancel();
     let _ = reader.await;
     queue.hand_back().await;
-    result
+    let summary = result?;
+    match queue.failure() {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
 }
 
 /// `ratefetch enqueue`: streams `config.input` into the queue `config.queue` at

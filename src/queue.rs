@@ -57,6 +57,10 @@ const BLOCK: Duration = Duration::from_millis(500);
 /// How long a command may take before the connection counts as lost (a blocking read
 /// included).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a stop, how long acknowledgements are asked again of a Redis that does not answer.
+const STOP_ACK_WAIT: Duration = Duration::from_secs(5);
+/// Pending jobs handed back per round trip.
+const HAND_BACK_PAGE: usize = 1000;
 /// How long `enqueue` waits between two looks at a queue that holds too many unread jobs.
 const FULL_WAIT: Duration = Duration::from_millis(200);
 
@@ -179,6 +183,7 @@ pub async fn enqueue(
         Option<String>,
         Option<u64>,
     ) = redis::pipe()
+        .atomic()
         .hset_nx(&keys.meta, "columns", &columns)
         .hset_nx(&keys.meta, "fingerprint", &print)
         .hget(&keys.meta, "columns")
@@ -280,6 +285,8 @@ async fn add(
         .arg("last")
         .arg(top)
         .ignore();
+    // The list goes on past a queue once complete: it is not complete any more.
+    pipe.cmd("HDEL").arg(&keys.meta).arg("end").ignore();
     match pipe.query_async::<()>(conn).await {
         Ok(()) => {}
         // Another enqueue of the same list added them first: the queue has them.
@@ -307,8 +314,24 @@ pub struct Queue {
     held: Mutex<HashSet<u64>>,
     /// Jobs handed to the run so far (read or taken over).
     taken: AtomicU64,
+    /// Set when the queue became unusable: the worker stopped reading.
+    failed: Mutex<Option<String>>,
     claim_after: Duration,
     max_deliveries: u32,
+}
+
+/// What a step of the reader did.
+enum Read {
+    /// Took this many jobs (new or taken over).
+    Took(usize),
+    /// The queue is complete.
+    Complete,
+}
+
+/// Whether a Redis error says the queue itself is gone (its group or stream), which no
+/// waiting mends.
+fn is_gone(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP")
 }
 
 /// The index a stream ID `<index>-0` stands for.
@@ -371,6 +394,7 @@ impl Queue {
             passthrough,
             held: Mutex::new(HashSet::new()),
             taken: AtomicU64::new(0),
+            failed: Mutex::new(None),
             claim_after: config.claim_after,
             max_deliveries: config.max_deliveries,
         })
@@ -388,16 +412,22 @@ impl Queue {
         let (tx, rx) = mpsc::channel(most.max(1));
         let done = CancellationToken::new();
         let (reader, keeper) = (self.clone(), self.clone());
-        let keeper_args = (tx.clone(), stop.clone(), done.clone(), rows.clone());
+        let (keeper_stop, keeper_done) = (stop.clone(), done.clone());
         let task = tokio::spawn(async move {
             let keeper = tokio::spawn(async move {
-                let (tx, stop, done, rows) = keeper_args;
-                keeper.keep_up(tx, stop, done, rows, most).await;
+                keeper.keep_fresh(keeper_stop, keeper_done).await;
             });
-            reader.read_jobs(tx, stop, done, rows, most).await;
+            reader.read_jobs(tx, stop, rows, most).await;
+            done.cancel();
             let _ = keeper.await;
         });
         (Source::channel(rx), task)
+    }
+
+    /// Why the worker had to stop reading, if the queue became unusable (gone from Redis).
+    pub fn failure(&self) -> Option<Error> {
+        let why = self.failed.lock().expect("queue lock").clone()?;
+        Some(refused(&self.url, why))
     }
 
     /// How many more jobs the worker may take now (it holds at most `most` not finished).
@@ -407,33 +437,44 @@ impl Queue {
         most.saturating_sub(usize::try_from(out).unwrap_or(usize::MAX))
     }
 
+    /// How often the jobs held are kept fresh: well within `--claim-after`.
+    fn refresh_every(&self) -> Duration {
+        (self.claim_after / 8).clamp(Duration::from_millis(25), Duration::from_secs(5))
+    }
+
     /// Acknowledges the jobs whose rows `done` says are on disk, until it closes (the sink's
-    /// writer is done).
+    /// writer is done). Once `stop` came, a Redis that does not answer is given up on after a
+    /// while (those jobs go to another worker).
     pub fn acknowledge(
         self: &Arc<Queue>,
         mut done: mpsc::UnboundedReceiver<Vec<u64>>,
+        stop: CancellationToken,
     ) -> JoinHandle<()> {
         let queue = self.clone();
         tokio::spawn(async move {
-            while let Some(indices) = done.recv().await {
-                queue.ack(&indices).await;
+            while let Some(mut indices) = done.recv().await {
+                // What came meanwhile goes in the same round trip.
+                while let Ok(more) = done.try_recv() {
+                    indices.extend(more);
+                }
+                queue.ack(&indices, &stop).await;
             }
         })
     }
 
-    /// `XACK` and `XDEL` for `indices`, asked again for a while if Redis does not answer;
-    /// jobs that could not be acknowledged stay pending and go to another worker (their rows
-    /// are then twice in the reports, which `ratefetch merge` makes once).
-    async fn ack(&self, indices: &[u64]) {
+    /// `XACK` and `XDEL` for `indices` in one transaction, asked again until Redis answers
+    /// (the queue cannot be complete without them); after a stop, given up on after a while.
+    async fn ack(&self, indices: &[u64], stop: &CancellationToken) {
         if indices.is_empty() {
             return;
         }
         let ids = ids(indices);
         let mut conn = self.conn.clone();
         let mut backoff = Duration::from_millis(100);
-        let give_up = Instant::now() + Duration::from_secs(30);
+        let mut stopping_since: Option<Instant> = None;
         loop {
             let acked: redis::RedisResult<()> = redis::pipe()
+                .atomic()
                 .cmd("XACK")
                 .arg(&self.keys.jobs)
                 .arg(GROUP)
@@ -445,21 +486,20 @@ impl Queue {
                 .ignore()
                 .query_async(&mut conn)
                 .await;
-            match acked {
-                Ok(()) => break,
-                Err(_) if Instant::now() + backoff < give_up => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
+            let Err(e) = acked else { break };
+            if stop.is_cancelled() {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > STOP_ACK_WAIT {
                     eprintln!(
-                        "ratefetch: warning: {} jobs could not be acknowledged in the queue ({e}); \
-                         another worker will fetch them again",
+                        "ratefetch: warning: {} jobs could not be acknowledged in the queue \
+                         ({e}); another worker will fetch them again",
                         indices.len()
                     );
-                    return;
+                    break;
                 }
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         let mut held = self.held.lock().expect("queue lock");
         for i in indices {
@@ -467,66 +507,98 @@ impl Queue {
         }
     }
 
-    /// Hands back the jobs this worker read and did not finish, for others to take at once;
-    /// leaves the group if it holds nothing.
+    /// Hands back every job this worker's consumer still has pending (read and not
+    /// finished, including any read whose answer it never saw), for others to take at once:
+    /// claimed to itself with an idle time past `--claim-after`, their delivery count as it
+    /// was (a hand-back is not a delivery).
     pub async fn hand_back(&self) {
-        let held: Vec<u64> = self.held.lock().expect("queue lock").drain().collect();
+        self.held.lock().expect("queue lock").clear();
         let mut conn = self.conn.clone();
-        if held.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(&self.keys.jobs)
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .query_async(&mut conn)
-                .await;
-            return;
-        }
         let idle = u64::try_from(self.claim_after.as_millis())
             .unwrap_or(u64::MAX / 4)
             .saturating_mul(2)
             .saturating_add(1000);
-        let _: redis::RedisResult<Value> = redis::cmd("XCLAIM")
-            .arg(&self.keys.jobs)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(0)
-            .arg(ids(&held))
-            .arg("IDLE")
-            .arg(idle)
-            .arg("JUSTID")
-            .query_async(&mut conn)
-            .await;
+        let mut start = "-".to_string();
+        loop {
+            let pending: redis::RedisResult<StreamPendingCountReply> = redis::cmd("XPENDING")
+                .arg(&self.keys.jobs)
+                .arg(GROUP)
+                .arg(&start)
+                .arg("+")
+                .arg(HAND_BACK_PAGE)
+                .arg(&self.consumer)
+                .query_async(&mut conn)
+                .await;
+            let Ok(pending) = pending else { return };
+            let Some(last) = pending.ids.last() else {
+                return;
+            };
+            start = format!("({}", last.id);
+            let mut pipe = redis::pipe();
+            for p in &pending.ids {
+                pipe.cmd("XCLAIM")
+                    .arg(&self.keys.jobs)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(&p.id)
+                    .arg("IDLE")
+                    .arg(idle)
+                    .arg("RETRYCOUNT")
+                    .arg(p.times_delivered.saturating_sub(1))
+                    .arg("JUSTID")
+                    .ignore();
+            }
+            if pipe.query_async::<()>(&mut conn).await.is_err()
+                || pending.ids.len() < HAND_BACK_PAGE
+            {
+                return;
+            }
+        }
     }
 
-    /// The reader: new jobs a few at a time, as the channel takes them, until the queue is
-    /// complete (then `done` is cancelled) or `stop`.
+    /// The reader: jobs as earlier ones finish, until the queue is complete or `stop`. Jobs
+    /// that other workers left pending longer than `--claim-after` come first (taken over),
+    /// so that a backlog of new jobs does not keep them waiting; then new ones. A Redis call
+    /// under way is not cut short by a stop (its jobs would be this worker's unseen); it is
+    /// short (a read blocks at most `BLOCK`).
     async fn read_jobs(
         &self,
         tx: mpsc::Sender<Job>,
         stop: CancellationToken,
-        done: CancellationToken,
         mut rows: watch::Receiver<u64>,
         most: usize,
     ) {
+        let claim_every = self.refresh_every();
+        let mut claim_at = Instant::now();
+        let mut cursor = "0-0".to_string();
         let mut backoff = Duration::from_millis(100);
         loop {
+            // Only as earlier jobs finish.
+            let room = loop {
+                rows.borrow_and_update();
+                let room = self.room(&rows, most);
+                if room > 0 {
+                    break room.min(READ_CHUNK);
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = rows.changed() => if changed.is_err() { return },
+                }
+            };
+            if stop.is_cancelled() {
+                return;
+            }
+            let Ok(permits) = tx.reserve_many(room).await else {
+                return;
+            };
             let step = async {
-                // Only as earlier jobs finish.
-                let room = loop {
-                    rows.borrow_and_update();
-                    let room = self.room(&rows, most);
-                    if room > 0 {
-                        break room.min(READ_CHUNK);
-                    }
-                    if rows.changed().await.is_err() {
-                        return Ok(true);
-                    }
-                };
-                let permits = match tx.reserve_many(room).await {
-                    Ok(permits) => permits,
-                    Err(_) => return Ok(true),
-                };
+                if Instant::now() >= claim_at {
+                    claim_at = Instant::now() + claim_every;
+                    let claimed = self.take_over(&mut cursor, permits).await?;
+                    return Ok(Read::Took(claimed));
+                }
+                let block = BLOCK.min(claim_at.saturating_duration_since(Instant::now()));
                 let mut read = self.read.clone();
                 let reply: StreamReadReply = redis::cmd("XREADGROUP")
                     .arg("GROUP")
@@ -535,7 +607,7 @@ impl Queue {
                     .arg("COUNT")
                     .arg(room)
                     .arg("BLOCK")
-                    .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(1000))
+                    .arg(u64::try_from(block.as_millis()).unwrap_or(1).max(1))
                     .arg("STREAMS")
                     .arg(&self.keys.jobs)
                     .arg(">")
@@ -543,159 +615,124 @@ impl Queue {
                     .await?;
                 let entries: Vec<StreamId> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
                 if entries.is_empty() {
-                    return self.complete().await;
+                    return Ok(if self.complete().await? {
+                        Read::Complete
+                    } else {
+                        Read::Took(0)
+                    });
                 }
                 for (entry, permit) in entries.iter().zip(permits) {
                     if let Some(job) = self.job(entry, 1) {
                         permit.send(job);
                     }
                 }
-                redis::RedisResult::Ok(false)
+                redis::RedisResult::Ok(Read::Took(entries.len()))
             };
-            let outcome = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                outcome = step => outcome,
-            };
-            match outcome {
-                Ok(true) => {
-                    done.cancel();
+            match step.await {
+                Ok(Read::Complete) => return,
+                Ok(Read::Took(claimed)) => {
+                    backoff = Duration::from_millis(100);
+                    if claimed > 0 {
+                        // Perhaps more are stale: look again at once.
+                        claim_at = Instant::now();
+                    }
+                }
+                Err(e) if is_gone(&e) => {
+                    self.failed.lock().expect("queue lock").get_or_insert_with(|| {
+                        format!("the queue is gone from Redis ({e}); a restart without persistence?")
+                    });
                     return;
                 }
-                Ok(false) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    self.wait_for_redis(&e, backoff, &stop).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    /// Every so often, whatever the reader waits for: the jobs held kept fresh (a job that
-    /// waits on its host's pace must not look abandoned), and while the channel has room,
-    /// jobs of other workers pending longer than `--claim-after` taken over. Until `done` or
-    /// `stop`.
-    async fn keep_up(
-        &self,
-        tx: mpsc::Sender<Job>,
-        stop: CancellationToken,
-        done: CancellationToken,
-        rows: watch::Receiver<u64>,
-        most: usize,
-    ) {
-        let every = (self.claim_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let outcome = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = done.cancelled() => return,
-                outcome = self.upkeep(&tx, self.room(&rows, most)) => outcome,
-            };
-            let wait = match outcome {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    every
-                }
-                Err(e) => {
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     eprintln!(
-                        "ratefetch: the queue at {} did not answer ({e})",
+                        "ratefetch: waiting for the queue at {} ({e})",
                         display_url(&self.url)
                     );
-                    wait
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = done.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// Says that Redis did not answer, and waits `backoff` (or until `stop`).
-    async fn wait_for_redis(
+    /// Takes over jobs other workers left pending longer than `--claim-after`, as many as
+    /// `permits`, scanning on from `cursor`. Returns how many it took.
+    async fn take_over(
         &self,
-        e: &redis::RedisError,
-        backoff: Duration,
-        stop: &CancellationToken,
-    ) {
-        eprintln!(
-            "ratefetch: waiting for the queue at {} ({e})",
-            display_url(&self.url)
-        );
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(backoff) => {}
-        }
-    }
-
-    /// One round of `keep_up`.
-    async fn upkeep(&self, tx: &mpsc::Sender<Job>, room: usize) -> redis::RedisResult<()> {
+        cursor: &mut String,
+        permits: mpsc::PermitIterator<'_, Job>,
+    ) -> redis::RedisResult<usize> {
         let mut conn = self.conn.clone();
-        let held: Vec<u64> = self
-            .held
-            .lock()
-            .expect("queue lock")
-            .iter()
-            .copied()
-            .collect();
-        for part in held.chunks(512) {
-            // Claimed to itself: their idle time starts again.
-            let _: Value = redis::cmd("XCLAIM")
-                .arg(&self.keys.jobs)
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg(0)
-                .arg(ids(part))
-                .arg("JUSTID")
-                .query_async(&mut conn)
-                .await?;
-        }
-        // Only what the worker may take now: the claimed are its own from here on.
-        let room = room.min(READ_CHUNK).min(tx.capacity());
-        if room == 0 {
-            return Ok(());
-        }
-        let Ok(permits) = tx.try_reserve_many(room) else {
-            return Ok(());
-        };
+        let count = permits.len();
         let stale_ms = u64::try_from(self.claim_after.as_millis()).unwrap_or(u64::MAX);
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.keys.jobs)
             .arg(GROUP)
             .arg(&self.consumer)
             .arg(stale_ms)
-            .arg("0-0")
+            .arg(cursor.as_str())
             .arg("COUNT")
-            .arg(room)
+            .arg(count)
             .query_async(&mut conn)
             .await?;
-        let (Some(first), Some(last)) = (claimed.claimed.first(), claimed.claimed.last()) else {
-            return Ok(());
-        };
-        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&self.keys.jobs)
-            .arg(GROUP)
-            .arg(&first.id)
-            .arg(&last.id)
-            .arg(claimed.claimed.len())
-            .arg(&self.consumer)
-            .query_async(&mut conn)
-            .await?;
-        for (entry, permit) in claimed.claimed.iter().zip(permits) {
-            let deliveries = pending
-                .ids
-                .iter()
-                .find(|p| p.id == entry.id)
-                .map_or(2, |p| p.times_delivered);
+        *cursor = claimed.next_stream_id.clone();
+        if claimed.claimed.is_empty() {
+            return Ok(0);
+        }
+        // Each one's delivery count (it counts this delivery).
+        let mut pipe = redis::pipe();
+        for entry in &claimed.claimed {
+            pipe.cmd("XPENDING")
+                .arg(&self.keys.jobs)
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&entry.id)
+                .arg(1);
+        }
+        let counts: Vec<StreamPendingCountReply> = pipe.query_async(&mut conn).await?;
+        for ((entry, pending), permit) in claimed.claimed.iter().zip(&counts).zip(permits) {
+            let deliveries = pending.ids.first().map_or(2, |p| p.times_delivered);
             if let Some(job) = self.job(entry, deliveries) {
                 permit.send(job);
             }
         }
-        Ok(())
+        Ok(claimed.claimed.len())
+    }
+
+    /// Keeps the jobs held fresh until `done` or `stop`, whatever the reader waits for: a
+    /// job that waits on its host's pace must not look abandoned.
+    async fn keep_fresh(&self, stop: CancellationToken, done: CancellationToken) {
+        let every = self.refresh_every();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = done.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let held: Vec<u64> = self
+                .held
+                .lock()
+                .expect("queue lock")
+                .iter()
+                .copied()
+                .collect();
+            let mut conn = self.conn.clone();
+            for part in held.chunks(512) {
+                // Claimed to itself: their idle time starts again (an error: next round).
+                let _: redis::RedisResult<Value> = redis::cmd("XCLAIM")
+                    .arg(&self.keys.jobs)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(ids(part))
+                    .arg("JUSTID")
+                    .query_async(&mut conn)
+                    .await;
+            }
+        }
     }
 
     /// Whether the queue is complete: its end marked, nothing left in it.

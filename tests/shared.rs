@@ -230,10 +230,55 @@ fn a_per_host_rate_and_a_quota_hold_across_processes() {
     assert_rate(&on_a, 10.0, 1, "host A, both processes");
     assert_rate(&on_b, 10.0, 1, "host B, both processes");
     let all: Vec<Instant> = times(&on_a).into_iter().chain(times(&on_b)).collect();
-    let busiest = max_in_window(&all, Duration::from_secs(1) - TOLERANCE);
+    // Coarse, as for quotas on new connections: a request that opens one arrives late.
+    let busiest = max_in_window(&all, Duration::from_secs(1) - Duration::from_millis(100));
     assert!(
         busiest <= 12,
         "{busiest} requests in a window of 1s, quota 12"
+    );
+}
+
+#[test]
+fn a_per_host_quota_holds_across_processes() {
+    if !available("a_per_host_quota_holds_across_processes") {
+        return;
+    }
+    let redis = Redis::start();
+    let server = Server::start_on([127, 0, 0, 100]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let runs: Vec<Child> = (1..=2)
+        .map(|k| {
+            let list = dir.path().join(format!("urls{k}.txt"));
+            let urls: Vec<String> = (0..8)
+                .map(|i| server.url(&format!("/ok?{k}-{i}")))
+                .collect();
+            write_list(&list, &urls);
+            spawn(&[
+                "-q",
+                "-r",
+                "unlimited",
+                "--per-host-quota",
+                "6/1s",
+                "--redis",
+                &url,
+                "-o",
+                "/dev/null",
+                list.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    for child in runs {
+        assert_exit(&finish(child), 0, "a process sharing the host's quota");
+    }
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), 16);
+    // Alone, each process would send 6 in each second.
+    let window = Duration::from_secs(1) - Duration::from_millis(100);
+    let busiest = max_in_window(&times(&arrivals), window);
+    assert!(
+        busiest <= 6,
+        "{busiest} requests to the host in a window of 1s, quota 6"
     );
 }
 
@@ -263,7 +308,7 @@ fn a_cool_down_one_process_is_told_holds_for_the_others() {
             Instant::now() < deadline,
             "the cool-down never reached Redis"
         );
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(5));
     }
     let two = spawn(&[&common[..], &["-o", "/dev/null", second.to_str().unwrap()]].concat());
     assert_exit(&finish(two), 0, "the second process");
@@ -317,8 +362,8 @@ fn redis_killed_and_restarted_mid_run_sends_nothing_meanwhile_and_the_runs_finis
     assert_eq!(before.len(), 20, "the runs got going");
     redis.kill();
     let killed = Instant::now();
-    // The outage: half a second without Redis.
-    std::thread::sleep(Duration::from_millis(500));
+    // The outage: 700 ms without Redis.
+    std::thread::sleep(Duration::from_millis(700));
     let outage_end = Instant::now();
     redis.restart();
     let back = Instant::now();
@@ -334,7 +379,7 @@ fn redis_killed_and_restarted_mid_run_sends_nothing_meanwhile_and_the_runs_finis
     let rest = server.arrivals();
     // Grants taken before the kill may still leave (each of the 4 workers holds at most one,
     // at most 4 × 25 ms ahead); nothing else leaves until Redis is back.
-    let late = Duration::from_millis(150);
+    let late = Duration::from_millis(250);
     let during: Vec<&Arrival> = rest
         .iter()
         .filter(|a| a.at > killed + late && a.at < outage_end)
