@@ -13,6 +13,9 @@ use support::redis_server::{available, Redis};
 use support::report::{assert_each_index_once, read_csv, wait_for_rows, Row};
 use support::server::Server;
 
+/// `XPENDING key group`: the count, the lowest and highest ID, and each consumer's count.
+type PendingSummary = (u64, Option<String>, Option<String>, Vec<(String, String)>);
+
 /// How long a run of these tests may take before it counts as stuck.
 const STUCK: Duration = Duration::from_secs(60);
 
@@ -124,8 +127,7 @@ fn a_worker_killed_mid_run_leaves_its_jobs_to_the_others_and_the_merge_has_every
     killed.kill().unwrap();
     killed.wait().unwrap();
     // It died holding jobs (read, not acknowledged): the others must take them over.
-    let (_, _, _, owners): (u64, Option<String>, Option<String>, Vec<(String, String)>) =
-        redis.query(&["XPENDING", "{items}:jobs", "ratefetch"]);
+    let (_, _, _, owners): PendingSummary = redis.query(&["XPENDING", "{items}:jobs", "ratefetch"]);
     let held: u64 = owners
         .iter()
         .filter(|(name, _)| name.contains(&format!("-{pid}-")))
