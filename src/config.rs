@@ -293,6 +293,17 @@ impl Config {
                     "cannot be used with --redis: Redis keeps the shared state",
                 ));
             }
+            for (flag, rate) in [
+                ("--rate", self.rate),
+                ("--per-host-rate", self.per_host_rate),
+            ] {
+                if rate.period().is_some_and(|p| p < Duration::from_micros(1)) {
+                    return Err(UsageError::new(
+                        flag,
+                        "with --redis, at most 1000000/s (grants are kept in microseconds)",
+                    ));
+                }
+            }
             // Parsed here, connected to at the start of the run.
             redis::Client::open(url.as_str())
                 .map_err(|e| UsageError::new("--redis", e.to_string()))?;

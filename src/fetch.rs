@@ -213,7 +213,7 @@ impl Fetcher {
                 self.scheduler.notify(None);
             }
             match answer {
-                Ok(Grant::At { at, granted }) => {
+                Ok(Grant::At { at, granted, late }) => {
                     if shared.state_lost() && !self.config.quiet {
                         eprintln!(
                             "ratefetch: warning: the shared limits under --limit-key {} were \
@@ -231,7 +231,8 @@ impl Fetcher {
                     // closer to the next grant, another process's perhaps, than the limits
                     // allow. The slot stays counted (the safe side); ask again, allowing a
                     // little more lateness each time so that a slow machine still sends.
-                    if Instant::now().saturating_duration_since(at) > late_ok
+                    // (A slow answer makes the grant that much older than `at` says.)
+                    if Instant::now().saturating_duration_since(at) + late > late_ok
                         && stale < STALE_GRANTS
                     {
                         stale += 1;
@@ -256,7 +257,7 @@ impl Fetcher {
                     self.scheduler.pause(wait, what);
                     return Err(Next::Requeue);
                 }
-                Err(e @ SharedError::Mismatch { .. }) => {
+                Err(e @ (SharedError::Mismatch { .. } | SharedError::Refused(_))) => {
                     self.scheduler.fail_shared(e.to_string());
                     return Err(Next::Stopped);
                 }

@@ -39,9 +39,12 @@ pub fn quota(period: Duration, burst: NonZeroU32) -> Quota {
 impl Limits {
     pub fn new(config: &Config) -> Limits {
         Limits {
+            // With --redis the shared grant paces every request (this process's included): a
+            // local token taken first would only be lost on each grant refused.
             global: config
                 .rate
                 .period()
+                .filter(|_| config.redis.is_none())
                 .map(|p| Pacer::new(quota(p, config.burst))),
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
         }

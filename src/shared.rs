@@ -143,7 +143,13 @@ return 0
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grant {
     /// Send at `at`; `granted` is that instant on Redis' clock (for the request log).
-    At { at: Instant, granted: SystemTime },
+    /// `late` is the answer's round trip: the grant's instant may lie that much before `at`
+    /// (a slow answer is a stale grant).
+    At {
+        at: Instant,
+        granted: SystemTime,
+        late: Duration,
+    },
     /// The host may not send for this long (its pace, quota or cool-down, shared).
     Host(Duration),
     /// Nothing of the run may leave for this long: `quota` is spent (shared).
@@ -156,9 +162,13 @@ pub enum Grant {
 /// Why a grant could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SharedError {
-    /// Redis did not answer (or answered with an error): ask again later.
+    /// Redis did not answer (or is busy loading): ask again later.
     #[error("{0}")]
     Unreachable(String),
+    /// Redis answered with an error that waiting does not mend (a cluster redirect, a
+    /// read-only replica, a permission, a key of another type).
+    #[error("{0}")]
+    Refused(String),
     /// The key holds other limits now (it expired and another run took it).
     #[error("the limits under --limit-key {key:?} changed to {stored}")]
     Mismatch { key: String, stored: String },
@@ -275,6 +285,29 @@ pub async fn manager(
     }
 }
 
+/// Whether waiting may mend a Redis error: a lost or refused connection, a timeout, a server
+/// busy loading or scripting. Anything else is `Refused`.
+fn classify(e: redis::RedisError) -> SharedError {
+    let transient = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "NOSCRIPT")
+        );
+    if transient {
+        SharedError::Unreachable(e.to_string())
+    } else {
+        SharedError::Refused(e.to_string())
+    }
+}
+
+/// A period in whole microseconds, rounded up (a shorter one would allow more).
+fn micros_up(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -332,12 +365,11 @@ impl Shared {
         let key = config.limit_key.clone();
         let prefix = format!("{{{key}}}");
         let period = config.rate.period().unwrap_or_default();
-        let tau = period * (config.burst.get() - 1);
         let windows: Vec<u64> = config
             .quotas
             .iter()
             .chain(&config.per_host_quotas)
-            .flat_map(|q| [q.limit, micros(q.window)])
+            .flat_map(|q| [q.limit, micros_up(q.window)])
             .collect();
         let longest = config
             .quotas
@@ -350,7 +382,8 @@ impl Shared {
             ])
             .max()
             .unwrap_or_default();
-        let limits_ttl_ms = u64::try_from(longest.as_millis())
+        // Tiny, and it must outlive idle spells (a long cool-down): an hour at least.
+        let limits_ttl_ms = u64::try_from(longest.max(Duration::from_secs(3600)).as_millis())
             .unwrap_or(u64::MAX / 2)
             .saturating_add(60_000);
         Shared {
@@ -365,8 +398,8 @@ impl Shared {
             prefix,
             key,
             limits: limits_text(config),
-            period_us: micros(period),
-            tau_us: micros(tau),
+            period_us: micros_up(period),
+            tau_us: micros_up(period) * u64::from(config.burst.get() - 1),
             quotas: config.quotas.clone(),
             host_quotas: config.per_host_quotas.clone(),
             stop_at_quota: config.on_quota == OnQuota::Stop,
@@ -402,7 +435,7 @@ impl Shared {
             .arg(micros(HOLD))
             .arg(self.period_us)
             .arg(self.tau_us)
-            .arg(micros(interval))
+            .arg(micros_up(interval))
             .arg(u8::from(self.stop_at_quota))
             .arg(format!("{}:{seq}", self.id))
             .arg(self.limits_ttl_ms)
@@ -410,10 +443,8 @@ impl Shared {
             .arg(self.host_quotas.len())
             .arg(&self.windows);
         let mut conn = self.conn.clone();
-        let answer: Vec<i64> = call
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| SharedError::Unreachable(e.to_string()))?;
+        let asked = Instant::now();
+        let answer: Vec<i64> = call.invoke_async(&mut conn).await.map_err(classify)?;
         let received = Instant::now();
         let us =
             |i: usize| Duration::from_micros(answer.get(i).copied().unwrap_or(0).max(0) as u64);
@@ -425,6 +456,7 @@ impl Shared {
                 Ok(Grant::At {
                     at: received + us(1),
                     granted: UNIX_EPOCH + us(2),
+                    late: received - asked,
                 })
             }
             Some(1) => Ok(Grant::Host(us(1))),
@@ -462,7 +494,7 @@ impl Shared {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
-            .map_err(|e| SharedError::Unreachable(e.to_string()))
+            .map_err(classify)
     }
 
     /// Whether a grant found the shared state gone (a Redis restart without persistence, or
@@ -520,6 +552,13 @@ mod tests {
             ..config
         };
         assert_ne!(limits_text(&other), text);
+    }
+
+    #[test]
+    fn periods_are_kept_in_microseconds_rounded_up() {
+        assert_eq!(micros_up(Duration::from_nanos(1_666_667)), 1667);
+        assert_eq!(micros_up(Duration::from_millis(5)), 5000);
+        assert_eq!(micros_up(Duration::from_nanos(1)), 1);
     }
 
     #[test]

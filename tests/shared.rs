@@ -494,6 +494,38 @@ fn a_redis_that_keeps_nothing_on_disk_is_warned_of_at_the_start() {
 }
 
 #[test]
+fn an_error_from_redis_that_waiting_does_not_mend_ends_the_run_with_exit_1() {
+    if !available("an_error_from_redis_that_waiting_does_not_mend_ends_the_run_with_exit_1") {
+        return;
+    }
+    let redis = Redis::start();
+    // Another program's list where the shared rate lives: every grant is refused (WRONGTYPE).
+    let _: u64 = redis.query(&["RPUSH", "{clash}:rate", "not a number"]);
+    let server = Server::start_on([127, 0, 0, 101]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    write_list(&list, &[server.url("/ok")]);
+    let out = ratefetch_bin()
+        .args([
+            "-q",
+            "--redis",
+            &redis.url(),
+            "--limit-key",
+            "clash",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(&list)
+        .output()
+        .expect("running ratefetch");
+    assert_exit(&out, 1, "a grant Redis refuses");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--redis"), "names the flag: {stderr}");
+    assert!(server.arrivals().is_empty(), "nothing was sent");
+}
+
+#[test]
 fn bad_redis_arguments_are_usage_errors_naming_the_flag() {
     for (args, flag) in [
         (vec!["--redis", "http://127.0.0.1:6379"], "--redis"),
