@@ -39,6 +39,32 @@ fn finish(child: Child) -> Output {
     child.wait_with_output().expect("waiting for ratefetch")
 }
 
+/// Starts `n` processes sharing the limits in `redis`, process k fetching `per` URLs of its
+/// own on `server` with `args`, its report in `dir/part{k}.csv`.
+fn start_processes(
+    redis: &Redis,
+    server: &Server,
+    dir: &Path,
+    (n, per): (usize, usize),
+    args: &[&str],
+) -> Vec<Child> {
+    let url = redis.url();
+    (1..=n)
+        .map(|k| {
+            let list = dir.join(format!("urls{k}.txt"));
+            let urls: Vec<String> = (0..per)
+                .map(|i| server.url(&format!("/ok?{k}-{i}")))
+                .collect();
+            write_list(&list, &urls);
+            let report = dir.join(format!("part{k}.csv"));
+            let mut all = vec!["-q", "--redis", &url, "-o", report.to_str().unwrap()];
+            all.extend_from_slice(args);
+            all.push(list.to_str().unwrap());
+            spawn(&all)
+        })
+        .collect()
+}
+
 fn assert_exit(out: &Output, code: i32, what: &str) {
     assert_eq!(
         out.status.code(),
@@ -142,28 +168,8 @@ fn a_process_stopped_mid_run_does_not_send_its_stale_grants_in_a_burst() {
     let redis = Redis::start();
     let server = Server::start_on([127, 0, 0, 99]);
     let dir = tempfile::tempdir().unwrap();
-    let url = redis.url();
-    let runs: Vec<Child> = (1..=2)
-        .map(|k| {
-            let list = dir.path().join(format!("urls{k}.txt"));
-            let urls: Vec<String> = (0..60)
-                .map(|i| server.url(&format!("/ok?{k}-{i}")))
-                .collect();
-            write_list(&list, &urls);
-            spawn(&[
-                "-q",
-                "-r",
-                "100/s",
-                "-c",
-                "16",
-                "--redis",
-                &url,
-                "-o",
-                "/dev/null",
-                list.to_str().unwrap(),
-            ])
-        })
-        .collect();
+    let args = ["-r", "100/s", "-c", "16"];
+    let runs = start_processes(&redis, &server, dir.path(), (2, 60), &args);
     let mut arrivals = server.wait_arrivals(30, Duration::from_secs(30));
     assert_eq!(arrivals.len(), 30, "the runs got going");
     // The first process stops (as a machine that stalls) while its workers hold grants, and
@@ -246,28 +252,8 @@ fn a_per_host_quota_holds_across_processes() {
     let redis = Redis::start();
     let server = Server::start_on([127, 0, 0, 100]);
     let dir = tempfile::tempdir().unwrap();
-    let url = redis.url();
-    let runs: Vec<Child> = (1..=2)
-        .map(|k| {
-            let list = dir.path().join(format!("urls{k}.txt"));
-            let urls: Vec<String> = (0..8)
-                .map(|i| server.url(&format!("/ok?{k}-{i}")))
-                .collect();
-            write_list(&list, &urls);
-            spawn(&[
-                "-q",
-                "-r",
-                "unlimited",
-                "--per-host-quota",
-                "6/1s",
-                "--redis",
-                &url,
-                "-o",
-                "/dev/null",
-                list.to_str().unwrap(),
-            ])
-        })
-        .collect();
+    let args = ["-r", "unlimited", "--per-host-quota", "6/1s"];
+    let runs = start_processes(&redis, &server, dir.path(), (2, 8), &args);
     for child in runs {
         assert_exit(&finish(child), 0, "a process sharing the host's quota");
     }
@@ -334,30 +320,8 @@ fn redis_killed_and_restarted_mid_run_sends_nothing_meanwhile_and_the_runs_finis
     let mut redis = Redis::start();
     let server = Server::start_on([127, 0, 0, 89]);
     let dir = tempfile::tempdir().unwrap();
-    let url = redis.url();
-    let runs: Vec<(Child, std::path::PathBuf)> = (1..=2)
-        .map(|k| {
-            let list = dir.path().join(format!("urls{k}.txt"));
-            let urls: Vec<String> = (0..40)
-                .map(|i| server.url(&format!("/ok?{k}-{i}")))
-                .collect();
-            write_list(&list, &urls);
-            let report = dir.path().join(format!("part{k}.csv"));
-            let child = spawn(&[
-                "-q",
-                "-r",
-                "40/s",
-                "-c",
-                "2",
-                "--redis",
-                &url,
-                "-o",
-                report.to_str().unwrap(),
-                list.to_str().unwrap(),
-            ]);
-            (child, report)
-        })
-        .collect();
+    let args = ["-r", "40/s", "-c", "2"];
+    let runs = start_processes(&redis, &server, dir.path(), (2, 40), &args);
     let mut before = server.wait_arrivals(20, Duration::from_secs(30));
     assert_eq!(before.len(), 20, "the runs got going");
     redis.kill();
@@ -367,8 +331,9 @@ fn redis_killed_and_restarted_mid_run_sends_nothing_meanwhile_and_the_runs_finis
     let outage_end = Instant::now();
     redis.restart();
     let back = Instant::now();
-    for (child, report) in runs {
+    for (k, child) in runs.into_iter().enumerate() {
         assert_exit(&finish(child), 0, "a run through the outage");
+        let report = dir.path().join(format!("part{}.csv", k + 1));
         let rows = read_csv(&report);
         assert_eq!(rows.len(), 40);
         assert!(
