@@ -32,6 +32,7 @@ pub mod units;
 // The machinery: private, free to change. Its layering is in the README ("How it works").
 mod allowance;
 mod announce;
+mod fdlimit;
 mod fetch;
 mod input;
 mod job;
@@ -75,8 +76,9 @@ use sink::{Columns, ColumnsError, Sink};
 /// Validates `config` (`Config::validate`), opens the input and the output it names (both
 /// before the first request, so a bad path fails at once), resumes the output if asked, and
 /// runs the pool.
-pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
+pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
     config.validate()?;
+    fit_open_files(&mut config);
     if config.queue.is_some() {
         return work_queue(config, shutdown).await;
     }
@@ -123,6 +125,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
             source,
         })?;
     pool::run(Arc::new(config), source, sink, skip, shared, shutdown).await
+}
+
+/// Raises the open-file limit, and caps the concurrency (and the workers) to what it allows,
+/// with one warning, rather than let connections fail for want of descriptors.
+fn fit_open_files(config: &mut Config) {
+    let Some(limit) = fdlimit::raise() else {
+        return;
+    };
+    if let Some(fits) = fdlimit::fit(config.concurrency, limit) {
+        if !config.quiet {
+            eprintln!(
+                "ratefetch: warning: at most {limit} open files here, too few for -c {}: \
+                 running with -c {fits} (raise the hard limit, ulimit -Hn, for more)",
+                config.concurrency
+            );
+        }
+        config.concurrency = fits.get();
+        config.workers = config.workers.min(fits.get());
+    }
 }
 
 /// A `--queue` worker: takes jobs from the queue until it is complete (or a stop), appends
