@@ -233,28 +233,28 @@ impl Config {
 
     /// Checks the settings of `ratefetch enqueue`: a Redis URL, a queue name, and the input's.
     pub fn validate_enqueue(&self) -> Result<(), UsageError> {
+        self.check_url_column()?;
+        check_redis_url(self.redis.as_deref().unwrap_or_default())?;
+        check_limit_key(self.queue.as_deref().unwrap_or_default())
+            .map_err(|e| UsageError::new("--queue", e))
+    }
+
+    /// `--url-column` needs a CSV input.
+    fn check_url_column(&self) -> Result<(), UsageError> {
         if self.url_column.is_some() && !self.csv_input() {
             return Err(UsageError::new(
                 "--url-column",
                 "needs a CSV input (a .csv path or --input-format csv)",
             ));
         }
-        let url = self.redis.as_deref().unwrap_or_default();
-        redis::Client::open(url).map_err(|e| UsageError::new("--redis", e.to_string()))?;
-        check_limit_key(self.queue.as_deref().unwrap_or_default())
-            .map_err(|e| UsageError::new("--queue", e))
+        Ok(())
     }
 
     /// Checks the combinations of settings that no single value can get wrong. The command
     /// line (`Cli::into_config`) and `ratefetch::run` both call it, so a `Config` built by
     /// hand gets the same usage errors as the command line.
     pub fn validate(&self) -> Result<(), UsageError> {
-        if self.url_column.is_some() && !self.csv_input() {
-            return Err(UsageError::new(
-                "--url-column",
-                "needs a CSV input (a .csv path or --input-format csv)",
-            ));
-        }
+        self.check_url_column()?;
         if let Some(name) = &self.queue {
             if self.redis.is_none() {
                 return Err(UsageError::new(
@@ -304,13 +304,18 @@ impl Config {
                     ));
                 }
             }
-            // Parsed here, connected to at the start of the run.
-            redis::Client::open(url.as_str())
-                .map_err(|e| UsageError::new("--redis", e.to_string()))?;
+            check_redis_url(url)?;
             check_limit_key(&self.limit_key).map_err(|e| UsageError::new("--limit-key", e))?;
         }
         Ok(())
     }
+}
+
+/// Parses a `--redis` URL (it is connected to at the start of the run).
+fn check_redis_url(url: &str) -> Result<(), UsageError> {
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| UsageError::new("--redis", e.to_string()))
 }
 
 /// Checks a `--limit-key` name: it becomes a hash tag, so no braces; no spaces.
