@@ -176,6 +176,15 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value = "10")]
     pub max_redirects: usize,
 
+    /// Trust the CA certificates in FILE (PEM) instead of the built-in roots, as curl's
+    /// --cacert.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// Accept any TLS certificate (self-signed, expired, another host's), with a warning.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
     /// Body cap in decompressed bytes (10MiB, 512KB, bytes; 0 = no cap).
     #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
     pub max_body: u64,
@@ -431,6 +440,8 @@ impl Cli {
             body,
             user_agent: self.user_agent,
             max_redirects: self.max_redirects,
+            cacert: self.cacert,
+            insecure: self.insecure,
             max_body: (self.max_body > 0).then_some(self.max_body),
             format: self.format,
             quiet: self.quiet,
@@ -445,6 +456,7 @@ impl Cli {
             save_bodies: self.save_bodies,
             respect_robots: self.respect_robots,
             log_requests: self.log_requests,
+            idle_timeout: crate::config::IDLE_TIMEOUT,
             backoff_jitter: true,
         };
         config.validate()?;

@@ -188,6 +188,10 @@ pub struct Config {
     pub user_agent: String,
     /// Redirects followed per attempt (`--max-redirects`); 0 reports the 3xx itself.
     pub max_redirects: usize,
+    /// `--cacert`: trusted roots (PEM), replacing the built-in ones.
+    pub cacert: Option<PathBuf>,
+    /// `-k, --insecure`: accept any TLS certificate.
+    pub insecure: bool,
     /// Body cap in decompressed bytes; `None` = no cap (`--max-body 0`).
     pub max_body: Option<u64>,
     /// The report's format (`--format`).
@@ -216,6 +220,9 @@ pub struct Config {
     pub respect_robots: bool,
     /// `--log-requests`: one JSON line per request sent, appended to this file.
     pub log_requests: Option<PathBuf>,
+    /// How long an idle connection stays in the pool: 90 s, or 5 s where the open-file
+    /// limit is tight (`fit_open_files`); not a command-line flag.
+    pub idle_timeout: Duration,
     /// Full jitter on retry backoffs (default). Off, a retry waits the whole backoff
     /// ceiling: deterministic, for tests and experiments; not a command-line flag.
     pub backoff_jitter: bool,
@@ -372,6 +379,8 @@ impl Default for Config {
             body: None,
             user_agent: DEFAULT_USER_AGENT.to_string(),
             max_redirects: 10,
+            cacert: None,
+            insecure: false,
             max_body: Some(10 << 20),
             format: Format::Csv,
             quiet: false,
@@ -386,10 +395,17 @@ impl Default for Config {
             save_bodies: None,
             respect_robots: false,
             log_requests: None,
+            idle_timeout: IDLE_TIMEOUT,
             backoff_jitter: true,
         }
     }
 }
+
+/// How long an idle connection stays in the pool by default (reqwest's and hyper's 90 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The same where open files are short: connections to hosts a crawl is done with go soon.
+pub const TIGHT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -165,6 +165,18 @@ pub enum Error {
         /// Why, in one line.
         reason: String,
     },
+    /// Requests could not get an open file for long, with none in flight to free one
+    /// (exit 1).
+    #[error("out of open files: {0}")]
+    OpenFiles(String),
+    /// The `--cacert` file cannot be read or holds no certificate (exit 1).
+    #[error("cannot use --cacert {}: {reason}", path.display())]
+    Cacert {
+        /// The file.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
+    },
     /// The HTTP client could not be built (a bad header value, exit 1).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),

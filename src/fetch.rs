@@ -6,6 +6,7 @@
 //! Nothing a server sends can make this module panic: every failure becomes an `Outcome`.
 
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -70,6 +71,13 @@ pub fn build_client(config: &Config) -> Result<Client, Error> {
         .connect_timeout(config.connect_timeout)
         .redirect(redirect::Policy::none())
         .tcp_nodelay(true)
+        // Idle connections hold open files: no more per host than can be used at once.
+        .pool_max_idle_per_host(
+            config
+                .per_host_concurrency
+                .map_or(config.concurrency, |n| n.min(config.concurrency)),
+        )
+        .pool_idle_timeout(config.idle_timeout)
         .gzip(true)
         .brotli(true)
         .zstd(true)
@@ -78,7 +86,30 @@ pub fn build_client(config: &Config) -> Result<Client, Error> {
     if config.no_proxy {
         builder = builder.no_proxy();
     }
+    if let Some(path) = &config.cacert {
+        builder = builder.tls_built_in_root_certs(false);
+        for root in trusted_roots(path)? {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    if config.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
     builder.build().map_err(|e| Error::Client(error_text(&e)))
+}
+
+/// The certificates of a `--cacert` file (PEM, one or more).
+pub fn trusted_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Error> {
+    let cacert = |reason: String| Error::Cacert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| cacert(e.to_string()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| cacert(error_text(&e)))?;
+    if roots.is_empty() {
+        return Err(cacert("no PEM certificate in it".to_string()));
+    }
+    Ok(roots)
 }
 
 /// Fetches jobs. Cheap to share: the client and the limits are `Arc`s inside.
@@ -102,6 +133,47 @@ pub struct Fetcher {
     allowances: Option<Allowances>,
     /// `--redis`: every request takes a grant from the shared limits before it leaves.
     shared: Option<Arc<Shared>>,
+    /// Requests that found no open file to connect with.
+    starving: Starving,
+}
+
+/// How long a request that found no open file waits before it tries again.
+const FILES_WAIT: Duration = Duration::from_millis(50);
+
+/// How long past the pool's idle timeout requests may find no open file, none in flight,
+/// before the run fails.
+const FILES_GIVE_UP: Duration = Duration::from_secs(5);
+
+/// Whether a run whose requests have found no open file for `starved` fails: once idle
+/// connections would have left the pool (`idle_timeout`) and a little more, with none in
+/// flight to free a file.
+fn gives_up(starved: Duration, idle_timeout: Duration, in_flight: usize) -> bool {
+    in_flight == 0 && starved > idle_timeout + FILES_GIVE_UP
+}
+
+/// Since when requests have found no open file, none getting through meanwhile.
+#[derive(Default)]
+struct Starving {
+    on: AtomicBool,
+    since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Starving {
+    /// A request got a connection (or an answer): whatever starved is over. One relaxed
+    /// load on the way of every request.
+    fn through(&self) {
+        if self.on.load(Ordering::Relaxed) {
+            self.on.store(false, Ordering::Relaxed);
+            *self.since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// A request found no open file at `now`: how long none has got through.
+    fn refused(&self, now: Instant) -> Duration {
+        self.on.store(true, Ordering::Relaxed);
+        let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+        now.saturating_duration_since(*since.get_or_insert(now))
+    }
 }
 
 /// When a request left: the wall-clock time and, with `--redis`, the grant's instant on
@@ -160,6 +232,7 @@ impl Fetcher {
             log,
             allowances,
             shared,
+            starving: Starving::default(),
         })
     }
 
@@ -297,6 +370,8 @@ impl Fetcher {
                 (Some(head.status), body.as_ref().map(|f| f.kind.as_str()))
             }
             Some(Step::Failed(f)) => (None, Some(f.kind.as_str())),
+            // Not sent: `step` returns before logging it.
+            Some(Step::OutOfFiles(_)) => return,
         };
         log.record(Entry {
             sent,
@@ -374,6 +449,7 @@ impl Fetcher {
             task.outcome.started_at = Some(SystemTime::now());
         }
         task.outcome.requests += 1;
+        let new_attempt = task.hop.is_none();
         let hop = match &task.hop {
             Some(hop) => hop.clone(),
             None => {
@@ -421,6 +497,10 @@ impl Fetcher {
                 None,
             )
         });
+        if let Step::OutOfFiles(why) = &step {
+            return self.out_of_files(ticket, new_attempt, why);
+        }
+        self.starving.through();
         if let Some(taken) = taken.take() {
             if let (true, Some(a)) = (taken.answered(announced.as_ref()), &announced) {
                 // Its tasks queue on it from now on, so what remains can be spread over
@@ -490,6 +570,29 @@ impl Fetcher {
                 Next::RetryAt(Instant::now() + wait)
             }
         }
+    }
+
+    /// A request that found no open file to connect with: it did not leave, so it spends no
+    /// attempt, and the task tries again shortly, from the scheduler. Only when none has
+    /// got through for longer than idle connections are kept, with no request in flight
+    /// that would free a file, does the run stop, failing.
+    fn out_of_files(&self, ticket: &mut Ticket, new_attempt: bool, why: &str) -> Next {
+        let task = ticket.task_mut();
+        task.outcome.requests -= 1;
+        if new_attempt {
+            task.outcome.attempts -= 1;
+            task.hop = None;
+        }
+        let starved = self.starving.refused(Instant::now());
+        if gives_up(starved, self.config.idle_timeout, self.limits.in_flight()) {
+            self.scheduler.fail_files(format!(
+                "{why} for {}, with no request in flight that would free one \
+                 (raise the limit, ulimit -n, or lower -c)",
+                humantime::format_duration(Duration::from_secs(starved.as_secs()))
+            ));
+            return Next::Stopped;
+        }
+        Next::RetryAt(Instant::now() + FILES_WAIT)
     }
 
     /// A request that the host's announced allowance holds back: the whole host pauses (or
@@ -780,7 +883,12 @@ impl Fetcher {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Step::Failed(classify(e)),
+            Err(e) => {
+                return match out_of_files(&e) {
+                    Some(why) => Step::OutOfFiles(why),
+                    None => Step::Failed(classify(e)),
+                }
+            }
         };
         if self.allowances.is_some() {
             *announced = announce::parse(response.headers(), SystemTime::now());
@@ -1044,6 +1152,21 @@ pub fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> 
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// Why a request could not leave, if it was for want of open files (`EMFILE`, or the
+/// system's `ENFILE`): a local condition, not the server's.
+fn out_of_files(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                return Some(io.to_string());
+            }
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// Classifies a reqwest error into a row's kind and one-line message.
 pub fn classify(err: reqwest::Error) -> Failure {
     let kind = kind_of(&err);
@@ -1147,6 +1270,26 @@ mod tests {
             retry_after(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), now),
             None
         );
+    }
+
+    #[test]
+    fn running_out_of_files_fails_the_run_only_when_it_lasts_with_nothing_in_flight() {
+        let starving = Starving::default();
+        let t0 = Instant::now();
+        assert_eq!(starving.refused(t0), Duration::ZERO);
+        let later = t0 + Duration::from_secs(11);
+        let starved = starving.refused(later);
+        assert_eq!(starved, Duration::from_secs(11));
+        let idle = Duration::from_secs(5);
+        assert!(gives_up(starved, idle, 0));
+        assert!(
+            !gives_up(starved, idle, 1),
+            "a request in flight may free a file"
+        );
+        assert!(!gives_up(Duration::from_secs(9), idle, 0));
+        // One request through, and the count starts over.
+        starving.through();
+        assert_eq!(starving.refused(later), Duration::ZERO);
     }
 
     #[test]

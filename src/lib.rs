@@ -79,6 +79,7 @@ use sink::{Columns, ColumnsError, Sink};
 pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Error> {
     config.validate()?;
     fit_open_files(&mut config);
+    check_tls(&config)?;
     if config.queue.is_some() {
         return work_queue(config, shutdown).await;
     }
@@ -128,7 +129,8 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
 }
 
 /// Raises the open-file limit, and caps the concurrency (and the workers) to what it allows,
-/// with one warning, rather than let connections fail for want of descriptors.
+/// with one warning, rather than let connections fail for want of descriptors; idle
+/// connections then leave the pool sooner.
 fn fit_open_files(config: &mut Config) {
     let Some(limit) = fdlimit::raise() else {
         return;
@@ -143,7 +145,23 @@ fn fit_open_files(config: &mut Config) {
         }
         config.concurrency = fits.get();
         config.workers = config.workers.min(fits.get());
+        config.idle_timeout = config::TIGHT_IDLE_TIMEOUT;
     }
+}
+
+/// Reads the `--cacert` roots before anything is touched (a bad file fails at once), and
+/// warns that `--insecure` checks no certificate.
+fn check_tls(config: &Config) -> Result<(), Error> {
+    if let Some(path) = &config.cacert {
+        fetch::trusted_roots(path)?;
+    }
+    if config.insecure && !config.quiet {
+        eprintln!(
+            "ratefetch: warning: --insecure: TLS certificates are not checked, \
+             so anyone on the path can read and change what is fetched"
+        );
+    }
+    Ok(())
 }
 
 /// A `--queue` worker: takes jobs from the queue until it is complete (or a stop), appends

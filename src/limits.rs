@@ -20,6 +20,7 @@ use crate::pacer::Pacer;
 pub struct Limits {
     global: Option<Pacer>,
     in_flight: Arc<Semaphore>,
+    concurrency: usize,
 }
 
 /// Proof that a request may leave now. Holds the concurrency permit until dropped.
@@ -47,7 +48,13 @@ impl Limits {
                 .filter(|_| config.redis.is_none())
                 .map(|p| Pacer::new(quota(p, config.burst))),
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
+            concurrency: config.concurrency,
         }
+    }
+
+    /// The passes held now: requests in flight, or about to leave.
+    pub fn in_flight(&self) -> usize {
+        self.concurrency - self.in_flight.available_permits()
     }
 
     /// Waits for a global permit, then for the global token, and returns when the request

@@ -236,6 +236,9 @@ pub async fn run_with<H: Handler>(
         let url = crate::shared::display_url(config.redis.as_deref().unwrap_or_default());
         return Err(Error::Redis { url, reason: why });
     }
+    if let Some(why) = scheduler.files_error() {
+        return Err(Error::OpenFiles(why));
+    }
     if let Some(why) = scheduler.ledger_error() {
         let path = config.quota_state.clone().unwrap_or_default();
         return Err(Error::QuotaState { path, reason: why });

@@ -32,6 +32,9 @@ pub enum Step {
     /// A final response, body read (perhaps with a body error).
     Done(Head, Option<Failure>),
     Failed(Failure),
+    /// The request could not leave for want of open files (`EMFILE`, `ENFILE`): a local
+    /// condition, which `fetch` waits out before deciding anything; the message says so.
+    OutOfFiles(String),
 }
 
 /// The parts of a response that go into a row.
@@ -83,6 +86,8 @@ pub fn decide(config: &Config, step: Step, may_retry: bool) -> Decision {
                 Decision::Fail(f)
             }
         }
+        // Never a row's error where `fetch` runs it; anyone else gets what it would have been.
+        Step::OutOfFiles(why) => Decision::Fail(Failure::new(ErrorKind::Connect, why)),
         Step::Retryable {
             status,
             retry_after,

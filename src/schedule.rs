@@ -167,6 +167,8 @@ struct State {
     ledger_error: Option<String>,
     /// The shared limits (`--redis`) cannot be used any more: the run stopped.
     shared_error: Option<String>,
+    /// No request could get an open file for long: the run stopped.
+    files_error: Option<String>,
     /// Nothing of the run is dispatched before this (a `--quota` spent, as the shared limits
     /// in Redis say), and what it waits for.
     paused_until: Option<Instant>,
@@ -493,6 +495,22 @@ impl Scheduler {
     /// Why the run must fail, if the shared limits could not be used.
     pub fn shared_error(&self) -> Option<String> {
         self.inner.lock().shared_error.clone()
+    }
+
+    /// Stops the run because requests have found no open file for long, with nothing in
+    /// flight that would free one (`why`, one line): nothing more is sent, and the run fails.
+    pub fn fail_files(&self, why: String) {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        s.files_error.get_or_insert(why);
+        if !s.closed {
+            inner.end(&mut s);
+        }
+    }
+
+    /// Why the run must fail, if it ran out of open files for good.
+    pub fn files_error(&self) -> Option<String> {
+        self.inner.lock().files_error.clone()
     }
 
     /// Keeps an entry for `host` for `wait` from now (it announced a limit): its tasks queue

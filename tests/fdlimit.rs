@@ -55,3 +55,68 @@ fn a_low_open_file_limit_caps_the_concurrency_and_every_row_is_200() {
         .collect();
     assert!(failed.is_empty(), "rows that are not 200: {failed:?}");
 }
+
+#[test]
+fn requests_that_find_no_open_file_wait_for_one_and_every_row_is_200() {
+    let server = Server::start_on([127, 0, 0, 103]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let urls: Vec<String> = (0..300)
+        .map(|i| server.url(&format!("/delay/300?{i}")))
+        .collect();
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let report = dir.path().join("report.csv");
+    let mut cmd = ratefetch_command();
+    cmd.args(["-r", "unlimited", "-c", "1000", "--retries", "0", "-o"])
+        .arg(&report)
+        .arg(&list);
+    // 256 open files, as above, but the child inherits 180 of them already open: -c is
+    // fitted to 96 as if all were free, and about 60 connections find a file.
+    // SAFETY: setrlimit and open are async-signal-safe and touch only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for _ in 0..180 {
+                if libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("running ratefetch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("running with -c 96"), "{stderr}");
+    // Files, not -c, held the requests back.
+    assert!(
+        server.max_in_flight() < 90,
+        "at most {} requests in flight",
+        server.max_in_flight()
+    );
+    let rows = read_csv(&report);
+    assert_eq!(rows.len(), 300);
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get("status") != "200" || r.get("attempts") != "1")
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.get("error_kind"),
+                r.get("error"),
+                r.get("attempts")
+            )
+        })
+        .take(3)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "rows that are not 200 at the first attempt: {failed:?}"
+    );
+}

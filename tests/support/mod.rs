@@ -2,7 +2,7 @@
 //! Helpers shared by the integration tests: `server` (the scripted hyper server), `announcing`
 //! (a server enforcing a limit it announces in rate-limit headers), `raw` (a raw-TCP server for
 //! misbehaving peers), `windows` (rate checks over arrival times),
-//! `binary` (the binary under test, proxy-free) and `report` (running ratefetch, reading its
+//! `tls` (test certificate authorities), `binary` (the binary under test, proxy-free) and `report` (running ratefetch, reading its
 //! report back).
 
 pub mod announcing;
@@ -11,6 +11,7 @@ pub mod raw;
 pub mod redis_server;
 pub mod report;
 pub mod server;
+pub mod tls;
 pub mod windows;
 
 /// The message of a panic payload caught by `join` or `catch_unwind`.

@@ -103,6 +103,8 @@ impl Arrival {
 /// the drop panics with that message (unless the test is already panicking).
 pub struct Server {
     addr: SocketAddr,
+    /// `http`, or `https` for [`Server::start_tls`].
+    scheme: &'static str,
     arrivals: Mutex<mpsc::Receiver<Arrival>>,
     shared: Arc<Shared>,
     panics: mpsc::Receiver<String>,
@@ -148,6 +150,16 @@ impl Server {
     /// Starts a server on `ip` (any `127.0.0.0/8` address works on Linux, which lets one test
     /// simulate several hosts) with an ephemeral port.
     pub fn start_on(ip: [u8; 4]) -> Server {
+        Server::start_with(ip, None)
+    }
+
+    /// Starts a server on `ip` that speaks HTTPS with `tls` (see `support::tls`); its
+    /// [`Server::url`]s are `https://`.
+    pub fn start_tls(ip: [u8; 4], tls: Arc<tokio_rustls::rustls::ServerConfig>) -> Server {
+        Server::start_with(ip, Some(tokio_rustls::TlsAcceptor::from(tls)))
+    }
+
+    fn start_with(ip: [u8; 4], tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
         // Bind here rather than on the server thread so the address is known (and a bind failure
         // reported) before `start_on` returns.
         let listener = StdTcpListener::bind(SocketAddr::from((ip, 0)))
@@ -170,6 +182,7 @@ impl Server {
         });
 
         let thread_shared = Arc::clone(&shared);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let thread = std::thread::Builder::new()
             .name(format!("test-server-{addr}"))
             .spawn(move || {
@@ -180,13 +193,14 @@ impl Server {
                     .enable_all()
                     .build()
                     .expect("test server runtime");
-                rt.block_on(accept_loop(listener, thread_shared, shutdown_rx));
+                rt.block_on(accept_loop(listener, thread_shared, tls, shutdown_rx));
                 // Dropping the runtime cancels every connection task still running.
             })
             .expect("spawning test server thread");
 
         Server {
             addr,
+            scheme,
             arrivals: Mutex::new(arrivals_rx),
             shared,
             panics: panics_rx,
@@ -199,9 +213,10 @@ impl Server {
         self.addr
     }
 
-    /// `http://{addr}{path}`; `path` should start with `/`.
+    /// `http://{addr}{path}` (`https://` for [`Server::start_tls`]); `path` should start
+    /// with `/`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// Everything that has arrived and not been taken yet, in arrival order; never blocks.
@@ -259,6 +274,7 @@ impl Drop for Server {
 async fn accept_loop(
     listener: StdTcpListener,
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("registering test listener");
@@ -272,17 +288,35 @@ async fn accept_loop(
             },
         };
         let shared = Arc::clone(&shared);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(handle(req, &shared, peer).await) }
-            });
-            // Connection errors (client hung up, `/cut-body`) are expected in fault tests.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                // A failed handshake (a client that does not trust the certificate) is a
+                // closed connection, as with any server.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve(stream, shared, peer).await;
+                    }
+                }
+                None => serve(stream, shared, peer).await,
+            }
         });
     }
+}
+
+/// Serves one connection (plain or TLS) with the routes.
+async fn serve<S>(stream: S, shared: Arc<Shared>, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(req, &shared, peer).await) }
+    });
+    // Connection errors (client hung up, `/cut-body`) are expected in fault tests.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// Records the arrival, keeps the in-flight gauge, and turns a panicking route into a 500 plus a
