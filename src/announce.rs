@@ -49,6 +49,15 @@ pub struct Announced {
 /// on a tie the later reset). `None` when no usable fields are present (malformed fields are
 /// ignored, as the IETF draft says).
 pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
+    // Most responses announce nothing: one pass over the names rather than a lookup (and
+    // a list) per field.
+    let announces = headers.keys().any(|name| {
+        let name = name.as_str();
+        name.starts_with("ratelimit") || name.starts_with("x-ratelimit")
+    });
+    if !announces {
+        return None;
+    }
     let mut found = ietf(headers);
     found.extend(older_draft(headers, now));
     found.extend(x_ratelimit(headers, now));
