@@ -196,6 +196,8 @@ pub fn subcommand(args: &[OsString]) -> Option<&'static str> {
         Some("audit") => Some("audit"),
         Some("merge") => Some("merge"),
         Some("enqueue") => Some("enqueue"),
+        Some("completions") => Some("completions"),
+        Some("man") => Some("man"),
         _ => None,
     }
 }
@@ -241,6 +243,68 @@ pub fn audit_main(args: Vec<OsString>) -> u8 {
         Err(e) => {
             eprintln!("ratefetch audit: {e}");
             exit::USAGE
+        }
+    }
+}
+
+/// `ratefetch completions SHELL`: prints the completion script; returns the exit code (1 if
+/// stdout cannot take it, 2 a usage error).
+pub fn completions_main(args: Vec<OsString>) -> u8 {
+    let cli: crate::cli::CompletionsCli = match parse_subcommand("completions", args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(
+        cli.shell,
+        &mut crate::cli::command_tree(),
+        "ratefetch",
+        &mut script,
+    );
+    print_out("completions", &script)
+}
+
+/// `ratefetch man [SUBCOMMAND]`: prints the man page (roff) of ratefetch or of one
+/// subcommand (ratefetch-audit(1), …); returns the exit code.
+pub fn man_main(args: Vec<OsString>) -> u8 {
+    let cli: crate::cli::ManCli = match parse_subcommand("man", args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let tree = crate::cli::command_tree();
+    // Named as the pages the main one refers to: ratefetch-audit(1), …
+    let page = match cli.subcommand.as_deref() {
+        Some("audit") => Some(("audit", "ratefetch-audit")),
+        Some("merge") => Some(("merge", "ratefetch-merge")),
+        Some("enqueue") => Some(("enqueue", "ratefetch-enqueue")),
+        Some("completions") => Some(("completions", "ratefetch-completions")),
+        Some("man") => Some(("man", "ratefetch-man")),
+        _ => None,
+    };
+    let command = match page.and_then(|(sub, page)| Some((tree.find_subcommand(sub)?, page))) {
+        Some((sub, page)) => sub.clone().name(page),
+        None => tree,
+    };
+    let mut page = Vec::new();
+    let rendered = clap_mangen::Man::new(command).render(&mut page);
+    if let Err(e) = rendered {
+        eprintln!("ratefetch man: {e}");
+        return exit::FAILURE;
+    }
+    print_out("man", &page)
+}
+
+/// Writes a subcommand's output to stdout: 0, or 1 with one line if it cannot be written
+/// (a closed pipe ends quietly, with 0).
+fn print_out(name: &str, bytes: &[u8]) -> u8 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("ratefetch {name}: cannot write to stdout: {e}");
+            exit::FAILURE
         }
     }
 }

@@ -33,8 +33,10 @@ use crate::units::{
                   keep their limits?\n  ratefetch merge REPORT... -o OUT   one report from the \
                   reports of one input: every index once\n  ratefetch enqueue INPUT --redis URL \
                   --queue NAME\n                                     fill a job queue for \
-                  --queue workers\n\nA subcommand's name as the first argument wins over a file \
-                  of that name: ./audit reads the file."
+                  --queue workers\n  ratefetch completions SHELL        a completion script \
+                  (bash, zsh, fish, powershell, elvish)\n  ratefetch man                      \
+                  the man page (roff)\n\nA subcommand's name as the first argument wins over a \
+                  file of that name: ./audit reads the file."
 )]
 pub struct Cli {
     /// URL list: a path, or - (or nothing) for stdin. One URL per line; blank lines and
@@ -575,6 +577,42 @@ impl EnqueueCli {
         config.validate_enqueue()?;
         Ok(config)
     }
+}
+
+/// Print a completion script for ratefetch and its subcommands.
+#[derive(Debug, Parser)]
+#[command(name = "ratefetch completions", version, max_term_width = 100)]
+pub struct CompletionsCli {
+    /// The shell the script is for.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Print the man page of ratefetch, or of one of its subcommands (roff), made from the
+/// definitions `--help` shows.
+#[derive(Debug, Parser)]
+#[command(name = "ratefetch man", version, max_term_width = 100)]
+pub struct ManCli {
+    /// A subcommand's page (ratefetch-audit(1) and so on) instead of ratefetch(1).
+    #[arg(value_name = "SUBCOMMAND", value_parser = ["audit", "merge", "enqueue", "completions", "man"])]
+    pub subcommand: Option<String>,
+}
+
+/// The whole command line as one tree, the subcommands under `ratefetch`: what the
+/// completion scripts and the man page are made from. (The binary dispatches subcommands
+/// itself, before clap sees them: `app::subcommand`.)
+pub fn command_tree() -> clap::Command {
+    use clap::CommandFactory;
+    let sub = |command: clap::Command, name: &'static str| {
+        command.name(name).bin_name(format!("ratefetch {name}"))
+    };
+    Cli::command()
+        .subcommand(sub(AuditCli::command(), "audit"))
+        .subcommand(sub(MergeCli::command(), "merge"))
+        .subcommand(sub(EnqueueCli::command(), "enqueue"))
+        .subcommand(sub(CompletionsCli::command(), "completions"))
+        .subcommand(sub(ManCli::command(), "man"))
+        .disable_help_subcommand(true)
 }
 
 /// Merge reports of one input (the --shard parts of a list, reruns) into one: every index

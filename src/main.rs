@@ -16,6 +16,8 @@ fn main() -> ExitCode {
         Some("audit") => return ExitCode::from(app::audit_main(args)),
         Some("merge") => return ExitCode::from(app::merge_main(args)),
         Some("enqueue") => return ExitCode::from(app::enqueue_main(args)),
+        Some("completions") => return ExitCode::from(app::completions_main(args)),
+        Some("man") => return ExitCode::from(app::man_main(args)),
         _ => {}
     }
     let mode = match Cli::try_parse() {

@@ -264,3 +264,82 @@ fn ten_thousand_urls_unlimited_give_exactly_one_row_per_line() {
         assert_eq!(row.get("status"), "200");
     }
 }
+
+/// `ratefetch completions SHELL` prints its output (stdout) with exit 0.
+fn generated(args: &[&str]) -> String {
+    let out = ratefetch().args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn completions_are_generated_for_each_shell_with_the_flags_and_subcommands() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let script = generated(&["completions", shell]);
+        for word in [
+            "ratefetch",
+            "cacert",
+            "per-host-quota",
+            "audit",
+            "tolerance",
+        ] {
+            assert!(script.contains(word), "{shell} script without {word}");
+        }
+    }
+    // The bash script loads and registers a completion for ratefetch.
+    let script = generated(&["completions", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ratefetch.bash");
+    std::fs::write(&path, script).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p ratefetch",
+            path.display()
+        ))
+        .output()
+        .expect("running bash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ratefetch"));
+    let out = ratefetch().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_man_pages_name_every_flag() {
+    let tree = ratefetch::cli::command_tree();
+    let check = |page: &str, command: &clap::Command| {
+        assert!(
+            page.contains(".SH NAME") && page.contains(".SH SYNOPSIS"),
+            "{page}"
+        );
+        for arg in command.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+                assert!(page.contains(&roff), "--{long} missing from the man page");
+            }
+        }
+    };
+    let main = generated(&["man"]);
+    assert!(main.contains(".TH ratefetch 1"), "{main}");
+    check(&main, &tree);
+    for sub in tree.get_subcommands() {
+        let name = sub.get_name();
+        let page = generated(&["man", name]);
+        assert!(page.contains(&format!(".TH ratefetch-{name} 1")), "{page}");
+        assert!(
+            main.contains(&format!("ratefetch\\-{name}(1)")),
+            "{name} not listed"
+        );
+        check(&page, sub);
+    }
+}
