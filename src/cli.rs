@@ -203,7 +203,7 @@ pub struct Cli {
     #[arg(long)]
     pub resume: bool,
 
-    /// Input format [default: csv for a .csv path, else text].
+    /// Input format [default: csv for a .csv or .tsv path or with --delimiter, else text].
     #[arg(
         long,
         value_name = "FORMAT",
@@ -215,6 +215,11 @@ pub struct Cli {
     /// URL column of a CSV input [default: a column named url, else the first].
     #[arg(long, value_name = "NAME", help_heading = "Scraping and reports")]
     pub url_column: Option<String>,
+
+    /// The cell separator of a CSV input: one character, or tab [default: found from the
+    /// header line among , ; tab |; tab for a .tsv path]. Implies a CSV input.
+    #[arg(long, value_name = "C", value_parser = parse_delimiter, help_heading = "Scraping and reports")]
+    pub delimiter: Option<u8>,
 
     /// Extract a column: NAME=css:SELECTOR[@ATTR], NAME=regex:RE, NAME=json:/POINTER or
     /// NAME=header:NAME (repeatable).
@@ -257,6 +262,19 @@ pub struct Cli {
     /// exit 0.
     #[arg(long)]
     pub plan: bool,
+}
+
+/// `--delimiter`: one ASCII character (not a quote or a line end), or `tab` / `\t`.
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && !matches!(s, "\"" | "\n" | "\r") => {
+            Ok(s.as_bytes()[0])
+        }
+        _ => Err(format!(
+            "expected one character, e.g. ';' or '|', or tab; got {s:?}"
+        )),
+    }
 }
 
 /// A parsed `--retry-status` list.
@@ -452,6 +470,7 @@ impl Cli {
             no_proxy: false,
             input_format: self.input_format,
             url_column: self.url_column,
+            delimiter: self.delimiter,
             extract: self.extract,
             extract_all: self.extract_all,
             fields: self.fields,
@@ -534,7 +553,7 @@ pub struct EnqueueCli {
     pub queue: String,
 
     /// How INPUT is read: text (one URL per line) or csv (a header row, then one job per
-    /// row); csv for a .csv path, else text.
+    /// row); csv for a .csv or .tsv path or with --delimiter, else text.
     #[arg(long, value_name = "FORMAT", value_enum)]
     pub input_format: Option<InputFormat>,
 
@@ -542,6 +561,10 @@ pub struct EnqueueCli {
     /// first).
     #[arg(long, value_name = "NAME")]
     pub url_column: Option<String>,
+
+    /// The cell separator of a CSV input, as for ratefetch.
+    #[arg(long, value_name = "C", value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
 
     /// Wait while the queue holds more than N jobs not done yet.
     #[arg(long, value_name = "N", default_value = "10000", value_parser = clap::value_parser!(u64).range(1..))]
@@ -570,6 +593,7 @@ impl EnqueueCli {
             queue: Some(self.queue),
             input_format: self.input_format,
             url_column: self.url_column,
+            delimiter: self.delimiter,
             connect_timeout: self.connect_timeout,
             quiet: self.quiet,
             ..Config::default()

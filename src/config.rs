@@ -208,6 +208,8 @@ pub struct Config {
     pub input_format: Option<InputFormat>,
     /// `--url-column` of a CSV input.
     pub url_column: Option<String>,
+    /// `--delimiter` of a CSV input; `None` finds it from the header line (tab for .tsv).
+    pub delimiter: Option<u8>,
     /// `--extract` rules, compiled, in the order given.
     pub extract: Vec<Extractor>,
     /// `--extract-all`: every match, joined with ` | `, instead of the first.
@@ -233,9 +235,21 @@ impl Config {
     pub fn csv_input(&self) -> bool {
         match self.input_format {
             Some(f) => f == InputFormat::Csv,
-            None => matches!(&self.input, InputSource::Path(p)
-                if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))),
+            None => self.delimiter.is_some() || self.input_extension(&["csv", "tsv"]),
         }
+    }
+
+    /// The cell separator of a CSV input, if known before it is read: `--delimiter`, or a
+    /// tab for a .tsv path; else it is found from the header line.
+    pub fn csv_delimiter(&self) -> Option<u8> {
+        self.delimiter
+            .or_else(|| self.input_extension(&["tsv"]).then_some(b'\t'))
+    }
+
+    /// Whether the input is a path ending in one of `extensions` (case-insensitive).
+    fn input_extension(&self, extensions: &[&str]) -> bool {
+        matches!(&self.input, InputSource::Path(p)
+            if p.extension().is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x))))
     }
 
     /// Checks the settings of `ratefetch enqueue`: a Redis URL, a queue name, and the input's.
@@ -389,6 +403,7 @@ impl Default for Config {
             no_proxy: false,
             input_format: None,
             url_column: None,
+            delimiter: None,
             extract: Vec::new(),
             extract_all: false,
             fields: None,

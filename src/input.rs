@@ -5,7 +5,7 @@
 //! rows and never stop the run. `index` is the 1-based line number, so skipped lines still
 //! count.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -272,6 +272,56 @@ pub enum CsvInputError {
         /// The header's names, in order.
         columns: Vec<String>,
     },
+    /// No column is named `url` and the first holds no URL: which one does?
+    #[error(
+        "no column named url in the CSV header, and its first column holds no http(s) URL \
+         (columns: {}); name the URL column with --url-column",
+        .columns.join(",")
+    )]
+    NoUrlColumn {
+        /// The header's names, in order.
+        columns: Vec<String>,
+    },
+}
+
+/// How much of a CSV input is looked at for its header line when its separator is found.
+const SNIFF_BYTES: usize = 64 << 10;
+
+/// The separators a CSV input's header line is searched for, the first winning a tie: what
+/// spreadsheets write (Excel writes `;` in locales whose decimal mark is a comma), as
+/// duckdb's and Python's sniffers look for.
+const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The separator of a CSV input whose header line is the first line of `head`: the one of
+/// `DELIMITERS` found most often outside quotes (a comma when none is).
+pub fn sniff_delimiter(head: &[u8]) -> u8 {
+    let mut counts = [0usize; DELIMITERS.len()];
+    let mut quoted = false;
+    for &b in head {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' | b'\r' if !quoted => break,
+            _ if !quoted => {
+                if let Some(i) = DELIMITERS.iter().position(|&d| d == b) {
+                    counts[i] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    // The first of the most frequent: max_by_key would take the last.
+    let most = counts.iter().copied().max().unwrap_or(0);
+    if most == 0 {
+        return b',';
+    }
+    DELIMITERS[counts.iter().position(|&c| c == most).unwrap_or(0)]
+}
+
+/// Whether a cell reads as an http(s) URL.
+fn looks_like_url(cell: &[u8]) -> bool {
+    let cell = cell.trim_ascii();
+    let scheme = |s: &[u8]| cell.len() > s.len() && cell[..s.len()].eq_ignore_ascii_case(s);
+    scheme(b"http://") || scheme(b"https://")
 }
 
 /// Where jobs come from: lines of text, or the rows of a CSV file with a header.
@@ -292,11 +342,13 @@ enum SourceKind {
 
 /// The rows of a CSV input.
 struct CsvRows {
-    rdr: csv::Reader<Hooked>,
+    rdr: csv::Reader<io::BufReader<Hooked>>,
     url_at: usize,
     url_name: String,
     row: u64,
     record: csv::ByteRecord,
+    /// `record` holds the first row, read with the header and not yet a job.
+    peeked: bool,
 }
 
 impl Source {
@@ -323,18 +375,33 @@ impl Source {
         }
     }
 
-    /// A CSV file whose first row is a header. The URL column is `url_column` (by name,
-    /// case-insensitive), else a column named `url`, else the first. Returns the source and
-    /// the names of the other columns (passed through to the report), in input order.
+    /// A CSV file whose first row is a header, its cells separated by `delimiter` (if
+    /// `None`, found from the header line: `sniff_delimiter`). The URL column is
+    /// `url_column` (by name, case-insensitive), else a column named `url`, else the first
+    /// if its first cell is an http(s) URL (else `NoUrlColumn`: the report would be one
+    /// `invalid_url` row per line). Returns the source and the names of the other columns
+    /// (passed through to the report), in input order.
     pub fn csv(
         reader: Box<dyn Read + Send>,
         url_column: Option<&str>,
+        delimiter: Option<u8>,
     ) -> Result<(Source, Vec<String>), CsvInputError> {
         let (hooked, pending) = Source::hooked(reader);
+        let mut head = io::BufReader::with_capacity(SNIFF_BYTES, hooked);
+        let delimiter = match delimiter {
+            Some(d) => d,
+            None => {
+                let buf = head
+                    .fill_buf()
+                    .map_err(|e| CsvInputError::Read(csv::Error::from(e)))?;
+                sniff_delimiter(buf)
+            }
+        };
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
-            .from_reader(hooked);
+            .delimiter(delimiter)
+            .from_reader(head);
         let header: Vec<String> = rdr
             .byte_headers()
             .map_err(CsvInputError::Read)?
@@ -361,6 +428,18 @@ impl Source {
             })?,
             None => find("url").unwrap_or(0),
         };
+        // Without a url column, the first must hold URLs: its first cell is looked at (and
+        // kept for the first job).
+        let mut record = csv::ByteRecord::new();
+        let mut peeked = false;
+        if url_column.is_none() && find("url").is_none() {
+            peeked = rdr
+                .read_byte_record(&mut record)
+                .map_err(CsvInputError::Read)?;
+            if peeked && !record.get(0).is_some_and(looks_like_url) {
+                return Err(CsvInputError::NoUrlColumn { columns: header });
+            }
+        }
         let passthrough = header
             .iter()
             .enumerate()
@@ -372,7 +451,8 @@ impl Source {
             url_at,
             url_name: header[url_at].clone(),
             row: 0,
-            record: csv::ByteRecord::new(),
+            record,
+            peeked,
         };
         Ok((
             Source {
@@ -445,10 +525,11 @@ impl Source {
 
 impl CsvRows {
     fn next_job(&mut self) -> io::Result<Option<Job>> {
-        let more = self
-            .rdr
-            .read_byte_record(&mut self.record)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let more = std::mem::take(&mut self.peeked)
+            || self
+                .rdr
+                .read_byte_record(&mut self.record)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if !more {
             return Ok(None);
         }
@@ -716,7 +797,7 @@ mod tests {
     }
 
     fn csv_jobs(input: &'static [u8], url_column: Option<&str>) -> (Vec<String>, Vec<Job>) {
-        let (mut source, pass) = Source::csv(Box::new(input), url_column).unwrap();
+        let (mut source, pass) = Source::csv(Box::new(input), url_column, None).unwrap();
         let jobs = std::iter::from_fn(|| source.next_job().unwrap()).collect();
         (pass, jobs)
     }
@@ -740,6 +821,16 @@ mod tests {
     }
 
     #[test]
+    fn the_separator_is_the_most_frequent_outside_quotes_in_the_header_line() {
+        assert_eq!(sniff_delimiter(b"a,b,c\n1;2;3;4;5\n"), b',');
+        assert_eq!(sniff_delimiter(b"\xef\xbb\xbfsku;name;url\r\n"), b';');
+        assert_eq!(sniff_delimiter(b"sku\tname\turl"), b'\t');
+        assert_eq!(sniff_delimiter(b"\"a,b,c\"|d|e\n"), b'|');
+        assert_eq!(sniff_delimiter(b"url\n"), b',');
+        assert_eq!(sniff_delimiter(b"a;b,c\n"), b',', "a tie goes to the comma");
+    }
+
+    #[test]
     fn csv_url_column_by_name_else_first() {
         let (pass, jobs) = csv_jobs(b"link,title\nhttp://a.test/,T\n", None);
         assert_eq!(
@@ -751,7 +842,7 @@ mod tests {
             (pass, jobs[0].url.as_str()),
             (vec!["id".to_string()], "http://b.test/")
         );
-        let err = Source::csv(Box::new(&b"id,page\n"[..]), Some("href"))
+        let err = Source::csv(Box::new(&b"id,page\n"[..]), Some("href"), None)
             .err()
             .unwrap()
             .to_string();

@@ -304,11 +304,12 @@ async fn open_source(config: &Config) -> Result<(Source, Vec<String>), Error> {
     // (on a blocking thread: stdin may take its time).
     let (source, passthrough) = if config.csv_input() {
         let url_column = config.url_column.clone();
-        tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref()))
+        let delimiter = config.csv_delimiter();
+        tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref(), delimiter))
             .await
             .expect("reading the CSV header does not panic")
             .map_err(|e| match e {
-                CsvInputError::UnknownUrlColumn { .. } => {
+                CsvInputError::UnknownUrlColumn { .. } | CsvInputError::NoUrlColumn { .. } => {
                     Error::Usage(UsageError::new("--url-column", e.to_string()))
                 }
                 CsvInputError::Read(_) | CsvInputError::NoHeader => Error::Input {
