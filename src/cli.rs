@@ -17,6 +17,7 @@ use crate::config::{
 };
 use crate::error::UsageError;
 use crate::extract::Extractor;
+use crate::template::Template;
 use crate::units::{
     parse_duration, parse_quota, parse_rate, parse_shard, parse_size, Quota, Rate, Shard,
 };
@@ -215,6 +216,11 @@ pub struct Cli {
     /// URL column of a CSV input [default: a column named url, else the first].
     #[arg(long, value_name = "NAME", help_heading = "Scraping and reports")]
     pub url_column: Option<String>,
+
+    /// Make each URL from its row: {name} takes that CSV column, {} a text input's line,
+    /// percent-encoded; every input column passes through (a text line as "line").
+    #[arg(long, value_name = "TEMPLATE", value_parser = Template::parse, help_heading = "Scraping and reports")]
+    pub url_template: Option<Template>,
 
     /// The cell separator of a CSV input: one character, or tab [default: found from the
     /// header line among , ; tab |; tab for a .tsv path]. Implies a CSV input.
@@ -471,6 +477,7 @@ impl Cli {
             input_format: self.input_format,
             url_column: self.url_column,
             delimiter: self.delimiter,
+            url_template: self.url_template,
             extract: self.extract,
             extract_all: self.extract_all,
             fields: self.fields,

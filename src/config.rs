@@ -12,6 +12,7 @@ use reqwest::Method;
 
 use crate::error::UsageError;
 use crate::extract::Extractor;
+use crate::template::Template;
 use crate::units::{Quota, Rate};
 
 /// What one invocation of ratefetch does. The command line builds one
@@ -208,6 +209,8 @@ pub struct Config {
     pub input_format: Option<InputFormat>,
     /// `--url-column` of a CSV input.
     pub url_column: Option<String>,
+    /// `--url-template`: each job's URL filled from its row (or line) instead of read.
+    pub url_template: Option<Template>,
     /// `--delimiter` of a CSV input; `None` finds it from the header line (tab for .tsv).
     pub delimiter: Option<u8>,
     /// `--extract` rules, compiled, in the order given.
@@ -260,13 +263,30 @@ impl Config {
             .map_err(|e| UsageError::new("--queue", e))
     }
 
-    /// `--url-column` needs a CSV input.
+    /// `--url-column` needs a CSV input; `--url-template` takes columns by name from a CSV
+    /// input, the line (`{}`) from a text one, and leaves no URL column to name.
     fn check_url_column(&self) -> Result<(), UsageError> {
         if self.url_column.is_some() && !self.csv_input() {
             return Err(UsageError::new(
                 "--url-column",
                 "needs a CSV input (a .csv path or --input-format csv)",
             ));
+        }
+        if let Some(template) = &self.url_template {
+            if self.url_column.is_some() {
+                return Err(UsageError::new(
+                    "--url-template",
+                    "makes the URL itself: there is no --url-column to name with it",
+                ));
+            }
+            if let (false, Some(name)) = (self.csv_input(), template.names().next()) {
+                return Err(UsageError::new(
+                    "--url-template",
+                    format!(
+                        "{{{name}}} takes a CSV column, and the input is text: use {{}} for each line, or a CSV input"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -404,6 +424,7 @@ impl Default for Config {
             input_format: None,
             url_column: None,
             delimiter: None,
+            url_template: None,
             extract: Vec::new(),
             extract_all: false,
             fields: None,

@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorKind, Failure};
 pub use crate::job::Job;
 pub use crate::progress::InputProgress;
 use crate::resume::{NotTheSameInput, Skip, Verdict};
+use crate::template::{Bound, Template};
 use crate::units::Shard;
 
 /// Lines longer than this are not URLs; they become `invalid_url` rows and only this many
@@ -90,6 +91,8 @@ pub struct LineReader<R> {
     start: usize,
     end: usize,
     eof: bool,
+    /// `--url-template`: each line fills its `{}` and passes through.
+    template: Option<Template>,
 }
 
 impl<R: Read> LineReader<R> {
@@ -102,7 +105,15 @@ impl<R: Read> LineReader<R> {
             start: 0,
             end: 0,
             eof: false,
+            template: None,
         }
+    }
+
+    /// Each line fills `template`'s `{}` (its job's URL) and passes through as the job's
+    /// one passthrough cell.
+    pub fn with_template(mut self, template: Option<Template>) -> LineReader<R> {
+        self.template = template;
+        self
     }
 
     /// The next job, skipping blank and comment lines; `None` at the end of the input.
@@ -118,16 +129,22 @@ impl<R: Read> LineReader<R> {
             }
             if len > MAX_LINE {
                 let shown = String::from_utf8_lossy(&bytes[..SHOWN_OF_LONG_LINE.min(bytes.len())]);
+                let shown = format!("{}…", shown.trim());
+                // Under a template the line's column is there all the same.
+                let passthrough = match &self.template {
+                    Some(_) => vec![shown.clone()],
+                    None => Vec::new(),
+                };
                 return Ok(Some(Job {
                     index: self.line_no,
-                    url: format!("{}…", shown.trim()),
+                    url: shown,
                     target: Err(Failure::new(
                         ErrorKind::InvalidUrl,
                         format!(
                             "line is {len} bytes long; longer than {MAX_LINE} bytes, not a URL"
                         ),
                     )),
-                    passthrough: Vec::new(),
+                    passthrough,
                 }));
             }
             let (text, target_override) = match std::str::from_utf8(bytes) {
@@ -143,15 +160,19 @@ impl<R: Read> LineReader<R> {
             if text.is_empty() || text.starts_with('#') {
                 continue;
             }
+            let (url, passthrough) = match &self.template {
+                Some(template) => (template.fill_line(&text), vec![text]),
+                None => (text, Vec::new()),
+            };
             let target = match target_override {
                 Some(f) => Err(f),
-                None => parse_target(&text),
+                None => parse_target(&url),
             };
             return Ok(Some(Job {
                 index: self.line_no,
-                url: text,
+                url,
                 target,
-                passthrough: Vec::new(),
+                passthrough,
             }));
         }
     }
@@ -272,6 +293,14 @@ pub enum CsvInputError {
         /// The header's names, in order.
         columns: Vec<String>,
     },
+    /// `--url-template` names a column the header does not have (`""`: it holds `{}`,
+    /// which is a text input's line).
+    #[error("{}", template_column_message(name, columns))]
+    UnknownTemplateColumn {
+        name: String,
+        /// The header's names, in order.
+        columns: Vec<String>,
+    },
     /// No column is named `url` and the first holds no URL: which one does?
     #[error(
         "no column named url in the CSV header, and its first column holds no http(s) URL \
@@ -282,6 +311,15 @@ pub enum CsvInputError {
         /// The header's names, in order.
         columns: Vec<String>,
     },
+}
+
+fn template_column_message(name: &str, columns: &[String]) -> String {
+    let columns = columns.join(",");
+    if name.is_empty() {
+        format!("{{}} takes a text input's line; a CSV input's columns go by name, e.g. {{url}} (columns: {columns})")
+    } else {
+        format!("no column {name:?} in the CSV header for {{{name}}} (columns: {columns})")
+    }
 }
 
 /// How much of a CSV input is looked at for its header line when its separator is found.
@@ -333,6 +371,7 @@ pub struct Source {
 }
 
 enum SourceKind {
+    /// Lines of text, each a URL, or with `--url-template` the value of its `{}`.
     Lines(LineReader<Hooked>),
     Csv(CsvRows),
     Jobs(std::vec::IntoIter<Job>),
@@ -340,11 +379,21 @@ enum SourceKind {
     Channel(mpsc::Receiver<Job>),
 }
 
+/// Where a CSV row's URL comes from.
+enum UrlFrom {
+    /// A column (passed through no further).
+    Column { at: usize, name: String },
+    /// `--url-template`, from the columns it names (every column passes through).
+    Template(Bound),
+}
+
+/// The passthrough column of a text input read through `--url-template`: the line.
+pub const TEMPLATE_LINE: &str = "line";
+
 /// The rows of a CSV input.
 struct CsvRows {
     rdr: csv::Reader<io::BufReader<Hooked>>,
-    url_at: usize,
-    url_name: String,
+    url: UrlFrom,
     row: u64,
     record: csv::ByteRecord,
     /// `record` holds the first row, read with the header and not yet a job.
@@ -365,11 +414,12 @@ impl Source {
         (hooked, pending)
     }
 
-    /// One URL per line.
-    pub fn text(reader: Box<dyn Read + Send>) -> Source {
+    /// One URL per line; with a `template`, one value per line, which fills its `{}` and
+    /// passes through to the report (its one passthrough column, `TEMPLATE_LINE`).
+    pub fn text(reader: Box<dyn Read + Send>, template: Option<Template>) -> Source {
         let (hooked, pending) = Source::hooked(reader);
         Source {
-            kind: SourceKind::Lines(LineReader::new(hooked)),
+            kind: SourceKind::Lines(LineReader::new(hooked).with_template(template)),
             pending,
             shard: None,
         }
@@ -381,10 +431,14 @@ impl Source {
     /// if its first cell is an http(s) URL (else `NoUrlColumn`: the report would be one
     /// `invalid_url` row per line). Returns the source and the names of the other columns
     /// (passed through to the report), in input order.
+    ///
+    /// With a `template`, the URL is filled from the columns it names (`UnknownTemplateColumn`
+    /// if one is not in the header) and every column passes through.
     pub fn csv(
         reader: Box<dyn Read + Send>,
         url_column: Option<&str>,
         delimiter: Option<u8>,
+        template: Option<&Template>,
     ) -> Result<(Source, Vec<String>), CsvInputError> {
         let (hooked, pending) = Source::hooked(reader);
         let mut head = io::BufReader::with_capacity(SNIFF_BYTES, hooked);
@@ -420,6 +474,28 @@ impl Source {
         if header.is_empty() || header.iter().all(String::is_empty) {
             return Err(CsvInputError::NoHeader);
         }
+        if let Some(template) = template {
+            let bound =
+                template
+                    .bind(&header)
+                    .map_err(|name| CsvInputError::UnknownTemplateColumn {
+                        name,
+                        columns: header.clone(),
+                    })?;
+            let rows = CsvRows {
+                rdr,
+                url: UrlFrom::Template(bound),
+                row: 0,
+                record: csv::ByteRecord::new(),
+                peeked: false,
+            };
+            let source = Source {
+                kind: SourceKind::Csv(rows),
+                pending,
+                shard: None,
+            };
+            return Ok((source, header));
+        }
         let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
         let url_at = match url_column {
             Some(name) => find(name).ok_or_else(|| CsvInputError::UnknownUrlColumn {
@@ -448,8 +524,10 @@ impl Source {
             .collect();
         let rows = CsvRows {
             rdr,
-            url_at,
-            url_name: header[url_at].clone(),
+            url: UrlFrom::Column {
+                at: url_at,
+                name: header[url_at].clone(),
+            },
             row: 0,
             record,
             peeked,
@@ -540,21 +618,28 @@ impl CsvRows {
                 .map(|c| String::from_utf8_lossy(c).into_owned())
                 .unwrap_or_default()
         };
-        let url = cell(self.url_at).trim().to_string();
-        let width = self.record.len().max(self.url_at + 1);
-        let mut passthrough: Vec<String> =
-            (0..width).filter(|i| *i != self.url_at).map(cell).collect();
-        // Rows shorter than the header pass through empty cells.
         let columns = self.rdr.byte_headers().map_or(0, |h| h.len());
-        passthrough.resize(
-            columns.saturating_sub(1).max(passthrough.len()),
-            String::new(),
-        );
+        let (url, url_at, empty) = match &self.url {
+            UrlFrom::Column { at, name } => (
+                cell(*at).trim().to_string(),
+                Some(*at),
+                format!("no URL in column {name:?}"),
+            ),
+            UrlFrom::Template(bound) => match bound.fill(|i| self.record.get(i)) {
+                Ok(url) => (url, None, String::new()),
+                Err(why) => (String::new(), None, why),
+            },
+        };
+        let width = self.record.len().max(url_at.map_or(0, |at| at + 1));
+        let mut passthrough: Vec<String> = (0..width)
+            .filter(|i| Some(*i) != url_at)
+            .map(cell)
+            .collect();
+        // Rows shorter than the header pass through empty cells.
+        let passed = columns.saturating_sub(usize::from(url_at.is_some()));
+        passthrough.resize(passed.max(passthrough.len()), String::new());
         let target = if url.is_empty() {
-            Err(Failure::new(
-                ErrorKind::InvalidUrl,
-                format!("no URL in column {:?}", self.url_name),
-            ))
+            Err(Failure::new(ErrorKind::InvalidUrl, empty))
         } else if url.len() > MAX_LINE {
             Err(Failure::new(
                 ErrorKind::InvalidUrl,
@@ -748,7 +833,7 @@ mod tests {
         let skip = Skip::new(set, Format::Csv);
         let progress = Arc::new(InputProgress::default());
         let t = spawn_reader(
-            Source::text(Box::new(input)),
+            Source::text(Box::new(input), None),
             tx,
             Some(skip),
             CancellationToken::new(),
@@ -797,7 +882,7 @@ mod tests {
     }
 
     fn csv_jobs(input: &'static [u8], url_column: Option<&str>) -> (Vec<String>, Vec<Job>) {
-        let (mut source, pass) = Source::csv(Box::new(input), url_column, None).unwrap();
+        let (mut source, pass) = Source::csv(Box::new(input), url_column, None, None).unwrap();
         let jobs = std::iter::from_fn(|| source.next_job().unwrap()).collect();
         (pass, jobs)
     }
@@ -842,7 +927,7 @@ mod tests {
             (pass, jobs[0].url.as_str()),
             (vec!["id".to_string()], "http://b.test/")
         );
-        let err = Source::csv(Box::new(&b"id,page\n"[..]), Some("href"), None)
+        let err = Source::csv(Box::new(&b"id,page\n"[..]), Some("href"), None, None)
             .err()
             .unwrap()
             .to_string();
@@ -856,7 +941,7 @@ mod tests {
         set.insert(1, "http://a.test/1");
         let input: &'static [u8] = b"http://other.test/\n";
         let t = spawn_reader(
-            Source::text(Box::new(input)),
+            Source::text(Box::new(input), None),
             tx,
             Some(Skip::new(set, Format::Csv)),
             CancellationToken::new(),
@@ -873,7 +958,7 @@ mod tests {
         let progress = Arc::new(InputProgress::default());
         let input: &'static [u8] = b"http://a.test/1\nhttp://a.test/2\nhttp://a.test/3\n";
         let t = spawn_reader(
-            Source::text(Box::new(input)),
+            Source::text(Box::new(input), None),
             tx,
             Some(Skip::new(done, Format::Csv)),
             CancellationToken::new(),

@@ -27,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod merge;
+pub mod template;
 pub mod units;
 
 // The machinery: private, free to change. Its layering is in the README ("How it works").
@@ -305,20 +306,33 @@ async fn open_source(config: &Config) -> Result<(Source, Vec<String>), Error> {
     let (source, passthrough) = if config.csv_input() {
         let url_column = config.url_column.clone();
         let delimiter = config.csv_delimiter();
-        tokio::task::spawn_blocking(move || Source::csv(input, url_column.as_deref(), delimiter))
-            .await
-            .expect("reading the CSV header does not panic")
-            .map_err(|e| match e {
-                CsvInputError::UnknownUrlColumn { .. } | CsvInputError::NoUrlColumn { .. } => {
-                    Error::Usage(UsageError::new("--url-column", e.to_string()))
-                }
-                CsvInputError::Read(_) | CsvInputError::NoHeader => Error::Input {
-                    path: config.input.display_path(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                },
-            })?
+        let template = config.url_template.clone();
+        tokio::task::spawn_blocking(move || {
+            Source::csv(input, url_column.as_deref(), delimiter, template.as_ref())
+        })
+        .await
+        .expect("reading the CSV header does not panic")
+        .map_err(|e| match e {
+            CsvInputError::UnknownUrlColumn { .. } | CsvInputError::NoUrlColumn { .. } => {
+                Error::Usage(UsageError::new("--url-column", e.to_string()))
+            }
+            CsvInputError::UnknownTemplateColumn { .. } => {
+                Error::Usage(UsageError::new("--url-template", e.to_string()))
+            }
+            CsvInputError::Read(_) | CsvInputError::NoHeader => Error::Input {
+                path: config.input.display_path(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            },
+        })?
     } else {
-        (Source::text(input), Vec::new())
+        let passthrough = match &config.url_template {
+            Some(_) => vec![input::TEMPLATE_LINE.to_string()],
+            None => Vec::new(),
+        };
+        (
+            Source::text(input, config.url_template.clone()),
+            passthrough,
+        )
     };
     Ok((source, passthrough))
 }

@@ -404,7 +404,7 @@ mod tests {
         });
         let out = Box::new(std::fs::File::create(&path).unwrap());
         let sink = Sink::new(out, Format::Csv, Columns::default()).unwrap();
-        let input = Source::text(Box::new(std::io::Cursor::new(lines.join("\n"))));
+        let input = Source::text(Box::new(std::io::Cursor::new(lines.join("\n"))), None);
         let run = run_with(
             config.clone(),
             Arc::new(PanicOn(tokio::sync::Barrier::new(2))),
