@@ -54,9 +54,11 @@ impl Template {
                     loop {
                         match chars.next() {
                             Some('}') => break,
-                            Some('{') | None => return Err(format!(
+                            Some('{') | None => {
+                                return Err(format!(
                                 "a {{ without its }} in {text:?} (write {{{{ for a literal brace)"
-                            )),
+                            ))
+                            }
                             Some(c) => name.push(c),
                         }
                     }
