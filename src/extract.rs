@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use encoding_rs::{Encoding, UTF_8};
 use reqwest::header::{HeaderMap, HeaderName};
 
 /// Longest title kept, in characters; longer ones are cut and end with `…`.
@@ -15,21 +16,40 @@ pub fn is_html(content_type: &str) -> bool {
     mime.eq_ignore_ascii_case("text/html") || mime.eq_ignore_ascii_case("application/xhtml+xml")
 }
 
-/// The text of the first `<title>` element: entities decoded, whitespace collapsed, invalid
-/// UTF-8 replaced, at most `MAX_TITLE_CHARS` characters. `None` when there is no title or it
-/// is blank.
+/// The text of the first `<title>` element of a page in `encoding` (see
+/// [`crate::encoding::sniff`]): entities decoded, whitespace collapsed, bytes that are not
+/// of the encoding replaced, at most `MAX_TITLE_CHARS` characters. `None` when there is no
+/// title or it is blank.
 ///
 /// ```
-/// assert_eq!(ratefetch::extract::title(b"<html><TITLE>\n A &amp; B\n</title>").as_deref(), Some("A & B"));
+/// use encoding_rs::{UTF_8, WINDOWS_1251};
+/// use ratefetch::extract::title;
+/// assert_eq!(title(b"<html><TITLE>\n A &amp; B\n</title>", UTF_8).as_deref(), Some("A & B"));
+/// assert_eq!(title(b"<title>\xcf\xf0\xe8\xe2\xe5\xf2</title>", WINDOWS_1251).as_deref(), Some("Привет"));
 /// ```
-pub fn title(html: &[u8]) -> Option<String> {
+pub fn title(html: &[u8], encoding: &'static Encoding) -> Option<String> {
+    if encoding.is_ascii_compatible() {
+        // Tags are ASCII bytes in the page as served: only the title's bytes are decoded.
+        title_in(html, encoding)
+    } else {
+        // UTF-16 and ISO-2022-JP: decode the head of the page, then look.
+        let head = &html[..html.len().min(DECODED_HEAD)];
+        let (text, _) = encoding.decode_with_bom_removal(head);
+        title_in(text.as_bytes(), UTF_8)
+    }
+}
+
+/// How much of a page in an encoding that is not ASCII-compatible is decoded to find a title.
+const DECODED_HEAD: usize = 64 << 10;
+
+fn title_in(html: &[u8], encoding: &'static Encoding) -> Option<String> {
     let open = find_tag(html, b"<title")?;
     let after_open = open + memchr::memchr(b'>', &html[open..])? + 1;
     let rest = &html[after_open..];
     let end = find_tag(rest, b"</title").unwrap_or(rest.len());
     // Decode only a bounded prefix: a megabyte title costs no more than a short one.
     let raw = &rest[..end.min(MAX_TITLE_CHARS * 8)];
-    let text = String::from_utf8_lossy(raw);
+    let text = encoding.decode_without_bom_handling(raw).0;
     let decoded = html_escape::decode_html_entities(&text);
     let mut out = String::with_capacity(decoded.len().min(MAX_TITLE_CHARS));
     let mut chars = 0;
@@ -209,9 +229,18 @@ fn css_rule(expr: &str) -> Result<Rule, String> {
 }
 
 /// Applies every extractor to one response, parsing the body at most once as HTML and at
-/// most once as JSON. One value per extractor, in order; empty when nothing matched.
-pub fn apply(extractors: &[Extractor], all: bool, headers: &HeaderMap, body: &[u8]) -> Vec<String> {
-    let text = || String::from_utf8_lossy(body);
+/// most once as JSON. CSS and regex rules see the body decoded from `encoding` (see
+/// [`crate::encoding::sniff`]); JSON is read as the bytes are (RFC 8259: UTF-8). One value
+/// per extractor, in order; empty when nothing matched.
+pub fn apply(
+    extractors: &[Extractor],
+    all: bool,
+    headers: &HeaderMap,
+    body: &[u8],
+    encoding: &'static Encoding,
+) -> Vec<String> {
+    let decoded = std::cell::OnceCell::new();
+    let text = || -> &str { decoded.get_or_init(|| encoding.decode_with_bom_removal(body).0) };
     let mut html: Option<scraper::Html> = None;
     let mut json: Option<Option<serde_json::Value>> = None;
     extractors
@@ -220,7 +249,7 @@ pub fn apply(extractors: &[Extractor], all: bool, headers: &HeaderMap, body: &[u
             let mut found: Vec<String> = Vec::new();
             match &x.rule {
                 Rule::Css { selector, attr, .. } => {
-                    let doc = html.get_or_insert_with(|| scraper::Html::parse_document(&text()));
+                    let doc = html.get_or_insert_with(|| scraper::Html::parse_document(text()));
                     for el in doc.select(selector) {
                         let value = match attr {
                             Some(a) => el.value().attr(a).map(|v| v.trim().to_string()),
@@ -236,7 +265,7 @@ pub fn apply(extractors: &[Extractor], all: bool, headers: &HeaderMap, body: &[u
                 }
                 Rule::Regex(re) => {
                     let text = text();
-                    for caps in re.captures_iter(&text) {
+                    for caps in re.captures_iter(text) {
                         // Empty matches (a pattern like `x*` matches between every byte)
                         // carry nothing and would make huge cells.
                         match caps.get(1).or_else(|| caps.get(0)) {
@@ -278,6 +307,48 @@ fn collapse(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use encoding_rs::{SHIFT_JIS, UTF_16LE, WINDOWS_1251, WINDOWS_1252};
+
+    fn title(html: &[u8]) -> Option<String> {
+        super::title(html, UTF_8)
+    }
+
+    fn apply(xs: &[Extractor], all: bool, headers: &HeaderMap, body: &[u8]) -> Vec<String> {
+        super::apply(xs, all, headers, body, UTF_8)
+    }
+
+    #[test]
+    fn titles_and_text_are_decoded_from_the_page_encoding() {
+        let page = "<html><title>Привет, мир</title><h1>Заголовок</h1></html>";
+        let cp1251 = WINDOWS_1251.encode(page).0;
+        assert_eq!(
+            super::title(&cp1251, WINDOWS_1251).as_deref(),
+            Some("Привет, мир")
+        );
+        let xs = rules(&["h=css:h1", "r=regex:<h1>(.*)</h1>"]);
+        assert_eq!(
+            super::apply(&xs, false, &HeaderMap::new(), &cp1251, WINDOWS_1251),
+            ["Заголовок", "Заголовок"]
+        );
+        let sjis = SHIFT_JIS.encode("<title>こんにちは 世界</title>").0;
+        assert_eq!(
+            super::title(&sjis, SHIFT_JIS).as_deref(),
+            Some("こんにちは 世界")
+        );
+        let latin = WINDOWS_1252
+            .encode("<title>Café &amp; crème brûlée</title>")
+            .0;
+        assert_eq!(
+            super::title(&latin, WINDOWS_1252).as_deref(),
+            Some("Café & crème brûlée")
+        );
+        // UTF-16 is not ASCII-compatible: decoded first, the byte order mark dropped.
+        let mut utf16 = vec![0xff, 0xfe];
+        for unit in "<title>Grüße</title>".encode_utf16() {
+            utf16.extend_from_slice(&unit.to_le_bytes());
+        }
+        assert_eq!(super::title(&utf16, UTF_16LE).as_deref(), Some("Grüße"));
+    }
 
     #[test]
     fn plain_title() {

@@ -22,6 +22,7 @@ use url::Url;
 use crate::allowance::{Allowances, Wait};
 use crate::announce::{self, Announced};
 use crate::config::{Config, OnQuota};
+use crate::encoding;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
 use crate::job::{Hop, Next, Outcome};
@@ -931,8 +932,14 @@ impl Fetcher {
         };
         let headers = self.header_rules.then(|| response.headers().clone());
         let body_error = self.read_body(response, buf, window, &mut head.bytes).await;
+        // Titles and extracted text are decoded as a browser would decode the page.
+        let encoding = if html || !self.config.extract.is_empty() {
+            encoding::sniff(head.content_type.as_deref(), buf, html)
+        } else {
+            encoding_rs::UTF_8
+        };
         if html {
-            head.title = extract::title(&buf[..buf.len().min(TITLE_WINDOW)]);
+            head.title = extract::title(&buf[..buf.len().min(TITLE_WINDOW)], encoding);
         }
         if !self.config.extract.is_empty() {
             // Parsing a large page takes CPU time: off the runtime's threads, so that no
@@ -941,7 +948,13 @@ impl Fetcher {
             let body = std::mem::take(buf);
             let (extracted, body) = tokio::task::spawn_blocking(move || {
                 let headers = headers.unwrap_or_default();
-                let values = extract::apply(&config.extract, config.extract_all, &headers, &body);
+                let values = extract::apply(
+                    &config.extract,
+                    config.extract_all,
+                    &headers,
+                    &body,
+                    encoding,
+                );
                 (values, body)
             })
             .await

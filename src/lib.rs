@@ -24,6 +24,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod encoding;
 pub mod error;
 pub mod extract;
 pub mod merge;

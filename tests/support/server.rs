@@ -473,6 +473,23 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
             Some(n) => gzipped(&vec![b'a'; n as usize], "text/plain"),
             None => not_found(),
         },
+        // A body of any bytes (`body`, percent-encoded) under any Content-Type (`type`; none
+        // when absent): pages in the encodings they were written in.
+        ("raw", None) => {
+            let mut resp = full(
+                StatusCode::OK,
+                query_param(&query, "body").unwrap_or_default(),
+            );
+            if let Some(kind) = query_param(&query, "type") {
+                match HeaderValue::from_bytes(&kind) {
+                    Ok(v) => {
+                        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+                    }
+                    Err(_) => return text(StatusCode::BAD_REQUEST, "bad type value"),
+                }
+            }
+            resp
+        }
         ("echo", None) => echo(req).await,
         ("cut-body", None) => cut_body(),
         ("drip", Some(_)) => match number() {
