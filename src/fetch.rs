@@ -30,6 +30,7 @@ use crate::limits::Limits;
 use crate::reqlog::{Entry, RequestLog};
 use crate::retry::{self, Decision, Head, Step};
 use crate::robots::{self, Robots, Rules};
+use crate::save::Saving;
 use crate::schedule::{Scheduler, Ticket};
 use crate::shared::{Grant, Shared, SharedError};
 use crate::shutdown::Shutdown;
@@ -54,6 +55,10 @@ const FREE_REFUSALS: u8 = 10;
 /// Under `--on-quota stop`, an announced pause longer than this stops the run; a shorter one
 /// (a burst limit such as `r=0;t=1`) is waited for.
 const STOP_AFTER: Duration = Duration::from_secs(10);
+
+/// The most of a body kept in memory for `--extract` rules that read it, whatever
+/// `--max-body` says (with `--max-body 0`, no cap, the rules see this much).
+pub const RULES_WINDOW: usize = 64 << 20;
 
 /// How much of an HTML body is kept for the title: titles live in `<head>`.
 pub const TITLE_WINDOW: usize = 1 << 20;
@@ -122,8 +127,9 @@ pub struct Fetcher {
     scheduler: Scheduler,
     /// The `-H` headers of `SENSITIVE`, sent only to the job's own host.
     sensitive: Vec<(HeaderName, HeaderValue)>,
-    /// Whether whole bodies are kept (extraction rules or --save-bodies need them).
-    keep_body: bool,
+    /// How much of a body is kept in memory for extraction rules that read it (0: none);
+    /// `--save-bodies` streams bodies to disk instead.
+    rules_window: usize,
     /// Whether some rule reads response headers.
     header_rules: bool,
     /// robots.txt rules per origin, with `--respect-robots`.
@@ -215,8 +221,12 @@ impl Fetcher {
             .filter(|(name, _)| SENSITIVE.contains(name))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        let keep_body =
-            config.save_bodies.is_some() || config.extract.iter().any(Extractor::needs_body);
+        let rules_window = if config.extract.iter().any(Extractor::needs_body) {
+            let cap = config.max_body.unwrap_or(u64::MAX);
+            usize::try_from(cap.min(RULES_WINDOW as u64)).unwrap_or(RULES_WINDOW)
+        } else {
+            0
+        };
         let header_rules = config.extract.iter().any(|x| !x.needs_body());
         let robots = config.respect_robots.then(Robots::default);
         let allowances =
@@ -227,7 +237,7 @@ impl Fetcher {
             limits,
             scheduler,
             sensitive,
-            keep_body,
+            rules_window,
             header_rules,
             robots,
             log,
@@ -471,7 +481,10 @@ impl Fetcher {
         let may_retry = task.outcome.attempts <= self.config.retries;
         let own_host = task.job.target.as_ref().ok().and_then(Url::host_str) == hop.url.host_str();
         let index = task.job.index;
-        let request = self.request(&hop, own_host, buf, may_retry);
+        // With --save-bodies, the body on its way to disk; dropped (deleted) unless the row
+        // is final with it.
+        let mut saving = None;
+        let request = self.request(&hop, own_host, buf, &mut saving, may_retry);
         let deadline = sent
             .checked_add(self.config.timeout)
             .unwrap_or_else(far_future);
@@ -542,8 +555,8 @@ impl Fetcher {
                 if note.is_some() {
                     task.outcome.error = note;
                 }
-                if let Some(dir) = &self.config.save_bodies {
-                    self.save_body(dir, index, &mut task.outcome, buf).await;
+                if let (Some(dir), Some(saving)) = (&self.config.save_bodies, saving.take()) {
+                    save_body(dir, index, &mut task.outcome, saving).await;
                 }
                 Next::Done
             }
@@ -658,35 +671,6 @@ impl Fetcher {
         task.outcome.attempts -= 1;
         task.hop = None;
         Some(Next::Requeue)
-    }
-
-    /// Hashes and saves a body for `--save-bodies`, on a blocking thread.
-    async fn save_body(
-        &self,
-        dir: &std::path::Path,
-        index: u64,
-        outcome: &mut Outcome,
-        buf: &mut Vec<u8>,
-    ) {
-        let ext = body_extension(outcome.content_type.as_deref());
-        let path = dir.join(format!("{index}.{ext}"));
-        let body = std::mem::take(buf);
-        let (sha, written, body) = tokio::task::spawn_blocking(move || {
-            let sha = sha256_hex(&body);
-            let written = std::fs::write(&path, &body)
-                .map_err(|e| format!("cannot save the body to {}: {e}", path.display()));
-            (sha, written, body)
-        })
-        .await
-        .expect("saving a body does not panic");
-        *buf = body;
-        outcome.body_sha256 = Some(sha);
-        if let Err(why) = written {
-            if outcome.error_kind.is_none() {
-                outcome.error_kind = Some(ErrorKind::Other);
-                outcome.error = Some(why);
-            }
-        }
     }
 
     /// With `--respect-robots`: whether robots.txt lets `url` be fetched. While an origin's
@@ -824,7 +808,7 @@ impl Fetcher {
         let mut body = Vec::new();
         let mut bytes = 0;
         let cap = robots::MAX_ROBOTS;
-        match read_capped(response, &mut body, cap, cap as u64, &mut bytes).await {
+        match read_capped(response, &mut body, None, cap, cap as u64, &mut bytes).await {
             BodyEnd::Complete => {}
             BodyEnd::Capped => {
                 // Cut at the last whole line: half a rule could mean another rule.
@@ -854,11 +838,12 @@ impl Fetcher {
         hop: &Hop,
         own_host: bool,
         buf: &mut Vec<u8>,
+        saving: &mut Option<Saving>,
         may_retry: bool,
     ) -> (Step, Option<Announced>) {
         let mut announced = None;
         let step = self
-            .request_step(hop, own_host, buf, may_retry, &mut announced)
+            .request_step(hop, own_host, buf, saving, may_retry, &mut announced)
             .await;
         (step, announced)
     }
@@ -868,6 +853,7 @@ impl Fetcher {
         hop: &Hop,
         own_host: bool,
         buf: &mut Vec<u8>,
+        saving: &mut Option<Saving>,
         may_retry: bool,
         announced: &mut Option<Announced>,
     ) -> Step {
@@ -921,17 +907,21 @@ impl Fetcher {
             };
         }
         let html = head.content_type.as_deref().is_some_and(extract::is_html);
-        // The whole body (within the cap) when rules or --save-bodies need it; else the
-        // head of an HTML page, for its title; else nothing.
-        let window = if self.keep_body {
-            usize::try_from(self.config.max_body.unwrap_or(u64::MAX)).unwrap_or(usize::MAX)
-        } else if html {
-            TITLE_WINDOW
+        // In memory: the body (within the cap, and within RULES_WINDOW) when rules read it;
+        // else the head of an HTML page, for its title; else nothing. Saved bodies go to
+        // disk as they come.
+        let window = if html {
+            self.rules_window.max(TITLE_WINDOW)
         } else {
-            0
+            self.rules_window
         };
         let headers = self.header_rules.then(|| response.headers().clone());
-        let body_error = self.read_body(response, buf, window, &mut head.bytes).await;
+        if let Some(dir) = &self.config.save_bodies {
+            *saving = Some(Saving::start(dir));
+        }
+        let body_error = self
+            .read_body(response, buf, saving.as_mut(), window, &mut head.bytes)
+            .await;
         // Titles and extracted text are decoded as a browser would decode the page.
         let encoding = if html || !self.config.extract.is_empty() {
             encoding::sniff(head.content_type.as_deref(), buf, html)
@@ -970,11 +960,12 @@ impl Fetcher {
         &self,
         response: Response,
         buf: &mut Vec<u8>,
+        saving: Option<&mut Saving>,
         window: usize,
         bytes: &mut u64,
     ) -> Option<Failure> {
         let cap = self.config.max_body.unwrap_or(u64::MAX);
-        match read_capped(response, buf, window, cap, bytes).await {
+        match read_capped(response, buf, saving, window, cap, bytes).await {
             BodyEnd::Complete => None,
             BodyEnd::Capped => Some(Failure::new(
                 ErrorKind::BodyTooLarge,
@@ -1007,11 +998,12 @@ enum BodyEnd {
 }
 
 /// Streams a body, counting decompressed bytes into `bytes` and stopping once more than
-/// `cap` came. Keeps its first `window` bytes in `buf` (cleared first). The one body reader
-/// of pages and robots.txt alike.
+/// `cap` came. Keeps its first `window` bytes in `buf` (cleared first) and hands every
+/// byte up to the cap to `saving`. The one body reader of pages and robots.txt alike.
 async fn read_capped(
     mut response: Response,
     buf: &mut Vec<u8>,
+    mut saving: Option<&mut Saving>,
     window: usize,
     cap: u64,
     bytes: &mut u64,
@@ -1025,7 +1017,12 @@ async fn read_capped(
                     buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
                 let len = chunk.len() as u64;
-                if *bytes + len > cap {
+                let kept = len.min(cap - *bytes);
+                if let Some(saving) = saving.as_deref_mut() {
+                    // `kept` ≤ `len`, a usize.
+                    saving.write(&chunk[..kept as usize]).await;
+                }
+                if kept < len {
                     *bytes = cap;
                     return BodyEnd::Capped;
                 }
@@ -1033,6 +1030,20 @@ async fn read_capped(
             }
             Ok(None) => return BodyEnd::Complete,
             Err(e) => return BodyEnd::Failed(e),
+        }
+    }
+}
+
+/// Completes a body saved for `--save-bodies` as `DIR/<index>.<ext>`, and puts its hash (and
+/// why it could not be saved, if it could not) in the row.
+async fn save_body(dir: &std::path::Path, index: u64, outcome: &mut Outcome, saving: Saving) {
+    let ext = body_extension(outcome.content_type.as_deref());
+    let (sha, failed) = saving.finish(dir.join(format!("{index}.{ext}"))).await;
+    outcome.body_sha256 = Some(sha);
+    if let Some(why) = failed {
+        if outcome.error_kind.is_none() {
+            outcome.error_kind = Some(ErrorKind::Other);
+            outcome.error = Some(why);
         }
     }
 }
@@ -1130,15 +1141,6 @@ pub fn body_extension(content_type: Option<&str>) -> &'static str {
         m if m.ends_with("+xml") => "xml",
         _ => "bin",
     }
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {

@@ -51,6 +51,7 @@ mod rerun;
 mod resume;
 mod retry;
 mod robots;
+mod save;
 mod schedule;
 mod shared;
 mod shutdown;
