@@ -32,6 +32,7 @@ BENCH = ROOT / "bench"
 TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute value replaces ROOT
 RATEFETCH = Path(os.environ.get("RATEFETCH") or TARGET / "release" / "ratefetch").resolve()
 DELAY_SERVER = TARGET / "release" / "examples" / "delay_server"
+BARE_LOOP = TARGET / "release" / "examples" / "bare_loop"  # reqwest alone: the HTTP stack's ceiling
 BASELINE = Path(os.environ["BASELINE"]).resolve() if os.environ.get("BASELINE") else None
 ONLY = {x.strip() for x in os.environ.get("ONLY", "").split(",") if x.strip()}
 VENV = BENCH / ".venv"
@@ -110,6 +111,8 @@ http {{
 
 
 def start_nginx():
+    # Started as root, nginx's workers run as nobody: they must be able to read the pages.
+    WORK.chmod(0o755)
     www = WORK / "www"
     www.mkdir()
     # A small static page with a title, ~600 bytes, like a typical small API/HTML answer.
@@ -315,6 +318,9 @@ def have_oha():
 # ---------------------------------------------------------------- scenarios
 
 
+BARE = "bare reqwest loop (ceiling)"  # examples/bare_loop: ratefetch's client alone
+
+
 def scenario_throughput(results):
     log(f"a) throughput: {THROUGHPUT_N} URLs, no rate limit, concurrency 64")
     base = f"http://{HOST}:{PORT_PLAIN}/small.html"
@@ -328,6 +334,12 @@ def scenario_throughput(results):
         (label, n, [str(binary), str(big), "-r", "unlimited", "-c", "64", "-q", "-o", str(WORK / "out.csv")], None)
         for label, binary in variants()
     ]
+    # Without the CSV: what the report costs, next to the HTTP stack's own ceiling.
+    tools += [
+        (f"{label} -o /dev/null", n, [str(binary), str(big), "-r", "unlimited", "-c", "64", "-q", "-o", "/dev/null"], None)
+        for label, binary in variants()
+    ]
+    tools.append((BARE, n, [str(BARE_LOOP), "-c", "64", str(big)], None))
     tools += [
         ("curl -Z --parallel-max 64", n, ["curl", "-s", "-Z", "--parallel-max", "64", "-K", str(cfg)], None),
         ("wget2 --max-threads 64", n, ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=64", "-i", str(big), "-O", "/dev/null"], None),
@@ -452,6 +464,7 @@ def scenario_latency(results):
         tools += [
             ("curl -Z --parallel-max 100", ["curl", "-s", "-Z", "--parallel-max", "100", "-K", str(cfg)], None),
             ("wget2 --max-threads 100", ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=100", "-i", str(lst), "-O", "/dev/null"], None),
+            ("bare reqwest loop -c 100", [str(BARE_LOOP), "-c", "100", str(lst)], None),
             ("hey -c 100 (one URL)", ["hey", "-n", str(n), "-c", "100", base], None),
             ("xargs -P 100 curl", ["xargs", "-P", "100", "-n", "1", "curl", "-s", "-o", "/dev/null"], lst),
         ]
@@ -578,6 +591,9 @@ def scenario_cpu(results):
     results["cpu"] = rows
 
 
+BARE_F = "bare reqwest loop (one attempt per URL; ceiling)"
+
+
 def scenario_retries(results):
     n = RETRY_N
     k = n // 100
@@ -599,6 +615,8 @@ def scenario_retries(results):
             tools.append((name, label, retries, [str(binary), str(lst), "-r", "unlimited", "-c", "64", "-q", "-o", str(WORK / "retries.csv")] + extra))
     # wget2 has no backoff to compare: --tries=1 is one attempt per URL. (With its default
     # --tries it sends a 429 URL once too; 1.99 has no --retry-on-http-error.)
+    # The HTTP stack alone, one attempt per URL: the ceiling of `--retries 0`.
+    tools.append((BARE_F, None, 0, [str(BARE_LOOP), "-c", "64", str(lst)]))
     tools.append(("wget2 --max-threads 64 --tries=1", None, 0, ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=64", "-i", str(lst), "-O", "/dev/null"]))
     rows = {}
     for run in range(RUNS):
@@ -1009,7 +1027,8 @@ def write_results(results, plotted):
         w(f"Baseline: `{BASELINE}` ({baseline_rev()}); every ratefetch measurement also runs the baseline, just before the new binary.  ")
     w(f"Machine: {machine()}.  ")
     w("Everything talks to loopback only: nginx on 127.0.0.1 (static ~600-byte page; scenario g also on 127.0.0.2–9, one host per address), "
-      "`examples/delay_server` (100 ms per request) and, in scenario i, a redis-server of the bench's own.\n")
+      "`examples/delay_server` (100 ms per request), `examples/bare_loop` (ratefetch's reqwest client alone, the HTTP stack's "
+      "ceiling) and, in scenario i, a redis-server of the bench's own.\n")
     w("Versions: " + "; ".join(f"{k}: `{v}`" for k, v in versions.items()) + "\n")
 
     # Each section on its own, keyed by its scenario letter ("baseline" for the comparison),
@@ -1111,6 +1130,31 @@ def report_throughput(results, w):
     w(f"Target: faster than wget2 and curl -Z — **{'met' if beat else 'missed'}**; "
       f"at least 70% of wrk — ratefetch reaches **{rf / wrk:.0%}** of wrk's {fmt(wrk)} req/s "
       f"(**{'met' if rf >= 0.7 * wrk else 'missed'}**).\n")
+    report_ceiling(t, w, [label for label, _ in variants()] + [f"{label} -o /dev/null" for label, _ in variants()])
+
+
+def ceiling_share(rows, name):
+    """(share of the bare loop's req/s, multiple of its CPU per request) of row `name`."""
+    bare, d = rows[BARE], rows[name]
+    return median(d["rps"]) / median(bare["rps"]), median(d["cpu10k"]) / median(bare["cpu10k"])
+
+
+def report_ceiling(rows, w, names, what="req/s"):
+    """The issue 12 targets against the bare reqwest loop (`examples/bare_loop`, ratefetch's
+    client with nothing around it): ≥ 90% of its req/s, CPU per request ≤ 1.25× its own."""
+    if BARE not in rows:
+        return
+    bare = rows[BARE]
+    w(f"Against the {BARE} (`examples/bare_loop`: one `reqwest::Client` built as ratefetch builds it, "
+      f"N tasks each GET and read the body, nothing else; {fmt(median(bare['rps']))} {what}, "
+      f"{median(bare['cpu10k']):.2f} CPU s / 10k). Targets: ≥ 90% of its {what}, CPU per request ≤ 1.25× its own.\n")
+    for name in names:
+        if name not in rows:
+            continue
+        share, cpu = ceiling_share(rows, name)
+        w(f"- {name}: **{share:.0%}** of the loop's {what} (**{'met' if share >= 0.9 else 'missed'}**), "
+          f"CPU per request **{cpu:.2f}×** the loop's (**{'met' if cpu <= 1.25 else 'missed'}**).")
+    w("")
 
 
 
@@ -1206,6 +1250,10 @@ def report_retries(results, w):
         verdict = "PASS" if diff <= 1.5 else "MISS"
         w(f"Target ({label}): the default retries add no more than their own backoff chain, ≤ 1.5 s over `--retries 0` — "
           f"{t2:.2f} s − {t0:.2f} s = **{diff:+.2f} s** (**{verdict}**).  ")
+        if BARE_F in rows:
+            share = median(rows[BARE_F]["wall"]) / t0
+            w(f"{label} `--retries 0` goes at **{share:.0%}** of the bare reqwest loop's list lines / s on the same list "
+              f"(one attempt per URL, nothing else; target ≥ 90%: **{'met' if share >= 0.9 else 'missed'}**).  ")
     w("")
 
 
@@ -1402,8 +1450,8 @@ def report_baseline(results, w):
 
 
 def main():
-    if not RATEFETCH.exists() or not DELAY_SERVER.exists():
-        raise SystemExit("bench: build first (bench/run does: cargo build --release --example delay_server)")
+    if not RATEFETCH.exists() or not DELAY_SERVER.exists() or not BARE_LOOP.exists():
+        raise SystemExit("bench: build first (bench/run does: cargo build --release --example delay_server --example bare_loop)")
     log(f"work dir {WORK}; {RUNS} runs; {'QUICK' if QUICK else 'full'} sizes")
     if BASELINE and not BASELINE.exists():
         raise SystemExit(f"bench: no baseline binary at {BASELINE} (bench/baseline builds one)")
