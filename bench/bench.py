@@ -4,12 +4,18 @@
 Run through `bench/run`, which installs the peers first. Writes bench/RESULTS.md and
 bench/rate.png. Every figure is measured in this run, on this machine; nothing is copied from
 elsewhere. Environment: RUNS (default 3), QUICK=1 (smaller lists, for trying the script),
-ONLY=f,g (run only these scenarios, a–i, and put their sections into the existing RESULTS.md
+ONLY=f,g (run only these scenarios, a–l, and put their sections into the existing RESULTS.md
 in place of theirs, keeping the rest; FRESH=1 writes a file of these sections alone instead),
 BASELINE=/path/to/an/older/ratefetch (every ratefetch measurement also runs that binary,
 interleaved, and the report compares the two; `bench/baseline` builds one from a git rev),
 RATEFETCH=/path (the binary under test; default: the release build in $CARGO_TARGET_DIR or
 target/).
+
+Scenarios: a throughput, b rate accuracy, c latency-bound (100 in flight), d memory, e CPU at a
+fixed rate, f retries, g host-sorted lists, h per-host pace, i shared limits in Redis, j HTTPS
+keep-alive (a local CA made with openssl), k many hosts (508 loopback addresses, HTTP and
+HTTPS, and names put in /etc/hosts for the run), l latency-bound at 1,000 in flight. The bare
+reqwest loop (`examples/bare_loop`) is the HTTP stack's ceiling in a, c, f, j, k and l.
 """
 
 import datetime
@@ -32,6 +38,7 @@ BENCH = ROOT / "bench"
 TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute value replaces ROOT
 RATEFETCH = Path(os.environ.get("RATEFETCH") or TARGET / "release" / "ratefetch").resolve()
 DELAY_SERVER = TARGET / "release" / "examples" / "delay_server"
+BARE_LOOP = TARGET / "release" / "examples" / "bare_loop"  # reqwest alone: the HTTP stack's ceiling
 BASELINE = Path(os.environ["BASELINE"]).resolve() if os.environ.get("BASELINE") else None
 ONLY = {x.strip() for x in os.environ.get("ONLY", "").split(",") if x.strip()}
 VENV = BENCH / ".venv"
@@ -46,6 +53,14 @@ PORT_DELAY = 18200
 PORT_HOSTS = 18300  # one server on 127.0.0.1-9: each address is a host of its own
 PORT_REDIS = 18400  # the bench's own redis-server (scenario i), besides its unix socket
 HOST_ADDRS = [f"127.0.0.{i}" for i in range(1, 10)]
+PORT_TLS = 18500  # j: nginx with TLS on 127.0.0.1 (a local CA's certificate, IP SAN)
+PORT_MANY = 18600  # k: the many-hosts server over HTTP, on the wildcard address, loopback only
+PORT_MANY_TLS = 18601  # k: the same over HTTPS (one certificate whose SANs name every address)
+# k: 508 addresses, each a host of its own (all of 127.0.0.0/8 is loopback on Linux).
+MANY_ADDRS = [f"127.0.{a}.{b}" for a in (1, 2) for b in range(1, 255)]
+MANY_DOMAIN = "bench.test"  # k's names: h1.bench.test … in /etc/hosts for the run
+HOSTS_FILE = Path("/etc/hosts")
+HOSTS_MARK = ("# ratefetch-bench begin (bench/bench.py scenario k; removed after the run)", "# ratefetch-bench end")
 
 THROUGHPUT_N = 20_000 if QUICK else 100_000
 SLOW_PEER_N = 2_000 if QUICK else 10_000  # Scrapy: about 1,000 req/s
@@ -53,6 +68,11 @@ PROCESS_PEER_N = 500 if QUICK else 2_000  # xargs/parallel: a process per URL
 MEMORY_LINES = 1_000_000 if QUICK else 10_000_000
 MEMORY_SECONDS = 5 if QUICK else 20
 RETRY_N = THROUGHPUT_N  # f: 1% answer 429, 1% answer 404
+TLS_N = 10_000 if QUICK else 50_000  # j
+MANY_N = 2_000 if QUICK else 10_000  # k: ~20 requests per host
+LATENCY_N = 20_000 if QUICK else 100_000  # l: 1,000 in flight on the 100 ms server
+LATENCY_C = 1000
+CURL_PARALLEL_MAX = 300  # curl caps --parallel-max at 300 (MAX_PARALLEL in tool_getparam.c)
 # "No worse than the baseline": the new binary may be this much worse before it counts.
 TOL_REL = 0.05  # throughput, wall time, CPU
 TOL_RSS = 0.10  # peak RSS
@@ -84,7 +104,9 @@ NGINX_CONF = """
 worker_processes 2;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+# k keeps connections to 508 hosts open (idle in the clients' pools): room for them.
+worker_rlimit_nofile {nofile};
+events {{ worker_connections 16384; }}
 http {{
     log_format arrival '$msec $status $request_uri';
     log_format hostarrival '$msec $server_addr $status $request_uri';
@@ -105,11 +127,75 @@ http {{
         access_log {work}/access-hosts.log hostarrival;
     }}
 {logged}
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:bench:20m;
+    server {{
+        # j: HTTPS keep-alive, one host. HTTP/1.1 only (no http2): keep-alive like a and k.
+        listen {host}:{tls} ssl backlog=4096 reuseport;
+        ssl_certificate {work}/tls/server.pem;
+        ssl_certificate_key {work}/tls/server.key;
+        root {work}/www;
+    }}
+    server {{
+        # k: every 127.x address is loopback on Linux, so one wildcard listen answers them
+        # all; anything else is refused.
+        listen {many} backlog=4096 reuseport;
+        listen {many_tls} ssl backlog=4096 reuseport;
+        ssl_certificate {work}/tls/many.pem;
+        ssl_certificate_key {work}/tls/many.key;
+        allow 127.0.0.0/8;
+        deny all;
+        root {work}/www;
+    }}
 }}
 """
 
 
+OPENSSL_CNF = """
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = ratefetch bench CA
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+authorityKeyIdentifier = keyid
+subjectAltName = {sans}
+"""
+
+
+def make_certs():
+    """A local CA (WORK/tls/ca.pem) and two server certificates it signs, ECDSA P-256: j's
+    for 127.0.0.1 (an IP SAN), k's for 127.0.0.1, every address of MANY_ADDRS and
+    *.bench.test (k's names). Returns the CA's path."""
+    tls = WORK / "tls"
+    tls.mkdir(exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def ssl(*args, sans="IP:127.0.0.1"):
+        cnf = tls / "openssl.cnf"
+        cnf.write_text(OPENSSL_CNF.format(sans=sans))
+        subprocess.run(["openssl", *args], check=True, cwd=tls, capture_output=True)
+
+    ssl("req", "-x509", "-config", "openssl.cnf", "-extensions", "ca", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "7")
+    many = ", ".join(["IP:127.0.0.1"] + [f"IP:{a}" for a in MANY_ADDRS] + [f"DNS:*.{MANY_DOMAIN}"])
+    for name, sans in (("server", "IP:127.0.0.1"), ("many", many)):
+        ssl("req", "-new", "-config", "openssl.cnf", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", str(random.getrandbits(63)),
+            "-days", "7", "-extfile", "openssl.cnf", "-extensions", "server", "-out", f"{name}.pem", sans=sans)
+    return tls / "ca.pem"
+
+
 def start_nginx():
+    make_certs()
+    # Started as root, nginx's workers run as nobody: they must be able to read the pages.
+    WORK.chmod(0o755)
     www = WORK / "www"
     www.mkdir()
     # A small static page with a title, ~600 bytes, like a typical small API/HTML answer.
@@ -130,12 +216,23 @@ def start_nginx():
             host=HOST,
             plain=PORT_PLAIN,
             logged=logged,
+            tls=PORT_TLS,
+            nofile=open_files_hard(),
+            many=PORT_MANY,
+            many_tls=PORT_MANY_TLS,
             host_listens="\n".join(f"        listen {a}:{PORT_HOSTS} backlog=4096;" for a in HOST_ADDRS),
         )
     )
     subprocess.run(["nginx", "-c", str(conf), "-p", str(WORK)], check=True)
     wait_port(PORT_PLAIN)
     return conf
+
+
+def open_files_hard():
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
 
 
 def stop_nginx(conf):
@@ -153,6 +250,15 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"bench: nothing listens on {HOST}:{port}")
+
+
+def nginx_counters():
+    """nginx's total (accepted connections, requests) counters (all ports), from stub_status."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://{HOST}:{PORT_PLAIN}/__status", timeout=5).read().decode()
+    accepts, _, requests = map(int, body.splitlines()[2].split()[:3])
+    return accepts, requests
 
 
 def nginx_requests():
@@ -315,6 +421,9 @@ def have_oha():
 # ---------------------------------------------------------------- scenarios
 
 
+BARE = "bare reqwest loop (ceiling)"  # examples/bare_loop: ratefetch's client alone
+
+
 def scenario_throughput(results):
     log(f"a) throughput: {THROUGHPUT_N} URLs, no rate limit, concurrency 64")
     base = f"http://{HOST}:{PORT_PLAIN}/small.html"
@@ -328,6 +437,12 @@ def scenario_throughput(results):
         (label, n, [str(binary), str(big), "-r", "unlimited", "-c", "64", "-q", "-o", str(WORK / "out.csv")], None)
         for label, binary in variants()
     ]
+    # Without the CSV: what the report costs, next to the HTTP stack's own ceiling.
+    tools += [
+        (f"{label} -o /dev/null", n, [str(binary), str(big), "-r", "unlimited", "-c", "64", "-q", "-o", "/dev/null"], None)
+        for label, binary in variants()
+    ]
+    tools.append((BARE, n, [str(BARE_LOOP), "-c", "64", str(big)], None))
     tools += [
         ("curl -Z --parallel-max 64", n, ["curl", "-s", "-Z", "--parallel-max", "64", "-K", str(cfg)], None),
         ("wget2 --max-threads 64", n, ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=64", "-i", str(big), "-O", "/dev/null"], None),
@@ -452,6 +567,7 @@ def scenario_latency(results):
         tools += [
             ("curl -Z --parallel-max 100", ["curl", "-s", "-Z", "--parallel-max", "100", "-K", str(cfg)], None),
             ("wget2 --max-threads 100", ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=100", "-i", str(lst), "-O", "/dev/null"], None),
+            ("bare reqwest loop -c 100", [str(BARE_LOOP), "-c", "100", str(lst)], None),
             ("hey -c 100 (one URL)", ["hey", "-n", str(n), "-c", "100", base], None),
             ("xargs -P 100 curl", ["xargs", "-P", "100", "-n", "1", "curl", "-s", "-o", "/dev/null"], lst),
         ]
@@ -578,6 +694,9 @@ def scenario_cpu(results):
     results["cpu"] = rows
 
 
+BARE_F = "bare reqwest loop (one attempt per URL; ceiling)"
+
+
 def scenario_retries(results):
     n = RETRY_N
     k = n // 100
@@ -599,6 +718,8 @@ def scenario_retries(results):
             tools.append((name, label, retries, [str(binary), str(lst), "-r", "unlimited", "-c", "64", "-q", "-o", str(WORK / "retries.csv")] + extra))
     # wget2 has no backoff to compare: --tries=1 is one attempt per URL. (With its default
     # --tries it sends a 429 URL once too; 1.99 has no --retry-on-http-error.)
+    # The HTTP stack alone, one attempt per URL: the ceiling of `--retries 0`.
+    tools.append((BARE_F, None, 0, [str(BARE_LOOP), "-c", "64", str(lst)]))
     tools.append(("wget2 --max-threads 64 --tries=1", None, 0, ["wget2", "-q", "--no-config", "--tries=1", "--max-threads=64", "-i", str(lst), "-O", "/dev/null"]))
     rows = {}
     for run in range(RUNS):
@@ -910,6 +1031,248 @@ def grant_cost(redis):
     return {"n": n, "runs": GRANT_RUNS, "rows": rows}
 
 
+# ---------------------------------------------------------------- j, k, l: issue 12
+
+
+def run_timed(cmd, timeout=600, env=None):
+    """As `timed`, for the scenarios j–l: the tool runs in a session of its own, and one that
+    overruns `timeout` (or is interrupted) is killed with everything it started; None then."""
+    out = WORK / "time.txt"
+    out.unlink(missing_ok=True)
+    full = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(out)] + [str(c) for c in cmd]
+    p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                         start_new_session=True)
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except BaseException as e:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+        if isinstance(e, subprocess.TimeoutExpired):
+            log(f"  warning: {cmd[0]} overran {timeout} s: killed")
+            return None
+        raise
+    if p.returncode != 0:
+        log(f"  warning: {Path(str(cmd[0])).name} exited {p.returncode}: {err.decode(errors='replace')[-300:].strip()}")
+    try:
+        fields = out.read_text().strip().splitlines()[-1].split()
+        wall, user, sys_, rss = float(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+    except (OSError, IndexError, ValueError):
+        return None
+    return {"wall": max(wall, 1e-3), "cpu": user + sys_, "rss_kib": rss, "rc": p.returncode}
+
+
+def nginx_run(rows, name, cmd, timeout=600):
+    """One run of `cmd` against nginx: req/s, CPU per 10k requests, peak RSS, and the
+    connections it opened (stub_status' accepts), counted at the server."""
+    a0, r0 = nginx_counters()
+    m = run_timed(cmd, timeout)
+    a1, r1 = nginx_counters()
+    served, conns = r1 - r0 - 1, a1 - a0 - 1  # minus the status request after (and its connection)
+    d = rows.setdefault(name, {"rps": [], "cpu10k": [], "rss": [], "served": [], "conns": []})
+    if m is None:
+        return
+    d["rps"].append(served / m["wall"])
+    d["cpu10k"].append(m["cpu"] / max(served, 1) * 10_000)
+    d["rss"].append(m["rss_kib"] / 1024)
+    d["served"].append(served)
+    d["conns"].append(conns)
+
+
+def raise_nofile():
+    """The open-file soft limit up to the hard limit, for this process and its children."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def curl_tls(ca):
+    return ["--cacert", str(ca)]
+
+
+def list_tools(lst, cfg, ca, c=64, out="tools.csv"):
+    """ratefetch (every variant), the bare loop, curl -Z and wget2 on one list, with `ca` as
+    the only trusted root if given."""
+    rf_tls = ["--cacert", str(ca)] if ca else []
+    tools = [
+        (label, [binary, lst, *rf_tls, "-r", "unlimited", "-c", str(c), "-q", "-o", WORK / out])
+        for label, binary in variants()
+    ]
+    tools += [
+        (BARE, [BARE_LOOP, *rf_tls, "-c", str(c), lst]),
+        (f"curl -Z --parallel-max {c}", ["curl", "-s", "-Z", "--parallel-max", str(c), *(curl_tls(ca) if ca else []), "-K", cfg]),
+        (f"wget2 --max-threads {c}", ["wget2", "-q", "--no-config", "--tries=1", f"--max-threads={c}",
+                                      *([f"--ca-certificate={ca}"] if ca else []), "-i", lst, "-O", "/dev/null"]),
+    ]
+    return tools
+
+
+def scenario_https(results):
+    n = TLS_N
+    ca = WORK / "tls" / "ca.pem"
+    log(f"j) HTTPS keep-alive: {n} URLs on nginx with TLS (a local CA, --cacert), concurrency 64")
+    urls = [f"https://{HOST}:{PORT_TLS}/small.html?i={i}" for i in range(n)]
+    lst, cfg = write_list("https.txt", urls), curl_config("https.curl", urls)
+    tools = list_tools(lst, cfg, ca, out="https.csv")
+    rows = {}
+    for run in range(RUNS):
+        for name, cmd in tools:
+            nginx_run(rows, name, cmd)
+        log(f"  run {run + 1}/{RUNS} done")
+    results["https"] = {"n": n, "rows": rows}
+
+
+def strip_hosts_block(text):
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if line.strip() == HOSTS_MARK[0]:
+            inside = True
+        elif line.strip() == HOSTS_MARK[1]:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "".join(out)
+
+
+def hosts_install(pairs):
+    """Puts `pairs` (address, name) into /etc/hosts between marker lines; returns the text to
+    put back. A block left by a run that was killed is removed first."""
+    original = HOSTS_FILE.read_text()
+    clean = strip_hosts_block(original)
+    if clean != original:
+        log("  /etc/hosts held a block from an earlier run that did not finish: removed")
+    (WORK / "hosts.orig").write_text(clean)
+    block = [HOSTS_MARK[0]] + [f"{a} {name}" for a, name in pairs] + [HOSTS_MARK[1]]
+    HOSTS_FILE.write_text(clean.rstrip("\n") + "\n" + "\n".join(block) + "\n")  # in place: it may be a bind mount
+    return clean
+
+
+def many_name(i):
+    return f"h{i + 1}.{MANY_DOMAIN}"
+
+
+def scenario_many_hosts(results):
+    n, hosts = MANY_N, len(MANY_ADDRS)
+    ca = WORK / "tls" / "ca.pem"
+    raise_nofile()
+    log(f"k) many hosts: {n} URLs over {hosts} addresses ({MANY_ADDRS[0]}–{MANY_ADDRS[-1]}), shuffled, concurrency 64, "
+        "HTTP and HTTPS; names in /etc/hosts for ratefetch and the bare loop")
+    picks = [i % hosts for i in range(n)]
+    random.Random(12).shuffle(picks)
+    names_ok = os.access(HOSTS_FILE, os.W_OK)
+    cases = {}
+    for proto, port, tls in (("HTTP", PORT_MANY, None), ("HTTPS", PORT_MANY_TLS, ca)):
+        scheme = proto.lower()
+        by_ip = [f"{scheme}://{MANY_ADDRS[h]}:{port}/small.html?i={i}" for i, h in enumerate(picks)]
+        by_name = [f"{scheme}://{many_name(h)}:{port}/small.html?i={i}" for i, h in enumerate(picks)]
+        one = [f"{scheme}://{HOST}:{port}/small.html?i={i}" for i in range(n)]
+        lst = write_list(f"many-{scheme}.txt", by_ip)
+        tools = list_tools(lst, curl_config(f"many-{scheme}.curl", by_ip), tls, out="many.csv")
+        rf_tls = ["--cacert", str(tls)] if tls else []
+        if names_ok:
+            names = write_list(f"many-{scheme}-names.txt", by_name)
+            tools += [
+                (f"{label}, names", [binary, names, *rf_tls, "-r", "unlimited", "-c", "64", "-q", "-o", WORK / "many.csv"])
+                for label, binary in variants()
+            ]
+            tools.append((f"{BARE}, names", [BARE_LOOP, *rf_tls, "-c", "64", names]))
+        # The reference: the same count of URLs to one host, over the same server block.
+        ref = write_list(f"many-{scheme}-one.txt", one)
+        tools += [
+            (f"{label}, one host (reference)", [binary, ref, *rf_tls, "-r", "unlimited", "-c", "64", "-q", "-o", WORK / "many.csv"])
+            for label, binary in variants()
+        ]
+        tools.append((f"{BARE}, one host (reference)", [BARE_LOOP, *rf_tls, "-c", "64", ref]))
+        cases[proto] = {"tools": tools, "rows": {}}
+    restore = hosts_install([(a, many_name(i)) for i, a in enumerate(MANY_ADDRS)]) if names_ok else None
+    try:
+        for run in range(RUNS):
+            for proto, case in cases.items():
+                for name, cmd in case["tools"]:
+                    nginx_run(case["rows"], name, cmd)
+            log(f"  run {run + 1}/{RUNS} done")
+    finally:
+        if restore is not None:
+            HOSTS_FILE.write_text(restore)
+            log("  /etc/hosts restored")
+    results["many"] = {"n": n, "hosts": hosts, "names": names_ok,
+                       "cases": {proto: case["rows"] for proto, case in cases.items()}}
+
+
+def scenario_latency_many(results):
+    n, c = LATENCY_N, LATENCY_C
+    nofile = raise_nofile()
+    log(f"l) latency-bound at {c} in flight: {n} URLs on the 100 ms server (open files: {nofile})")
+    server = subprocess.Popen([str(DELAY_SERVER), f"{HOST}:{PORT_DELAY}", "100ms"], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(PORT_DELAY)
+        base = f"http://{HOST}:{PORT_DELAY}/"
+        urls = [f"{base}?i={i}" for i in range(n)]
+        lst, cfg = write_list("latency-many.txt", urls), curl_config("latency-many.curl", urls)
+        tools = [
+            (label, c, [binary, lst, "-r", "unlimited", "-c", str(c), "-q", "-o", WORK / "lat-many.csv"])
+            for label, binary in variants()
+        ]
+        tools += [
+            (f"bare reqwest loop -c {c}", c, [BARE_LOOP, "-c", str(c), lst]),
+            (f"curl -Z --parallel-max {c}", min(c, CURL_PARALLEL_MAX), ["curl", "-s", "-Z", "--parallel-max", str(c), "-K", cfg]),
+            (f"wget2 --max-threads {c}", c, ["wget2", "-q", "--no-config", "--tries=1", f"--max-threads={c}", "-i", lst, "-O", "/dev/null"]),
+            (f"hey -c {c} (one URL)", c, ["hey", "-n", str(n), "-c", str(c), base]),
+        ]
+        if have_oha():
+            tools.append((f"oha -c {c} (one URL)", c, ["oha", "--no-tui", "-n", str(n), "-c", str(c), base]))
+        rows = {}
+        for run in range(RUNS):
+            for name, inflight, cmd in tools:
+                import threading
+
+                samples, stop = [], threading.Event()
+                before = delay_served()
+
+                def sample():
+                    while not stop.is_set():
+                        samples.append((time.monotonic(), delay_served() - before))
+                        stop.wait(0.05)
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                try:
+                    m = run_timed(cmd, timeout=300)
+                finally:
+                    stop.set()
+                    sampler.join()
+                served = delay_served() - before
+                d = rows.setdefault(name, {"inflight": inflight, "rps": [], "steady": [], "served": [], "cpu10k": [], "rss": []})
+                if m is None:
+                    continue
+                d["rps"].append(served / m["wall"])
+                d["steady"].append(steady_rate(samples, served))
+                d["served"].append(served)
+                d["cpu10k"].append(m["cpu"] / max(served, 1) * 10_000)
+                d["rss"].append(m["rss_kib"] / 1024)
+            log(f"  run {run + 1}/{RUNS} done")
+        results["latency_many"] = {"n": n, "c": c, "rows": rows}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def steady_rate(samples, served):
+    """The rate between the samples where 10% and 90% of the run's requests had been answered
+    (the delay server's own count): no ramp-up, no tail."""
+    lo = next(((t, k) for t, k in samples if k >= 0.1 * served), None)
+    hi = next(((t, k) for t, k in reversed(samples) if k <= 0.9 * served), None)
+    if not lo or not hi or hi[0] <= lo[0]:
+        return float("nan")
+    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -994,6 +1357,7 @@ def write_results(results, plotted):
         "nginx": version(["nginx", "-v"]),
         "Scrapy": version([str(VENV / "bin" / "scrapy"), "version"]) if have_scrapy() else "not installed",
         "redis-server": version(["redis-server", "--version"]) if have("redis-server") else "not installed",
+        "OpenSSL (j, k certificates)": version(["openssl", "version"]),
     }
     if BASELINE:
         versions = {"ratefetch (baseline)": version([str(BASELINE), "--version"]), **versions}
@@ -1008,8 +1372,10 @@ def write_results(results, plotted):
     if BASELINE:
         w(f"Baseline: `{BASELINE}` ({baseline_rev()}); every ratefetch measurement also runs the baseline, just before the new binary.  ")
     w(f"Machine: {machine()}.  ")
-    w("Everything talks to loopback only: nginx on 127.0.0.1 (static ~600-byte page; scenario g also on 127.0.0.2–9, one host per address), "
-      "`examples/delay_server` (100 ms per request) and, in scenario i, a redis-server of the bench's own.\n")
+    w("Everything talks to loopback only: nginx on 127.0.0.1 (static ~600-byte page; scenario g also on 127.0.0.2–9, one host per address; "
+      "j over TLS; k on 127.0.1.1–127.0.2.254 through a wildcard listen that refuses all but 127.0.0.0/8), "
+      "`examples/delay_server` (100 ms per request), `examples/bare_loop` (ratefetch's reqwest client alone, the HTTP stack's "
+      "ceiling) and, in scenario i, a redis-server of the bench's own.\n")
     w("Versions: " + "; ".join(f"{k}: `{v}`" for k, v in versions.items()) + "\n")
 
     # Each section on its own, keyed by its scenario letter ("baseline" for the comparison),
@@ -1025,6 +1391,9 @@ def write_results(results, plotted):
         ("g", "hosts", report_hosts),
         ("h", "pace", report_pace),
         ("i", "shared", report_shared),
+        ("j", "https", report_https),
+        ("k", "many", report_many_hosts),
+        ("l", "latency_many", report_latency_many),
     ):
         if result in results:
             lines = []
@@ -1111,6 +1480,31 @@ def report_throughput(results, w):
     w(f"Target: faster than wget2 and curl -Z — **{'met' if beat else 'missed'}**; "
       f"at least 70% of wrk — ratefetch reaches **{rf / wrk:.0%}** of wrk's {fmt(wrk)} req/s "
       f"(**{'met' if rf >= 0.7 * wrk else 'missed'}**).\n")
+    report_ceiling(t, w, [label for label, _ in variants()] + [f"{label} -o /dev/null" for label, _ in variants()])
+
+
+def ceiling_share(rows, name):
+    """(share of the bare loop's req/s, multiple of its CPU per request) of row `name`."""
+    bare, d = rows[BARE], rows[name]
+    return median(d["rps"]) / median(bare["rps"]), median(d["cpu10k"]) / median(bare["cpu10k"])
+
+
+def report_ceiling(rows, w, names, what="req/s"):
+    """The issue 12 targets against the bare reqwest loop (`examples/bare_loop`, ratefetch's
+    client with nothing around it): ≥ 90% of its req/s, CPU per request ≤ 1.25× its own."""
+    if BARE not in rows:
+        return
+    bare = rows[BARE]
+    w(f"Against the {BARE} (`examples/bare_loop`: one `reqwest::Client` built as ratefetch builds it, "
+      f"N tasks each GET and read the body, nothing else; {fmt(median(bare['rps']))} {what}, "
+      f"{median(bare['cpu10k']):.2f} CPU s / 10k). Targets: ≥ 90% of its {what}, CPU per request ≤ 1.25× its own.\n")
+    for name in names:
+        if name not in rows:
+            continue
+        share, cpu = ceiling_share(rows, name)
+        w(f"- {name}: **{share:.0%}** of the loop's {what} (**{'met' if share >= 0.9 else 'missed'}**), "
+          f"CPU per request **{cpu:.2f}×** the loop's (**{'met' if cpu <= 1.25 else 'missed'}**).")
+    w("")
 
 
 
@@ -1206,6 +1600,10 @@ def report_retries(results, w):
         verdict = "PASS" if diff <= 1.5 else "MISS"
         w(f"Target ({label}): the default retries add no more than their own backoff chain, ≤ 1.5 s over `--retries 0` — "
           f"{t2:.2f} s − {t0:.2f} s = **{diff:+.2f} s** (**{verdict}**).  ")
+        if BARE_F in rows:
+            share = median(rows[BARE_F]["wall"]) / t0
+            w(f"{label} `--retries 0` goes at **{share:.0%}** of the bare reqwest loop's list lines / s on the same list "
+              f"(one attempt per URL, nothing else; target ≥ 90%: **{'met' if share >= 0.9 else 'missed'}**).  ")
     w("")
 
 
@@ -1333,6 +1731,139 @@ def report_shared(results, w):
         w("")
 
 
+def tool_table(rows, w, first_col=None):
+    """req/s, CPU s / 10k, peak RSS, connections and requests per connection of nginx runs."""
+    head = f"| {first_col} " if first_col else ""
+    w(f"{head}| tool | req/s | CPU s / 10k | peak RSS MiB | connections | requests / connection |")
+    w(("|---" if first_col else "") + "|---|---:|---:|---:|---:|---:|")
+    for key, name, d in rows:
+        if not d["served"]:
+            w(f"{'| ' + key + ' ' if first_col else ''}| {name} (did not finish) | – | – | – | – | – |")
+            continue
+        served, conns = median(d["served"]), median(d["conns"])
+        expected = d.get("n")
+        note = f" (as few as {min(d['served']):,} answered)" if expected and min(d["served"]) < expected else ""
+        w(f"{'| ' + key + ' ' if first_col else ''}| {name}{note} | {fmt(median(d['rps']))} | {fmt(median(d['cpu10k']), 2)} | "
+          f"{fmt(median(d['rss']), 1)} | {fmt(conns)} | {fmt(served / max(conns, 1), 1)} |")
+
+
+def beats_peers(rows, name, peers):
+    """Whether row `name` goes at least as fast as the best of `peers` (those measured), and that best."""
+    have_ = [(median(rows[p]["rps"]), p) for p in peers if p in rows and rows[p]["rps"]]
+    if name not in rows or not rows[name]["rps"] or not have_:
+        return None, None
+    best = max(have_)
+    return median(rows[name]["rps"]) >= best[0], best
+
+
+def report_https(results, w):
+    r = results["https"]
+    n, rows = r["n"], r["rows"]
+    for d in rows.values():
+        d["n"] = n
+    w(f"## j) HTTPS keep-alive: {n:,} URLs, one host, concurrency 64\n")
+    w(f"nginx with TLS on {HOST}:{PORT_TLS} (TLS 1.2/1.3, HTTP/1.1: no http2 on the listen, so every client keeps a "
+      "pool of connections as in a), a certificate for the IP address (IP SAN, ECDSA P-256) signed by a CA the bench makes "
+      "with `openssl`; every tool trusts that CA only (`--cacert`, `--ca-certificate=`). req/s is requests nginx answered "
+      "÷ wall time, start-up and handshakes included; connections are nginx's accepted connections (stub_status).\n")
+    tool_table([(None, name, d) for name, d in rows.items()], w)
+    w("")
+    peers = ["curl -Z --parallel-max 64", "wget2 --max-threads 64"]
+    ok, best = beats_peers(rows, "ratefetch", peers)
+    if ok is not None:
+        rf = median(rows["ratefetch"]["rps"])
+        w(f"Target: ratefetch ≥ the best of curl -Z and wget2 — {fmt(rf)} against {best[1]}'s {fmt(best[0])} req/s "
+          f"(**{'met' if ok else 'missed'}**).  ")
+    if "throughput" in results and "ratefetch" in results["throughput"] and "ratefetch" in rows:
+        plain = median(results["throughput"]["ratefetch"]["rps"])
+        w(f"Over TLS ratefetch goes at {median(rows['ratefetch']['rps']) / plain:.0%} of its plain-HTTP req/s in a.  ")
+    w("")
+    report_ceiling(rows, w, [label for label, _ in variants()])
+
+
+def report_many_hosts(results, w):
+    r = results["many"]
+    n, hosts = r["n"], r["hosts"]
+    w(f"## k) Many hosts: {n:,} URLs over {hosts} addresses, concurrency 64, HTTP and HTTPS\n")
+    w(f"One nginx server block listens on the wildcard address (ports {PORT_MANY} and {PORT_MANY_TLS}, `allow 127.0.0.0/8; "
+      f"deny all`); on Linux every 127.x address is loopback, so {MANY_ADDRS[0]}–{MANY_ADDRS[-1]} are {hosts} hosts to "
+      f"every client (a pool, a connection, a handshake each). The list spreads the URLs over them at random "
+      f"(~{n / hosts:.0f} per host, the same order every run). HTTPS: one certificate whose SANs name every address and "
+      f"`*.{MANY_DOMAIN}`, signed by the bench's CA. \"names\": the same list with h1.{MANY_DOMAIN} … h{hosts}.{MANY_DOMAIN}, "
+      "put in /etc/hosts for the run (and taken out after it): every new connection resolves its name with getaddrinfo "
+      "on a blocking thread. \"one host (reference)\": the same number of URLs to 127.0.0.1 on the same port, keep-alive "
+      "all the way: what the hosts cost.\n")
+    if not r["names"]:
+        w("(/etc/hosts was not writable: no \"names\" rows.)\n")
+    table = []
+    for proto, rows in r["cases"].items():
+        for name, d in rows.items():
+            d["n"] = n
+            table.append((proto, name, d))
+    tool_table(table, w, "protocol")
+    w("")
+    for proto, rows in r["cases"].items():
+        ok, best = beats_peers(rows, "ratefetch", ["curl -Z --parallel-max 64", "wget2 --max-threads 64"])
+        if ok is None:
+            continue
+        rf = median(rows["ratefetch"]["rps"])
+        parts = [f"**{proto}**: target ratefetch ≥ the best of curl -Z and wget2 — {fmt(rf)} against {best[1]}'s "
+                 f"{fmt(best[0])} req/s (**{'met' if ok else 'missed'}**)"]
+        if BARE in rows and rows[BARE]["rps"]:
+            share, cpu = ceiling_share(rows, "ratefetch")
+            parts.append(f"{share:.0%} of the bare loop's req/s, {cpu:.2f}× its CPU per request")
+        ref = rows.get("ratefetch, one host (reference)")
+        if ref and ref["rps"]:
+            parts.append(f"the {hosts} hosts cost ratefetch {1 - rf / median(ref['rps']):.0%} of its one-host req/s "
+                         f"({fmt(median(ref['rps']))}: {fmt(median(ref['served']) / max(median(ref['conns']), 1), 0)} "
+                         f"requests per connection there, {fmt(median(rows['ratefetch']['served']) / max(median(rows['ratefetch']['conns']), 1), 1)} here)")
+        other = results.get("https" if proto == "HTTPS" else "throughput")
+        other = other["rows"] if other and "rows" in other else other
+        if other and "ratefetch" in other and other["ratefetch"]["rps"]:
+            parts.append(f"{rf / median(other['ratefetch']['rps']):.0%} of its keep-alive req/s in {'j' if proto == 'HTTPS' else 'a'}")
+        for label in ("ratefetch", BARE):
+            named = rows.get(f"{label}, names")
+            if named and named["rps"] and rows.get(label, {}).get("rps"):
+                parts.append(f"{label} on names: {median(named['rps']) / median(rows[label]['rps']):.0%} of its req/s on addresses")
+        w("; ".join(parts) + ".\n")
+
+
+def report_latency_many(results, w):
+    r = results["latency_many"]
+    n, c, rows = r["n"], r["c"], r["rows"]
+    little = c / 0.1
+    w(f"## l) Latency-bound at {c:,} in flight: {n:,} URLs, 100 ms per request\n")
+    w(f"`examples/delay_server` answers every request after 100 ms (tokio's 1 ms timer: 100–101 ms), so Little's law "
+      f"caps a client with {c:,} requests in flight at {fmt(little)} req/s. req/s: requests the server answered (its own "
+      "count) ÷ wall time, start-up and tail included; steady state: the server's count sampled every 50 ms, the rate "
+      "between 10% and 90% of the run's requests. The share is of Little's law for the tool's own requests in flight "
+      f"(curl caps `--parallel-max` at {CURL_PARALLEL_MAX}).\n")
+    w("| tool | in flight | requests answered | req/s | steady-state req/s | share of Little's law | CPU s / 10k | peak RSS MiB |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    shares = {}
+    for name, d in rows.items():
+        if not d["served"]:
+            w(f"| {name} (did not finish) | {d['inflight']:,} | – | – | – | – | – | – |")
+            continue
+        steady = median(d["steady"])
+        share = steady / (d["inflight"] / 0.1)
+        if d["inflight"] == c:
+            shares[name] = share
+        note = f" (as few as {min(d['served']):,})" if min(d["served"]) < n else ""
+        w(f"| {name} | {d['inflight']:,} | {fmt(median(d['served']))}{note} | {fmt(median(d['rps']))} | {fmt(steady)} | "
+          f"{share:.1%} | {fmt(median(d['cpu10k']), 2)} | {fmt(median(d['rss']), 1)} |")
+    w("")
+    if "ratefetch" in shares:
+        rf = shares["ratefetch"]
+        peers = {k: v for k, v in shares.items() if not k.startswith("ratefetch") and v == v}
+        best = max(peers.items(), key=lambda kv: kv[1]) if peers else None
+        w(f"Target: ≥ 95% of Little's law ({fmt(little)} req/s) in the steady state — ratefetch **{rf:.1%}** "
+          f"(**{'met' if rf >= 0.95 else 'missed'}**)"
+          + (f"; within a point of the best peer at {c:,} in flight ({best[0]}, {best[1]:.1%}) — **{(rf - best[1]) * 100:+.1f} pt** "
+             f"(**{'met' if rf >= best[1] - 0.01 else 'missed'}**)" if best else "") + ".\n")
+
+
+
 def report_baseline(results, w):
     base = "ratefetch (baseline)"
     rows = []
@@ -1402,8 +1933,10 @@ def report_baseline(results, w):
 
 
 def main():
-    if not RATEFETCH.exists() or not DELAY_SERVER.exists():
-        raise SystemExit("bench: build first (bench/run does: cargo build --release --example delay_server)")
+    if not RATEFETCH.exists() or not DELAY_SERVER.exists() or not BARE_LOOP.exists():
+        raise SystemExit("bench: build first (bench/run does: cargo build --release --example delay_server --example bare_loop)")
+    # A SIGTERM unwinds like ^C: nginx stops and /etc/hosts is put back (the `finally`s).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log(f"work dir {WORK}; {RUNS} runs; {'QUICK' if QUICK else 'full'} sizes")
     if BASELINE and not BASELINE.exists():
         raise SystemExit(f"bench: no baseline binary at {BASELINE} (bench/baseline builds one)")
@@ -1417,16 +1950,20 @@ def main():
         "g": scenario_host_sorted,
         "h": scenario_host_pace,
         "i": scenario_shared,
+        "j": scenario_https,
+        "k": scenario_many_hosts,
+        "l": scenario_latency_many,
     }
     unknown = ONLY - scenarios.keys()
     if unknown:
-        raise SystemExit(f"bench: unknown scenario(s) in ONLY: {', '.join(sorted(unknown))} (known: a–i)")
+        raise SystemExit(f"bench: unknown scenario(s) in ONLY: {', '.join(sorted(unknown))} (known: a–l)")
     if BASELINE:
         log(f"baseline {BASELINE}: every ratefetch measurement runs it too, interleaved")
-    conf = start_nginx()
+    conf = WORK / "nginx.conf"
     results = {}
     started = time.monotonic()
     try:
+        start_nginx()
         for key, scenario in scenarios.items():
             if not ONLY or key in ONLY:
                 scenario(results)
