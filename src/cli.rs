@@ -188,6 +188,23 @@ pub struct Cli {
     #[arg(short = 'k', long)]
     pub insecure: bool,
 
+    /// Send every request through this proxy: http://, https://, socks5:// or socks5h://
+    /// (names resolved by the proxy), as curl's -x. Without it, HTTP_PROXY, HTTPS_PROXY,
+    /// ALL_PROXY and NO_PROXY are honoured; NO_PROXY applies to --proxy too.
+    #[arg(short = 'x', long, value_name = "URL", value_parser = parse_proxy)]
+    pub proxy: Option<url::Url>,
+
+    /// Keep a cookie store for the run: cookies servers set are sent back to them, per
+    /// host, as a browser does.
+    #[arg(long)]
+    pub cookies: bool,
+
+    /// Start the cookie store with these cookies, 'name=value; name2=value2' (repeatable):
+    /// sent to every input URL's own host, never to another host after a redirect. Implies
+    /// --cookies.
+    #[arg(short = 'b', long = "cookie", value_name = "'N=V; …'", value_parser = parse_cookies)]
+    pub cookie: Vec<Vec<String>>,
+
     /// Body cap in decompressed bytes (10MiB, 512KB, bytes; 0 = no cap).
     #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
     pub max_body: u64,
@@ -317,6 +334,39 @@ fn parse_method(s: &str) -> Result<Method, String> {
         .map_err(|_| "expected an HTTP method like GET, HEAD or POST".to_string())
 }
 
+fn parse_proxy(s: &str) -> Result<url::Url, String> {
+    const SCHEMES: &str = "http://, https://, socks5:// or socks5h://";
+    let url =
+        url::Url::parse(s).map_err(|e| format!("{e}; expected a URL such as http://proxy:3128"))?;
+    if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") || url.host().is_none() {
+        return Err(format!("expected a proxy URL starting {SCHEMES}"));
+    }
+    reqwest::Proxy::all(url.as_str()).map_err(|e| e.to_string())?;
+    Ok(url)
+}
+
+/// `name=value; name2=value2` as `name=value` strings. A cookie file (curl's `-b FILE`) is
+/// not read.
+fn parse_cookies(s: &str) -> Result<Vec<String>, String> {
+    let cookies: Vec<String> = s
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| match c.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() && HeaderValue::from_str(c).is_ok() => {
+                Ok(format!("{}={}", name.trim(), value.trim()))
+            }
+            _ => Err(format!(
+                "expected 'name=value; name2=value2', not {c:?} (cookie files are not read)"
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    if cookies.is_empty() {
+        return Err("expected 'name=value; name2=value2'".to_string());
+    }
+    Ok(cookies)
+}
+
 fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     const FORMS: &str = "expected 'Name: value'";
     let (name, value) = s.split_once(':').ok_or_else(|| FORMS.to_string())?;
@@ -419,6 +469,14 @@ impl Cli {
         for (name, value) in self.headers {
             headers.append(name, value);
         }
+        let seed_cookies: Vec<String> = self.cookie.into_iter().flatten().collect();
+        let cookies = self.cookies || !seed_cookies.is_empty();
+        if cookies && headers.contains_key(reqwest::header::COOKIE) {
+            return Err(UsageError::new(
+                "--header",
+                "a Cookie header would switch the cookie store off; give the cookies with -b",
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for x in &self.extract {
             if crate::sink::is_reserved(&x.name) {
@@ -468,6 +526,9 @@ impl Cli {
             max_redirects: self.max_redirects,
             cacert: self.cacert,
             insecure: self.insecure,
+            proxy: self.proxy,
+            cookies,
+            seed_cookies,
             max_body: (self.max_body > 0).then_some(self.max_body),
             format: self.format,
             quiet: self.quiet,

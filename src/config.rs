@@ -193,6 +193,14 @@ pub struct Config {
     pub cacert: Option<PathBuf>,
     /// `-k, --insecure`: accept any TLS certificate.
     pub insecure: bool,
+    /// `-x, --proxy`: every request goes through this proxy (http, https, socks5, socks5h);
+    /// `None`: the proxy environment variables decide, as reqwest reads them.
+    pub proxy: Option<url::Url>,
+    /// `--cookies` (or `-b`): a cookie store for the run.
+    pub cookies: bool,
+    /// `-b, --cookie`: cookies the store starts with for every input URL's own host, each
+    /// `name=value`.
+    pub seed_cookies: Vec<String>,
     /// Body cap in decompressed bytes; `None` = no cap (`--max-body 0`).
     pub max_body: Option<u64>,
     /// The report's format (`--format`).
@@ -415,6 +423,9 @@ impl Default for Config {
             max_redirects: 10,
             cacert: None,
             insecure: false,
+            proxy: None,
+            cookies: false,
+            seed_cookies: Vec::new(),
             max_body: Some(10 << 20),
             format: Format::Csv,
             quiet: false,

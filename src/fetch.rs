@@ -22,6 +22,7 @@ use url::Url;
 use crate::allowance::{Allowances, Wait};
 use crate::announce::{self, Announced};
 use crate::config::{Config, OnQuota};
+use crate::cookies::Cookies;
 use crate::encoding;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
@@ -64,8 +65,9 @@ pub const RULES_WINDOW: usize = 64 << 20;
 pub const TITLE_WINDOW: usize = 1 << 20;
 
 /// Builds the one client of a run. Redirects are not followed by reqwest: every hop goes
-/// through the limits like any request (see `Fetcher::fetch`).
-pub fn build_client(config: &Config) -> Result<Client, Error> {
+/// through the limits like any request (see `Fetcher::fetch`). With `cookies`, the run keeps
+/// a cookie store.
+pub fn build_client(config: &Config, cookies: Option<&Cookies>) -> Result<Client, Error> {
     let mut headers = config.headers.clone();
     for name in &SENSITIVE {
         headers.remove(name);
@@ -91,6 +93,15 @@ pub fn build_client(config: &Config) -> Result<Client, Error> {
     builder = builder.user_agent(user_agent(config));
     if config.no_proxy {
         builder = builder.no_proxy();
+    } else if let Some(url) = &config.proxy {
+        // One proxy for every scheme, as curl's -x; NO_PROXY still applies, as with curl.
+        let proxy = reqwest::Proxy::all(url.as_str())
+            .map_err(|e| Error::Client(format!("--proxy {url}: {}", error_text(&e))))?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    if let Some(cookies) = cookies {
+        builder = builder.cookie_provider(cookies.jar());
     }
     if let Some(path) = &config.cacert {
         builder = builder.tls_built_in_root_certs(false);
@@ -142,6 +153,8 @@ pub struct Fetcher {
     shared: Option<Arc<Shared>>,
     /// Requests that found no open file to connect with.
     starving: Starving,
+    /// `--cookies`: the run's cookie store.
+    cookies: Option<Arc<Cookies>>,
 }
 
 /// How long a request that found no open file waits before it tries again.
@@ -214,7 +227,10 @@ impl Fetcher {
         log: Option<RequestLog>,
         shared: Option<Arc<Shared>>,
     ) -> Result<Fetcher, Error> {
-        let client = build_client(&config)?;
+        let cookies = config
+            .cookies
+            .then(|| Arc::new(Cookies::new(&config.seed_cookies)));
+        let client = build_client(&config, cookies.as_deref())?;
         let sensitive = config
             .headers
             .iter()
@@ -244,6 +260,7 @@ impl Fetcher {
             allowances,
             shared,
             starving: Starving::default(),
+            cookies,
         })
     }
 
@@ -480,6 +497,9 @@ impl Fetcher {
         };
         let may_retry = task.outcome.attempts <= self.config.retries;
         let own_host = task.job.target.as_ref().ok().and_then(Url::host_str) == hop.url.host_str();
+        if let (true, Some(cookies)) = (own_host, &self.cookies) {
+            cookies.seed(&hop.url);
+        }
         let index = task.job.index;
         // With --save-bodies, the body on its way to disk; dropped (deleted) unless the row
         // is final with it.

@@ -34,6 +34,7 @@ pub mod units;
 // The machinery: private, free to change. Its layering is in the README ("How it works").
 mod allowance;
 mod announce;
+mod cookies;
 mod fdlimit;
 mod fetch;
 mod input;

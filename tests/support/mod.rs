@@ -2,11 +2,12 @@
 //! Helpers shared by the integration tests: `server` (the scripted hyper server), `announcing`
 //! (a server enforcing a limit it announces in rate-limit headers), `raw` (a raw-TCP server for
 //! misbehaving peers), `windows` (rate checks over arrival times),
-//! `tls` (test certificate authorities), `binary` (the binary under test, proxy-free) and `report` (running ratefetch, reading its
+//! `tls` (test certificate authorities), `proxy` (forward and SOCKS5 proxies that record what passes), `binary` (the binary under test, proxy-free) and `report` (running ratefetch, reading its
 //! report back).
 
 pub mod announcing;
 pub mod binary;
+pub mod proxy;
 pub mod raw;
 pub mod redis_server;
 pub mod report;

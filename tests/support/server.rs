@@ -451,6 +451,28 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
             Some(n) => redirect(&format!("/redirect/{}", n - 1)),
             None => not_found(),
         },
+        // A login: sets a session cookie and redirects to the page that needs it.
+        ("login", None) => {
+            let mut resp = redirect("/private");
+            resp.headers_mut().insert(
+                header::SET_COOKIE,
+                HeaderValue::from_static("session=s3cret; Path=/; HttpOnly"),
+            );
+            resp
+        }
+        ("private", None) => {
+            let has_session = req
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split("; ").any(|c| c == "session=s3cret"));
+            if has_session {
+                text(StatusCode::OK, "welcome")
+            } else {
+                text(StatusCode::FORBIDDEN, "log in first")
+            }
+        }
         ("loop", None) => redirect("/loop"),
         ("to-file", None) => redirect("file:///etc/passwd"),
         ("to", None) => match query_param(&query, "u").map(String::from_utf8) {
