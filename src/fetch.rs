@@ -1040,7 +1040,7 @@ async fn read_capped(
                 let kept = len.min(cap - *bytes);
                 if let Some(saving) = saving.as_deref_mut() {
                     // `kept` ≤ `len`, a usize.
-                    saving.write(&chunk[..kept as usize]).await;
+                    saving.write(chunk.slice(..kept as usize)).await;
                 }
                 if kept < len {
                     *bytes = cap;

@@ -7,11 +7,14 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use std::io::Write as _;
 
-/// Bytes gathered before each write to the file: fewer, larger writes on the blocking pool.
-const WRITE_BUFFER: usize = 64 << 10;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// Small chunks are gathered up to this before they are written: fewer writes on the
+/// blocking pool. Larger chunks are written as they are, without a copy.
+const GATHER: usize = 64 << 10;
 
 /// Temporary files start with this, so that a run killed mid-body leaves names that are
 /// plainly not bodies (`ls DIR/.partial-*`).
@@ -19,7 +22,10 @@ pub const PARTIAL_PREFIX: &str = ".partial-";
 
 /// A body on its way to disk.
 pub struct Saving {
-    file: Option<BufWriter<tokio::fs::File>>,
+    /// Out on a blocking thread while a write is under way; `None` after a failure.
+    file: Option<std::fs::File>,
+    /// Small chunks not written yet.
+    gathered: Vec<u8>,
     /// Deletes the file when dropped, unless it was renamed.
     temp: Option<tempfile::TempPath>,
     sha: Sha256,
@@ -43,7 +49,6 @@ impl Saving {
         let (file, temp, failed) = match made {
             Ok(named) => {
                 let (file, temp) = named.into_parts();
-                let file = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
                 (Some(file), Some(temp), None)
             }
             Err(e) => (
@@ -54,19 +59,44 @@ impl Saving {
         };
         Saving {
             file,
+            gathered: Vec::new(),
             temp,
             sha: Sha256::new(),
             failed,
         }
     }
 
-    /// Hashes `chunk` and writes it.
-    pub async fn write(&mut self, chunk: &[u8]) {
-        self.sha.update(chunk);
-        if let Some(file) = &mut self.file {
-            if let Err(e) = file.write_all(chunk).await {
-                self.fail(format!("cannot save the body: {e}"));
-            }
+    /// Hashes `chunk` and writes it (a small one once enough are gathered).
+    pub async fn write(&mut self, chunk: Bytes) {
+        self.sha.update(&chunk);
+        if self.file.is_none() {
+            return;
+        }
+        if self.gathered.len() + chunk.len() < GATHER {
+            self.gathered.extend_from_slice(&chunk);
+            return;
+        }
+        if !self.gathered.is_empty() {
+            let gathered = Bytes::from(std::mem::take(&mut self.gathered));
+            self.write_out(gathered).await;
+        }
+        self.write_out(chunk).await;
+    }
+
+    /// Writes `bytes` to the file on a blocking thread (the file goes there and back).
+    async fn write_out(&mut self, bytes: Bytes) {
+        let Some(mut file) = self.file.take() else {
+            return;
+        };
+        let (file, written) = tokio::task::spawn_blocking(move || {
+            let written = file.write_all(&bytes);
+            (file, written)
+        })
+        .await
+        .expect("writing a file does not panic");
+        match written {
+            Ok(()) => self.file = Some(file),
+            Err(e) => self.fail(format!("cannot save the body: {e}")),
         }
     }
 
@@ -80,11 +110,12 @@ impl Saving {
     /// and why it could not be saved, if it could not.
     pub async fn finish(mut self, path: PathBuf) -> (String, Option<String>) {
         let sha = hex(&self.sha.finalize_reset());
-        if let Some(mut file) = self.file.take() {
-            if let Err(e) = file.flush().await {
-                self.fail(format!("cannot save the body to {}: {e}", path.display()));
-            }
+        if !self.gathered.is_empty() {
+            let gathered = Bytes::from(std::mem::take(&mut self.gathered));
+            self.write_out(gathered).await;
         }
+        // Closed before the rename.
+        self.file = None;
         if let Some(temp) = self.temp.take() {
             let renamed = tokio::task::spawn_blocking(move || {
                 temp.persist(&path)
@@ -117,17 +148,22 @@ mod tests {
     async fn a_finished_body_is_renamed_and_an_unfinished_one_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut saving = Saving::start(dir.path());
-        for chunk in [&b"hello "[..], b"world"] {
-            saving.write(chunk).await;
-        }
+        saving.write(Bytes::from_static(b"hello ")).await;
+        saving.write(Bytes::from(vec![b'w'; GATHER])).await;
+        saving.write(Bytes::from_static(b"world")).await;
         let path = dir.path().join("1.txt");
         let (sha, failed) = saving.finish(path.clone()).await;
         assert_eq!(failed, None);
-        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
-        assert_eq!(sha, hex(&Sha256::digest(b"hello world")));
+        let whole = [&b"hello "[..], &vec![b'w'; GATHER], b"world"].concat();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            whole,
+            "small and large chunks in order"
+        );
+        assert_eq!(sha, hex(&Sha256::digest(&whole)));
 
         let mut dropped = Saving::start(dir.path());
-        dropped.write(b"half a body").await;
+        dropped.write(Bytes::from(vec![b'h'; 2 * GATHER])).await;
         drop(dropped);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -141,7 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
         let mut saving = Saving::start(&missing);
-        saving.write(b"x").await;
+        saving.write(Bytes::from_static(b"x")).await;
         let (sha, failed) = saving.finish(missing.join("1.bin")).await;
         assert_eq!(sha, hex(&Sha256::digest(b"x")));
         assert!(failed.unwrap().contains("cannot save the body"));
