@@ -229,10 +229,22 @@ pub fn audit_main(args: Vec<OsString>) -> u8 {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    match crate::audit::audit(&cli.logs, cli.limits(), cli.tolerance) {
+    #[cfg(not(feature = "plot"))]
+    if let Some(path) = &cli.plot {
+        if let Err(code) = plot(&cli, None, path) {
+            return code;
+        }
+    }
+    let limits = cli.limits();
+    match crate::audit::audit(&cli.logs, limits.clone(), cli.tolerance) {
         Ok(audit) => {
             for line in &audit.lines {
                 println!("{line}");
+            }
+            if let Some(path) = &cli.plot {
+                if let Err(code) = plot(&cli, limits.as_ref(), path) {
+                    return code;
+                }
             }
             if audit.held {
                 exit::OK
@@ -245,6 +257,48 @@ pub fn audit_main(args: Vec<OsString>) -> u8 {
             exit::USAGE
         }
     }
+}
+
+/// `audit --plot`: draws the picture and says so on stdout.
+#[cfg(feature = "plot")]
+fn plot(
+    cli: &crate::cli::AuditCli,
+    limits: Option<&crate::audit::Limits>,
+    path: &std::path::Path,
+) -> Result<(), u8> {
+    match crate::plot::plot(&cli.logs, limits, path, cli.plot_hosts) {
+        Ok(p) => {
+            let hosts = if p.hosts.is_empty() {
+                String::new()
+            } else {
+                format!(", hosts {}", p.hosts.join(", "))
+            };
+            println!(
+                "plot: {} ({} requests, {} s per point{hosts})",
+                path.display(),
+                p.requests,
+                p.bin_seconds
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("ratefetch audit: {e}");
+            Err(exit::USAGE)
+        }
+    }
+}
+
+#[cfg(not(feature = "plot"))]
+fn plot(
+    _: &crate::cli::AuditCli,
+    _: Option<&crate::audit::Limits>,
+    _: &std::path::Path,
+) -> Result<(), u8> {
+    eprintln!(
+        "ratefetch audit: --plot: this ratefetch was built without the plot feature \
+         (cargo install --path . builds it; --no-default-features leaves it out)"
+    );
+    Err(exit::USAGE)
 }
 
 /// `ratefetch completions SHELL`: prints the completion script; returns the exit code (1 if

@@ -43,6 +43,14 @@ pub enum AuditError {
         /// What went wrong, one line.
         why: String,
     },
+    /// A plot that cannot be written (`--plot`).
+    #[error("cannot write the plot {path}: {why}")]
+    Write {
+        /// The plot's file.
+        path: PathBuf,
+        /// What went wrong, one line.
+        why: String,
+    },
 }
 
 /// What an audit found.
@@ -56,11 +64,11 @@ pub struct Audit {
 
 /// A request read from a log: send time in microseconds since the epoch, host, status.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Sent {
-    t: i64,
+pub(crate) struct Sent {
+    pub(crate) t: i64,
     log: usize,
-    host: String,
-    status: Option<u16>,
+    pub(crate) host: String,
+    pub(crate) status: Option<u16>,
 }
 
 /// One log, read in send order (sorted within its announced disorder).
@@ -187,6 +195,48 @@ impl Reader {
     }
 }
 
+/// The requests of several logs, merged in send order.
+pub(crate) struct Merged {
+    readers: Vec<Reader>,
+    heads: BinaryHeap<Reverse<Sent>>,
+}
+
+impl Merged {
+    pub(crate) fn open(logs: &[PathBuf]) -> Result<Merged, AuditError> {
+        let mut readers: Vec<Reader> = logs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Reader::open(p, i))
+            .collect::<Result<_, _>>()?;
+        let mut heads = BinaryHeap::new();
+        for r in &mut readers {
+            if let Some(s) = r.next()? {
+                heads.push(Reverse(s));
+            }
+        }
+        Ok(Merged { readers, heads })
+    }
+
+    /// The limits the first log that names any names (known once its header is read).
+    pub(crate) fn limits(&self) -> Limits {
+        self.readers
+            .iter()
+            .find_map(|r| r.limits.clone())
+            .unwrap_or_default()
+    }
+
+    /// The next request of all the logs, in send order.
+    pub(crate) fn next(&mut self) -> Result<Option<Sent>, AuditError> {
+        let Some(Reverse(s)) = self.heads.pop() else {
+            return Ok(None);
+        };
+        if let Some(next) = self.readers[s.log].next()? {
+            self.heads.push(Reverse(next));
+        }
+        Ok(Some(s))
+    }
+}
+
 fn micros(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
@@ -292,24 +342,8 @@ pub fn audit(
     limits: Option<Limits>,
     tolerance: Duration,
 ) -> Result<Audit, AuditError> {
-    let mut readers: Vec<Reader> = logs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Reader::open(p, i))
-        .collect::<Result<_, _>>()?;
-    let mut heads = BinaryHeap::new();
-    for r in &mut readers {
-        if let Some(s) = r.next()? {
-            heads.push(Reverse(s));
-        }
-    }
-    let limits = match limits {
-        Some(l) => l,
-        None => readers
-            .iter()
-            .find_map(|r| r.limits.clone())
-            .unwrap_or_default(),
-    };
+    let mut sends = Merged::open(logs)?;
+    let limits = limits.unwrap_or_else(|| sends.limits());
     let tol = i64::try_from(tolerance.as_micros()).unwrap_or(i64::MAX);
     let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     let per_us = |r: Rate| r.per_second().map_or(0.0, |r| r / 1e6);
@@ -328,10 +362,7 @@ pub fn audit(
     let mut busiest_host_quota: Vec<(usize, String)> =
         vec![(0, String::new()); limits.per_host_quotas.len()];
 
-    while let Some(Reverse(s)) = heads.pop() {
-        if let Some(next) = readers[s.log].next()? {
-            heads.push(Reverse(next));
-        }
+    while let Some(s) = sends.next()? {
         requests += 1;
         first.get_or_insert(s.t);
         last = s.t;

@@ -22,12 +22,23 @@ use crate::units::{
     parse_duration, parse_quota, parse_rate, parse_shard, parse_size, Quota, Rate, Shard,
 };
 
+/// The version `--version` prints, with the optional cargo features compiled in (Redis, for
+/// `--redis`, is always in).
+pub const VERSION: &str = if cfg!(feature = "plot") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: plot)")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (features: none; audit --plot needs the plot feature)"
+    )
+};
+
 /// Fetch a list of URLs as fast as a quota allows and never faster; write one CSV row per
 /// input line.
 #[derive(Debug, Parser)]
 #[command(
     name = "ratefetch",
-    version,
+    version = VERSION,
     about,
     max_term_width = 100,
     after_help = "Subcommands:\n  ratefetch audit LOG... [limits]    did the runs that wrote these request logs \
@@ -556,7 +567,7 @@ impl Cli {
 /// Did the runs that wrote these request logs (--log-requests) keep their limits? Without
 /// limit flags, the limits the first log names are checked.
 #[derive(Debug, Parser)]
-#[command(name = "ratefetch audit", version, max_term_width = 100)]
+#[command(name = "ratefetch audit", version = VERSION, max_term_width = 100)]
 pub struct AuditCli {
     /// Request logs written by --log-requests (one or several runs, processes, machines).
     #[arg(value_name = "LOG", required = true)]
@@ -585,6 +596,15 @@ pub struct AuditCli {
     /// Clock noise allowed on every window (send times are read on several threads).
     #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration)]
     pub tolerance: Duration,
+
+    /// Also draw FILE (SVG): requests per second over time, overall and for the busiest
+    /// hosts, each limit as a dashed line, 429 answers marked.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Hosts drawn as series of their own in --plot, the busiest first.
+    #[arg(long, value_name = "N", default_value = "5")]
+    pub plot_hosts: usize,
 }
 
 impl AuditCli {
@@ -605,7 +625,7 @@ impl AuditCli {
 /// of the same list adds nothing again, and the end of the list is marked so that workers
 /// know when the queue is complete.
 #[derive(Debug, Parser)]
-#[command(name = "ratefetch enqueue", version, max_term_width = 100)]
+#[command(name = "ratefetch enqueue", version = VERSION, max_term_width = 100)]
 pub struct EnqueueCli {
     /// URL list, as for ratefetch (text, or CSV whose other columns pass through to the
     /// workers' reports); - or nothing for stdin.
@@ -673,7 +693,7 @@ impl EnqueueCli {
 
 /// Print a completion script for ratefetch and its subcommands.
 #[derive(Debug, Parser)]
-#[command(name = "ratefetch completions", version, max_term_width = 100)]
+#[command(name = "ratefetch completions", version = VERSION, max_term_width = 100)]
 pub struct CompletionsCli {
     /// The shell the script is for.
     #[arg(value_name = "SHELL", value_enum)]
@@ -683,7 +703,7 @@ pub struct CompletionsCli {
 /// Print the man page of ratefetch, or of one of its subcommands (roff), made from the
 /// definitions `--help` shows.
 #[derive(Debug, Parser)]
-#[command(name = "ratefetch man", version, max_term_width = 100)]
+#[command(name = "ratefetch man", version = VERSION, max_term_width = 100)]
 pub struct ManCli {
     /// A subcommand's page (ratefetch-audit(1) and so on) instead of ratefetch(1).
     #[arg(value_name = "SUBCOMMAND", value_parser = ["audit", "merge", "enqueue", "completions", "man"])]
@@ -711,7 +731,7 @@ pub fn command_tree() -> clap::Command {
 /// once, in index order. Of the rows of one index, a success wins over a failure (what
 /// --retry-failed would retry), then the later started_at. A torn last record is cut.
 #[derive(Debug, Parser)]
-#[command(name = "ratefetch merge", version, max_term_width = 100)]
+#[command(name = "ratefetch merge", version = VERSION, max_term_width = 100)]
 pub struct MergeCli {
     /// Reports (CSV or JSONL, as ratefetch -o wrote them) with the same columns.
     #[arg(value_name = "REPORT", required = true)]

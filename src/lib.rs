@@ -28,6 +28,8 @@ pub mod encoding;
 pub mod error;
 pub mod extract;
 pub mod merge;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod template;
 pub mod units;
 

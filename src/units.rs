@@ -53,10 +53,22 @@ impl Rate {
 }
 
 impl fmt::Display for Rate {
+    /// Requests per second to six significant digits, so that `150/s` (a period of
+    /// 6,666,666 ns) shows as `150/s`, not `149.99999250000036/s`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.per_second() {
             None => f.write_str("unlimited"),
-            Some(r) => write!(f, "{r}/s"),
+            Some(r) => {
+                let magnitude = r.log10().floor() as i32 + 1;
+                let decimals = usize::try_from(6 - magnitude).unwrap_or(0);
+                let text = format!("{r:.decimals$}");
+                let text = if text.contains('.') {
+                    text.trim_end_matches('0').trim_end_matches('.')
+                } else {
+                    &text
+                };
+                write!(f, "{text}/s")
+            }
         }
     }
 }
@@ -238,6 +250,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_display_as_given_not_as_their_period_in_nanoseconds() {
+        for (given, shown) in [
+            ("150/s", "150/s"),
+            ("10", "10/s"),
+            ("600/m", "10/s"),
+            ("0.5", "0.5/s"),
+            ("10/m", "0.166667/s"),
+            ("7/h", "0.00194444/s"),
+            ("1000000", "1000000/s"),
+        ] {
+            let rate = parse_rate(given).unwrap();
+            assert_eq!(rate.to_string(), shown, "{given}");
+            let again = parse_rate(&rate.to_string()).unwrap().period().unwrap();
+            let diff = again.abs_diff(rate.period().unwrap());
+            assert!(
+                diff.as_secs_f64() <= rate.period().unwrap().as_secs_f64() * 1e-5,
+                "{given} round-trips"
+            );
+        }
+    }
 
     fn every_ms(ms: u64) -> Rate {
         Rate::Every(Duration::from_millis(ms))

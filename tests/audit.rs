@@ -286,3 +286,103 @@ fn two_machines_logs_are_checked_at_their_grant_times_not_their_clocks() {
     let (code, text) = audit(&args);
     assert_eq!(code, 1, "broken at the local send times: {text}");
 }
+
+#[cfg(feature = "plot")]
+/// A log of requests to several hosts: (ms from the start, host, status) each.
+fn hosts_log(path: &Path, limits: &str, sends: &[(u64, &str, u16)]) {
+    let mut text =
+        format!("{{\"ratefetch_log\":1,\"max_disorder_ms\":1000,\"limits\":{limits}}}\n");
+    let t0 = humantime::parse_rfc3339("2026-12-02T10:00:00Z").unwrap();
+    for (i, (ms, host, status)) in sends.iter().enumerate() {
+        let t = t0 + std::time::Duration::from_millis(*ms);
+        text.push_str(&format!(
+            "{{\"t\":\"{}\",\"host\":\"{host}\",\"index\":{},\"attempt\":1,\"status\":{status}}}\n",
+            humantime::format_rfc3339_micros(t),
+            i + 1
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+#[cfg(feature = "plot")]
+fn plot_draws_a_valid_svg_with_a_series_per_busiest_host_the_limits_and_the_429s() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.jsonl");
+    // busy.test: 8 requests (two answered 429), calm.test 4, rare.test 2, over 4 seconds.
+    let mut sends = Vec::new();
+    for i in 0..8 {
+        sends.push((i * 450, "busy.test", if i % 4 == 3 { 429 } else { 200 }));
+    }
+    for i in 0..4 {
+        sends.push((100 + i * 900, "calm.test", 200));
+    }
+    sends.push((200, "rare.test", 200));
+    sends.push((3200, "rare.test", 404));
+    sends.sort();
+    let rate_40 = r#"{"rate":"40/s","burst":1,"quotas":["100/1m"],"per_host_rate":null,"per_host_quotas":[]}"#;
+    hosts_log(&log, rate_40, &sends);
+    let svg = dir.path().join("rate.svg");
+    let (code, text) = audit(&[
+        log.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+        "--plot-hosts",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("plot: ") && text.contains("busy.test, calm.test"),
+        "{text}"
+    );
+
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&drawn).expect("the plot is well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or("").trim().to_string())
+        .collect();
+    for label in [
+        "all hosts",
+        "busy.test",
+        "calm.test",
+        "--rate 40/s (burst 1)",
+        "--quota 100/1m (its average)",
+        "429 answers / s",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == label),
+            "no {label:?} in the legend: {texts:?}"
+        );
+    }
+    assert!(
+        !texts.iter().any(|t| t == "rare.test"),
+        "only the 2 busiest hosts"
+    );
+    let lines = |doc: &roxmltree::Document| {
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count()
+    };
+    let with_hosts = lines(&doc);
+
+    // No host series.
+    let (code, text) = audit(&[
+        log.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+        "--plot-hosts",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&drawn).unwrap();
+    // Each host is its line and its sample in the legend.
+    assert_eq!(
+        with_hosts - lines(&doc),
+        2 * 2,
+        "one series per host asked for"
+    );
+}

@@ -160,8 +160,31 @@ fn help_lists_every_flag_and_exits_0() {
         "--max-retry-after",
         "--grace",
         "--plan",
+        "--proxy",
+        "--cookies",
+        "--cookie",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn version_names_the_optional_features_compiled_in() {
+    for args in [&["--version"][..], &["audit", "--version"]] {
+        let out = ratefetch().args(args).output().unwrap();
+        assert!(out.status.success());
+        let line = String::from_utf8(out.stdout).unwrap();
+        let features = if cfg!(feature = "plot") {
+            "(features: plot)"
+        } else {
+            "(features: none"
+        };
+        assert!(
+            line.starts_with("ratefetch")
+                && line.contains(env!("CARGO_PKG_VERSION"))
+                && line.contains(features),
+            "{args:?}: {line}"
+        );
     }
 }
 
