@@ -69,8 +69,16 @@ fn charset(content_type: &str) -> Option<&[u8]> {
 /// content="…; charset=…">` in `head` declares, the first that names a known one.
 fn meta_charset(head: &[u8]) -> Option<&'static Encoding> {
     let mut from = 0;
-    while let Some(at) = find_ci(&head[from..], b"<meta") {
-        let start = from + at + 5;
+    while let Some(at) = memchr::memchr(b'<', &head[from..]) {
+        let open = from + at;
+        let is_meta = head
+            .get(open + 1..open + 5)
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"meta"));
+        if !is_meta {
+            from = open + 1;
+            continue;
+        }
+        let start = open + 5;
         let end = memchr::memchr(b'>', &head[start..]).map_or(head.len(), |e| start + e);
         let tag = &head[start..end];
         // `charset=` covers both forms: the attribute and the one inside `content`.
