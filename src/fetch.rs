@@ -617,16 +617,26 @@ impl Fetcher {
             task.outcome.attempts -= 1;
             task.hop = None;
         }
-        let starved = self.starving.refused(Instant::now());
-        if gives_up(starved, self.config.idle_timeout, self.limits.in_flight()) {
-            self.scheduler.fail_files(format!(
-                "{why} for {}, with no request in flight that would free one \
-                 (raise the limit, ulimit -n, or lower -c)",
-                humantime::format_duration(Duration::from_secs(starved.as_secs()))
-            ));
+        if self.starved(why) {
             return Next::Stopped;
         }
         Next::RetryAt(Instant::now() + FILES_WAIT)
+    }
+
+    /// Counts a request that found no open file; true when the run must stop for it (none
+    /// got through for longer than idle connections are kept, with nothing in flight that
+    /// would free one), which this says to the scheduler.
+    fn starved(&self, why: &str) -> bool {
+        let starved = self.starving.refused(Instant::now());
+        if !gives_up(starved, self.config.idle_timeout, self.limits.in_flight()) {
+            return false;
+        }
+        self.scheduler.fail_files(format!(
+            "{why} for {}, with no request in flight that would free one \
+             (raise the limit, ulimit -n, or lower -c)",
+            humantime::format_duration(Duration::from_secs(starved.as_secs()))
+        ));
+        true
     }
 
     /// A request that the host's announced allowance holds back: the whole host pauses (or
@@ -766,6 +776,17 @@ impl Fetcher {
                     got = tokio::time::timeout_at(deadline, self.get_robots(&target)) => got,
                 };
                 drop(pass);
+                // No open file to connect with: not sent, and not the host's fault (a
+                // robots.txt that cannot be reached would disallow the host). Again shortly.
+                if let Ok(Err(RobotsError::OutOfFiles(why))) = &got {
+                    if self.starved(why) {
+                        return None;
+                    }
+                    drop(slot);
+                    tokio::time::sleep(FILES_WAIT).await;
+                    continue;
+                }
+                self.starving.through();
                 if self.log.is_some() {
                     let step = match &got {
                         Err(_) => Step::Failed(Failure::new(ErrorKind::Timeout, String::new())),
@@ -785,7 +806,10 @@ impl Fetcher {
             };
             match got {
                 Err(_) => answer = Err("timed out".to_string()),
-                Ok(Err(why)) => answer = Err(why),
+                // (Out of files is waited for above.)
+                Ok(Err(RobotsError::Failed(why) | RobotsError::OutOfFiles(why))) => {
+                    answer = Err(why)
+                }
                 Ok(Ok(Ok(reply))) => answer = Ok(reply),
                 Ok(Ok(Err(next))) if matches!(next.scheme(), "http" | "https") => {
                     target = next;
@@ -809,13 +833,13 @@ impl Fetcher {
     }
 
     /// One robots.txt request: its status and (capped) body, or where it redirects.
-    async fn get_robots(&self, url: &Url) -> Result<Result<(u16, Vec<u8>), Url>, String> {
-        let response = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| classify(e).message)?;
+    async fn get_robots(&self, url: &Url) -> Result<Result<(u16, Vec<u8>), Url>, RobotsError> {
+        let response = self.client.get(url.clone()).send().await.map_err(|e| {
+            out_of_files(&e).map_or_else(
+                || RobotsError::Failed(classify(e).message),
+                RobotsError::OutOfFiles,
+            )
+        })?;
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
             // Without a usable Location, robots.txt is unavailable (allows everything).
@@ -835,7 +859,7 @@ impl Fetcher {
                 let end = memchr::memrchr(b'\n', &body).map_or(0, |i| i + 1);
                 body.truncate(end);
             }
-            BodyEnd::Failed(e) => return Err(classify(e).message),
+            BodyEnd::Failed(e) => return Err(RobotsError::Failed(classify(e).message)),
         }
         Ok(Ok((status, body)))
     }
@@ -1185,6 +1209,14 @@ pub fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> 
     }
     let date = httpdate::parse_http_date(value).ok()?;
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Why a robots.txt request got no answer.
+enum RobotsError {
+    /// No open file to connect with: a local condition, waited out.
+    OutOfFiles(String),
+    /// The host's failure, one line.
+    Failed(String),
 }
 
 /// Why a request could not leave, if it was for want of open files (`EMFILE`, or the
