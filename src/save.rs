@@ -5,9 +5,8 @@
 //! rows in the report, and a rerun overwrites them in one rename.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -34,8 +33,9 @@ pub struct Saving {
 }
 
 impl Saving {
-    /// A new temporary file in `dir`. A file that cannot be made is a failure kept for the
-    /// row; the body is still read and hashed.
+    /// A new temporary file in `dir` (made on the runtime's thread: an open in a local
+    /// directory, as the report's own writes are). A file that cannot be made is a failure
+    /// kept for the row; the body is still read and hashed.
     pub fn start(dir: &Path) -> Saving {
         let mut builder = tempfile::Builder::new();
         builder.prefix(PARTIAL_PREFIX);
