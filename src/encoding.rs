@@ -20,7 +20,7 @@ pub fn sniff(content_type: Option<&str>, head: &[u8], html: bool) -> &'static En
     if let Some((bom, _)) = Encoding::for_bom(head) {
         return bom;
     }
-    if let Some(enc) = content_type.and_then(charset).and_then(label) {
+    if let Some(enc) = content_type.and_then(charset).and_then(Encoding::for_label) {
         return enc;
     }
     if html {
@@ -46,10 +46,6 @@ pub fn sniff(content_type: Option<&str>, head: &[u8], html: bool) -> &'static En
             detector.guess(None, true)
         }
     }
-}
-
-fn label(name: &[u8]) -> Option<&'static Encoding> {
-    Encoding::for_label(name)
 }
 
 /// The `charset` parameter of a Content-Type value.
@@ -96,7 +92,7 @@ fn meta_charset(head: &[u8]) -> Option<&'static Encoding> {
                         matches!(b, b'"' | b'\'' | b';' | b'/' | b'>') || b.is_ascii_whitespace()
                     })
                     .unwrap_or(value.len());
-                if let Some(enc) = label(&value[..len]) {
+                if let Some(enc) = Encoding::for_label(&value[..len]) {
                     return Some(enc);
                 }
             }
