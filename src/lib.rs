@@ -39,6 +39,7 @@ mod announce;
 mod cookies;
 mod fdlimit;
 mod fetch;
+mod files;
 mod input;
 mod job;
 mod ledger;

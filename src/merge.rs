@@ -38,8 +38,9 @@ use std::time::UNIX_EPOCH;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::config::Format;
+use crate::files::{same_path, sync_parent};
 use crate::job::Ending;
-use crate::rerun::{sibling, sync_parent};
+use crate::rerun::sibling;
 use crate::resume::{csv_complete_len, last_line_end};
 
 /// What a merge did.
@@ -123,7 +124,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError>
             reason: "no reports to merge".into(),
         });
     }
-    if let Some(input) = inputs.iter().find(|input| same_file(input, out)) {
+    if let Some(input) = inputs.iter().find(|input| same_path(input, out)) {
         return Err(MergeError::Refused {
             path: input.clone(),
             reason: "it is also the output (-o); write the merge to a new file".into(),
@@ -783,7 +784,7 @@ fn write_output(
         let _ = std::fs::remove_file(&tmp);
     }
     renamed?;
-    sync_parent(&target);
+    let _ = sync_parent(&target);
     Ok(())
 }
 
@@ -813,26 +814,6 @@ fn copy_record(
         path: out.to_path_buf(),
         source,
     })
-}
-
-/// Whether `a` and `b` are one file (hard links and symlinks included).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        x.dev() == y.dev() && x.ino() == y.ino()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (x, y);
-        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        }
-    }
 }
 
 #[cfg(test)]

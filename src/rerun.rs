@@ -237,21 +237,6 @@ fn rewrite(
         let _ = std::fs::remove_file(&tmp);
     }
     renamed?;
-    sync_parent(report);
+    let _ = crate::files::sync_parent(report);
     Ok(())
-}
-
-/// Makes a rename to `path` durable by syncing its directory (best effort: not every
-/// platform can open a directory).
-pub(crate) fn sync_parent(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
 }

@@ -118,7 +118,7 @@ impl Robots {
             let mut n = 0u64;
             origins.retain(|_, o| {
                 n += 1;
-                o.rules.get().is_none() || n % 2 == 0
+                o.rules.get().is_none() || n.is_multiple_of(2)
             });
         }
         origins.entry(origin).or_default().clone()
