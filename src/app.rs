@@ -371,7 +371,7 @@ pub fn merge_main(args: Vec<OsString>) -> u8 {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    match crate::merge::merge(&cli.reports, &cli.output) {
+    match crate::merge::merge_with(&cli.reports, &cli.output, cli.skip_damaged) {
         Ok(summary) => {
             if !cli.quiet {
                 eprintln!("ratefetch merge: {}: {summary}", cli.output.display());

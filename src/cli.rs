@@ -741,6 +741,11 @@ pub struct MergeCli {
     #[arg(short, long, value_name = "OUT", required = true, value_parser = parse_merge_output)]
     pub output: PathBuf,
 
+    /// Leave out damaged rows (a bad index, an index twice, a stray quote) instead of
+    /// refusing their report, each named on stderr: saves the good rows of a damaged report.
+    #[arg(long)]
+    pub skip_damaged: bool,
+
     /// No summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,

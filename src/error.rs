@@ -139,6 +139,13 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// A file the run would write is in use by another ratefetch run: a report, or a request
+    /// log (exit 1). Refused before anything is changed.
+    #[error("cannot write {}: in use by another ratefetch run (one run per file)", path.display())]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
     /// `--resume` refused the report (another input, other columns; exit 1).
     #[error("cannot resume {}: {reason}", path.display())]
     Resume {

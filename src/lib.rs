@@ -50,6 +50,7 @@ mod pool;
 mod progress;
 mod queue;
 mod quota;
+mod report_reader;
 mod reqlog;
 mod rerun;
 mod resume;
@@ -76,6 +77,7 @@ pub use shutdown::Shutdown;
 
 use config::{InputSource, OutputTarget};
 use error::UsageError;
+use files::Claimed;
 use input::{CsvInputError, Source};
 use resume::Skip;
 use sink::{Columns, ColumnsError, Sink};
@@ -91,36 +93,52 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
         return work_queue(config, shutdown).await;
     }
     let (source, columns) = open_input(&config).await?;
-    // Before the report is touched: a Redis that cannot be reached leaves it as it was.
+    // Before any file is touched: a Redis that cannot be reached leaves them as they were.
     let shared = shared::connect(&config).await?;
+    // Every check that can refuse the run comes before the first byte of any file changes:
+    // the report is claimed (locked; a missing one created, and removed again if the run
+    // is refused) and, to resume, read and checked; then the state file is opened.
+    let format = config.format;
+    let report = match &config.output {
+        OutputTarget::Stdout => Report::Stdout,
+        OutputTarget::Path(path) if config.resume => {
+            Report::Resumed(resume::open(path, format, &columns)?)
+        }
+        OutputTarget::Path(path) => {
+            Report::New(Claimed::open(path).map_err(|e| resume::claim_error(path, e))?)
+        }
+    };
+    let state = pool::open_state(&config)?;
+    // From here on the run changes its files.
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),
             source,
         })?;
     }
-    let format = config.format;
-    let (sink, skip) = match &config.output {
-        OutputTarget::Stdout => (
+    let output_error = |source| Error::Output {
+        path: config.output.display_path(),
+        source,
+    };
+    let (sink, skip) = match report {
+        Report::Stdout => (
             Sink::new(Box::new(std::io::stdout()), format, columns),
             None,
         ),
-        OutputTarget::Path(path) if config.resume => {
-            let resumed = resume::open(path, format, &columns)?;
-            let skip = Skip::new(resumed.done, resumed.format);
-            let out: Box<dyn Write + Send> = Box::new(resumed.file);
-            let sink = if resumed.fresh {
+        Report::Resumed(resumed) => {
+            let skip = Skip::new(resumed.done.clone(), resumed.format);
+            let fresh = resumed.fresh;
+            let out: Box<dyn Write + Send> = Box::new(resumed.appender().map_err(output_error)?);
+            let sink = if fresh {
                 Sink::new(out, format, columns)
             } else {
                 Ok(Sink::without_header(out, format, columns))
             };
             (sink, Some(skip))
         }
-        OutputTarget::Path(path) => {
-            let file = File::create(path).map_err(|source| Error::Output {
-                path: path.clone(),
-                source,
-            })?;
+        Report::New(claim) => {
+            let file = claim.keep();
+            file.set_len(0).map_err(output_error)?;
             (Sink::new(Box::new(file), format, columns), None)
         }
     };
@@ -128,11 +146,26 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
     // first request.
     let sink = sink
         .and_then(|mut sink| sink.flush().map(|()| sink))
-        .map_err(|source| Error::Output {
-            path: config.output.display_path(),
-            source,
-        })?;
-    pool::run(Arc::new(config), source, sink, skip, shared, shutdown).await
+        .map_err(output_error)?;
+    pool::run(
+        Arc::new(config),
+        source,
+        sink,
+        skip,
+        shared,
+        state,
+        shutdown,
+    )
+    .await
+}
+
+/// The report of a run, claimed and checked, not yet changed.
+enum Report {
+    Stdout,
+    /// `--resume`: read back, to append to.
+    Resumed(resume::Resumed),
+    /// A report written anew (truncated when the run goes on).
+    New(Claimed),
 }
 
 /// Raises the open-file limit, and caps the concurrency (and the workers) to what it allows,
@@ -188,13 +221,16 @@ async fn work_queue(config: Config, shutdown: Shutdown) -> Result<Summary, Error
     };
     let format = config.format;
     let resumed = resume::open(path, format, &columns)?;
+    let state = pool::open_state(&config)?;
     let output_error = |source| Error::Output {
         path: path.clone(),
         source,
     };
-    let file = resumed.file.try_clone().map_err(output_error)?;
-    let out: Box<dyn Write + Send> = Box::new(resumed.file);
-    let sink = if resumed.fresh {
+    let fresh = resumed.fresh;
+    let appender = resumed.appender().map_err(output_error)?;
+    let file = appender.file().try_clone().map_err(output_error)?;
+    let out: Box<dyn Write + Send> = Box::new(appender);
+    let sink = if fresh {
         Sink::new(out, format, columns)
     } else {
         Ok(Sink::without_header(out, format, columns))
@@ -214,7 +250,16 @@ async fn work_queue(config: Config, shutdown: Shutdown) -> Result<Summary, Error
     // It holds at most what its workers can start, and a few more.
     let most = config.workers.saturating_add(queue::READ_CHUNK);
     let (source, reader) = queue.feed(reading.clone(), rows, most);
-    let result = pool::run(Arc::new(config), source, sink, None, shared, shutdown).await;
+    let result = pool::run(
+        Arc::new(config),
+        source,
+        sink,
+        None,
+        shared,
+        state,
+        shutdown,
+    )
+    .await;
     // The sink's writer is gone: every row on disk is told; acknowledge them, stop reading,
     // then hand back the rest.
     let _ = acker.await;

@@ -31,17 +31,15 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-
 use crate::config::Format;
-use crate::files::{same_path, sync_parent};
+use crate::files::{same_path, sync_parent, try_lock, ClaimError, Claimed};
 use crate::job::Ending;
+use crate::report_reader::{Header, ReadError, ReportReader};
 use crate::rerun::sibling;
-use crate::resume::{csv_complete_len, last_line_end};
 
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +56,8 @@ pub struct MergeSummary {
     pub torn: u64,
     /// The bytes cut with them.
     pub torn_bytes: u64,
+    /// Damaged rows left out (`--skip-damaged`).
+    pub damaged: u64,
 }
 
 impl fmt::Display for MergeSummary {
@@ -72,6 +72,9 @@ impl fmt::Display for MergeSummary {
         )?;
         if self.torn > 0 {
             write!(f, " ({} bytes)", self.torn_bytes)?;
+        }
+        if self.damaged > 0 {
+            write!(f, ", {} left out", plural(self.damaged, "damaged row"))?;
         }
         Ok(())
     }
@@ -118,6 +121,16 @@ pub enum MergeError {
 /// Merges the reports at `inputs` into one at `out` (see the module docs). `out` is replaced
 /// only when the whole merge is written; it may not be one of the inputs.
 pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
+    merge_with(inputs, out, false)
+}
+
+/// `merge`, and with `skip_damaged` a damaged row is left out (and counted) instead of
+/// refusing its report: the way to save the good rows of a damaged report.
+pub fn merge_with(
+    inputs: &[PathBuf],
+    out: &Path,
+    skip_damaged: bool,
+) -> Result<MergeSummary, MergeError> {
     if inputs.is_empty() {
         return Err(MergeError::Refused {
             path: out.to_path_buf(),
@@ -130,24 +143,37 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError>
             reason: "it is also the output (-o); write the merge to a new file".into(),
         });
     }
+    // One merge (or run) at a time on OUT; a merge that is refused leaves no new file.
+    let claim = Claimed::open(out).map_err(|e| match e {
+        ClaimError::Busy => MergeError::Refused {
+            path: out.to_path_buf(),
+            reason: "in use by another ratefetch run (one run per file)".into(),
+        },
+        ClaimError::Io(source) => MergeError::Write {
+            path: out.to_path_buf(),
+            source,
+        },
+    })?;
     let mut layout: Option<Layout> = None;
     let mut parts = Vec::with_capacity(inputs.len());
     let mut entries = Vec::new();
-    let (mut torn, mut torn_bytes) = (0, 0);
+    let (mut torn, mut torn_bytes, mut damaged) = (0, 0, 0);
     for (n, path) in inputs.iter().enumerate() {
         let report = u32::try_from(n).map_err(|_| MergeError::Refused {
             path: path.clone(),
             reason: "too many reports for one merge".into(),
         })?;
-        let (part, cut) = read_report(report, path, &mut layout, &mut entries)?;
+        let (part, cut, left_out) =
+            read_report(report, path, &mut layout, &mut entries, skip_damaged)?;
         torn += u64::from(cut > 0);
         torn_bytes += cut;
+        damaged += left_out;
         parts.push(part);
     }
     let read = entries.len() as u64;
     let winners = winners(entries);
     let format = layout.as_ref().map_or(Format::Csv, |l| l.format);
-    write_output(out, layout.as_ref(), &mut parts, &winners)?;
+    write_output(out, claim, layout.as_ref(), &mut parts, &winners)?;
     Ok(MergeSummary {
         format,
         reports: inputs.len(),
@@ -155,6 +181,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError>
         duplicates: read - winners.len() as u64,
         torn,
         torn_bytes,
+        damaged,
     })
 }
 
@@ -217,18 +244,9 @@ struct Layout {
     format: Format,
     /// The report that set it (named when another is refused).
     first: PathBuf,
+    /// Its columns; a CSV header's bytes are copied to the output from that report, the
+    /// first one read.
     columns: Header,
-}
-
-/// The columns every report must have: a CSV header, or the keys of a JSONL row.
-enum Header {
-    /// The header record, and where its bytes are (they are copied to the output).
-    Csv {
-        header: csv::ByteRecord,
-        span: Entry,
-    },
-    /// The keys of a row, in order.
-    Jsonl(Vec<String>),
 }
 
 /// A report opened for pass 2.
@@ -302,434 +320,102 @@ impl Ranges {
     }
 }
 
-/// Pass 1 over one report: checks its format and columns against `layout` (or sets it),
-/// pushes an entry per whole record. Returns the report opened for pass 2, and the bytes of
-/// a torn last record left out.
+/// Pass 1 over one report, through the report reader: checks its format and columns
+/// against `layout` (or sets it), pushes an entry per whole row. Returns the report opened
+/// for pass 2, the bytes of a torn last record left out, and the damaged rows left out
+/// (with `skip_damaged`; without it damage refuses the report).
 fn read_report(
     report: u32,
     path: &Path,
     layout: &mut Option<Layout>,
     entries: &mut Vec<Entry>,
-) -> Result<(Part, u64), MergeError> {
+    skip_damaged: bool,
+) -> Result<(Part, u64, u64), MergeError> {
     let read_err = |source| MergeError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if meta.is_dir() {
+    let refuse = |reason: String| MergeError::Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let fail = |e: ReadError| match e {
+        ReadError::Io(source) => read_err(source),
+        ReadError::Damaged { .. } => refuse(format!(
+            "{e}; fix that row, or leave the damaged rows out with --skip-damaged"
+        )),
+        ReadError::Foreign(reason) => {
+            refuse(format!("{reason}; merge needs the index of each row"))
+        }
+    };
+    let file = File::open(path).map_err(read_err)?;
+    if file.metadata().map_err(read_err)?.is_dir() {
         return Err(read_err(io::Error::other("is a directory")));
     }
-    let len = meta.len();
-    let Some(format) = sniff(&mut file).map_err(read_err)? else {
-        // Empty: a report with no rows.
-        return Ok((Part::new(path, file), 0));
-    };
-    if let Some(l) = layout.as_ref().filter(|l| l.format != format) {
-        return Err(MergeError::Refused {
-            path: path.to_path_buf(),
-            reason: format!(
+    let mut reader =
+        ReportReader::open(&file, &["status", "error_kind", "started_at"], skip_damaged)
+            .map_err(fail)?;
+    let format = reader.format();
+    let header = reader.header().clone();
+    if matches!(header, Header::Empty) {
+        // No rows (a header cut short, at most, by a run killed as it began).
+        let torn = reader.torn();
+        drop(reader);
+        return Ok((Part::new(path, file), torn, 0));
+    }
+    match layout.as_ref() {
+        Some(l) if l.format != format => {
+            return Err(refuse(format!(
                 "it is a {} report, and {} is {}",
                 format_name(format),
                 l.first.display(),
                 format_name(l.format)
-            ),
+            )))
+        }
+        Some(l) if l.columns != header => {
+            return Err(refuse(format!(
+                "its columns are not those of {} (found {})",
+                l.first.display(),
+                header.names().join(",")
+            )))
+        }
+        Some(_) => {}
+        None => {
+            *layout = Some(Layout {
+                format,
+                first: path.to_path_buf(),
+                columns: header,
+            })
+        }
+    }
+    while let Some(row) = reader.next_row().map_err(fail)? {
+        // Failed as --retry-failed decides it; an absent column reads as an empty cell.
+        let failed = Ending::of_cells(row.cell(1), row.cell(0)).retry_due();
+        let len = u32::try_from(row.len)
+            .map_err(|_| refuse(format!("the row on line {} is larger than 4 GiB", row.line)))?;
+        entries.push(Entry {
+            index: row.index,
+            rank: rank(failed, started_ms(row.cell(2))),
+            offset: row.offset,
+            len,
+            report,
         });
     }
-    // Only whole records are read: a torn last one is cut, as --resume cuts it.
-    let keep = match format {
-        Format::Csv => {
-            file.seek(SeekFrom::Start(0)).map_err(read_err)?;
-            csv_complete_len(BufReader::new(&file)).map_err(read_err)?
-        }
-        Format::Jsonl => last_line_end(&mut file, len).map_err(read_err)?,
-    };
-    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
-    let whole = (&file).take(keep);
-    match format {
-        Format::Csv => read_csv(report, path, whole, layout, entries)?,
-        Format::Jsonl => read_jsonl(report, path, whole, layout, entries)?,
+    let (torn, skipped) = (reader.torn(), reader.skipped().0);
+    for (line, reason) in reader.skipped().1 {
+        eprintln!(
+            "ratefetch merge: {}: left out line {line}: {reason}",
+            path.display()
+        );
     }
-    Ok((Part::new(path, file), len - keep))
+    drop(reader);
+    Ok((Part::new(path, file), torn, skipped))
 }
 
 fn format_name(format: Format) -> &'static str {
     match format {
         Format::Csv => "CSV",
         Format::Jsonl => "JSONL",
-    }
-}
-
-/// A report's format from its first byte that is not white space: `{` is JSONL (each of its
-/// lines is an object), anything else CSV (its header). `None` for an empty file.
-fn sniff(file: &mut File) -> io::Result<Option<Format>> {
-    let mut head = [0u8; 4096];
-    let n = file.read(&mut head)?;
-    Ok(head[..n]
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .map(|b| {
-            if *b == b'{' {
-                Format::Jsonl
-            } else {
-                Format::Csv
-            }
-        }))
-}
-
-/// Where the cells a merge reads are in a CSV report's records.
-struct CsvCells {
-    index: usize,
-    status: Option<usize>,
-    error_kind: Option<usize>,
-    started_at: Option<usize>,
-}
-
-fn read_csv(
-    report: u32,
-    path: &Path,
-    whole: impl Read,
-    layout: &mut Option<Layout>,
-    entries: &mut Vec<Entry>,
-) -> Result<(), MergeError> {
-    let refuse = |reason: String| MergeError::Refused {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let csv_err = |e: csv::Error| {
-        if !e.is_io_error() {
-            return refuse(e.to_string());
-        }
-        match e.into_kind() {
-            csv::ErrorKind::Io(source) => MergeError::Read {
-                path: path.to_path_buf(),
-                source,
-            },
-            other => refuse(format!("{other:?}")),
-        }
-    };
-    let mut rdr = csv::ReaderBuilder::new()
-        .buffer_capacity(256 * 1024)
-        .from_reader(whole);
-    let header = rdr.byte_headers().map_err(csv_err)?.clone();
-    let header_end = rdr.position().byte();
-    if header_end == 0 {
-        return Err(refuse(
-            "it has no whole header row (not a ratefetch report?)".into(),
-        ));
-    }
-    let at = |name: &str| header.iter().position(|c| c == name.as_bytes());
-    let Some(index) = at("index") else {
-        return Err(refuse(format!(
-            "it has no index column (found {}); merge needs the index of each row",
-            joined(&header)
-        )));
-    };
-    let cells = CsvCells {
-        index,
-        status: at("status"),
-        error_kind: at("error_kind"),
-        started_at: at("started_at"),
-    };
-    match layout {
-        None => {
-            *layout = Some(Layout {
-                format: Format::Csv,
-                first: path.to_path_buf(),
-                columns: Header::Csv {
-                    header: header.clone(),
-                    span: Entry {
-                        index: 0,
-                        rank: 0,
-                        offset: 0,
-                        len: u32::try_from(header_end)
-                            .map_err(|_| refuse("its header is too long".into()))?,
-                        report,
-                    },
-                },
-            })
-        }
-        Some(Layout {
-            first,
-            columns: Header::Csv { header: want, .. },
-            ..
-        }) => {
-            if header != *want {
-                return Err(refuse(format!(
-                    "its columns are not those of {} (found {})",
-                    first.display(),
-                    joined(&header)
-                )));
-            }
-        }
-        Some(Layout {
-            columns: Header::Jsonl(_),
-            ..
-        }) => unreachable!("the format was checked"),
-    }
-    let mut record = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut record).map_err(csv_err)? {
-        let position = record.position().expect("a record read has its position");
-        let (start, end) = (position.byte(), rdr.position().byte());
-        let cell = |at: Option<usize>| {
-            at.and_then(|i| record.get(i))
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .unwrap_or("")
-        };
-        let index = cell(Some(cells.index))
-            .parse::<u64>()
-            .ok()
-            .filter(|i| *i > 0)
-            .ok_or_else(|| {
-                refuse(format!(
-                    "the record on line {} has no valid index",
-                    position.line()
-                ))
-            })?;
-        // Failed as --retry-failed decides it; an absent column reads as an empty cell.
-        let failed = Ending::of_cells(cell(cells.error_kind), cell(cells.status)).retry_due();
-        entries.push(Entry {
-            index,
-            rank: rank(failed, started_ms(cell(cells.started_at))),
-            offset: start,
-            len: u32::try_from(end - start).map_err(|_| {
-                refuse(format!(
-                    "the record on line {} is larger than 4 GiB",
-                    position.line()
-                ))
-            })?,
-            report,
-        });
-    }
-    Ok(())
-}
-
-/// A header's cells joined with commas, for a message.
-fn joined(header: &csv::ByteRecord) -> String {
-    header
-        .iter()
-        .map(String::from_utf8_lossy)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn read_jsonl(
-    report: u32,
-    path: &Path,
-    whole: impl Read,
-    layout: &mut Option<Layout>,
-    entries: &mut Vec<Entry>,
-) -> Result<(), MergeError> {
-    let refuse = |reason: String| MergeError::Refused {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut reader = BufReader::with_capacity(256 * 1024, whole);
-    let (mut line, mut keys) = (Vec::new(), Keys::default());
-    let (mut offset, mut number) = (0u64, 0u64);
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|source| MergeError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if n == 0 {
-            return Ok(());
-        }
-        let start = offset;
-        offset += n as u64;
-        number += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let cells = json_row(&line, &mut keys)
-            .map_err(|e| refuse(format!("line {number} is not a ratefetch JSONL row: {e}")))?;
-        match layout {
-            None => {
-                if !keys.get().iter().any(|k| k == "index") {
-                    return Err(refuse(format!(
-                        "it has no index column (found {}); merge needs the index of each row",
-                        keys.get().join(",")
-                    )));
-                }
-                *layout = Some(Layout {
-                    format: Format::Jsonl,
-                    first: path.to_path_buf(),
-                    columns: Header::Jsonl(keys.get().to_vec()),
-                });
-            }
-            Some(Layout {
-                first,
-                columns: Header::Jsonl(want),
-                ..
-            }) => {
-                if keys.get() != want.as_slice() {
-                    let which = if keys.get().iter().any(|k| k == "index") {
-                        "its columns"
-                    } else {
-                        "it has no index column, and its columns"
-                    };
-                    return Err(refuse(format!(
-                        "{which} are not those of {} (line {number} has {})",
-                        first.display(),
-                        keys.get().join(",")
-                    )));
-                }
-            }
-            Some(Layout {
-                columns: Header::Csv { .. },
-                ..
-            }) => unreachable!("the format was checked"),
-        }
-        let index = cells
-            .index
-            .filter(|i| *i > 0)
-            .ok_or_else(|| refuse(format!("line {number} has no valid index")))?;
-        // Failed as --retry-failed decides it.
-        let failed = Ending::of(cells.has_error_kind, cells.status).retry_due();
-        entries.push(Entry {
-            index,
-            rank: rank(failed, cells.started_ms),
-            offset: start,
-            len: u32::try_from(n)
-                .map_err(|_| refuse(format!("line {number} is larger than 4 GiB")))?,
-            report,
-        });
-    }
-}
-
-/// The cells of a JSONL row that a merge reads.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct JsonCells {
-    index: Option<u64>,
-    status: Option<u16>,
-    has_error_kind: bool,
-    started_ms: u64,
-}
-
-/// The keys of the last JSONL row read, in order; their strings are reused from row to row.
-#[derive(Debug, Default)]
-struct Keys {
-    names: Vec<String>,
-    len: usize,
-}
-
-impl Keys {
-    fn get(&self) -> &[String] {
-        &self.names[..self.len]
-    }
-
-    fn push(&mut self, key: &str) {
-        if self.len == self.names.len() {
-            self.names.push(String::new());
-        }
-        let name = &mut self.names[self.len];
-        name.clear();
-        name.push_str(key);
-        self.len += 1;
-    }
-}
-
-/// Reads one JSONL row: its keys into `keys`, and the cells a merge needs; other values are
-/// skipped, not built.
-fn json_row(line: &[u8], keys: &mut Keys) -> serde_json::Result<JsonCells> {
-    let mut de = serde_json::Deserializer::from_slice(line);
-    let cells = JsonRow(keys).deserialize(&mut de)?;
-    de.end()?;
-    Ok(cells)
-}
-
-struct JsonRow<'a>(&'a mut Keys);
-
-impl<'de> DeserializeSeed<'de> for JsonRow<'_> {
-    type Value = JsonCells;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<JsonCells, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for JsonRow<'_> {
-    type Value = JsonCells;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonCells, A::Error> {
-        let keys = self.0;
-        keys.len = 0;
-        let mut cells = JsonCells::default();
-        while map.next_key_seed(Key(&mut *keys))?.is_some() {
-            match keys.get().last().map(String::as_str) {
-                Some("index") => cells.index = map.next_value()?,
-                Some("status") => cells.status = map.next_value()?,
-                Some("error_kind") => {
-                    cells.has_error_kind = map.next_value_seed(TextCell(|s| !s.is_empty()))?
-                }
-                Some("started_at") => {
-                    cells.started_ms = map.next_value_seed(TextCell(started_ms))?
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(cells)
-    }
-}
-
-/// A key, pushed onto `Keys` as it is read.
-struct Key<'a>(&'a mut Keys);
-
-impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
-        self.0.push(key);
-        Ok(())
-    }
-}
-
-/// A text cell, read by its function without being copied: a string, or null (read as an
-/// empty string: the sink writes an empty cell as null).
-struct TextCell<T>(fn(&str) -> T);
-
-impl<'de, T> DeserializeSeed<'de> for TextCell<T> {
-    type Value = T;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, T> Visitor<'de> for TextCell<T> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string or null")
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
-        Ok((self.0)(s))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
-        Ok((self.0)(""))
     }
 }
 
@@ -752,6 +438,7 @@ fn csv_body(span: &[u8]) -> &[u8] {
 /// file next to `out`, then renames it over `out`.
 fn write_output(
     out: &Path,
+    claim: Claimed,
     layout: Option<&Layout>,
     parts: &mut [Part],
     winners: &[Entry],
@@ -764,22 +451,50 @@ fn write_output(
     let target = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
     let tmp = sibling(&target, "merge");
     let written = (|| {
-        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&tmp).map_err(write_err)?);
+        let file = File::create(&tmp).map_err(write_err)?;
+        // Locked before it replaces OUT, so the lock on OUT holds on.
+        try_lock(&file).map_err(|e| match e {
+            ClaimError::Io(e) => write_err(e),
+            ClaimError::Busy => write_err(io::Error::other("its temporary file is in use")),
+        })?;
+        let mut w = BufWriter::with_capacity(256 * 1024, file);
         let format = layout.map_or(Format::Csv, |l| l.format);
         if let Some(Layout {
-            columns: Header::Csv { span, .. },
+            columns: Header::Csv { len, .. },
+            first,
             ..
         }) = layout
         {
-            copy_record(&mut w, format, parts, span, out)?;
+            let report = parts
+                .iter()
+                .position(|p| p.path == *first)
+                .expect("the first report is a part") as u32;
+            let len = u32::try_from(*len).map_err(|_| MergeError::Refused {
+                path: first.clone(),
+                reason: "its header is larger than 4 GiB".into(),
+            })?;
+            let span = Entry {
+                index: 0,
+                rank: 0,
+                offset: 0,
+                len,
+                report,
+            };
+            copy_record(&mut w, format, parts, &span, out)?;
         }
         for e in winners {
             copy_record(&mut w, format, parts, e, out)?;
         }
         let file = w.into_inner().map_err(|e| write_err(e.into_error()))?;
-        file.sync_all().map_err(write_err)
+        file.sync_all().map_err(write_err)?;
+        Ok(file)
     })();
-    let renamed = written.and_then(|()| std::fs::rename(&tmp, &target).map_err(write_err));
+    let renamed = written.and_then(|file| {
+        std::fs::rename(&tmp, &target).map_err(write_err)?;
+        // OUT is the new file now, locked until the end: the claim must not remove it.
+        drop(claim.keep());
+        Ok(file)
+    });
     if renamed.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -1124,17 +839,11 @@ mod tests {
                 vec![&p[3], &p[5]],
                 "other.jsonl: its columns are not those of",
             ),
-            (
-                vec![&p[3], &p[4]],
-                "no-index.jsonl: it has no index column, and its columns",
-            ),
-            (
-                vec![&p[6]],
-                "bad-index.csv: the record on line 2 has no valid index",
-            ),
+            (vec![&p[3], &p[4]], "no-index.jsonl: it has no index column"),
+            (vec![&p[6]], "bad-index.csv: line 2: its index is 0"),
             (
                 vec![&p[7]],
-                "bad-line.jsonl: line 2 is not a ratefetch JSONL row",
+                "bad-line.jsonl: line 2: it is not a ratefetch JSONL row",
             ),
         ];
         for (inputs, want) in cases {
@@ -1200,7 +909,8 @@ mod tests {
             columns: Header::Jsonl(Vec::new()),
         };
         let winners = [entry(1, 0), entry(2, text.len() as u64)];
-        let err = write_output(&out, Some(&layout), &mut parts, &winners).unwrap_err();
+        let claim = Claimed::open(&out).unwrap();
+        let err = write_output(&out, claim, Some(&layout), &mut parts, &winners).unwrap_err();
         assert!(matches!(err, MergeError::Read { .. }), "{err}");
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "before\n");
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -1208,46 +918,6 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary left: {names:?}");
-    }
-
-    #[test]
-    fn a_jsonl_row_is_read_with_its_keys_in_order() {
-        let mut keys = Keys::default();
-        let cells = json_row(
-            br#"{"index":4,"u\u0072l":"x","status":503,"error_kind":null,"title":{"a":[1]},"started_at":"1970-01-01T00:00:02Z"}"#,
-            &mut keys,
-        )
-        .unwrap();
-        assert_eq!(
-            keys.get(),
-            [
-                "index",
-                "url",
-                "status",
-                "error_kind",
-                "title",
-                "started_at"
-            ]
-        );
-        assert_eq!(
-            cells,
-            JsonCells {
-                index: Some(4),
-                status: Some(503),
-                has_error_kind: false,
-                started_ms: 2000,
-            }
-        );
-        let cells = json_row(br#"{"index":5,"error_kind":"dns"}"#, &mut keys).unwrap();
-        assert_eq!(
-            keys.get(),
-            ["index", "error_kind"],
-            "the strings are reused"
-        );
-        assert!(cells.has_error_kind && cells.status.is_none());
-        assert!(json_row(b"[1]", &mut keys).is_err());
-        assert!(json_row(br#"{"index":1} x"#, &mut keys).is_err());
-        assert!(json_row(br#"{"index":"1"}"#, &mut keys).is_err());
     }
 
     #[test]

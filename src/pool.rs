@@ -43,6 +43,7 @@ use crate::sink::{self, Sink};
 
 /// Fetches every job of `input` under `config`'s limits and writes one row per job to
 /// `sink`. Jobs whose index is in `skip` are not done (they are in a resumed report).
+/// `state` is the opened `--quota-state` file and what it holds (see `open_state`).
 /// Returns when the input is done or the run was stopped; the sink is flushed by then.
 pub async fn run(
     config: Arc<Config>,
@@ -50,18 +51,13 @@ pub async fn run(
     sink: Sink,
     skip: Option<Skip>,
     shared: Option<Arc<Shared>>,
+    state: Option<(Ledger, Past)>,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
-    let (ledger, past) = match &config.quota_state {
-        Some(path) => {
-            let (ledger, past) = Ledger::open(path, &config.quotas, &config.per_host_quotas)
-                .map_err(|e| Error::QuotaState {
-                    path: e.path,
-                    reason: e.reason,
-                })?;
-            (Some(Arc::new(ledger)), past)
-        }
+    // The `--quota-state` file, opened by the caller before the report was changed.
+    let (ledger, past) = match state {
+        Some((ledger, past)) => (Some(Arc::new(ledger)), past),
         None => (None, Past::default()),
     };
     let scheduler = Scheduler::with_ledger(&config, ledger.clone(), &past);
@@ -114,6 +110,19 @@ pub async fn run(
     ledger_end?;
     log_end?;
     Ok(summary)
+}
+
+/// Opens `config`'s `--quota-state` file, if any: the ledger and what earlier runs sent.
+pub fn open_state(config: &Config) -> Result<Option<(Ledger, Past)>, Error> {
+    let Some(path) = &config.quota_state else {
+        return Ok(None);
+    };
+    Ledger::open(path, &config.quotas, &config.per_host_quotas)
+        .map(Some)
+        .map_err(|e| Error::QuotaState {
+            path: e.path,
+            reason: e.reason,
+        })
 }
 
 /// What a worker does with a task: one step of `Fetcher` in a real run; tests wrap or

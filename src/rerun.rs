@@ -7,17 +7,19 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, Format};
 use crate::error::Error;
+use crate::files::{try_lock, ClaimError, Claimed};
 use crate::input::{parse_target, Source};
 use crate::job::{Ending, Job};
 use crate::pool;
 use crate::progress::Summary;
-use crate::resume::csv_complete_len;
+use crate::report_reader::{Header, ReadError, ReportReader};
+use crate::resume::claim_error;
 use crate::shutdown::Shutdown;
 use crate::sink::{Columns, Sink, Std};
 
@@ -54,19 +56,30 @@ pub async fn retry_failed(
             "--retry-failed reads and rewrites CSV reports".into(),
         ));
     }
-    // Only the whole records are read: a torn last one is cut, as --resume cuts it.
-    let (keep, cut) = whole_records(report).map_err(io_err)?;
+    // The report is read and rewritten by this run alone. (It must exist: a claim would
+    // create it.)
+    std::fs::metadata(report).map_err(io_err)?;
+    let claim = Claimed::open(report).map_err(|e| claim_error(report, e))?;
+    let fail = |e: ReadError| match e {
+        ReadError::Io(e) => io_err(e),
+        e => refuse(e.explain(report)),
+    };
+    let mut reader =
+        ReportReader::open(claim.file(), &["url", "status", "error_kind"], false).map_err(fail)?;
     // The report's columns must be this run's: the standard ones, the same --extract
     // names, body_sha256 with --save-bodies; the rest are passthrough columns.
-    let mut rdr = csv::Reader::from_reader(BufReader::new(
-        File::open(report).map_err(io_err)?.take(keep),
-    ));
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| refuse(e.to_string()))?
-        .iter()
-        .map(String::from)
-        .collect();
+    let header = match (reader.format(), reader.header()) {
+        (Format::Csv, Header::Csv { cells, .. }) => cells
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<String>>(),
+        (Format::Jsonl, _) => {
+            return Err(refuse(
+                "it is a JSONL report; --retry-failed reads and rewrites CSV reports".into(),
+            ))
+        }
+        _ => return Err(refuse("it has no header row".into())),
+    };
     let fixed = Columns::of_run(&config, &[], None)
         .expect("columns without --fields are valid")
         .names()
@@ -90,28 +103,30 @@ pub async fn retry_failed(
             .expect("a report without --fields has every column")
     };
 
-    // Pass 1: the rows to fetch again.
+    // Pass 1: the rows to fetch again (the whole report is read, so damage anywhere
+    // refuses the run before anything is sent).
     let mut jobs = Vec::new();
-    for (n, record) in rdr.records().enumerate() {
-        let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
-        let cell = |i: usize| record.get(i).unwrap_or("");
-        if !Ending::of_cells(cell(at(Std::ErrorKind)), cell(at(Std::Status))).retry_due() {
+    while let Some(row) = reader.next_row().map_err(fail)? {
+        if !Ending::of_cells(row.cell(2), row.cell(1)).retry_due() {
             continue;
         }
-        let index = cell(at(Std::Index))
-            .parse::<u64>()
-            .map_err(|_| refuse(format!("row {} has no valid index", n + 2)))?;
-        let url = cell(at(Std::Url)).to_string();
+        let record = row.record().expect("a CSV row has its record");
+        let cell =
+            |i: usize| String::from_utf8_lossy(record.get(i).unwrap_or_default()).into_owned();
+        let url = row.cell(0).to_string();
         jobs.push(Job {
-            index,
+            index: row.index,
             target: parse_target(&url),
             url,
-            passthrough: (fixed..header.len()).map(|i| cell(i).to_string()).collect(),
+            passthrough: (fixed..header.len()).map(cell).collect(),
         });
     }
+    let cut = reader.torn();
+    drop(reader);
     let retried = jobs.len() as u64;
 
     let shared = crate::shared::connect(&config).await?;
+    let state = pool::open_state(&config)?;
     // The run writes its rows to a side file, read back below.
     let side = sibling(report, "retry");
     let sink = Sink::new(
@@ -133,6 +148,7 @@ pub async fn retry_failed(
         sink,
         None,
         shared,
+        state,
         shutdown,
     )
     .await;
@@ -154,7 +170,7 @@ pub async fn retry_failed(
     // Pass 2: the report again, with the refetched rows in place of the old ones. A
     // symlinked report is rewritten where it really is.
     let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
-    rewrite(&real, keep, &header, at(Std::Index), fresh).map_err(|source| Error::Output {
+    rewrite(&real, claim, &header, fresh).map_err(|source| Error::Output {
         path: report.to_path_buf(),
         source,
     })?;
@@ -164,15 +180,6 @@ pub async fn retry_failed(
         now_ok,
         cut,
     })
-}
-
-/// The length of the report's whole records, and how many bytes of a torn last record
-/// follow them.
-fn whole_records(report: &Path) -> std::io::Result<(u64, u64)> {
-    let file = File::open(report)?;
-    let len = file.metadata()?.len();
-    let keep = csv_complete_len(BufReader::new(&file))?;
-    Ok((keep, len.saturating_sub(keep)))
 }
 
 /// A hidden file next to `path`, for a temporary (also `merge`'s).
@@ -197,27 +204,30 @@ fn read_rows(path: &Path, index_at: usize) -> std::io::Result<HashMap<u64, csv::
     Ok(rows)
 }
 
-/// Writes the report anew (its first `keep` bytes, the whole records) through a temporary
-/// file and renames it over the old one, so that a crash leaves either the old report or
-/// the new one, never half of each.
+/// Writes the report anew (its whole rows, read again through the report reader) through a
+/// temporary file, locked, and renames it over the old one, so that a crash leaves either the
+/// old report or the new one, never half of each, and no other run gets in between.
 fn rewrite(
     report: &Path,
-    keep: u64,
+    claim: Claimed,
     header: &[String],
-    index_at: usize,
     mut fresh: HashMap<u64, csv::StringRecord>,
 ) -> std::io::Result<()> {
     let tmp = sibling(report, "tmp");
     let result = (|| {
-        let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(report)?.take(keep)));
-        let mut w = csv::Writer::from_writer(BufWriter::new(File::create(&tmp)?));
+        let file = File::create(&tmp)?;
+        try_lock(&file).map_err(|e| match e {
+            ClaimError::Io(e) => e,
+            ClaimError::Busy => std::io::Error::other("its temporary file is in use"),
+        })?;
+        let mut reader =
+            ReportReader::open(claim.file(), &[], false).map_err(std::io::Error::other)?;
+        let mut w = csv::Writer::from_writer(BufWriter::new(file));
         w.write_record(header)?;
-        for record in rdr.records() {
-            let record = record?;
-            let index = record.get(index_at).and_then(|i| i.parse::<u64>().ok());
-            match index.and_then(|i| fresh.remove(&i)) {
+        while let Some(row) = reader.next_row().map_err(std::io::Error::other)? {
+            match fresh.remove(&row.index) {
                 Some(new) => w.write_record(&new)?,
-                None => w.write_record(&record)?,
+                None => w.write_record(row.record().expect("a CSV row has its record"))?,
             }
         }
         let file = w
@@ -226,12 +236,14 @@ fn rewrite(
             .into_inner()
             .map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok::<_, std::io::Error>(())
+        Ok::<_, std::io::Error>(file)
     })();
-    let renamed = result.and_then(|()| {
+    let renamed = result.and_then(|file| {
         // The new file keeps the report's permissions.
         std::fs::set_permissions(&tmp, std::fs::metadata(report)?.permissions())?;
-        std::fs::rename(&tmp, report)
+        std::fs::rename(&tmp, report)?;
+        drop(claim.keep());
+        Ok(file)
     });
     if renamed.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -6,14 +6,16 @@
 //! is fetched.
 
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::config::Format;
 use crate::error::Error;
+use crate::files::{ClaimError, Claimed};
 use crate::job::Job;
-use crate::sink::{csv_text, Columns, Std};
+use crate::report_reader::{Header, ReadError, ReportReader};
+use crate::sink::{csv_text, Columns, OtherColumns, Std};
 
 /// The job indices already in a report, each with a one-byte tag of its URL, so that a
 /// resume can tell that the input is not the one the report was made from. One byte per
@@ -201,74 +203,79 @@ impl Skip {
     }
 }
 
-/// An earlier report opened for `--resume`: positioned at its end, torn last row removed.
+/// An earlier report claimed for `--resume`: locked, read and checked, not yet changed.
 pub struct Resumed {
-    pub file: File,
+    /// The report, locked. Nothing is written to it before `Resumed::appender`.
+    pub claim: Claimed,
     /// Job indices already in the report, with their URL tags.
     pub done: DoneSet,
     /// The format of the report (to compare URLs as the report writes them).
     pub format: Format,
-    /// True when the file was empty (the header must be written).
+    /// True when the report has no header yet (empty, or a header cut short): the header
+    /// must be written.
     pub fresh: bool,
-    /// Bytes of a torn last row that were cut.
+    /// Bytes up to the end of the last whole record: what is kept.
+    pub whole: u64,
+    /// Bytes of a torn last record, cut when the run writes its first row.
     #[cfg_attr(not(test), allow(dead_code))] // checked by the tests
     pub repaired: u64,
 }
 
-/// Opens `path` for `--resume`: cuts a torn last row, checks the header (CSV), reads the
-/// done indices. A missing file is a fresh report.
-pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, Error> {
-    let io_err = |source| Error::Output {
-        path: path.to_path_buf(),
-        source,
-    };
-    let (index_at, url_at) = key_columns(path, columns)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    // Keep everything up to the end of the last whole row.
-    let keep = whole_len(&mut file, format, len).map_err(io_err)?;
-    if keep < len {
-        file.set_len(keep).map_err(io_err)?;
+impl Resumed {
+    /// The run goes on: the report to append to. Its torn tail is cut just before the first
+    /// byte is written, so a run refused later (another input) changes nothing.
+    pub fn appender(self) -> io::Result<Appender> {
+        Appender::new(self.claim.keep(), self.whole)
     }
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let reader = BufReader::with_capacity(256 * 1024, &mut file);
-    let done = read_done(reader, path, format, columns, (index_at, url_at), keep)?;
-    file.seek(SeekFrom::End(0)).map_err(io_err)?;
+}
+
+/// Claims `path` for `--resume` (locks it; a missing file is created, and removed again if
+/// the run is refused) and reads it back through the report reader: checks its format and
+/// columns, reads the done indices. Changes nothing.
+pub fn open(path: &Path, format: Format, columns: &Columns) -> Result<Resumed, Error> {
+    let keys = key_columns(path, columns)?;
+    let claim = Claimed::open(path).map_err(|e| claim_error(path, e))?;
+    let read = read(claim.file(), path, format, columns, keys)?;
     Ok(Resumed {
-        file,
-        done,
+        claim,
+        done: read.done,
         format,
-        // A JSONL report has no header to write.
-        fresh: keep == 0 && format == Format::Csv,
-        repaired: len - keep,
+        fresh: read.fresh,
+        whole: read.whole,
+        repaired: read.torn,
     })
 }
 
-/// The done indices of the report at `path`, as `open` reads them, without changing the
-/// file: a torn last row is left in place and not counted (for `--plan`). The file is
-/// opened read-only; a missing file has none done.
+/// The error of a claim on the report.
+pub fn claim_error(path: &Path, e: ClaimError) -> Error {
+    match e {
+        ClaimError::Busy => Error::InUse {
+            path: path.to_path_buf(),
+        },
+        ClaimError::Io(source) => Error::Output {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// The done indices of the report at `path`, as `open` reads them, without locking or
+/// changing the file (for `--plan`: a run may hold it). A missing file has none done.
 pub fn peek(path: &Path, format: Format, columns: &Columns) -> Result<DoneSet, Error> {
-    let io_err = |source| Error::Output {
-        path: path.to_path_buf(),
-        source,
-    };
     let keys = key_columns(path, columns)?;
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DoneSet::default()),
-        Err(e) => return Err(io_err(e)),
+        Err(e) => return Err(read_error(path, e)),
     };
-    let len = file.metadata().map_err(io_err)?.len();
-    let keep = whole_len(&mut file, format, len).map_err(io_err)?;
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let reader = BufReader::with_capacity(256 * 1024, file.take(keep));
-    read_done(reader, path, format, columns, keys, keep)
+    Ok(read(&file, path, format, columns, keys)?.done)
+}
+
+fn read_error(path: &Path, e: io::Error) -> Error {
+    Error::Resume {
+        path: path.to_path_buf(),
+        reason: format!("cannot read it: {e}"),
+    }
 }
 
 /// The positions of the index and url columns, which a resume needs.
@@ -282,153 +289,165 @@ fn key_columns(path: &Path, columns: &Columns) -> Result<(usize, usize), Error> 
     }
 }
 
-/// The length of the report up to the end of its last whole row. Leaves `file` anywhere.
-fn whole_len(file: &mut File, format: Format, len: u64) -> io::Result<u64> {
-    match format {
-        Format::Csv => {
-            file.seek(SeekFrom::Start(0))?;
-            csv_complete_len(BufReader::new(file))
-        }
-        Format::Jsonl => last_line_end(file, len),
-    }
+/// What a report holds, for a resume.
+struct ReadBack {
+    done: DoneSet,
+    fresh: bool,
+    whole: u64,
+    torn: u64,
 }
 
-/// Reads the done indices from the first `keep` bytes of a report (`reader` yields them):
-/// checks the CSV header against `columns`, refuses an index twice.
-fn read_done(
-    reader: impl Read,
+/// Reads the report in `file` with the report reader: its format and columns must be this
+/// run's; collects the done indices with their URL tags.
+fn read(
+    file: &File,
     path: &Path,
     format: Format,
     columns: &Columns,
-    (index_at, url_at): (usize, usize),
-    keep: u64,
-) -> Result<DoneSet, Error> {
-    let io_err = |source| Error::Output {
-        path: path.to_path_buf(),
-        source,
-    };
+    (_, url_at): (usize, usize),
+) -> Result<ReadBack, Error> {
     let refuse = |reason: String| Error::Resume {
         path: path.to_path_buf(),
         reason,
     };
-    let mut done = DoneSet::default();
-    match format {
-        Format::Csv if keep > 0 => {
-            let mut rdr = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .from_reader(reader);
-            let header = rdr.headers().map_err(|e| refuse(e.to_string()))?;
+    let fail = |e: ReadError| match e {
+        ReadError::Io(e) => read_error(path, e),
+        ReadError::Foreign(reason) => refuse(format!(
+            "{reason}: its columns are not this run's; write to a new file"
+        )),
+        e => refuse(e.explain(path)),
+    };
+    let url = &columns.names()[url_at];
+    let mut reader = ReportReader::open(file, &[url.as_str()], false).map_err(fail)?;
+    match reader.header() {
+        Header::Empty => {
+            // Nothing but, perhaps, a header cut short by a run killed as it began: that
+            // much of this run's header, or it is not this run's report.
+            let torn = reader.torn();
+            if torn > 0
+                && !torn_header_is(file, torn, format, columns).map_err(|e| read_error(path, e))?
+            {
+                return Err(refuse(
+                    "its first line is not a ratefetch report's header, and it has no whole \
+                     row; write to a new file"
+                        .into(),
+                ));
+            }
+            return Ok(ReadBack {
+                done: DoneSet::default(),
+                fresh: true,
+                whole: 0,
+                torn,
+            });
+        }
+        _ if reader.format() != format => {
+            return Err(refuse(format!(
+                "it is a {} report and this run writes {} (--format); write to a new file",
+                format_name(reader.format()),
+                format_name(format)
+            )))
+        }
+        Header::Csv { cells, .. } => {
+            let names: Vec<String> = cells
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
             columns
-                .check_header(header)
+                .check_header(names.iter().map(String::as_str))
                 .map_err(|e| refuse(format!("{e}; write to a new file")))?;
-            for (n, record) in rdr.records().enumerate() {
-                let record = record.map_err(|e| refuse(format!("row {}: {e}", n + 2)))?;
-                let index = record
-                    .get(index_at)
-                    .and_then(|i| i.parse::<u64>().ok())
-                    .filter(|i| *i > 0)
-                    .ok_or_else(|| refuse(format!("row {} has no valid index", n + 2)))?;
-                if !done.insert(index, record.get(url_at).unwrap_or("")) {
-                    return Err(refuse(format!("index {index} appears twice")));
-                }
+        }
+        Header::Jsonl(keys) => {
+            if keys.as_slice() != columns.names() {
+                return Err(refuse(format!(
+                    "{}; write to a new file",
+                    OtherColumns(keys.join(","))
+                )));
             }
         }
-        Format::Jsonl => {
-            for (n, line) in BufReader::new(reader).lines().enumerate() {
-                let line = line.map_err(io_err)?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let row = serde_json::from_str::<serde_json::Value>(&line).ok();
-                let index = row
-                    .as_ref()
-                    .and_then(|v| v.get("index").and_then(|i| i.as_u64()))
-                    .ok_or_else(|| {
-                        refuse(format!("line {} is not a ratefetch JSONL row", n + 1))
-                    })?;
-                let url = row
-                    .as_ref()
-                    .and_then(|v| v.get("url").and_then(|u| u.as_str()))
-                    .unwrap_or("");
-                if !done.insert(index, url) {
-                    return Err(refuse(format!("index {index} appears twice")));
-                }
-            }
-        }
-        Format::Csv => {}
     }
-    Ok(done)
+    let mut done = DoneSet::default();
+    while let Some(row) = reader.next_row().map_err(fail)? {
+        done.insert(row.index, row.cell(0));
+    }
+    Ok(ReadBack {
+        done,
+        fresh: false,
+        whole: reader.whole(),
+        torn: reader.torn(),
+    })
 }
 
-/// The length of a CSV report up to the end of its last whole record (0 if none): the
-/// record's terminator, outside quotes, has been read. The csv reader alone cannot tell:
-/// at the end of its input it accepts an unterminated record as complete, even one cut
-/// inside a quoted cell. So this runs the same parser (csv-core, with the csv crate's
-/// defaults) and counts only the records that ended with a terminator. A CR LF counts as
-/// one terminator; blank lines after the last record are cut too.
-pub fn csv_complete_len(mut report: impl Read) -> io::Result<u64> {
-    use csv_core::ReadRecordResult;
-    let mut parser = csv_core::Reader::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    // The parser copies the cells out; they are not needed, so the buffers are reused.
-    let mut cells = vec![0u8; 64 * 1024];
-    let mut ends = [0usize; 256];
-    // Bytes before `chunk`, and the end of the last whole record.
-    let (mut offset, mut keep) = (0u64, 0u64);
-    // The last whole record ended with a CR at `keep`: an LF right after it is part of it.
-    let mut after_cr = false;
-    loop {
-        let n = match report.read(&mut chunk) {
-            Ok(0) => return Ok(keep),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let mut at = 0;
-        while at < n {
-            if after_cr {
-                after_cr = false;
-                if chunk[at] == b'\n' {
-                    keep += 1;
-                }
-            }
-            let (result, used, _, _) = parser.read_record(&chunk[at..n], &mut cells, &mut ends);
-            at += used;
-            match result {
-                ReadRecordResult::Record => {
-                    keep = offset + at as u64;
-                    after_cr = at > 0 && chunk[at - 1] == b'\r';
-                }
-                ReadRecordResult::InputEmpty | ReadRecordResult::End => break,
-                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {}
-            }
-        }
-        offset += n as u64;
+/// Whether the `torn` bytes a report holds, none of them a whole record, are the start of
+/// this run's header (CSV; a JSONL report has none, and one row cut short is a tear).
+fn torn_header_is(file: &File, torn: u64, format: Format, columns: &Columns) -> io::Result<bool> {
+    if format == Format::Jsonl {
+        return Ok(true);
+    }
+    let header = columns.csv_header();
+    if torn > header.len() as u64 {
+        return Ok(false);
+    }
+    let mut head = vec![0u8; torn as usize];
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut head)?;
+    Ok(header.starts_with(&head))
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Csv => "CSV",
+        Format::Jsonl => "JSONL",
     }
 }
 
-/// The length of the file up to and including its last `\n` (0 if none). For JSONL, where
-/// each line is one row (also `merge`'s).
-pub fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
-    use std::io::Read;
-    let mut end = len;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let n = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk[..n])?;
-        if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
+/// A report appended to: the bytes after `whole` (a torn record) are cut before the first
+/// write, not before, so a run that writes nothing changes nothing.
+pub struct Appender {
+    file: File,
+    cut: Option<u64>,
+    /// Not yet positioned at the end (the reader left it anywhere).
+    first: bool,
+}
+
+impl Appender {
+    fn new(file: File, whole: u64) -> io::Result<Appender> {
+        let len = file.metadata()?.len();
+        Ok(Appender {
+            file,
+            cut: Some(whole).filter(|w| *w < len),
+            first: true,
+        })
     }
-    Ok(0)
+
+    /// The file, for syncing (a queue worker's durable rows).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Write for Appender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.first {
+            if let Some(at) = self.cut {
+                self.file.set_len(at)?;
+                self.cut = None;
+            }
+            self.file.seek(SeekFrom::End(0))?;
+            self.first = false;
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report_reader::complete_len_of;
     use crate::sink::tests::{multi_line, render, render_with, sample};
 
     #[test]
@@ -447,10 +466,10 @@ mod tests {
             ("a,b\r\n1,\"x\r", "a,b\r\n"),
             ("a,b\n1,2\n\n", "a,b\n1,2\n"),
         ] {
-            let len = csv_complete_len(text.as_bytes()).unwrap();
+            let len = complete_len_of(text.as_bytes()).unwrap();
             assert_eq!(&text[..len as usize], whole, "{text:?}");
             // The same when every read returns one byte (a record split across reads).
-            let bytewise = csv_complete_len(OneByte(text.as_bytes())).unwrap();
+            let bytewise = complete_len_of(OneByte(text.as_bytes())).unwrap();
             assert_eq!(bytewise, len, "{text:?} read byte by byte");
         }
     }
@@ -474,10 +493,11 @@ mod tests {
             assert!(r.done.contains(1) && r.done.contains(2), "cut at {cut}");
             assert!(!r.done.contains(3), "cut at {cut}: {:?}", &row3[..cut]);
             assert_eq!(r.repaired, cut as u64);
-            drop(r);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), torn, "not yet cut");
+            r.appender().unwrap().write_all(b"next\n").unwrap();
             assert_eq!(
                 std::fs::read_to_string(&path).unwrap(),
-                whole,
+                format!("{whole}next\n"),
                 "cut at {cut}"
             );
         }
@@ -536,9 +556,24 @@ mod tests {
         assert_eq!(r.done.matches(7, "http://a.test/x"), Some(true));
         assert_eq!(r.done.len(), 1);
         assert!(r.repaired > 0 && !r.fresh);
-        drop(r);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "nothing cut yet"
+        );
+        let mut appender = r.appender().unwrap();
+        appender.write_all(b"").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "nothing written"
+        );
+        appender.write_all(b"8,x\n").unwrap();
         let after = std::fs::read_to_string(&path).unwrap();
-        assert!(after.ends_with('\n') && !after.contains("torn"));
+        assert!(
+            after.ends_with("\n8,x\n") && !after.contains("torn"),
+            "{after}"
+        );
     }
 
     #[test]
@@ -569,7 +604,10 @@ mod tests {
         let path = dir.path().join("r.csv");
         std::fs::write(&path, "a,b\n1,2\n").unwrap();
         let err = open(&path, Format::Csv, &Columns::default()).err().unwrap();
-        assert!(err.to_string().contains("columns"), "{err}");
+        assert!(
+            err.to_string().contains("columns are not this run's"),
+            "{err}"
+        );
     }
 
     #[test]

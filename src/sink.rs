@@ -654,6 +654,13 @@ impl Columns {
         self.cols.iter().position(|c| *c == Col::Std(std))
     }
 
+    /// The header row as a fresh CSV report starts with it.
+    pub fn csv_header(&self) -> Vec<u8> {
+        let mut encoder = Encoder::new(Format::Csv, self.clone());
+        encoder.header().expect("encoding into memory cannot fail");
+        encoder.take_bytes()
+    }
+
     /// Whether a report's header row, as read back, is this one (names as the CSV writer
     /// wrote them); if not, the error names what was found.
     pub fn check_header<'a>(
