@@ -1016,3 +1016,191 @@ mod tests {
         drop(claim(&path, &[], &[]).unwrap());
     }
 }
+
+/// The reader fuzzed (issue 19): arbitrary bytes, and records mutated (tags, numbers near
+/// the bounds and `u64::MAX`, times around the window ahead, CR, NUL, cut lines). Nothing
+/// panics; what is read is bounded by the file's lines, not by a number in it; a refusal
+/// names a line of the file and changes nothing; what is taken is rewritten without
+/// forgetting a send.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DAY: i64 = 24 * 3600 * 1_000_000;
+
+    fn now() -> u64 {
+        wall_us(SystemTime::now())
+    }
+
+    fn number(now: u64) -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..100).prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..3).prop_map(|d| (u64::MAX - d).to_string()),
+            (0u64..3).prop_map(|d| (COUNT_MAX - 1 + d).to_string()),
+            (0u64..3).prop_map(|d| (TIME_MAX - 1 + d).to_string()),
+            // Around now, and around the edge of the window ahead (8 days).
+            (-10 * DAY..10 * DAY).prop_map(move |d| now.saturating_add_signed(d).to_string()),
+            (-2i64..2).prop_map(move |d| {
+                (now + RETAIN.as_micros() as u64)
+                    .saturating_add_signed(d)
+                    .to_string()
+            }),
+            prop::sample::select(vec!["", "-1", "+3", "1e3", "99999999999999999999", "0x10"])
+                .prop_map(str::to_string),
+        ]
+    }
+
+    /// A line of any shape: tags, fields and ends mixed at random.
+    fn any_line(now: u64) -> impl Strategy<Value = String> {
+        let tag = prop::sample::select(vec!["B", "L", "R", "H", "S", "E", "X", "", "s", "B\0"]);
+        let host = prop::sample::select(vec!["a", "b", "-", "/a", "127.0.0.1", "a\0b", "", "é"]);
+        let end = prop::sample::select(vec!["\n", "\n", "\n", "\n", "\r\n", "\r", ""]);
+        (
+            tag,
+            number(now),
+            prop::option::weighted(0.6, number(now)),
+            prop::option::weighted(0.7, host),
+            end,
+        )
+            .prop_map(|(tag, t, count, host, end)| {
+                let mut line = format!("{tag} {t}");
+                for field in [count.as_deref(), host].into_iter().flatten() {
+                    line.push(' ');
+                    line.push_str(field);
+                }
+                line + end
+            })
+    }
+
+    /// A record as a run writes it, dated within a week of now; one in thirty of any shape.
+    fn line(now: u64) -> impl Strategy<Value = String> {
+        let record = (
+            0..6usize,
+            prop_oneof![
+                20 => (-7 * DAY..7 * DAY).prop_map(move |d| now.saturating_add_signed(d)),
+                1 => (7 * DAY..10 * DAY).prop_map(move |d| now.saturating_add_signed(d)),
+                1 => (0u64..3).prop_map(|d| u64::MAX - d),
+            ],
+            prop_oneof![
+                20 => 0u64..70,
+                2 => 0u64..1_000_000,
+                1 => (0u64..3).prop_map(|d| u64::MAX - d),
+                1 => (0u64..3).prop_map(|d| COUNT_MAX - 1 + d),
+            ],
+            prop::sample::select(vec!["a", "b", "-", "127.0.0.1"]),
+            prop::sample::select(vec!["\n", "\n", "\n", "\r\n"]),
+        )
+            .prop_map(|(tag, t, k, host, end)| {
+                let record = match tag {
+                    0 => format!("B {t} {k} {host}"),
+                    1 => format!("L {t} {k} {host}"),
+                    2 => format!("R {t} {k}"),
+                    3 => format!("H {t} {k} {host}"),
+                    4 => format!("S {t} {host}"),
+                    _ => format!("E {t}"),
+                };
+                record + end
+            });
+        prop_oneof![29 => record, 1 => any_line(now)]
+    }
+
+    fn file() -> impl Strategy<Value = Vec<u8>> {
+        let now = now();
+        let header = prop::sample::select(vec![
+            "ratefetch-quota-state 1\n",
+            "ratefetch-quota-state 1\n",
+            "ratefetch-quota-state 1\n",
+            "ratefetch-quota-state 1\n",
+            "ratefetch-quota-state 1\r\n",
+            "ratefetch-quota-state 1\r\n",
+            "ratefetch-quota-state 2\n",
+            "",
+        ]);
+        prop_oneof![
+            1 => (header.clone(), prop::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(header, bytes)| [header.as_bytes(), &bytes].concat()),
+            3 => (header.clone(), prop::collection::vec(line(now), 0..40))
+                .prop_map(|(header, lines)| (header.to_string() + &lines.concat()).into_bytes()),
+            // Cut anywhere: a write cut by a crash, or a file cut short.
+            1 => (header, prop::collection::vec(line(now), 1..40), any::<prop::sample::Index>())
+                .prop_map(|(header, lines, cut)| {
+                    let text = (header.to_string() + &lines.concat()).into_bytes();
+                    text[..cut.index(text.len() + 1)].to_vec()
+                }),
+        ]
+    }
+
+    /// The line a refusal names, which must be one of the file's.
+    fn assert_names_a_line(reason: &str, text: &[u8]) {
+        let lines = text.split(|b| *b == b'\n').count() as u64;
+        let n: Option<u64> = reason
+            .strip_prefix("line ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok());
+        assert!(
+            n.is_some_and(|n| (1..=lines).contains(&n)),
+            "{reason:?} names no line of {:?}",
+            String::from_utf8_lossy(text)
+        );
+    }
+
+    fn total(sends: &[(SystemTime, u64)]) -> u128 {
+        sends.iter().map(|s| u128::from(s.1)).sum()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_state_reader_never_panics_and_names_the_line_it_refuses(text in file()) {
+            let now = now();
+            match replay(&text[..], now, RETAIN) {
+                Err(reason) => assert_names_a_line(&reason, &text),
+                Ok(r) => {
+                    // One entry per line at most, and one per host for a crashed run's
+                    // grants: never one per count.
+                    let lines = text.iter().filter(|b| **b == b'\n').count();
+                    prop_assert!(r.sends.len() <= 2 * lines + 1);
+                    // Nothing further ahead than the window, nor past the counts' bound.
+                    let latest = now + RETAIN.as_micros() as u64;
+                    prop_assert!(r.sends.iter().all(|s| s.0 <= latest) && r.last <= latest);
+                    let past = past_of(&compact(r.sends, now, RETAIN));
+                    prop_assert!(total(&past.run) <= 2 * u128::from(COUNT_MAX));
+                }
+            }
+        }
+
+        #[test]
+        fn a_claim_changes_nothing_and_an_open_forgets_nothing(text in file()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state");
+            std::fs::write(&path, &text).unwrap();
+            let quotas = [Quota { limit: 10, window: Duration::from_secs(3600) }];
+            let claimed = claim(&path, &quotas, &[]);
+            let unchanged = |path: &Path| {
+                std::fs::read(path).unwrap() == text
+                    && std::fs::read_dir(dir.path()).unwrap().count() == 1
+            };
+            match claimed {
+                Err(e) => {
+                    assert_names_a_line(&e.reason, &text);
+                    prop_assert!(unchanged(&path), "a refusal changed the file");
+                }
+                Ok(claimed) => {
+                    drop(claimed);
+                    prop_assert!(unchanged(&path), "a claim changed the file");
+                    let before = read(&path).unwrap();
+                    let (ledger, past) = claim(&path, &quotas, &[]).unwrap().open().unwrap();
+                    drop(ledger);
+                    let after = read(&path).unwrap();
+                    // The rewrite keeps every send it counted: 8 days by the wall clock, and
+                    // the records here are at most 10 days old, so the run's totals agree.
+                    prop_assert_eq!(total(&past.run), total(&after.run));
+                    prop_assert!(total(&before.run) >= total(&after.run));
+                }
+            }
+        }
+    }
+}
