@@ -87,6 +87,11 @@ impl Claimed {
             .expect("a claim holds its file until kept")
     }
 
+    /// The path it was claimed at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Whether the claim created the file (it was not there before).
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn created(&self) -> bool {

@@ -441,3 +441,50 @@ fn a_second_run_on_a_quota_state_in_use_is_refused() {
     );
     assert!(server.arrivals().is_empty(), "the second run sent nothing");
 }
+
+/// Issue 19: a state file with one send dated 30 days ahead (line 4) after 60 real ones.
+/// It used to be taken, and its compaction forgot the 60; now the run is refused with one
+/// line naming the file and the line, sends nothing, and leaves the state file byte for byte
+/// as it was (and no file of its own beside it).
+#[test]
+fn a_state_file_with_a_send_far_ahead_is_refused_naming_its_line_and_left_as_it_was() {
+    let server = Server::start_on([127, 0, 0, 47]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("quota.state");
+    let list = write_list(dir.path(), &[server.url("/ok")]);
+    let report = dir.path().join("report.csv");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let minute_ago = now - 60_000_000;
+    let ahead = now + 30 * 24 * 3600 * 1_000_000;
+    let text = format!(
+        "ratefetch-quota-state 1\nB {minute_ago} 60 127.0.0.47\nE {minute_ago}\n\
+         S {ahead} 127.0.0.47\nE {ahead}\n"
+    );
+    std::fs::write(&state, &text).unwrap();
+    let args = [
+        "-r",
+        "unlimited",
+        "--quota",
+        "61/1h",
+        "--quota-state",
+        state.to_str().unwrap(),
+    ];
+    let (code, stderr) = run_bin(&args, &list, &report);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!("--quota-state {}", state.display()))
+            && stderr.contains("line 4 ")
+            && stderr.contains("ahead"),
+        "{stderr}"
+    );
+    assert!(server.arrivals().is_empty(), "nothing was sent");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), text);
+    assert!(
+        !dir.path().join("quota.state.ratefetch-tmp").exists(),
+        "no file of the state's left beside it"
+    );
+}
