@@ -375,3 +375,53 @@ fn plot_draws_a_valid_svg_with_a_series_per_busiest_host_the_limits_and_the_429s
         "one series per host asked for"
     );
 }
+
+#[test]
+#[cfg(all(unix, feature = "plot"))]
+fn plot_over_a_century_completes_in_bounded_memory() {
+    // issue 19: one counter per second of a 1970 → 2100 log was 16 GB ("memory allocation
+    // of 16409779200 bytes failed").
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("century.jsonl");
+    std::fs::write(
+        &log,
+        format!(
+            "{{\"ratefetch_log\":1,\"max_disorder_ms\":1000,\"limits\":{RATE_10}}}\n\
+             {{\"t\":\"1970-01-01T00:00:00Z\",\"host\":\"h\",\"index\":1,\"attempt\":1,\"status\":200}}\n\
+             {{\"t\":\"2100-01-01T00:00:00Z\",\"host\":\"h\",\"index\":2,\"attempt\":1,\"status\":429}}\n"
+        ),
+    )
+    .unwrap();
+    let svg = dir.path().join("century.svg");
+    let mut cmd = support::binary::ratefetch_command();
+    cmd.arg("audit").arg(&log).arg("--plot").arg(&svg);
+    // A gibibyte of address space, for the binary and all it maps.
+    let gib: libc::rlim_t = 1 << 30;
+    {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: gib,
+            rlim_max: gib,
+        };
+        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("2 requests"), "{text}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&drawn).expect("the plot is well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+}
