@@ -139,6 +139,16 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// The `--log-requests` file cannot be used: in use by another run, not writable, or a
+    /// write failed mid-run (the reason then says how many requests sent have no log line;
+    /// exit 1).
+    #[error("cannot write --log-requests {}: {reason}", path.display())]
+    RequestLog {
+        /// The log.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
+    },
     /// `--resume` refused the report (another input, other columns; exit 1).
     #[error("cannot resume {}: {reason}", path.display())]
     Resume {
