@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader, Read};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -71,10 +71,18 @@ pub(crate) struct Sent {
     pub(crate) status: Option<u16>,
 }
 
-/// One log, read in send order (sorted within its announced disorder).
-struct Reader {
+/// The longest line a log may have. An honest line is a few hundred bytes; a longer one is
+/// damage, and is never held in memory whole.
+const MAX_LINE: usize = 64 * 1024;
+
+/// One log, read in send order (sorted within its announced disorder). Memory is the lines
+/// of one disorder window, each at most `MAX_LINE`: nothing in proportion to a time or a
+/// count written in the log.
+struct Reader<R = BufReader<File>> {
     path: PathBuf,
-    lines: Lines<BufReader<File>>,
+    input: R,
+    /// The line being read (reused).
+    line: Vec<u8>,
     log: usize,
     buffer: BinaryHeap<Reverse<Sent>>,
     /// The latest send time read so far.
@@ -94,9 +102,16 @@ impl Reader {
             path: path.into(),
             why: e.to_string(),
         })?;
-        Ok(Reader {
+        Ok(Reader::new(path, BufReader::new(file), log))
+    }
+}
+
+impl<R: BufRead> Reader<R> {
+    fn new(path: &Path, input: R, log: usize) -> Reader<R> {
+        Reader {
             path: path.into(),
-            lines: BufReader::new(file).lines(),
+            input,
+            line: Vec::new(),
             log,
             buffer: BinaryHeap::new(),
             latest: i64::MIN,
@@ -105,7 +120,7 @@ impl Reader {
             done: false,
             line_no: 0,
             torn: None,
-        })
+        }
     }
 
     fn bad(&self, why: impl Into<String>) -> AuditError {
@@ -131,34 +146,63 @@ impl Reader {
 
     /// Reads one line into the buffer (or notes the end).
     fn read_one(&mut self) -> Result<(), AuditError> {
-        let Some(line) = self.lines.next() else {
+        let mut line = std::mem::take(&mut self.line);
+        let result = self.read_line(&mut line);
+        line.clear();
+        self.line = line;
+        result
+    }
+
+    fn read_line(&mut self, line: &mut Vec<u8>) -> Result<(), AuditError> {
+        line.clear();
+        let read = (&mut self.input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', line);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                self.line_no += 1;
+                return Err(self.bad(e.to_string()));
+            }
+        };
+        if n == 0 {
             // A torn last line (a killed run) is not a request that was logged.
             self.done = true;
             return Ok(());
-        };
+        }
         let torn = self.torn.take();
         self.line_no += 1;
-        let line = line.map_err(|e| self.bad(e.to_string()))?;
+        if line.len() > MAX_LINE {
+            return Err(self.bad(format!(
+                "longer than {} KiB: not a request log line",
+                MAX_LINE / 1024
+            )));
+        }
+        let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string());
+        let parsed = text.and_then(|t| {
+            serde_json::from_str::<Value>(t).map_err(|e| format!("not a JSON line: {e}"))
+        });
         if let Some(why) = torn {
             // The line that did not parse was not the last one: fine only if a new run's
             // header follows it (the run that tore it was killed).
-            let header = serde_json::from_str::<Value>(&line)
+            let header = parsed
+                .as_ref()
                 .is_ok_and(|v| v.get("ratefetch_log").is_some());
             if !header {
                 self.line_no -= 1;
                 return Err(self.bad(why));
             }
         }
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             return Ok(());
         }
-        let v: Value = match serde_json::from_str(&line) {
+        let v = match parsed {
             Ok(v) => v,
             Err(_) if self.line_no == 1 => {
                 return Err(self.bad("not a ratefetch request log (no header line)"));
             }
-            Err(e) => {
-                self.torn = Some(format!("not a JSON line: {e}"));
+            Err(why) => {
+                self.torn = Some(why);
                 return Ok(());
             }
         };
@@ -482,4 +526,275 @@ pub fn audit(
         lines.push("no limits to check (none given, none in the logs)".to_string());
     }
     Ok(Audit { lines, held })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEADER: &str = r#"{"ratefetch_log":1,"started":"2026-12-02T10:00:00Z","max_disorder_ms":1000,"limits":{"rate":"10/s","burst":1,"quotas":["5/1s"],"per_host_rate":"5/s","per_host_quotas":["3/1s"]}}"#;
+
+    /// Reads `bytes` as a log to its end: the requests in send order, or the damage.
+    fn read_all(bytes: &[u8]) -> Result<Vec<Sent>, String> {
+        let mut r = Reader::new(Path::new("log.jsonl"), std::io::Cursor::new(bytes), 0);
+        let mut sent = Vec::new();
+        loop {
+            let next = r.next();
+            // Memory: one line at most, whatever the input holds.
+            assert!(
+                r.line.capacity() <= 2 * (MAX_LINE + 1),
+                "{}",
+                r.line.capacity()
+            );
+            match next {
+                Ok(Some(s)) => sent.push(s),
+                Ok(None) => return Ok(sent),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The line number a damage message names.
+    fn line_of(message: &str) -> u64 {
+        let at = message.find(": line ").expect("the message names a line") + 7;
+        let digits: String = message[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().expect("a line number")
+    }
+
+    fn line(ms: u64, host: &str, status: u16) -> String {
+        let t =
+            humantime::parse_rfc3339("2026-12-02T10:00:00Z").unwrap() + Duration::from_millis(ms);
+        format!(
+            "{{\"t\":\"{}\",\"host\":\"{host}\",\"index\":1,\"attempt\":1,\"status\":{status}}}",
+            humantime::format_rfc3339_micros(t)
+        )
+    }
+
+    #[test]
+    fn a_damaged_line_is_named_by_its_number() {
+        let log = format!(
+            "{HEADER}\n{}\nnot json\n{}\n",
+            line(0, "h", 200),
+            line(100, "h", 200)
+        );
+        let e = read_all(log.as_bytes()).unwrap_err();
+        assert_eq!(line_of(&e), 3, "{e}");
+        let log = format!("{HEADER}\n{}\n{{\"host\":\"h\"}}\n", line(0, "h", 200));
+        let e = read_all(log.as_bytes()).unwrap_err();
+        assert_eq!(line_of(&e), 3, "{e}");
+        assert!(e.contains("no send time"), "{e}");
+        let mut bytes = format!("{HEADER}\n{}\n", line(0, "h", 200)).into_bytes();
+        bytes.extend_from_slice(b"{\"t\":\"\xff\xfe\"}\n");
+        bytes.extend_from_slice(line(5, "h", 200).as_bytes());
+        let e = read_all(&bytes).unwrap_err();
+        assert_eq!(line_of(&e), 3, "{e}");
+        assert!(e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_not_damage_even_inside_a_character() {
+        let mut bytes = format!("{HEADER}\n{}\n", line(0, "h", 200)).into_bytes();
+        bytes.extend_from_slice(b"{\"t\":\"2026-12-02T10:00:01Z\",\"host\":\"\xc3");
+        assert_eq!(read_all(&bytes).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_line_longer_than_any_log_line_is_damage_and_is_not_held_whole() {
+        let mut bytes = format!("{HEADER}\n{}\n", line(0, "h", 200)).into_bytes();
+        bytes.extend(std::iter::repeat_n(b'x', 10 << 20));
+        let e = read_all(&bytes).unwrap_err();
+        assert_eq!(line_of(&e), 3, "{e}");
+        assert!(e.contains("longer than 64 KiB"), "{e}");
+    }
+
+    /// One way to damage a valid log.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        /// Replace the bytes of a line from `at` with `with`.
+        Splice {
+            line: usize,
+            at: usize,
+            with: Vec<u8>,
+        },
+        /// Replace a line's `t` with this text.
+        Time { line: usize, t: String },
+        /// Replace a header field's value with this JSON.
+        Header { field: &'static str, value: String },
+        /// Drop a field of a line.
+        Drop { line: usize, field: &'static str },
+        /// Cut the log at this byte (a torn last line).
+        Tear { at: usize },
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        let times = prop_oneof![
+            Just("1970-01-01T00:00:00Z".to_string()),
+            Just("2100-01-01T00:00:00Z".to_string()),
+            Just("9999-12-31T23:59:59.999999Z".to_string()),
+            Just("0000-01-01T00:00:00Z".to_string()),
+            Just("-2026-12-02T10:00:00Z".to_string()),
+            Just("2026-13-40T25:61:61Z".to_string()),
+            Just(String::new()),
+            "[0-9:TZ.-]{0,40}",
+        ];
+        let header_values = prop_oneof![
+            Just("\"NaN/s\"".to_string()),
+            Just("\"inf/s\"".to_string()),
+            Just("\"-1/s\"".to_string()),
+            Just("\"1e999/s\"".to_string()),
+            Just("\"0.0000000001/s\"".to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("-9223372036854775808".to_string()),
+            Just("1e999".to_string()),
+            Just("null".to_string()),
+            Just("[\"99999999999999999999/1s\"]".to_string()),
+            Just("[\"5/0s\"]".to_string()),
+            Just("{}".to_string()),
+        ];
+        let fields = prop_oneof![
+            Just("t"),
+            Just("host"),
+            Just("status"),
+            Just("index"),
+            Just("granted")
+        ];
+        let header_fields = prop_oneof![
+            Just("max_disorder_ms"),
+            Just("ratefetch_log"),
+            Just("limits"),
+            Just("rate"),
+            Just("burst"),
+            Just("quotas"),
+            Just("per_host_rate"),
+            Just("per_host_quotas"),
+        ];
+        prop_oneof![
+            (
+                0..12usize,
+                0..200usize,
+                proptest::collection::vec(any::<u8>(), 0..12)
+            )
+                .prop_map(|(line, at, with)| Damage::Splice { line, at, with }),
+            (1..12usize, times).prop_map(|(line, t)| Damage::Time { line, t }),
+            (header_fields, header_values)
+                .prop_map(|(field, value)| Damage::Header { field, value }),
+            (1..12usize, fields).prop_map(|(line, field)| Damage::Drop { line, field }),
+            (0..3000usize).prop_map(|at| Damage::Tear { at }),
+        ]
+    }
+
+    /// A valid log of `sends` (ms from the start, host, status), with `damage` done to it.
+    fn damaged_log(sends: &[(u64, u8, u16)], damage: &[Damage]) -> Vec<u8> {
+        let mut lines: Vec<Vec<u8>> = vec![HEADER.as_bytes().to_vec()];
+        for (ms, host, status) in sends {
+            lines.push(line(*ms, &format!("h{host}"), *status).into_bytes());
+        }
+        let mut tear = None;
+        for d in damage {
+            match d {
+                Damage::Splice { line, at, with } => {
+                    let n = lines.len();
+                    let l = &mut lines[line % n];
+                    let at = (*at).min(l.len());
+                    l.truncate(at);
+                    l.extend_from_slice(with);
+                }
+                Damage::Time { line, t } => {
+                    let n = lines.len();
+                    let l = &mut lines[line % n];
+                    if let Ok(mut v) = serde_json::from_slice::<Value>(l) {
+                        if v.get("t").is_some() {
+                            v["t"] = t.as_str().into();
+                            *l = serde_json::to_vec(&v).unwrap();
+                        }
+                    }
+                }
+                Damage::Header { field, value } => {
+                    let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
+                    let mut v: Value = serde_json::from_slice(&lines[0]).unwrap_or(Value::Null);
+                    if v.is_object() {
+                        if v.get(*field).is_some() {
+                            v[*field] = value;
+                        } else if v["limits"].is_object() {
+                            v["limits"][*field] = value;
+                        }
+                        lines[0] = serde_json::to_vec(&v).unwrap();
+                    }
+                }
+                Damage::Drop { line, field } => {
+                    let n = lines.len();
+                    let l = &mut lines[line % n];
+                    if let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(l) {
+                        m.remove(*field);
+                        *l = serde_json::to_vec(&m).unwrap();
+                    }
+                }
+                Damage::Tear { at } => tear = Some(*at),
+            }
+        }
+        let mut bytes = lines.join(&b'\n');
+        bytes.push(b'\n');
+        if let Some(at) = tear {
+            bytes.truncate(at.min(bytes.len()));
+        }
+        bytes
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// issue 19: any bytes are read without a panic, in bounded memory, and damage
+        /// names a line of the file.
+        #[test]
+        fn any_bytes_are_read_or_refused_with_a_line_number(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            if let Err(e) = read_all(&bytes) {
+                let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+                let n = line_of(&e);
+                prop_assert!((1..=lines).contains(&n), "{e}");
+            }
+        }
+
+        /// issue 19: a valid log with huge, negative or malformed times, NaN and infinite
+        /// rates, missing fields, non-UTF-8 bytes or a torn last line is audited (and the
+        /// plot's reader too) without a panic; damage names a line of the file.
+        #[test]
+        fn a_damaged_log_is_audited_or_refused_with_a_line_number(
+            sends in proptest::collection::vec((0..5000u64, 0..3u8, prop_oneof![Just(200u16), Just(429)]), 0..10),
+            damage in proptest::collection::vec(damage(), 0..4),
+        ) {
+            let bytes = damaged_log(&sends, &damage);
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            match read_all(&bytes) {
+                Ok(sent) => prop_assert!(sent.len() <= sends.len()),
+                Err(e) => {
+                    let n = line_of(&e);
+                    prop_assert!((1..=lines).contains(&n), "{e}");
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.jsonl");
+            std::fs::write(&path, &bytes).unwrap();
+            match audit(std::slice::from_ref(&path), None, Duration::from_millis(1)) {
+                Ok(a) => prop_assert!(!a.lines.is_empty()),
+                Err(e) => {
+                    let n = line_of(&e.to_string());
+                    prop_assert!((1..=lines).contains(&n), "{e}");
+                }
+            }
+        }
+    }
 }

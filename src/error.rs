@@ -139,12 +139,22 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
-    /// A file the run would write is in use by another ratefetch run: a report, or a request
-    /// log (exit 1). Refused before anything is changed.
+    /// A report the run would write is in use by another ratefetch run (exit 1). Refused
+    /// before anything is changed.
     #[error("cannot write {}: in use by another ratefetch run (one run per file)", path.display())]
     InUse {
         /// The file.
         path: PathBuf,
+    },
+    /// The `--log-requests` file cannot be used: in use by another run, not writable, or a
+    /// write failed mid-run (the reason then says how many requests sent have no log line;
+    /// exit 1).
+    #[error("cannot write --log-requests {}: {reason}", path.display())]
+    RequestLog {
+        /// The log.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
     },
     /// `--resume` refused the report (another input, other columns; exit 1).
     #[error("cannot resume {}: {reason}", path.display())]

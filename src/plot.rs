@@ -2,8 +2,9 @@
 //! time, for all hosts and for the busiest `--plot-hosts N`, each limit the audit checks as
 //! a dashed line (a quota as its average rate), and the 429 answers marked; drawn with
 //! plotters as SVG. Two streaming passes over the logs (the busiest hosts are known only
-//! after the first), so memory is one counter per second of the run per series, never the
-//! requests.
+//! after the first). Memory is bounded whatever the logs hold: each series counts in at most
+//! `MAX_SLOTS` slots, which widen as the run's span grows (a century of span is as cheap as a
+//! second), never one counter per request or per second.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,10 @@ use crate::audit::{AuditError, Limits, Merged};
 use crate::units::Rate;
 
 /// Bins drawn at most: a long run is shown in wider bins (each still a rate per second).
-const MAX_BINS: usize = 1200;
+const MAX_BINS: u64 = 1200;
+
+/// Counters a series keeps at most: when a run outgrows them, each slot doubles in width.
+const MAX_SLOTS: u64 = 4 * MAX_BINS;
 
 /// What was drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,24 +31,63 @@ pub struct Plotted {
     pub bin_seconds: u64,
 }
 
-/// Per-second counts from the first request on.
-#[derive(Default)]
-struct Seconds(Vec<u32>);
+/// Requests counted in slots of `width` seconds from the first request on. The width starts
+/// at a second and doubles (pairs of slots merged) whenever a request falls past
+/// `MAX_SLOTS` slots, so a series holds at most `MAX_SLOTS` counters whatever the span.
+struct Slots {
+    width: u64,
+    counts: Vec<u64>,
+}
 
-impl Seconds {
-    fn add(&mut self, second: usize) {
-        if self.0.len() <= second {
-            self.0.resize(second + 1, 0);
+impl Default for Slots {
+    fn default() -> Slots {
+        Slots {
+            width: 1,
+            counts: Vec::new(),
         }
-        self.0[second] += 1;
+    }
+}
+
+impl Slots {
+    /// Counts a request `second` seconds after the first.
+    fn add(&mut self, second: u64) {
+        while second / self.width >= MAX_SLOTS {
+            self.widen();
+        }
+        let slot = (second / self.width) as usize;
+        if self.counts.len() <= slot {
+            self.counts.resize(slot + 1, 0);
+        }
+        self.counts[slot] += 1;
+    }
+
+    /// Doubles the width of each slot.
+    fn widen(&mut self) {
+        self.counts = self
+            .counts
+            .chunks(2)
+            .map(|pair| pair.iter().sum())
+            .collect();
+        self.width *= 2;
+    }
+
+    /// Widens the slots to `width` (a power of two at least this one's), so that series
+    /// counted apart can be drawn in the same bins.
+    fn widen_to(&mut self, width: u64) {
+        while self.width < width {
+            self.widen();
+        }
     }
 
     /// (time of the bin's middle, requests per second in it) for every bin of `bin` seconds
-    /// of a run that lasted `span` seconds. A last bin cut short by the end of the run counts
-    /// only its time, and is left out if it holds less than half a bin (a few requests would
-    /// show as a spike or a dip).
-    fn points(&self, bin: usize, span: f64) -> Vec<(f64, f64)> {
-        let bins = (span.ceil() as usize).max(self.0.len()).div_ceil(bin);
+    /// (a multiple of the slots' width) of a run that lasted `span` seconds. A last bin cut
+    /// short by the end of the run counts only its time, and is left out if it holds less
+    /// than half a bin (a few requests would show as a spike or a dip).
+    fn points(&self, bin: u64, span: f64) -> Vec<(f64, f64)> {
+        debug_assert_eq!(bin % self.width, 0, "bins are whole slots");
+        let per_bin = (bin / self.width).max(1) as usize;
+        let covered = (span.ceil() as u64).max(self.counts.len() as u64 * self.width);
+        let bins = covered.div_ceil(bin);
         (0..bins)
             .filter_map(|b| {
                 let from = (b * bin) as f64;
@@ -54,16 +97,28 @@ impl Seconds {
                     return None;
                 }
                 let n: u64 = self
-                    .0
+                    .counts
                     .iter()
-                    .skip(b * bin)
-                    .take(bin)
-                    .map(|&n| u64::from(n))
+                    .skip(b as usize * per_bin)
+                    .take(per_bin)
                     .sum();
                 Some(((from + end) / 2.0, n as f64 / (end - from).max(1e-3)))
             })
             .collect()
     }
+}
+
+/// The width of the bins drawn for a run of `span` seconds counted in slots of `width`
+/// seconds: whole slots, and at most about `MAX_BINS` of them.
+fn bin_width(span: f64, width: u64) -> u64 {
+    let seconds = (span.ceil() as u64).max(1);
+    let slots = seconds.div_ceil(width);
+    slots.div_ceil(MAX_BINS).max(1) * width
+}
+
+/// Seconds from `start` to `t` (µs), none before `start`.
+fn second_of(t: i64, start: i64) -> u64 {
+    u64::try_from(t.saturating_sub(start) / 1_000_000).unwrap_or(0)
 }
 
 /// Draws the logs' requests per second into `path` (SVG), with `limits` as lines and the
@@ -77,15 +132,16 @@ pub fn plot(
     // Pass 1: all hosts, 429s, and the requests of each host.
     let mut sends = Merged::open(logs)?;
     let limits = limits.cloned().unwrap_or_else(|| sends.limits());
-    let (mut all, mut refused) = (Seconds::default(), Seconds::default());
+    let (mut all, mut refused) = (Slots::default(), Slots::default());
     let mut per_host: HashMap<String, u64> = HashMap::new();
     let mut first = None;
-    let mut last = 0;
+    // The latest send (logs are in send order only within their announced disorder).
+    let mut last = i64::MIN;
     let mut requests = 0u64;
     while let Some(s) = sends.next()? {
         let start = *first.get_or_insert(s.t);
-        last = s.t;
-        let second = usize::try_from((s.t - start) / 1_000_000).unwrap_or(0);
+        last = last.max(s.t);
+        let second = second_of(s.t, start);
         all.add(second);
         if s.status == Some(429) {
             refused.add(second);
@@ -104,7 +160,13 @@ pub fn plot(
     let drawn: Vec<String> = busiest.into_iter().map(|(h, _)| h).collect();
 
     // Pass 2: the busiest hosts, each on its own.
-    let mut of_host: Vec<Seconds> = drawn.iter().map(|_| Seconds::default()).collect();
+    let mut of_host: Vec<Slots> = drawn
+        .iter()
+        .map(|_| Slots {
+            width: all.width,
+            counts: Vec::new(),
+        })
+        .collect();
     if !drawn.is_empty() {
         let index: HashMap<&str, usize> = drawn
             .iter()
@@ -113,15 +175,29 @@ pub fn plot(
             .collect();
         let mut sends = Merged::open(logs)?;
         while let Some(s) = sends.next()? {
+            // A log appended to since the first pass has requests past its end.
+            if s.t > last {
+                continue;
+            }
             if let (Some(&i), Some(start)) = (index.get(s.host.as_str()), first) {
-                of_host[i].add(usize::try_from((s.t - start) / 1_000_000).unwrap_or(0));
+                of_host[i].add(second_of(s.t, start));
             }
         }
     }
 
     // The run from its first send to its last, at least a second.
-    let span = (first.map_or(0, |f| last - f) as f64 / 1e6).max(1.0);
-    let bin = (span.ceil() as usize).div_ceil(MAX_BINS).max(1);
+    let span = (first.map_or(0, |f| last.saturating_sub(f)) as f64 / 1e6).max(1.0);
+    let width = of_host
+        .iter()
+        .map(|s| s.width)
+        .fold(all.width.max(refused.width), u64::max);
+    for slots in std::iter::once(&mut all)
+        .chain(std::iter::once(&mut refused))
+        .chain(&mut of_host)
+    {
+        slots.widen_to(width);
+    }
+    let bin = bin_width(span, width);
     let series = Series {
         all: all.points(bin, span),
         refused: refused.points(bin, span),
@@ -141,7 +217,7 @@ pub fn plot(
     Ok(Plotted {
         requests,
         hosts: drawn,
-        bin_seconds: bin as u64,
+        bin_seconds: bin,
     })
 }
 
@@ -175,7 +251,7 @@ struct Series {
     hosts: Vec<(String, Vec<(f64, f64)>)>,
     lines: Vec<(String, f64)>,
     seconds: f64,
-    bin: usize,
+    bin: u64,
 }
 
 fn draw(path: &Path, s: &Series) -> Result<(), Box<dyn std::error::Error>> {
@@ -260,7 +336,7 @@ mod tests {
 
     #[test]
     fn bins_average_the_seconds_they_hold() {
-        let mut s = Seconds::default();
+        let mut s = Slots::default();
         for second in [0, 0, 1, 3, 3, 3] {
             s.add(second);
         }
@@ -281,5 +357,92 @@ mod tests {
             3,
             "a quarter of a second is left out"
         );
+    }
+
+    #[test]
+    fn a_century_of_span_keeps_a_bounded_number_of_slots_and_bins() {
+        // issue 19: one counter per second of a 1970 → 2100 log was 16 GB.
+        let century = 130 * 365 * 86_400u64;
+        let mut s = Slots::default();
+        for second in [0, 1, 2, century / 2, century] {
+            s.add(second);
+        }
+        assert!(
+            s.counts.len() as u64 <= MAX_SLOTS,
+            "{} slots",
+            s.counts.len()
+        );
+        assert_eq!(
+            s.counts.iter().sum::<u64>(),
+            5,
+            "no request lost by widening"
+        );
+        assert_eq!(
+            s.counts[0], 3,
+            "the first three seconds share the first slot"
+        );
+        let bin = bin_width(century as f64, s.width);
+        assert_eq!(bin % s.width, 0);
+        let points = s.points(bin, century as f64);
+        assert!(
+            points.len() as u64 <= MAX_BINS + 1,
+            "{} points",
+            points.len()
+        );
+        let total: f64 = points.iter().map(|p| p.1 * bin as f64).sum();
+        // The request at the very end may sit in a last bin too short to draw.
+        assert!((4.0 - 1e-6..=5.0 + 1e-6).contains(&total), "{total}");
+        // Series counted apart are drawn in the same bins.
+        let mut short = Slots::default();
+        short.add(10);
+        short.widen_to(s.width);
+        assert_eq!(short.width, s.width);
+        assert_eq!(short.counts, [1]);
+    }
+
+    #[test]
+    fn a_short_run_keeps_one_second_bins() {
+        let mut s = Slots::default();
+        s.add(0);
+        s.add(599);
+        assert_eq!(s.width, 1);
+        assert_eq!(bin_width(600.0, s.width), 1);
+        assert_eq!(bin_width(3600.0, s.width), 3);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// issue 19: sends anywhere from 1970 to 9999 are drawn in a bounded number of
+        /// bins, each series in a bounded number of slots.
+        #[test]
+        fn any_span_is_drawn_in_bounded_bins(
+            seconds in proptest::collection::vec(0..253_402_300_799u64, 1..6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("log.jsonl");
+            let mut text = String::from(
+                "{\"ratefetch_log\":1,\"max_disorder_ms\":1000,\"limits\":{\"rate\":\"10/s\"}}\n",
+            );
+            for (i, s) in seconds.iter().enumerate() {
+                let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(*s);
+                let host = ["a", "b"][i % 2];
+                text.push_str(&format!(
+                    "{{\"t\":\"{}\",\"host\":\"{host}\",\"status\":429}}\n",
+                    humantime::format_rfc3339_micros(t)
+                ));
+            }
+            std::fs::write(&log, text).unwrap();
+            let svg = dir.path().join("plot.svg");
+            let drawn = plot(&[log], None, &svg, 2).unwrap();
+            proptest::prop_assert_eq!(drawn.requests, seconds.len() as u64);
+            let span = seconds.iter().max().unwrap() - seconds.iter().min().unwrap();
+            proptest::prop_assert!(drawn.bin_seconds <= span.div_ceil(MAX_BINS) * 2 + 1, "{drawn:?} over {span} s");
+            proptest::prop_assert!(svg.exists());
+        }
     }
 }

@@ -66,11 +66,12 @@ pub async fn run(
     let _timers = scheduler.guard();
     let log_error = |path: &std::path::Path| {
         let path = path.to_path_buf();
-        move |source| Error::Output { path, source }
+        move |reason: String| Error::RequestLog { path, reason }
     };
     let (log, log_writer) = match &config.log_requests {
         Some(path) => {
-            let (log, writer) = reqlog::open(path, &config).map_err(log_error(path))?;
+            let (log, writer) =
+                reqlog::open(path, &config).map_err(|e| log_error(path)(e.to_string()))?;
             (Some(log), Some(writer))
         }
         None => (None, None),
@@ -82,6 +83,16 @@ pub async fn run(
         log,
         shared,
     )?);
+    // A write to the log that fails stops intake at once, as a Ctrl-C does: what would be
+    // sent from then on could not be proved.
+    let stop_on_log_failure = log_writer.as_ref().map(|writer| {
+        let failed = writer.failed();
+        let stop = shutdown.stop.clone();
+        tokio::spawn(async move {
+            failed.cancelled().await;
+            stop.cancel();
+        })
+    });
     let summary = run_with(
         config.clone(),
         fetcher,
@@ -92,6 +103,9 @@ pub async fn run(
         shutdown,
     )
     .await;
+    if let Some(watch) = stop_on_log_failure {
+        watch.abort();
+    }
     // Every worker and the fetcher are gone: no more grants, no more log lines. The state's
     // last sends and the log's last lines are written now, whatever else failed; the first
     // error is the one reported.
@@ -103,7 +117,7 @@ pub async fn run(
         None => Ok(()),
     };
     let log_end = match (log_writer, &config.log_requests) {
-        (Some(writer), Some(path)) => writer.finish().map_err(log_error(path)),
+        (Some(writer), Some(path)) => writer.finish().map_err(|e| log_error(path)(e.to_string())),
         _ => Ok(()),
     };
     let summary = summary?;

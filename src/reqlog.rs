@@ -1,7 +1,12 @@
 //! The request log (`--log-requests FILE`): one JSON line per request sent — attempts,
 //! redirect hops and robots.txt fetches alike, since each takes a token — so that a run's
-//! limits can be proved afterwards (`ratefetch audit`). Appended to, streamed through a
-//! thread of its own, flushed on a cadence and at the end, like the report.
+//! limits can be proved afterwards (`ratefetch audit`). Appended to, never truncated, and
+//! locked while a run writes it: a run first claims it (`claim`: opened and locked, nothing
+//! changed, so a run refused later leaves it as it was), then starts it (`LogClaim::start`).
+//! Lines are streamed through a thread of its own, written as they come (in batches while
+//! they come fast) and synced at the end. A write that fails stops the run at once
+//! (`LogWriter::failed`): requests sent without a line would be unproved, and `finish`
+//! counts them.
 //!
 //! Format (version 1). Each run appends a header line, then its requests:
 //!
@@ -26,24 +31,31 @@
 //! requests sent before it (the attempt timeout, plus a margin), which lets a reader sort
 //! them in a bounded window.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::announce::Announced;
 use crate::config::Config;
+use crate::files::{ClaimError, Claimed};
 use crate::units::Rate;
 
 /// The format version written in each header line.
 pub const VERSION: u64 = 1;
 
-/// How often buffered lines reach the file.
+/// How often buffered lines reach the file while lines keep coming (an idle writer writes
+/// what it has at once).
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// Bytes of lines buffered at most before they are written.
+const BUFFER: usize = 64 * 1024;
 
 /// One request, as logged.
 pub struct Entry {
@@ -65,74 +77,245 @@ pub struct Entry {
 #[derive(Clone)]
 pub struct RequestLog {
     tx: mpsc::Sender<Entry>,
+    /// Requests recorded, whether or not their line was written.
+    recorded: Arc<AtomicU64>,
 }
 
 /// The writer thread; `finish` waits for it and tells whether every line was written.
 pub struct LogWriter {
-    thread: JoinHandle<io::Result<()>>,
+    thread: JoinHandle<Written>,
+    recorded: Arc<AtomicU64>,
+    failed: CancellationToken,
 }
 
-/// Opens `path` for appending and writes this run's header line; returns the sender for
-/// the workers and the writer to finish at the end.
-pub fn open(path: &Path, config: &Config) -> io::Result<(RequestLog, LogWriter)> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(path)?;
-    // A run killed mid-line left a torn last line: this run's header starts on a line of
-    // its own.
-    let torn = ends_without_newline(&mut file)?;
-    let mut out = BufWriter::new(file);
-    if torn {
-        out.write_all(b"\n")?;
+/// The request log claimed for a run (`claim`): opened and locked, not changed yet.
+#[derive(Debug)]
+pub struct LogClaim {
+    claim: Claimed,
+}
+
+/// A request log that could not be written to the end: why, and how many of the requests
+/// sent have no line in it.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}; {}", self.lost())]
+pub struct LogFailed {
+    /// The first error.
+    pub source: io::Error,
+    /// Requests sent (recorded for the log) in this run.
+    pub recorded: u64,
+    /// Their lines the file took whole (a line cut short by the error is not one).
+    pub written: u64,
+    /// The error was the final sync: the lines were written, but may not be on disk.
+    pub unsynced: bool,
+}
+
+impl LogFailed {
+    /// The requests sent that have no log line: every one recorded (those recorded after
+    /// the failure included, as the run stopped) less the lines the file took whole.
+    pub fn unlogged(&self) -> u64 {
+        self.recorded.saturating_sub(self.written)
     }
-    serde_json::to_writer(&mut out, &header(config))?;
-    out.write_all(b"\n")?;
-    out.flush()?;
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("ratefetch-log".into())
-        .spawn(move || write_lines(out, rx))?;
-    Ok((RequestLog { tx }, LogWriter { thread }))
+
+    fn lost(&self) -> String {
+        if self.unsynced {
+            format!(
+                "the log could not be synced to disk: the lines of the {} requests sent may be lost",
+                self.recorded
+            )
+        } else {
+            format!(
+                "the run was stopped: {} of the {} requests sent have no log line",
+                self.unlogged(),
+                self.recorded
+            )
+        }
+    }
+}
+
+/// Claims `path` for this run's log: opens it (creating it if missing) without changing it,
+/// and locks it, so that a second run on the same log is refused (`ClaimError::Busy`)
+/// before any file changes. Dropped without `start`, a log the claim created is removed.
+pub fn claim(path: &Path) -> Result<LogClaim, ClaimError> {
+    Ok(LogClaim {
+        claim: Claimed::open(path)?,
+    })
+}
+
+/// Claims `path` and starts the log at once (`claim`, then `LogClaim::start`).
+pub fn open(path: &Path, config: &Config) -> Result<(RequestLog, LogWriter), ClaimError> {
+    Ok(claim(path)?.start(config)?)
+}
+
+impl LogClaim {
+    /// The run goes on: appends this run's header line (after a newline if a run killed
+    /// mid-line left a torn last line) and starts the writer thread. Returns the sender for
+    /// the workers and the writer to finish at the end. The log is appended to, never
+    /// truncated; it stays locked until the writer ends.
+    pub fn start(self, config: &Config) -> io::Result<(RequestLog, LogWriter)> {
+        // Written while still claimed: a log this run created and could not even start is
+        // removed again.
+        let mut file = self.claim.file();
+        let torn = ends_without_newline(file)?;
+        file.seek(SeekFrom::End(0))?;
+        let mut head = Vec::with_capacity(256);
+        if torn {
+            head.push(b'\n');
+        }
+        serde_json::to_writer(&mut head, &header(config))?;
+        head.push(b'\n');
+        file.write_all(&head)?;
+        let file = self.claim.keep();
+        let (tx, rx) = mpsc::channel();
+        let failed = CancellationToken::new();
+        let thread = std::thread::Builder::new()
+            .name("ratefetch-log".into())
+            .spawn({
+                let failed = failed.clone();
+                move || write_lines(file, rx, failed)
+            })?;
+        let recorded = Arc::new(AtomicU64::new(0));
+        Ok((
+            RequestLog {
+                tx,
+                recorded: recorded.clone(),
+            },
+            LogWriter {
+                thread,
+                recorded,
+                failed,
+            },
+        ))
+    }
 }
 
 impl RequestLog {
     /// Logs one request (never blocks; a writer that failed drops the line, and `finish`
-    /// reports its error).
+    /// reports its error and counts the line as missing).
     pub fn record(&self, entry: Entry) {
+        self.recorded.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(entry);
     }
 }
 
 impl LogWriter {
-    /// Waits until every sender is dropped and every line is on disk.
-    pub fn finish(self) -> io::Result<()> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the log writer panicked")))
+    /// Cancelled as soon as a write to the log fails: the run must stop sending, since
+    /// what it sends from then on is not logged.
+    pub fn failed(&self) -> CancellationToken {
+        self.failed.clone()
     }
-}
 
-fn write_lines(mut out: BufWriter<File>, rx: mpsc::Receiver<Entry>) -> io::Result<()> {
-    let mut line = Vec::with_capacity(256);
-    loop {
-        match rx.recv_timeout(FLUSH_EVERY) {
-            Ok(entry) => {
-                line.clear();
-                encode(&mut line, &entry);
-                out.write_all(&line)?;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => out.flush()?,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+    /// Waits until every sender is dropped and every line is on disk.
+    pub fn finish(self) -> Result<(), LogFailed> {
+        let written = self.thread.join().unwrap_or_else(|_| Written {
+            lines: 0,
+            error: Some((io::Error::other("the log writer panicked"), false)),
+        });
+        match written.error {
+            None => Ok(()),
+            Some((source, unsynced)) => Err(LogFailed {
+                source,
+                recorded: self.recorded.load(Ordering::Relaxed),
+                written: written.lines,
+                unsynced,
+            }),
         }
     }
-    out.flush()?;
-    out.get_ref().sync_data()
 }
 
-fn ends_without_newline(file: &mut File) -> io::Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
+/// What the writer thread did: the lines the file took whole, and the first error (with
+/// whether it was the final sync).
+struct Written {
+    lines: u64,
+    error: Option<(io::Error, bool)>,
+}
+
+/// The log file and the lines not written to it yet. Written by hand rather than through a
+/// `BufWriter`, so that after an error it is known how many lines the file took.
+struct Lines {
+    file: File,
+    buf: Vec<u8>,
+    /// Lines the file took whole.
+    written: u64,
+}
+
+impl Lines {
+    fn write_out(&mut self) -> io::Result<()> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match self.file.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    self.written +=
+                        memchr::memchr_iter(b'\n', &self.buf[done..done + n]).count() as u64;
+                    done += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf.drain(..done);
+        result
+    }
+}
+
+fn write_lines(file: File, rx: mpsc::Receiver<Entry>, failed: CancellationToken) -> Written {
+    let mut out = Lines {
+        file,
+        buf: Vec::with_capacity(BUFFER),
+        written: 0,
+    };
+    let result = pump(&mut out, &rx);
+    let error = match result {
+        Ok(()) => out.file.sync_data().err().map(|e| (e, true)),
+        Err(e) => Some((e, false)),
+    };
+    if error.is_some() {
+        failed.cancel();
+    }
+    Written {
+        lines: out.written,
+        error,
+    }
+}
+
+/// Writes the lines as they come: at once when no more are waiting, at least every
+/// `FLUSH_EVERY` while they keep coming, and whenever `BUFFER` bytes are waiting. Returns
+/// at the first error, or when every sender is gone and every line is written.
+fn pump(out: &mut Lines, rx: &mpsc::Receiver<Entry>) -> io::Result<()> {
+    let mut since = std::time::Instant::now();
+    loop {
+        let entry = if out.buf.is_empty() {
+            match rx.recv() {
+                Ok(entry) => Some(entry),
+                Err(mpsc::RecvError) => return Ok(()),
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(entry) => Some(entry),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => return out.write_out(),
+            }
+        };
+        match entry {
+            Some(entry) => {
+                if out.buf.is_empty() {
+                    since = std::time::Instant::now();
+                }
+                encode(&mut out.buf, &entry);
+                if out.buf.len() >= BUFFER || since.elapsed() >= FLUSH_EVERY {
+                    out.write_out()?;
+                }
+            }
+            None => out.write_out()?,
+        }
+    }
+}
+
+fn ends_without_newline(mut file: &File) -> io::Result<bool> {
+    use std::io::Read;
     if file.metadata()?.len() == 0 {
         return Ok(false);
     }
@@ -276,5 +459,68 @@ mod tests {
         assert_eq!(h["limits"]["quotas"][0], "5000/1h");
         assert!(h["limits"]["per_host_rate"].is_null());
         assert_eq!(h["max_disorder_ms"], 31_000);
+    }
+
+    #[test]
+    fn a_claim_changes_nothing_and_a_second_claim_is_refused_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.jsonl");
+        drop(claim(&new).unwrap());
+        assert!(!new.exists(), "a refused run leaves no new log behind");
+
+        let path = dir.path().join("requests.jsonl");
+        std::fs::write(&path, b"{\"ratefetch_log\":1}\n{\"t\":\"torn").unwrap();
+        let first = claim(&path).unwrap();
+        assert!(matches!(claim(&path), Err(ClaimError::Busy)));
+        drop(first);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\"ratefetch_log\":1}\n{\"t\":\"torn",
+            "a claim dropped before start changes nothing"
+        );
+
+        let (log, writer) = claim(&path).unwrap().start(&Config::default()).unwrap();
+        assert!(
+            matches!(claim(&path), Err(ClaimError::Busy)),
+            "locked while written"
+        );
+        log.record(Entry {
+            sent: SystemTime::UNIX_EPOCH,
+            granted: None,
+            host: "h".into(),
+            index: Some(1),
+            attempt: 1,
+            status: Some(200),
+            error: None,
+            ratelimit: None,
+        });
+        drop(log);
+        writer.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(
+            lines[..2],
+            ["{\"ratefetch_log\":1}", "{\"t\":\"torn"],
+            "appended to"
+        );
+        assert!(lines[2].starts_with("{\"limits\""), "{text}");
+        assert!(lines[3].contains("\"index\":1"), "{text}");
+        drop(claim(&path).unwrap());
+    }
+
+    #[test]
+    fn a_failed_log_counts_the_requests_without_a_line() {
+        let failed = LogFailed {
+            source: io::Error::other("No space left on device"),
+            recorded: 40,
+            written: 12,
+            unsynced: false,
+        };
+        assert_eq!(failed.unlogged(), 28);
+        assert_eq!(
+            failed.to_string(),
+            "No space left on device; the run was stopped: 28 of the 40 requests sent have no log line"
+        );
     }
 }

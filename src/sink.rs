@@ -299,7 +299,7 @@ pub fn spawn(
     let (rows_tx, rows_rx) = mpsc::channel::<Outcome>(QUEUE);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
     let finished = durable.as_ref().map(|d| d.finished.clone());
-    let writer = spawn_writer(out, chunk_rx, durable);
+    let writer = spawn_writer(out, chunk_rx, durable, shutdown.clone());
     let encoder = tokio::spawn(encode_rows(
         encoder,
         finished,
@@ -425,26 +425,36 @@ struct Chunk {
 }
 
 /// The writer thread owns the output. Each chunk is written and flushed (and with a
-/// `Durable`, synced and its indices told); the first error ends the thread (and, as the
-/// chunk channel closes, the run).
+/// `Durable`, synced and its indices told); the first error ends the thread and stops and
+/// aborts the run at once (the encoder, finding the chunk channel closed, would notice only
+/// at its next hand-over).
 fn spawn_writer(
     mut out: Box<dyn Write + Send>,
     mut chunks: mpsc::Receiver<Chunk>,
     durable: Option<Durable>,
+    shutdown: Shutdown,
 ) -> std::thread::JoinHandle<io::Result<()>> {
     std::thread::Builder::new()
         .name("ratefetch-writer".into())
         .spawn(move || {
-            while let Some(chunk) = chunks.blocking_recv() {
-                out.write_all(&chunk.bytes)?;
-                out.flush()?;
-                if let Some(d) = &durable {
-                    d.file.sync_data()?;
-                    // A receiver that is gone acknowledges nothing: the jobs come again.
-                    let _ = d.done.send(chunk.indices);
+            let mut write = || -> io::Result<()> {
+                while let Some(chunk) = chunks.blocking_recv() {
+                    out.write_all(&chunk.bytes)?;
+                    out.flush()?;
+                    if let Some(d) = &durable {
+                        d.file.sync_data()?;
+                        // A receiver that is gone acknowledges nothing: the jobs come again.
+                        let _ = d.done.send(chunk.indices);
+                    }
                 }
+                out.flush()
+            };
+            let written = write();
+            if written.is_err() {
+                shutdown.stop.cancel();
+                shutdown.abort.cancel();
             }
-            out.flush()
+            written
         })
         .expect("spawning the writer thread")
 }

@@ -375,3 +375,222 @@ fn plot_draws_a_valid_svg_with_a_series_per_busiest_host_the_limits_and_the_429s
         "one series per host asked for"
     );
 }
+
+/// Runs `cmd` with the child's writes capped at `fsize` bytes per file (`RLIMIT_FSIZE`) and
+/// `SIGXFSZ` ignored, so that a write past the cap fails with EFBIG, as on a full disk.
+#[cfg(unix)]
+fn with_file_size_limit(cmd: &mut std::process::Command, fsize: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: fsize as libc::rlim_t,
+        rlim_max: fsize as libc::rlim_t,
+    };
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+    // (signal, setrlimit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The numbers in "… N of the M requests sent have no log line".
+fn unlogged_of(line: &str) -> (u64, u64) {
+    let end = line
+        .find(" requests sent have no log line")
+        .unwrap_or_else(|| panic!("no count of unlogged requests in {line:?}"));
+    let words: Vec<&str> = line[..end].split(' ').collect();
+    let n = words.len();
+    assert_eq!(words[n - 3..n - 1], ["of", "the"], "{line}");
+    (words[n - 4].parse().unwrap(), words[n - 1].parse().unwrap())
+}
+
+#[test]
+#[cfg(unix)]
+fn a_log_write_that_fails_stops_the_run_at_once_and_counts_the_requests_without_a_line() {
+    // issue 19: the log writer stopped at its first error, but the run went on sending.
+    let server = Server::start_on([127, 0, 0, 43]);
+    let dir = tempfile::tempdir().unwrap();
+    // A thousand requests at 50/s take 20 s; the log has room for some twenty lines.
+    let lines: Vec<String> = (0..1000).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    // The log holds an earlier run (some 300 KiB of it); the limit leaves 2 KiB to this
+    // run's header and lines. The report stays below the limit even with every row.
+    let log = dir.path().join("requests.jsonl");
+    let earlier: Vec<u64> = (0..4000).map(|i| i * 100).collect();
+    hand_log(&log, RATE_10, &earlier);
+    let before = std::fs::read(&log).unwrap();
+    assert!(before.len() > 300_000, "{}", before.len());
+    let limit = before.len() as u64 + 2048;
+    let report = dir.path().join("report.csv");
+    let mut cmd = support::binary::ratefetch_command();
+    cmd.arg(&list)
+        .args(["-q", "-r", "50/s", "-o"])
+        .arg(&report)
+        .arg("--log-requests")
+        .arg(&log);
+    with_file_size_limit(&mut cmd, limit);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(said.len(), 1, "one line: {stderr}");
+    assert!(said[0].contains(log.to_str().unwrap()), "{stderr}");
+    let (unlogged, sent) = unlogged_of(said[0]);
+
+    // Intake stopped at once: far fewer requests than the list, and every one counted.
+    let arrived = server.arrivals().len() as u64;
+    assert!(
+        arrived < 200,
+        "{arrived} of 1000 requests sent after the log failed"
+    );
+    assert_eq!(sent, arrived, "{stderr}");
+    // The lines this run got into the log, whole, are the ones not counted as missing.
+    let after = std::fs::read(&log).unwrap();
+    assert!(after.len() as u64 <= limit);
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "the earlier run's lines are kept"
+    );
+    let ours = String::from_utf8_lossy(&after[before.len()..]).to_string();
+    let mut whole = ours.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+    let header: serde_json::Value = serde_json::from_str(whole.next().unwrap()).unwrap();
+    assert_eq!(header["ratefetch_log"], 1);
+    let mut logged = 0u64;
+    for l in whole {
+        let entry: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(entry["host"], "127.0.0.43", "{l}");
+        logged += 1;
+    }
+    assert!(unlogged > 0, "{stderr}");
+    assert_eq!(logged, sent - unlogged, "{stderr}");
+
+    // Requests in flight finished into the report: one valid row each.
+    let (_, rows) = support::report::parse_csv(&std::fs::read(&report).unwrap());
+    assert_eq!(rows.len() as u64, arrived);
+    assert!(rows.iter().all(|r| r.get("status") == "200"));
+    // And the audit reads the log, torn last line and all.
+    let (code, text) = audit(&[log.to_str().unwrap()]);
+    assert_ne!(code, 2, "{text}");
+}
+
+#[test]
+#[cfg(unix)]
+fn a_report_write_that_fails_stops_the_run_at_once() {
+    // issue 19: any file the run writes; the report holds some fifty rows.
+    let server = Server::start_on([127, 0, 0, 45]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..1000).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let list = write_list(dir.path(), &lines);
+    let report = dir.path().join("report.csv");
+    let mut cmd = support::binary::ratefetch_command();
+    cmd.arg(&list).args(["-q", "-r", "50/s", "-o"]).arg(&report);
+    with_file_size_limit(&mut cmd, 8192);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(said.len(), 1, "one line: {stderr}");
+    assert!(said[0].contains(report.to_str().unwrap()), "{stderr}");
+    // Rows reach the writer once a second: the failure is found within a second or two of
+    // the report filling, some fifty requests at 50/s each.
+    let arrived = server.arrivals().len();
+    assert!(
+        arrived < 300,
+        "{arrived} of 1000 requests sent after the report failed"
+    );
+}
+
+#[test]
+fn a_second_run_on_a_log_in_use_is_refused_and_changes_nothing() {
+    let server = Server::start_on([127, 0, 0, 44]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = write_list(dir.path(), &[server.url("/ok")]);
+    let log = dir.path().join("requests.jsonl");
+    hand_log(&log, RATE_10, &[0, 100, 200]);
+    let before = std::fs::read(&log).unwrap();
+    // Another run holds it.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log)
+        .unwrap();
+    held.lock().unwrap();
+    let out = ratefetch_bin()
+        .arg(&list)
+        .args(["-q", "-o"])
+        .arg(dir.path().join("report.csv"))
+        .arg("--log-requests")
+        .arg(&log)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(said.len(), 1, "one line: {stderr}");
+    assert!(said[0].contains(log.to_str().unwrap()), "{stderr}");
+    assert!(
+        said[0].contains("in use by another ratefetch run"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), before, "the log is unchanged");
+    assert!(server.arrivals().is_empty(), "nothing was sent");
+    drop(held);
+}
+
+#[test]
+#[cfg(all(unix, feature = "plot"))]
+fn plot_over_a_century_completes_in_bounded_memory() {
+    // issue 19: one counter per second of a 1970 → 2100 log was 16 GB ("memory allocation
+    // of 16409779200 bytes failed").
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("century.jsonl");
+    std::fs::write(
+        &log,
+        format!(
+            "{{\"ratefetch_log\":1,\"max_disorder_ms\":1000,\"limits\":{RATE_10}}}\n\
+             {{\"t\":\"1970-01-01T00:00:00Z\",\"host\":\"h\",\"index\":1,\"attempt\":1,\"status\":200}}\n\
+             {{\"t\":\"2100-01-01T00:00:00Z\",\"host\":\"h\",\"index\":2,\"attempt\":1,\"status\":429}}\n"
+        ),
+    )
+    .unwrap();
+    let svg = dir.path().join("century.svg");
+    let mut cmd = support::binary::ratefetch_command();
+    cmd.arg("audit").arg(&log).arg("--plot").arg(&svg);
+    // A gibibyte of address space, for the binary and all it maps.
+    let gib: libc::rlim_t = 1 << 30;
+    {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: gib,
+            rlim_max: gib,
+        };
+        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("2 requests"), "{text}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&drawn).expect("the plot is well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+}
