@@ -429,7 +429,7 @@ impl Cli {
         };
         if self.retry_failed.is_some() {
             let clash = [
-                (input_given, "an INPUT"),
+                (input_given, "INPUT"),
                 (output != OutputTarget::Stdout, "--output"),
                 (self.resume, "--resume"),
                 (self.fields.is_some(), "--fields"),
@@ -1046,6 +1046,16 @@ mod tests {
         assert!(
             err.contains("--retry-failed") && err.contains("--output"),
             "{err}"
+        );
+    }
+
+    /// Issue 19: "takes no an INPUT".
+    #[test]
+    fn retry_failed_with_an_input_says_it_takes_no_input() {
+        let err = mode(&["list.txt", "--retry-failed", "report.csv"]).unwrap_err();
+        assert_eq!(
+            err,
+            "invalid value for --retry-failed: takes no INPUT: the report is both the input and the output"
         );
     }
 
