@@ -142,11 +142,11 @@ pub struct Cli {
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
 
-    /// Whole-attempt timeout, body included (250ms, 30s, 2m).
+    /// Whole-attempt timeout, body included (250ms, 30s, 2m; 0 = no limit).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Connect timeout.
+    /// Connect timeout (0 = no limit).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
@@ -524,7 +524,10 @@ impl Cli {
             claim_after: self.claim_after,
             max_deliveries: self.max_deliveries,
             shard: self.shard,
-            timeout: self.timeout,
+            timeout: match self.timeout {
+                Duration::ZERO => crate::config::NO_TIMEOUT,
+                t => t,
+            },
             connect_timeout: self.connect_timeout,
             retries: self.retries,
             retry_status: self.retry_status.0,

@@ -167,9 +167,10 @@ pub struct Config {
     pub max_deliveries: u32,
     /// `--shard K/N`: only this part of the input (its other lines get no row).
     pub shard: Option<crate::units::Shard>,
-    /// Whole-attempt timeout, body included (`--timeout`).
+    /// Whole-attempt timeout, body included (`--timeout`); `NO_TIMEOUT` for none
+    /// (`--timeout 0`).
     pub timeout: Duration,
-    /// TCP (and TLS) connect timeout (`--connect-timeout`).
+    /// TCP (and TLS) connect timeout (`--connect-timeout`); zero for none.
     pub connect_timeout: Duration,
     /// Retries after the first attempt (`--retries`).
     pub retries: u32,
@@ -380,6 +381,11 @@ fn check_limit_key(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `Config::timeout` without a limit (`--timeout 0`): the longest duration accepted, so that
+/// the deadlines, the request log's disorder bound and the announced allowances, which all
+/// count on requests ending within the timeout, stay finite and true.
+pub const NO_TIMEOUT: Duration = crate::units::MAX_DURATION;
 
 /// The default `--limit-key`.
 pub const DEFAULT_LIMIT_KEY: &str = "ratefetch";

@@ -106,6 +106,39 @@ fn jsonl_has_the_same_fields_with_numbers_and_nulls() {
     assert_eq!(rows[0].as_object().unwrap().len(), 12);
 }
 
+/// Issue 19: `--timeout 0` timed out every request; like `--connect-timeout 0` and
+/// `--max-body 0` it is no limit. The body drips for some 400 ms, past any zero deadline.
+#[test]
+fn timeout_0_and_connect_timeout_0_mean_no_limit() {
+    let server = Server::start();
+    let out = ratefetch()
+        .args([
+            "-q",
+            "--timeout",
+            "0",
+            "--connect-timeout",
+            "0",
+            "--retries",
+            "0",
+        ])
+        .write_stdin(format!("{}\n", server.url("/drip/2")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (_, rows) = parse_csv(&out.stdout);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].get("status"),
+            rows[0].get("error_kind"),
+            rows[0].get("bytes")
+        ),
+        ("200", "", "2"),
+        "{}",
+        rows[0].get("error")
+    );
+}
+
 #[test]
 fn bad_values_exit_2_with_one_line_naming_the_flag() {
     for (args, flag) in [
