@@ -287,7 +287,11 @@ pub enum CsvInputError {
     #[error("the CSV input has no header row")]
     NoHeader,
     /// `--url-column` names no column of the header.
-    #[error("no column {name:?} in the CSV header (columns: {})", .columns.join(","))]
+    #[error(
+        "no column \"{}\" in the CSV header (columns: {})",
+        shown_name(name),
+        shown_columns(columns)
+    )]
     UnknownUrlColumn {
         name: String,
         /// The header's names, in order.
@@ -305,7 +309,7 @@ pub enum CsvInputError {
     #[error(
         "no column named url in the CSV header, and its first column holds no http(s) URL \
          (columns: {}); name the URL column with --url-column",
-        .columns.join(",")
+        shown_columns(columns)
     )]
     NoUrlColumn {
         /// The header's names, in order.
@@ -314,12 +318,68 @@ pub enum CsvInputError {
 }
 
 fn template_column_message(name: &str, columns: &[String]) -> String {
-    let columns = columns.join(",");
+    let columns = shown_columns(columns);
     if name.is_empty() {
         format!("{{}} takes a text input's line; a CSV input's columns go by name, e.g. {{url}} (columns: {columns})")
     } else {
-        format!("no column {name:?} in the CSV header for {{{name}}} (columns: {columns})")
+        let name = shown_name(name);
+        format!("no column \"{name}\" in the CSV header for {{{name}}} (columns: {columns})")
     }
+}
+
+/// How many characters of a name from the input a message shows.
+const SHOWN_NAME_CHARS: usize = 64;
+/// How many of a header's names a message lists.
+const SHOWN_COLUMNS: usize = 20;
+
+/// A name from the input (a header cell), fit for a one-line message on a terminal: control
+/// and invisible characters escaped (`\u{1b}`, `\n`), at most `SHOWN_NAME_CHARS` of it.
+pub fn shown_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(4 * SHOWN_NAME_CHARS));
+    for (n, c) in name.chars().enumerate() {
+        if n == SHOWN_NAME_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || invisible(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Format characters that change how a line shows without showing themselves (zero-width
+/// ones, bidirectional overrides, line separators, the byte order mark).
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
+
+/// A header's names for a message, comma-separated: each `shown_name`, the first
+/// `SHOWN_COLUMNS` of them and how many there are in all.
+pub fn shown_columns(columns: &[String]) -> String {
+    let mut shown: Vec<String> = columns
+        .iter()
+        .take(SHOWN_COLUMNS)
+        .map(|c| shown_name(c))
+        .collect();
+    if columns.len() > SHOWN_COLUMNS {
+        shown.push(format!("… {} in all", columns.len()));
+    }
+    shown.join(",")
 }
 
 /// How much of a CSV input is looked at for its header line when its separator is found.
@@ -381,7 +441,7 @@ enum SourceKind {
 
 /// Where a CSV row's URL comes from.
 enum UrlFrom {
-    /// A column (passed through no further).
+    /// A column (passed through no further); `name` as messages show it (`shown_name`).
     Column { at: usize, name: String },
     /// `--url-template`, from the columns it names (every column passes through).
     Template(Bound),
@@ -526,7 +586,7 @@ impl Source {
             rdr,
             url: UrlFrom::Column {
                 at: url_at,
-                name: header[url_at].clone(),
+                name: shown_name(&header[url_at]),
             },
             row: 0,
             record,
@@ -623,7 +683,7 @@ impl CsvRows {
             UrlFrom::Column { at, name } => (
                 cell(*at).trim().to_string(),
                 Some(*at),
-                format!("no URL in column {name:?}"),
+                format!("no URL in column \"{name}\""),
             ),
             UrlFrom::Template(bound) => match bound.fill(|i| self.record.get(i)) {
                 Ok(url) => (url, None, String::new()),
@@ -932,6 +992,43 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("\"href\"") && err.contains("id,page"), "{err}");
+    }
+
+    /// Issue 19: a binary header was echoed raw (escape bytes) in the `--url-column` error.
+    #[test]
+    fn a_binary_header_is_escaped_and_cut_in_the_url_column_message() {
+        let input: &'static [u8] =
+            b"a\x1b[31mred\x07,b\x00c,\xff,zero\xe2\x80\x8bwidth\nhttp://x.test/,1,2,3\n";
+        let err = Source::csv(Box::new(input), Some("href"), None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.chars().any(|c| c.is_control()), "{err:?}");
+        assert!(
+            err.ends_with(r"(columns: a\u{1b}[31mred\u{7},b\u{0}c,�,zero\u{200b}width)"),
+            "{err}"
+        );
+        // The same for the header of the other messages.
+        let err = Source::csv(Box::new(&b"\x1b[2J\x07\nnot a url\n"[..]), None, None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(r"(columns: \u{1b}[2J\u{7})"), "{err}");
+    }
+
+    #[test]
+    fn a_header_of_many_long_names_is_cut_in_messages() {
+        let mut header = vec!["x".repeat(100_000)];
+        header.extend((0..100_000).map(|i| format!("c{i}")));
+        let mut input = header.join(",").into_bytes();
+        input.extend_from_slice(b"\n1,2\n");
+        let err = Source::csv(Box::new(io::Cursor::new(input)), Some("href"), None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.len() < 1000, "{} bytes: {err}", err.len());
+        assert!(err.contains(&format!("{}…,c0,", "x".repeat(64))), "{err}");
+        assert!(err.ends_with(",c18,… 100001 in all)"), "{err}");
     }
 
     #[test]
