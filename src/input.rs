@@ -1071,3 +1071,158 @@ mod tests {
         assert!(progress.finished.load(Ordering::Acquire));
     }
 }
+
+/// Fuzzing of the input readers inside `cargo test` (issue 19): arbitrary bytes, non-UTF-8,
+/// NULs, CR, very long lines, unbalanced quotes, many columns, read in arbitrary chunks.
+/// Nothing panics; every line (text) or record (CSV) that is not blank or a comment becomes
+/// exactly one job, a damaged one an error row with its line number as its index; a long line
+/// holds at most `MAX_LINE` bytes.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Hands out `data` in the chunk sizes given (cycled), with an `Interrupted` error before
+    /// every third read, as a pipe or a signal may.
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        reads: usize,
+    }
+
+    impl Read for Chunked {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.reads.is_multiple_of(3) {
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            let size = self.sizes[self.reads % self.sizes.len()];
+            let n = size.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// One line of a text input, its end not included.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => "[ \t]{0,2}https?://[a-z0-9.]{1,12}(:[0-9]{1,5})?/[ -~]{0,20}[ \t\r]{0,2}"
+                .prop_map(String::into_bytes),
+            2 => prop::collection::vec(any::<u8>(), 0..40),
+            1 => Just(Vec::new()),
+            1 => "[ \t\r]{0,3}#[ -~]{0,10}".prop_map(String::into_bytes),
+            1 => prop::collection::vec(prop_oneof![Just(0u8), Just(b'\r'), 0x80u8..], 1..8),
+            1 => (MAX_LINE - 2..MAX_LINE + 2, prop_oneof![Just(b'x'), Just(0xff), Just(b' ')])
+                .prop_map(|(n, b)| {
+                    let mut l = b"http://a.test/".to_vec();
+                    l.resize(n, b);
+                    l
+                }),
+            1 => (200_000..300_000usize).prop_map(|n| vec![b'y'; n]),
+        ]
+    }
+
+    /// A text input: lines ended by LF or CRLF, maybe a BOM, maybe no final line end.
+    fn text_input() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<bool>(),
+            prop::collection::vec((line(), any::<bool>()), 0..12),
+            any::<bool>(),
+        )
+            .prop_map(|(bom, lines, last_end)| {
+                let mut out = Vec::new();
+                if bom {
+                    out.extend_from_slice(b"\xEF\xBB\xBF");
+                }
+                let n = lines.len();
+                for (i, (line, crlf)) in lines.into_iter().enumerate() {
+                    out.extend_from_slice(&line);
+                    if i + 1 < n || last_end {
+                        out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                    }
+                }
+                out
+            })
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Expect {
+        Url(String),
+        NotUtf8,
+        TooLong,
+    }
+
+    /// The contract, restated: the 1-based number of each line that is not blank or a
+    /// comment, and what it becomes. (A line's length counts its `\n`.)
+    fn expected_lines(input: &[u8]) -> Vec<(u64, Expect)> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        let mut no = 0;
+        while !rest.is_empty() {
+            let len = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            let mut line = &rest[..len];
+            rest = &rest[len..];
+            no += 1;
+            if no == 1 {
+                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            }
+            if len > MAX_LINE {
+                out.push((no, Expect::TooLong));
+                continue;
+            }
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim();
+            if text.is_empty() || text.starts_with('#') {
+                continue;
+            }
+            match std::str::from_utf8(line) {
+                Ok(_) => out.push((no, Expect::Url(text.to_string()))),
+                Err(_) => out.push((no, Expect::NotUtf8)),
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_text_line_is_one_job_or_skipped_and_memory_stays_bounded(
+            input in text_input(),
+            sizes in prop::collection::vec(1usize..100_000, 1..5),
+            templated in any::<bool>(),
+        ) {
+            let want = expected_lines(&input);
+            let template = templated.then(|| Template::parse("http://t.test/?q={}").unwrap());
+            let reader = Chunked { data: input, at: 0, sizes, reads: 0 };
+            let mut r = LineReader::new(reader).with_template(template.clone());
+            let mut got = Vec::new();
+            while let Some(job) = r.next_job().expect("an in-memory input reads") {
+                prop_assert!(r.line.capacity() <= 2 * MAX_LINE, "held {}", r.line.capacity());
+                // A template percent-encodes the line: a byte may become 9 (`%EF%BF%BD`, the
+                // replacement of a byte that is not UTF-8).
+                prop_assert!(job.url.len() <= 9 * MAX_LINE + 64, "url of {}", job.url.len());
+                let expect = match &job.target {
+                    Err(f) if f.message.contains("not a URL") => Expect::TooLong,
+                    Err(f) if f.message.contains("UTF-8") => Expect::NotUtf8,
+                    _ => match &template {
+                        Some(_) => Expect::Url(job.passthrough[0].clone()),
+                        None => Expect::Url(job.url.clone()),
+                    },
+                };
+                if expect != Expect::NotUtf8 && expect != Expect::TooLong {
+                    if let (Some(t), Expect::Url(text)) = (&template, &expect) {
+                        prop_assert_eq!(&job.url, &t.fill_line(text));
+                    }
+                } else {
+                    prop_assert_eq!(job.target.as_ref().unwrap_err().kind, ErrorKind::InvalidUrl);
+                }
+                prop_assert_eq!(job.passthrough.len(), usize::from(template.is_some()));
+                got.push((job.index, expect));
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+}
