@@ -1225,4 +1225,133 @@ mod fuzz {
             prop_assert_eq!(got, want);
         }
     }
+
+    /// One cell of a CSV input as written (quotes included, balanced or not).
+    fn cell() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => "https?://[a-z0-9.]{1,10}/[a-z0-9/?=&]{0,12}".prop_map(String::into_bytes),
+            3 => "[ -~]{0,12}".prop_map(String::into_bytes),
+            2 => prop::collection::vec(any::<u8>(), 0..16),
+            1 => "\"[ -~\r\n,;|\t]{0,12}\"".prop_map(String::into_bytes),
+            1 => "\"[ -~]{0,8}".prop_map(String::into_bytes),
+            1 => Just(b"a\"b\"\"c".to_vec()),
+            1 => (MAX_LINE - 2..MAX_LINE + 2).prop_map(|n| {
+                let mut c = b"http://a.test/".to_vec();
+                c.resize(n, b'z');
+                c
+            }),
+        ]
+    }
+
+    /// A header: a few cells, or many columns (one of them maybe `url`).
+    fn header() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop_oneof![
+            4 => prop::collection::vec(cell(), 1..8),
+            1 => (500..20_000usize, any::<bool>()).prop_map(|(n, url)| {
+                let mut names: Vec<Vec<u8>> =
+                    (0..n).map(|i| format!("c{i}").into_bytes()).collect();
+                if url {
+                    names[n / 2] = b"URL".to_vec();
+                }
+                names
+            }),
+        ]
+    }
+
+    /// A CSV input and how it is read: the bytes, `--delimiter`, `--url-column`,
+    /// `--url-template`.
+    fn csv_case() -> impl Strategy<Value = (Vec<u8>, Option<u8>, Option<String>, Option<String>)> {
+        (
+            header(),
+            prop::collection::vec(prop::collection::vec(cell(), 0..10), 0..8),
+            prop::sample::select(DELIMITERS.to_vec()),
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of(prop_oneof![
+                Just("url".to_string()),
+                Just("c7".to_string()),
+                "[ -~]{0,4}",
+            ]),
+            prop::option::of(prop_oneof![
+                Just("http://t.test/{url}".to_string()),
+                Just("http://t.test/{c1}?{c3}".to_string()),
+            ]),
+        )
+            .prop_map(|(header, rows, d, given, crlf, column, template)| {
+                let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+                let mut out = Vec::new();
+                for row in std::iter::once(header).chain(rows) {
+                    out.extend(row.join(&d));
+                    out.extend_from_slice(end);
+                }
+                // A template makes the URL itself: no --url-column with it.
+                let column = column.filter(|_| template.is_none());
+                (out, given.then_some(d), column, template)
+            })
+    }
+
+    /// The records after the header, as the csv crate counts them with the same separator.
+    fn records(input: &[u8], delimiter: u8) -> u64 {
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .delimiter(delimiter)
+            .from_reader(input);
+        let mut record = csv::ByteRecord::new();
+        let mut n = 0;
+        while rdr.read_byte_record(&mut record).expect("in memory") {
+            n += 1;
+        }
+        n
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_csv_record_is_one_job_and_a_refusal_is_one_short_line(
+            (input, delimiter, column, template) in csv_case(),
+        ) {
+            let sniffed = delimiter.unwrap_or_else(|| {
+                sniff_delimiter(&input[..input.len().min(SNIFF_BYTES)])
+            });
+            let want = records(&input, sniffed);
+            let template = template.map(|t| Template::parse(&t).unwrap());
+            let opened = Source::csv(
+                Box::new(io::Cursor::new(input)),
+                column.as_deref(),
+                delimiter,
+                template.as_ref(),
+            );
+            let (mut source, pass) = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let message = e.to_string();
+                    prop_assert!(!message.chars().any(char::is_control), "{message:?}");
+                    prop_assert!(message.len() < 4000, "{} bytes", message.len());
+                    return Ok(());
+                }
+            };
+            let mut index = 0;
+            while let Some(job) = source.next_job().expect("an in-memory input reads") {
+                index += 1;
+                prop_assert_eq!(job.index, index, "data rows are numbered from 1");
+                prop_assert!(job.passthrough.len() >= pass.len());
+                if job.url.len() > MAX_LINE {
+                    prop_assert_eq!(job.target.as_ref().unwrap_err().kind, ErrorKind::InvalidUrl);
+                }
+                if let Err(f) = &job.target {
+                    prop_assert!(!f.message.contains('\n'), "{:?}", f.message);
+                }
+            }
+            prop_assert_eq!(index, want, "one job per record");
+        }
+
+        #[test]
+        fn the_separator_sniffed_from_any_bytes_is_one_of_the_four(
+            head in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            prop_assert!(DELIMITERS.contains(&sniff_delimiter(&head)));
+        }
+    }
 }
