@@ -64,7 +64,8 @@ pub struct Cli {
     #[arg(short, long, value_name = "RATE", default_value = "10/s", value_parser = parse_rate)]
     pub rate: Rate,
 
-    /// Requests allowed at once above the rate.
+    /// Requests allowed at once above the rate (N × period at most 292 years; with --redis,
+    /// 100).
     #[arg(long, value_name = "N", default_value = "1")]
     pub burst: NonZeroU32,
 
