@@ -64,7 +64,8 @@ pub struct Cli {
     #[arg(short, long, value_name = "RATE", default_value = "10/s", value_parser = parse_rate)]
     pub rate: Rate,
 
-    /// Requests allowed at once above the rate.
+    /// Requests allowed at once above the rate (N × period at most 292 years; with --redis,
+    /// 100).
     #[arg(long, value_name = "N", default_value = "1")]
     pub burst: NonZeroU32,
 
@@ -142,11 +143,11 @@ pub struct Cli {
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
 
-    /// Whole-attempt timeout, body included (250ms, 30s, 2m).
+    /// Whole-attempt timeout, body included (250ms, 30s, 2m; 0 = no limit).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Connect timeout.
+    /// Connect timeout (0 = no limit).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
@@ -429,7 +430,7 @@ impl Cli {
         };
         if self.retry_failed.is_some() {
             let clash = [
-                (input_given, "an INPUT"),
+                (input_given, "INPUT"),
                 (output != OutputTarget::Stdout, "--output"),
                 (self.resume, "--resume"),
                 (self.fields.is_some(), "--fields"),
@@ -524,7 +525,10 @@ impl Cli {
             claim_after: self.claim_after,
             max_deliveries: self.max_deliveries,
             shard: self.shard,
-            timeout: self.timeout,
+            timeout: match self.timeout {
+                Duration::ZERO => crate::config::NO_TIMEOUT,
+                t => t,
+            },
             connect_timeout: self.connect_timeout,
             retries: self.retries,
             retry_status: self.retry_status.0,
@@ -1051,6 +1055,16 @@ mod tests {
         assert!(
             err.contains("--retry-failed") && err.contains("--output"),
             "{err}"
+        );
+    }
+
+    /// Issue 19: "takes no an INPUT".
+    #[test]
+    fn retry_failed_with_an_input_says_it_takes_no_input() {
+        let err = mode(&["list.txt", "--retry-failed", "report.csv"]).unwrap_err();
+        assert_eq!(
+            err,
+            "invalid value for --retry-failed: takes no INPUT: the report is both the input and the output"
         );
     }
 

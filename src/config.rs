@@ -167,9 +167,10 @@ pub struct Config {
     pub max_deliveries: u32,
     /// `--shard K/N`: only this part of the input (its other lines get no row).
     pub shard: Option<crate::units::Shard>,
-    /// Whole-attempt timeout, body included (`--timeout`).
+    /// Whole-attempt timeout, body included (`--timeout`); `NO_TIMEOUT` for none
+    /// (`--timeout 0`).
     pub timeout: Duration,
-    /// TCP (and TLS) connect timeout (`--connect-timeout`).
+    /// TCP (and TLS) connect timeout (`--connect-timeout`); zero for none.
     pub connect_timeout: Duration,
     /// Retries after the first attempt (`--retries`).
     pub retries: u32,
@@ -304,6 +305,7 @@ impl Config {
     /// hand gets the same usage errors as the command line.
     pub fn validate(&self) -> Result<(), UsageError> {
         self.check_url_column()?;
+        check_burst_span(self.rate, self.burst, self.redis.is_some())?;
         if let Some(name) = &self.queue {
             if self.redis.is_none() {
                 return Err(UsageError::new(
@@ -360,6 +362,45 @@ impl Config {
     }
 }
 
+/// The longest `--burst × period` (the time `--rate` takes to refill the whole burst): the
+/// limiter counts nanoseconds in a `u64` (governor's `Nanos`), which holds 584 years; half
+/// of that for the burst leaves as much again for the run's own clock.
+pub const MAX_BURST_SPAN: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// `MAX_BURST_SPAN` with `--redis`: the grant script counts microseconds since 1970 in Lua's
+/// doubles, exact up to 2^53 µs (the year 2255); a burst span of a century keeps every instant
+/// it computes exact until 2155.
+pub const MAX_REDIS_BURST_SPAN: Duration = Duration::from_secs(100 * SECS_PER_YEAR);
+
+/// A Julian year (365.25 days), for the burst span's message.
+const SECS_PER_YEAR: u64 = 31_557_600;
+
+/// `--burst × period` must fit the limiter (`MAX_BURST_SPAN`, with `--redis`
+/// `MAX_REDIS_BURST_SPAN`): `--rate 0.0000001/s --burst 4294967295` would overflow it.
+fn check_burst_span(rate: Rate, burst: NonZeroU32, redis: bool) -> Result<(), UsageError> {
+    let Some(period) = rate.period() else {
+        return Ok(());
+    };
+    let (max, with) = match redis {
+        true => (MAX_REDIS_BURST_SPAN, "with --redis, "),
+        false => (MAX_BURST_SPAN, ""),
+    };
+    let span = period.as_nanos() * u128::from(burst.get());
+    if span <= max.as_nanos() {
+        return Ok(());
+    }
+    let years = |nanos: u128| nanos / (u128::from(SECS_PER_YEAR) * 1_000_000_000);
+    Err(UsageError::new(
+        "--burst",
+        format!(
+            "{with}burst × period (1/--rate) must be at most {} years; {burst} at {rate} is {} \
+             years: lower --burst or raise --rate",
+            years(max.as_nanos()),
+            years(span),
+        ),
+    ))
+}
+
 /// Parses a `--redis` URL (it is connected to at the start of the run).
 fn check_redis_url(url: &str) -> Result<(), UsageError> {
     redis::Client::open(url)
@@ -380,6 +421,11 @@ fn check_limit_key(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `Config::timeout` without a limit (`--timeout 0`): the longest duration accepted, so that
+/// the deadlines, the request log's disorder bound and the announced allowances, which all
+/// count on requests ending within the timeout, stay finite and true.
+pub const NO_TIMEOUT: Duration = crate::units::MAX_DURATION;
 
 /// The default `--limit-key`.
 pub const DEFAULT_LIMIT_KEY: &str = "ratefetch";
@@ -465,6 +511,34 @@ mod tests {
             url_column: Some("link".into()),
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn a_burst_span_must_fit_the_limiter() {
+        let at = |secs: u64, burst: u32, redis: bool| {
+            check_burst_span(
+                Rate::Every(Duration::from_secs(secs)),
+                NonZeroU32::new(burst).unwrap(),
+                redis,
+            )
+        };
+        // 292 years and a little: 2^63 ns is 9,223,372,036.85 s.
+        assert_eq!(at(9_223_372_036, 1, false), Ok(()));
+        assert_eq!(at(4_611_686_018, 2, false), Ok(()));
+        let err = at(9_223_372_037, 1, false).unwrap_err();
+        assert_eq!(err.flag, "--burst");
+        assert!(err.message.starts_with("burst × period"), "{err}");
+        assert!(at(u64::from(u32::MAX), u32::MAX, false).is_err());
+        // With --redis, a century.
+        assert_eq!(at(100 * SECS_PER_YEAR, 1, true), Ok(()));
+        let err = at(100 * SECS_PER_YEAR + 1, 1, true).unwrap_err();
+        assert!(err.message.starts_with("with --redis, "), "{err}");
+        assert!(err.message.contains("at most 100 years"), "{err}");
+        // Unlimited has no period.
+        assert_eq!(
+            check_burst_span(Rate::Unlimited, NonZeroU32::MAX, true),
+            Ok(())
+        );
     }
 
     #[test]

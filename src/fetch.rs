@@ -76,7 +76,6 @@ pub fn build_client(config: &Config, cookies: Option<&Cookies>) -> Result<Client
     let mut builder = Client::builder()
         .use_rustls_tls()
         .default_headers(headers)
-        .connect_timeout(config.connect_timeout)
         .redirect(redirect::Policy::none())
         .tcp_nodelay(true)
         // Idle connections hold open files: no more per host than can be used at once.
@@ -90,6 +89,10 @@ pub fn build_client(config: &Config, cookies: Option<&Cookies>) -> Result<Client
         .brotli(true)
         .zstd(true)
         .deflate(true);
+    // Zero is no limit (reqwest's zero would end every connect that does not finish at once).
+    if !config.connect_timeout.is_zero() {
+        builder = builder.connect_timeout(config.connect_timeout);
+    }
     builder = builder.user_agent(user_agent(config));
     if config.no_proxy {
         builder = builder.no_proxy();

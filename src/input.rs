@@ -287,7 +287,11 @@ pub enum CsvInputError {
     #[error("the CSV input has no header row")]
     NoHeader,
     /// `--url-column` names no column of the header.
-    #[error("no column {name:?} in the CSV header (columns: {})", .columns.join(","))]
+    #[error(
+        "no column \"{}\" in the CSV header (columns: {})",
+        shown_name(name),
+        shown_columns(columns)
+    )]
     UnknownUrlColumn {
         name: String,
         /// The header's names, in order.
@@ -305,7 +309,7 @@ pub enum CsvInputError {
     #[error(
         "no column named url in the CSV header, and its first column holds no http(s) URL \
          (columns: {}); name the URL column with --url-column",
-        .columns.join(",")
+        shown_columns(columns)
     )]
     NoUrlColumn {
         /// The header's names, in order.
@@ -314,12 +318,68 @@ pub enum CsvInputError {
 }
 
 fn template_column_message(name: &str, columns: &[String]) -> String {
-    let columns = columns.join(",");
+    let columns = shown_columns(columns);
     if name.is_empty() {
         format!("{{}} takes a text input's line; a CSV input's columns go by name, e.g. {{url}} (columns: {columns})")
     } else {
-        format!("no column {name:?} in the CSV header for {{{name}}} (columns: {columns})")
+        let name = shown_name(name);
+        format!("no column \"{name}\" in the CSV header for {{{name}}} (columns: {columns})")
     }
+}
+
+/// How many characters of a name from the input a message shows.
+const SHOWN_NAME_CHARS: usize = 64;
+/// How many of a header's names a message lists.
+const SHOWN_COLUMNS: usize = 20;
+
+/// A name from the input (a header cell), fit for a one-line message on a terminal: control
+/// and invisible characters escaped (`\u{1b}`, `\n`), at most `SHOWN_NAME_CHARS` of it.
+pub fn shown_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(4 * SHOWN_NAME_CHARS));
+    for (n, c) in name.chars().enumerate() {
+        if n == SHOWN_NAME_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || invisible(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Format characters that change how a line shows without showing themselves (zero-width
+/// ones, bidirectional overrides, line separators, the byte order mark).
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
+
+/// A header's names for a message, comma-separated: each `shown_name`, the first
+/// `SHOWN_COLUMNS` of them and how many there are in all.
+pub fn shown_columns(columns: &[String]) -> String {
+    let mut shown: Vec<String> = columns
+        .iter()
+        .take(SHOWN_COLUMNS)
+        .map(|c| shown_name(c))
+        .collect();
+    if columns.len() > SHOWN_COLUMNS {
+        shown.push(format!("… {} in all", columns.len()));
+    }
+    shown.join(",")
 }
 
 /// How much of a CSV input is looked at for its header line when its separator is found.
@@ -381,7 +441,7 @@ enum SourceKind {
 
 /// Where a CSV row's URL comes from.
 enum UrlFrom {
-    /// A column (passed through no further).
+    /// A column (passed through no further); `name` as messages show it (`shown_name`).
     Column { at: usize, name: String },
     /// `--url-template`, from the columns it names (every column passes through).
     Template(Bound),
@@ -526,7 +586,7 @@ impl Source {
             rdr,
             url: UrlFrom::Column {
                 at: url_at,
-                name: header[url_at].clone(),
+                name: shown_name(&header[url_at]),
             },
             row: 0,
             record,
@@ -623,7 +683,7 @@ impl CsvRows {
             UrlFrom::Column { at, name } => (
                 cell(*at).trim().to_string(),
                 Some(*at),
-                format!("no URL in column {name:?}"),
+                format!("no URL in column \"{name}\""),
             ),
             UrlFrom::Template(bound) => match bound.fill(|i| self.record.get(i)) {
                 Ok(url) => (url, None, String::new()),
@@ -934,6 +994,43 @@ mod tests {
         assert!(err.contains("\"href\"") && err.contains("id,page"), "{err}");
     }
 
+    /// Issue 19: a binary header was echoed raw (escape bytes) in the `--url-column` error.
+    #[test]
+    fn a_binary_header_is_escaped_and_cut_in_the_url_column_message() {
+        let input: &'static [u8] =
+            b"a\x1b[31mred\x07,b\x00c,\xff,zero\xe2\x80\x8bwidth\nhttp://x.test/,1,2,3\n";
+        let err = Source::csv(Box::new(input), Some("href"), None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.chars().any(|c| c.is_control()), "{err:?}");
+        assert!(
+            err.ends_with(r"(columns: a\u{1b}[31mred\u{7},b\u{0}c,�,zero\u{200b}width)"),
+            "{err}"
+        );
+        // The same for the header of the other messages.
+        let err = Source::csv(Box::new(&b"\x1b[2J\x07\nnot a url\n"[..]), None, None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(r"(columns: \u{1b}[2J\u{7})"), "{err}");
+    }
+
+    #[test]
+    fn a_header_of_many_long_names_is_cut_in_messages() {
+        let mut header = vec!["x".repeat(100_000)];
+        header.extend((0..100_000).map(|i| format!("c{i}")));
+        let mut input = header.join(",").into_bytes();
+        input.extend_from_slice(b"\n1,2\n");
+        let err = Source::csv(Box::new(io::Cursor::new(input)), Some("href"), None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.len() < 1000, "{} bytes: {err}", err.len());
+        assert!(err.contains(&format!("{}…,c0,", "x".repeat(64))), "{err}");
+        assert!(err.ends_with(",c18,… 100001 in all)"), "{err}");
+    }
+
     #[test]
     fn reader_thread_refuses_a_line_that_differs_from_the_report() {
         let (tx, _rx) = mpsc::channel(4);
@@ -972,5 +1069,289 @@ mod tests {
         assert_eq!(got, [1, 3]);
         assert_eq!(progress.jobs.load(Ordering::Relaxed), 2);
         assert!(progress.finished.load(Ordering::Acquire));
+    }
+}
+
+/// Fuzzing of the input readers inside `cargo test` (issue 19): arbitrary bytes, non-UTF-8,
+/// NULs, CR, very long lines, unbalanced quotes, many columns, read in arbitrary chunks.
+/// Nothing panics; every line (text) or record (CSV) that is not blank or a comment becomes
+/// exactly one job, a damaged one an error row with its line number as its index; a long line
+/// holds at most `MAX_LINE` bytes.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Hands out `data` in the chunk sizes given (cycled), with an `Interrupted` error before
+    /// every third read, as a pipe or a signal may.
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        reads: usize,
+    }
+
+    impl Read for Chunked {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if self.reads.is_multiple_of(3) {
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            let size = self.sizes[self.reads % self.sizes.len()];
+            let n = size.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// One line of a text input, its end not included.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => "[ \t]{0,2}https?://[a-z0-9.]{1,12}(:[0-9]{1,5})?/[ -~]{0,20}[ \t\r]{0,2}"
+                .prop_map(String::into_bytes),
+            2 => prop::collection::vec(any::<u8>(), 0..40),
+            1 => Just(Vec::new()),
+            1 => "[ \t\r]{0,3}#[ -~]{0,10}".prop_map(String::into_bytes),
+            1 => prop::collection::vec(prop_oneof![Just(0u8), Just(b'\r'), 0x80u8..], 1..8),
+            1 => (MAX_LINE - 2..MAX_LINE + 2, prop_oneof![Just(b'x'), Just(0xff), Just(b' ')])
+                .prop_map(|(n, b)| {
+                    let mut l = b"http://a.test/".to_vec();
+                    l.resize(n, b);
+                    l
+                }),
+            1 => (200_000..300_000usize).prop_map(|n| vec![b'y'; n]),
+        ]
+    }
+
+    /// A text input: lines ended by LF or CRLF, maybe a BOM, maybe no final line end.
+    fn text_input() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<bool>(),
+            prop::collection::vec((line(), any::<bool>()), 0..12),
+            any::<bool>(),
+        )
+            .prop_map(|(bom, lines, last_end)| {
+                let mut out = Vec::new();
+                if bom {
+                    out.extend_from_slice(b"\xEF\xBB\xBF");
+                }
+                let n = lines.len();
+                for (i, (line, crlf)) in lines.into_iter().enumerate() {
+                    out.extend_from_slice(&line);
+                    if i + 1 < n || last_end {
+                        out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                    }
+                }
+                out
+            })
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Expect {
+        Url(String),
+        NotUtf8,
+        TooLong,
+    }
+
+    /// The contract, restated: the 1-based number of each line that is not blank or a
+    /// comment, and what it becomes. (A line's length counts its `\n`.)
+    fn expected_lines(input: &[u8]) -> Vec<(u64, Expect)> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        let mut no = 0;
+        while !rest.is_empty() {
+            let len = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            let mut line = &rest[..len];
+            rest = &rest[len..];
+            no += 1;
+            if no == 1 {
+                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            }
+            if len > MAX_LINE {
+                out.push((no, Expect::TooLong));
+                continue;
+            }
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim();
+            if text.is_empty() || text.starts_with('#') {
+                continue;
+            }
+            match std::str::from_utf8(line) {
+                Ok(_) => out.push((no, Expect::Url(text.to_string()))),
+                Err(_) => out.push((no, Expect::NotUtf8)),
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_text_line_is_one_job_or_skipped_and_memory_stays_bounded(
+            input in text_input(),
+            sizes in prop::collection::vec(1usize..100_000, 1..5),
+            templated in any::<bool>(),
+        ) {
+            let want = expected_lines(&input);
+            let template = templated.then(|| Template::parse("http://t.test/?q={}").unwrap());
+            let reader = Chunked { data: input, at: 0, sizes, reads: 0 };
+            let mut r = LineReader::new(reader).with_template(template.clone());
+            let mut got = Vec::new();
+            while let Some(job) = r.next_job().expect("an in-memory input reads") {
+                prop_assert!(r.line.capacity() <= 2 * MAX_LINE, "held {}", r.line.capacity());
+                // A template percent-encodes the line: a byte may become 9 (`%EF%BF%BD`, the
+                // replacement of a byte that is not UTF-8).
+                prop_assert!(job.url.len() <= 9 * MAX_LINE + 64, "url of {}", job.url.len());
+                let expect = match &job.target {
+                    Err(f) if f.message.contains("not a URL") => Expect::TooLong,
+                    Err(f) if f.message.contains("UTF-8") => Expect::NotUtf8,
+                    _ => match &template {
+                        Some(_) => Expect::Url(job.passthrough[0].clone()),
+                        None => Expect::Url(job.url.clone()),
+                    },
+                };
+                if expect != Expect::NotUtf8 && expect != Expect::TooLong {
+                    if let (Some(t), Expect::Url(text)) = (&template, &expect) {
+                        prop_assert_eq!(&job.url, &t.fill_line(text));
+                    }
+                } else {
+                    prop_assert_eq!(job.target.as_ref().unwrap_err().kind, ErrorKind::InvalidUrl);
+                }
+                prop_assert_eq!(job.passthrough.len(), usize::from(template.is_some()));
+                got.push((job.index, expect));
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// One cell of a CSV input as written (quotes included, balanced or not).
+    fn cell() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => "https?://[a-z0-9.]{1,10}/[a-z0-9/?=&]{0,12}".prop_map(String::into_bytes),
+            3 => "[ -~]{0,12}".prop_map(String::into_bytes),
+            2 => prop::collection::vec(any::<u8>(), 0..16),
+            1 => "\"[ -~\r\n,;|\t]{0,12}\"".prop_map(String::into_bytes),
+            1 => "\"[ -~]{0,8}".prop_map(String::into_bytes),
+            1 => Just(b"a\"b\"\"c".to_vec()),
+            1 => (MAX_LINE - 2..MAX_LINE + 2).prop_map(|n| {
+                let mut c = b"http://a.test/".to_vec();
+                c.resize(n, b'z');
+                c
+            }),
+        ]
+    }
+
+    /// A header: a few cells, or many columns (one of them maybe `url`).
+    fn header() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop_oneof![
+            4 => prop::collection::vec(cell(), 1..8),
+            1 => (500..20_000usize, any::<bool>()).prop_map(|(n, url)| {
+                let mut names: Vec<Vec<u8>> =
+                    (0..n).map(|i| format!("c{i}").into_bytes()).collect();
+                if url {
+                    names[n / 2] = b"URL".to_vec();
+                }
+                names
+            }),
+        ]
+    }
+
+    /// A CSV input and how it is read: the bytes, `--delimiter`, `--url-column`,
+    /// `--url-template`.
+    fn csv_case() -> impl Strategy<Value = (Vec<u8>, Option<u8>, Option<String>, Option<String>)> {
+        (
+            header(),
+            prop::collection::vec(prop::collection::vec(cell(), 0..10), 0..8),
+            prop::sample::select(DELIMITERS.to_vec()),
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of(prop_oneof![
+                Just("url".to_string()),
+                Just("c7".to_string()),
+                "[ -~]{0,4}",
+            ]),
+            prop::option::of(prop_oneof![
+                Just("http://t.test/{url}".to_string()),
+                Just("http://t.test/{c1}?{c3}".to_string()),
+            ]),
+        )
+            .prop_map(|(header, rows, d, given, crlf, column, template)| {
+                let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+                let mut out = Vec::new();
+                for row in std::iter::once(header).chain(rows) {
+                    out.extend(row.join(&d));
+                    out.extend_from_slice(end);
+                }
+                // A template makes the URL itself: no --url-column with it.
+                let column = column.filter(|_| template.is_none());
+                (out, given.then_some(d), column, template)
+            })
+    }
+
+    /// The records after the header, as the csv crate counts them with the same separator.
+    fn records(input: &[u8], delimiter: u8) -> u64 {
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .delimiter(delimiter)
+            .from_reader(input);
+        let mut record = csv::ByteRecord::new();
+        let mut n = 0;
+        while rdr.read_byte_record(&mut record).expect("in memory") {
+            n += 1;
+        }
+        n
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_csv_record_is_one_job_and_a_refusal_is_one_short_line(
+            (input, delimiter, column, template) in csv_case(),
+        ) {
+            let sniffed = delimiter.unwrap_or_else(|| {
+                sniff_delimiter(&input[..input.len().min(SNIFF_BYTES)])
+            });
+            let want = records(&input, sniffed);
+            let template = template.map(|t| Template::parse(&t).unwrap());
+            let opened = Source::csv(
+                Box::new(io::Cursor::new(input)),
+                column.as_deref(),
+                delimiter,
+                template.as_ref(),
+            );
+            let (mut source, pass) = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let message = e.to_string();
+                    prop_assert!(!message.chars().any(char::is_control), "{message:?}");
+                    prop_assert!(message.len() < 4000, "{} bytes", message.len());
+                    return Ok(());
+                }
+            };
+            let mut index = 0;
+            while let Some(job) = source.next_job().expect("an in-memory input reads") {
+                index += 1;
+                prop_assert_eq!(job.index, index, "data rows are numbered from 1");
+                prop_assert!(job.passthrough.len() >= pass.len());
+                if job.url.len() > MAX_LINE {
+                    prop_assert_eq!(job.target.as_ref().unwrap_err().kind, ErrorKind::InvalidUrl);
+                }
+                if let Err(f) = &job.target {
+                    prop_assert!(!f.message.contains('\n'), "{:?}", f.message);
+                }
+            }
+            prop_assert_eq!(index, want, "one job per record");
+        }
+
+        #[test]
+        fn the_separator_sniffed_from_any_bytes_is_one_of_the_four(
+            head in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            prop_assert!(DELIMITERS.contains(&sniff_delimiter(&head)));
+        }
     }
 }

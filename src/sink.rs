@@ -10,6 +10,7 @@
 //! In JSONL, serde_json escapes line breaks, so every line is one row.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -575,8 +576,9 @@ pub enum Col {
 
 /// The columns of one report, in order: the twelve standard ones, the extracted ones (in
 /// the order given), `body_sha256` with `--save-bodies`, then the passthrough columns of a
-/// CSV input (a name that collides with another column is prefixed `input_`). `--fields`
-/// picks and orders any of them.
+/// CSV input (a name that collides with another column is prefixed `input_`, and numbered
+/// `input_NAME_2`, `input_NAME_3`, … when that is taken too). `--fields` picks and orders any
+/// of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Columns {
     names: Vec<String>,
@@ -610,27 +612,33 @@ impl Columns {
         if body_sha256 {
             all.push((BODY_SHA256.to_string(), Col::BodySha256));
         }
+        // Linear in the columns: a CSV input may have 100,000 of them.
+        let mut taken: HashSet<String> = all.iter().map(|(n, _)| n.clone()).collect();
+        let mut numbered = HashMap::new();
         for (i, name) in passthrough.iter().enumerate() {
-            let mut name = name.clone();
-            while all.iter().any(|(n, _)| *n == name) {
-                name = format!("input_{name}");
-            }
+            let name = free_name(name, &mut taken, &mut numbered);
             all.push((name, Col::Pass(i)));
         }
         let chosen = match fields {
             None => all,
-            Some(fields) => fields
-                .iter()
-                .map(|f| {
-                    all.iter()
-                        .find(|(n, _)| n == f.trim())
-                        .cloned()
-                        .ok_or_else(|| ColumnsError::UnknownField {
-                            name: f.trim().to_string(),
-                            valid: all.iter().map(|(n, _)| n.clone()).collect(),
+            Some(fields) => {
+                let at: HashMap<&str, usize> = all
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| (n.as_str(), i))
+                    .collect();
+                fields
+                    .iter()
+                    .map(|f| {
+                        at.get(f.trim()).map(|&i| all[i].clone()).ok_or_else(|| {
+                            ColumnsError::UnknownField {
+                                name: f.trim().to_string(),
+                                valid: all.iter().map(|(n, _)| n.clone()).collect(),
+                            }
                         })
-                })
-                .collect::<Result<_, _>>()?,
+                    })
+                    .collect::<Result<_, _>>()?
+            }
         };
         let (names, cols) = chosen.into_iter().unzip();
         Ok(Columns { names, cols })
@@ -687,6 +695,32 @@ impl Columns {
             Ok(())
         } else {
             Err(OtherColumns(found.join(",")))
+        }
+    }
+}
+
+/// The report's name for a passthrough column called `name`, `taken` holding the names given
+/// so far: `name`; else `input_NAME`; else `input_NAME_2`, `input_NAME_3`, … (`numbered`
+/// keeps the next number of each name, so that a header of n equal names costs O(n) and its
+/// names do not grow with n).
+fn free_name(
+    name: &str,
+    taken: &mut HashSet<String>,
+    numbered: &mut HashMap<String, u64>,
+) -> String {
+    if taken.insert(name.to_string()) {
+        return name.to_string();
+    }
+    let prefixed = format!("input_{name}");
+    if taken.insert(prefixed.clone()) {
+        return prefixed;
+    }
+    let next = numbered.entry(name.to_string()).or_insert(2);
+    loop {
+        let candidate = format!("input_{name}_{next}");
+        *next += 1;
+        if taken.insert(candidate.clone()) {
+            return candidate;
         }
     }
 }
@@ -919,6 +953,47 @@ pub(crate) mod tests {
                 "sku",
                 "input_title",
                 "input_price"
+            ]
+        );
+    }
+
+    /// Issue 19: each passthrough name was looked up among all the names before it, and a
+    /// name taken again grew by `input_` each time: n equal names (a header of empty cells)
+    /// made names of O(n) bytes, O(n²) in all.
+    #[test]
+    fn many_passthrough_columns_are_named_in_linear_work() {
+        let n = 100_000;
+        let empty = vec![String::new(); n];
+        let c = Columns::new(&[], false, &empty, None).unwrap();
+        let names = &c.names()[COLUMNS.len()..];
+        assert_eq!(&names[..3], ["", "input_", "input__2"]);
+        assert_eq!(names[n - 1], format!("input__{}", n - 1));
+        let bytes: usize = names.iter().map(String::len).sum();
+        assert!(bytes < 20 * n, "{bytes} bytes of names for {n} columns");
+        let unique: HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), n);
+        // Distinct names (a quadratic lookup of 100,000 of them takes minutes in a debug
+        // build), and --fields picking among them.
+        let distinct: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let fields: Vec<String> = (0..n).rev().step_by(7).map(|i| format!("c{i}")).collect();
+        let c = Columns::new(&[], false, &distinct, Some(&fields)).unwrap();
+        assert_eq!(c.names(), fields);
+        assert_eq!(c.cols[0], Col::Pass(n - 1));
+    }
+
+    #[test]
+    fn a_name_taken_twice_is_numbered() {
+        let pass = ["title", "title", "input_title_2", "title", "a", "a"].map(String::from);
+        let c = Columns::new(&[], false, &pass, None).unwrap();
+        assert_eq!(
+            &c.names()[COLUMNS.len()..],
+            [
+                "input_title",
+                "input_title_2",
+                "input_input_title_2",
+                "input_title_3",
+                "a",
+                "input_a"
             ]
         );
     }

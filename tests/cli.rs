@@ -106,6 +106,76 @@ fn jsonl_has_the_same_fields_with_numbers_and_nulls() {
     assert_eq!(rows[0].as_object().unwrap().len(), 12);
 }
 
+/// Issue 19: `--timeout 0` timed out every request; like `--connect-timeout 0` and
+/// `--max-body 0` it is no limit. The body drips for some 400 ms, past any zero deadline.
+#[test]
+fn timeout_0_and_connect_timeout_0_mean_no_limit() {
+    let server = Server::start();
+    let out = ratefetch()
+        .args([
+            "-q",
+            "--timeout",
+            "0",
+            "--connect-timeout",
+            "0",
+            "--retries",
+            "0",
+        ])
+        .write_stdin(format!("{}\n", server.url("/drip/2")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (_, rows) = parse_csv(&out.stdout);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].get("status"),
+            rows[0].get("error_kind"),
+            rows[0].get("bytes")
+        ),
+        ("200", "", "2"),
+        "{}",
+        rows[0].get("error")
+    );
+}
+
+/// Issue 19: `-r 0.0000001/s --burst 4294967295` overflowed the limiter's nanoseconds (a
+/// panic in a debug build, a wrong limit in a release one); it is a usage error naming
+/// --burst and the bound. A span just under the bound fetches.
+#[test]
+fn a_burst_span_the_limiter_cannot_hold_is_a_usage_error() {
+    for (rate, burst) in [("0.0000001/s", "4294967295"), ("1/h", "2600000")] {
+        let out = ratefetch()
+            .args(["-q", "-r", rate, "--burst", burst])
+            .write_stdin("http://127.0.0.1:9/\n")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{rate} {burst}: {}",
+            stderr_of(&out)
+        );
+        let err = stderr_of(&out);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+        assert!(
+            err.contains("--burst: burst × period (1/--rate) must be at most 292 years"),
+            "{err}"
+        );
+    }
+    let server = Server::start();
+    // 2,500,000 hours: 285 years.
+    let out = ratefetch()
+        .args(["-q", "-r", "1/h", "--burst", "2500000"])
+        .write_stdin(format!("{}\n{}\n", server.url("/ok"), server.url("/ok")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (_, rows) = parse_csv(&out.stdout);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.get("status") == "200"));
+}
+
 #[test]
 fn bad_values_exit_2_with_one_line_naming_the_flag() {
     for (args, flag) in [

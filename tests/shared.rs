@@ -493,6 +493,68 @@ fn an_error_from_redis_that_waiting_does_not_mend_ends_the_run_with_exit_1() {
     assert!(server.arrivals().is_empty(), "nothing was sent");
 }
 
+/// Issue 19: `-r 0.0000001/s --burst 4294967295` exited 1 blaming Redis ("value is not an
+/// integer or out of range"); it is a usage error naming --burst and the bound, found before
+/// Redis is asked anything (this Redis does not exist).
+#[test]
+fn a_burst_span_redis_cannot_hold_is_a_usage_error_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("redis+unix://{}", dir.path().join("no.sock").display());
+    for (rate, burst) in [("0.0000001/s", "4294967295"), ("1/h", "900000")] {
+        let out = ratefetch_bin()
+            .args(["-q", "--connect-timeout", "500ms", "--redis", &nowhere])
+            .args(["-r", rate, "--burst", burst])
+            .write_stdin("http://127.0.0.1:9/\n")
+            .output()
+            .expect("running ratefetch");
+        assert_exit(&out, 2, &format!("-r {rate} --burst {burst}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(
+                "--burst: with --redis, burst × period (1/--rate) must be at most 100 years"
+            ),
+            "{stderr}"
+        );
+    }
+}
+
+/// The bound is enough: a burst span just under it is granted by a real Redis.
+#[test]
+fn a_burst_span_under_the_bound_is_granted_by_redis() {
+    if !available("a_burst_span_under_the_bound_is_granted_by_redis") {
+        return;
+    }
+    let redis = Redis::start();
+    let server = Server::start_on([127, 0, 0, 91]);
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.csv");
+    // 870,000 hours: 99.3 years.
+    let out = ratefetch_bin()
+        .args([
+            "-q",
+            "--redis",
+            &redis.url(),
+            "-r",
+            "1/h",
+            "--burst",
+            "870000",
+            "-o",
+        ])
+        .arg(&report)
+        .write_stdin(format!(
+            "{}\n{}\n",
+            server.url("/ok?1"),
+            server.url("/ok?2")
+        ))
+        .output()
+        .expect("running ratefetch");
+    assert_exit(&out, 0, "a burst span of 99 years");
+    let rows = read_csv(&report);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.get("status") == "200"), "{rows:?}");
+}
+
 #[test]
 fn bad_redis_arguments_are_usage_errors_naming_the_flag() {
     for (args, flag) in [
