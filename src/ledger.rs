@@ -258,6 +258,7 @@ impl Ledger {
     /// Opens (or creates) the state at `path` for a run under `quotas` and `host_quotas`:
     /// locks it, reads the past, and rewrites the file compacted. Returns the ledger and
     /// what was sent before. [`claim`], then [`Claim::open`].
+    #[cfg(test)]
     pub fn open(
         path: &Path,
         quotas: &[Quota],
@@ -359,7 +360,7 @@ impl Open {
 /// with a crashed run's grants counted as sent now. A missing file has no past; a damaged
 /// one is refused as a run refuses it (a record may lie `RETAIN` ahead, as for a run whose
 /// windows are all shorter).
-pub fn read(path: &Path) -> Result<Past, LedgerError> {
+pub fn read(path: &Path, quotas: &[Quota], host_quotas: &[Quota]) -> Result<Past, LedgerError> {
     let fail = |reason: String| LedgerError {
         path: path.to_path_buf(),
         reason,
@@ -370,7 +371,8 @@ pub fn read(path: &Path) -> Result<Past, LedgerError> {
         Err(e) => return Err(fail(format!("cannot open: {e}"))),
     };
     let wall = wall_us(SystemTime::now());
-    let replayed = replay(BufReader::new(file), wall, retention(&[], &[])).map_err(fail)?;
+    let replayed =
+        replay(BufReader::new(file), wall, retention(quotas, host_quotas)).map_err(fail)?;
     Ok(past_of(&compact(replayed.sends, wall, Duration::MAX)))
 }
 
@@ -773,7 +775,7 @@ mod tests {
             ledger.grant("b").unwrap();
         }
         drop(ledger);
-        let past = read(&path).unwrap();
+        let past = read(&path, &[], &[]).unwrap();
         assert_eq!(past.run.iter().map(|s| s.1).sum::<u64>(), 5 + 4);
         // Two sends were written out with the second block; the third was not, and counts
         // against the run only.
@@ -828,7 +830,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), text.as_bytes());
         assert_eq!(names(dir.path()), ["state"], "no file left behind");
         // `--plan` refuses it the same way.
-        let err = read(&path).unwrap_err();
+        let err = read(&path, &[], &[]).unwrap_err();
         assert!(
             err.reason.contains(&format!("line {line} ")),
             "{}",
@@ -879,7 +881,7 @@ mod tests {
             assert_eq!(sum(&past.hosts["a"]), 61);
             ledger.finish().unwrap();
         }
-        assert_eq!(sum(&read(&path).unwrap().run), 61);
+        assert_eq!(sum(&read(&path, &[], &[]).unwrap().run), 61);
         // A 30-day window lets a record lie up to 30 days ahead.
         let text = sixty_sends(now) + &format!("S {} a\n", now + 20 * DAY);
         std::fs::write(&path, &text).unwrap();
@@ -933,12 +935,14 @@ mod tests {
         // Just inside: the largest count a file may hold, and a record exactly `RETAIN` ahead.
         let text = format!("{h}\nB {now} {limit} a\n");
         assert_eq!(
-            sum(&read(state(text.as_bytes()).1.as_path()).unwrap().run),
+            sum(&read(state(text.as_bytes()).1.as_path(), &[], &[])
+                .unwrap()
+                .run),
             limit
         );
         let ahead = now + RETAIN.as_micros() as u64;
         let (_dir, path) = state(format!("{h}\nS {ahead} a\n").as_bytes());
-        assert_eq!(sum(&read(&path).unwrap().run), 1);
+        assert_eq!(sum(&read(&path, &[], &[]).unwrap().run), 1);
     }
 
     /// Issue 19: CRLF line ends were "written by another version".
@@ -960,7 +964,7 @@ mod tests {
         assert_eq!(sum(&past.run), 60);
         drop(ledger);
         assert!(!std::fs::read(&path).unwrap().contains(&b'\r'));
-        assert_eq!(sum(&read(&path).unwrap().run), 60);
+        assert_eq!(sum(&read(&path, &[], &[]).unwrap().run), 60);
     }
 
     #[test]
@@ -1191,10 +1195,10 @@ mod fuzz {
                 Ok(claimed) => {
                     drop(claimed);
                     prop_assert!(unchanged(&path), "a claim changed the file");
-                    let before = read(&path).unwrap();
+                    let before = read(&path, &[], &[]).unwrap();
                     let (ledger, past) = claim(&path, &quotas, &[]).unwrap().open().unwrap();
                     drop(ledger);
-                    let after = read(&path).unwrap();
+                    let after = read(&path, &[], &[]).unwrap();
                     // The rewrite keeps every send it counted: 8 days by the wall clock, and
                     // the records here are at most 10 days old, so the run's totals agree.
                     prop_assert_eq!(total(&past.run), total(&after.run));

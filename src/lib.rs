@@ -56,6 +56,7 @@ mod rerun;
 mod resume;
 mod retry;
 mod robots;
+mod run_files;
 mod save;
 mod schedule;
 mod shared;
@@ -97,7 +98,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
     let shared = shared::connect(&config).await?;
     // Every check that can refuse the run comes before the first byte of any file changes:
     // the report is claimed (locked; a missing one created, and removed again if the run
-    // is refused) and, to resume, read and checked; then the state file is opened.
+    // is refused) and, to resume, read and checked; so are the state file and the log.
     let format = config.format;
     let report = match &config.output {
         OutputTarget::Stdout => Report::Stdout,
@@ -108,8 +109,9 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
             Report::New(Claimed::open(path).map_err(|e| resume::claim_error(path, e))?)
         }
     };
-    let state = pool::open_state(&config)?;
+    let claims = run_files::claim(&config)?;
     // From here on the run changes its files.
+    let files = claims.open(&config)?;
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),
@@ -153,7 +155,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
         sink,
         skip,
         shared,
-        state,
+        files,
         shutdown,
     )
     .await
@@ -221,7 +223,7 @@ async fn work_queue(config: Config, shutdown: Shutdown) -> Result<Summary, Error
     };
     let format = config.format;
     let resumed = resume::open(path, format, &columns)?;
-    let state = pool::open_state(&config)?;
+    let files = run_files::claim(&config)?.open(&config)?;
     let output_error = |source| Error::Output {
         path: path.clone(),
         source,
@@ -256,7 +258,7 @@ async fn work_queue(config: Config, shutdown: Shutdown) -> Result<Summary, Error
         sink,
         None,
         shared,
-        state,
+        files,
         shutdown,
     )
     .await;
@@ -298,9 +300,11 @@ pub async fn plan(config: Config) -> Result<Plan, Error> {
     config.validate()?;
     // What earlier runs sent still fills the windows (read only: a run may hold the file).
     let past = match &config.quota_state {
-        Some(path) => ledger::read(path).map_err(|e| Error::QuotaState {
-            path: e.path,
-            reason: e.reason,
+        Some(path) => ledger::read(path, &config.quotas, &config.per_host_quotas).map_err(|e| {
+            Error::QuotaState {
+                path: e.path,
+                reason: e.reason,
+            }
         })?,
         None => ledger::Past::default(),
     };

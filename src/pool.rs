@@ -31,11 +31,11 @@ use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::Fetcher;
 use crate::input::{self, InputProgress, Source};
 use crate::job::{Job, Next, Outcome};
-use crate::ledger::{Ledger, Past};
+use crate::ledger::Past;
 use crate::limits::Limits;
 use crate::progress::{Progress, Summary};
-use crate::reqlog;
 use crate::resume::Skip;
+use crate::run_files::Opened;
 use crate::schedule::{Scheduler, Ticket};
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
@@ -43,7 +43,8 @@ use crate::sink::{self, Sink};
 
 /// Fetches every job of `input` under `config`'s limits and writes one row per job to
 /// `sink`. Jobs whose index is in `skip` are not done (they are in a resumed report).
-/// `state` is the opened `--quota-state` file and what it holds (see `open_state`).
+/// `files` are the run's `--quota-state` and `--log-requests` files, opened by the caller
+/// (`run_files`) before the report was changed.
 /// Returns when the input is done or the run was stopped; the sink is flushed by then.
 pub async fn run(
     config: Arc<Config>,
@@ -51,12 +52,11 @@ pub async fn run(
     sink: Sink,
     skip: Option<Skip>,
     shared: Option<Arc<Shared>>,
-    state: Option<(Ledger, Past)>,
+    files: Opened,
     shutdown: Shutdown,
 ) -> Result<Summary, Error> {
     let limits = Arc::new(Limits::new(&config));
-    // The `--quota-state` file, opened by the caller before the report was changed.
-    let (ledger, past) = match state {
+    let (ledger, past) = match files.state {
         Some((ledger, past)) => (Some(Arc::new(ledger)), past),
         None => (None, Past::default()),
     };
@@ -68,12 +68,8 @@ pub async fn run(
         let path = path.to_path_buf();
         move |reason: String| Error::RequestLog { path, reason }
     };
-    let (log, log_writer) = match &config.log_requests {
-        Some(path) => {
-            let (log, writer) =
-                reqlog::open(path, &config).map_err(|e| log_error(path)(e.to_string()))?;
-            (Some(log), Some(writer))
-        }
+    let (log, log_writer) = match files.log {
+        Some((path, log, writer)) => (Some(log), Some((path, writer))),
         None => (None, None),
     };
     let fetcher = Arc::new(Fetcher::new(
@@ -85,7 +81,7 @@ pub async fn run(
     )?);
     // A write to the log that fails stops intake at once, as a Ctrl-C does: what would be
     // sent from then on could not be proved.
-    let stop_on_log_failure = log_writer.as_ref().map(|writer| {
+    let stop_on_log_failure = log_writer.as_ref().map(|(_, writer)| {
         let failed = writer.failed();
         let stop = shutdown.stop.clone();
         tokio::spawn(async move {
@@ -116,27 +112,14 @@ pub async fn run(
         }),
         None => Ok(()),
     };
-    let log_end = match (log_writer, &config.log_requests) {
-        (Some(writer), Some(path)) => writer.finish().map_err(|e| log_error(path)(e.to_string())),
-        _ => Ok(()),
+    let log_end = match log_writer {
+        Some((path, writer)) => writer.finish().map_err(|e| log_error(&path)(e.to_string())),
+        None => Ok(()),
     };
     let summary = summary?;
     ledger_end?;
     log_end?;
     Ok(summary)
-}
-
-/// Opens `config`'s `--quota-state` file, if any: the ledger and what earlier runs sent.
-pub fn open_state(config: &Config) -> Result<Option<(Ledger, Past)>, Error> {
-    let Some(path) = &config.quota_state else {
-        return Ok(None);
-    };
-    Ledger::open(path, &config.quotas, &config.per_host_quotas)
-        .map(Some)
-        .map_err(|e| Error::QuotaState {
-            path: e.path,
-            reason: e.reason,
-        })
 }
 
 /// What a worker does with a task: one step of `Fetcher` in a real run; tests wrap or

@@ -141,11 +141,6 @@ pub fn claim(path: &Path) -> Result<LogClaim, ClaimError> {
     })
 }
 
-/// Claims `path` and starts the log at once (`claim`, then `LogClaim::start`).
-pub fn open(path: &Path, config: &Config) -> Result<(RequestLog, LogWriter), ClaimError> {
-    Ok(claim(path)?.start(config)?)
-}
-
 impl LogClaim {
     /// The run goes on: appends this run's header line (after a newline if a run killed
     /// mid-line left a torn last line) and starts the writer thread. Returns the sender for

@@ -126,7 +126,7 @@ pub async fn retry_failed(
     let retried = jobs.len() as u64;
 
     let shared = crate::shared::connect(&config).await?;
-    let state = pool::open_state(&config)?;
+    let files = crate::run_files::claim(&config)?.open(&config)?;
     // The run writes its rows to a side file, read back below.
     let side = sibling(report, "retry");
     let sink = Sink::new(
@@ -148,7 +148,7 @@ pub async fn retry_failed(
         sink,
         None,
         shared,
-        state,
+        files,
         shutdown,
     )
     .await;

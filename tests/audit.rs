@@ -541,6 +541,10 @@ fn a_second_run_on_a_log_in_use_is_refused_and_changes_nothing() {
         "{stderr}"
     );
     assert_eq!(std::fs::read(&log).unwrap(), before, "the log is unchanged");
+    assert!(
+        !dir.path().join("report.csv").exists(),
+        "the refused run created no report"
+    );
     assert!(server.arrivals().is_empty(), "nothing was sent");
     drop(held);
 }

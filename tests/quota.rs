@@ -487,4 +487,5 @@ fn a_state_file_with_a_send_far_ahead_is_refused_naming_its_line_and_left_as_it_
         !dir.path().join("quota.state.ratefetch-tmp").exists(),
         "no file of the state's left beside it"
     );
+    assert!(!report.exists(), "the refused run created no report");
 }
