@@ -69,6 +69,11 @@ impl Claimed {
                 path: path.to_path_buf(),
                 created,
             };
+            // A device or a pipe (`-o /dev/null`, a FIFO) is not a file a run owns: any
+            // number of runs may write to it, and there is nothing to keep whole.
+            if !claim.regular()? {
+                return Ok(claim);
+            }
             try_lock(claim.file())?;
             if same_file(claim.file(), path) {
                 return Ok(claim);
@@ -78,6 +83,12 @@ impl Claimed {
             let mut stale = claim;
             stale.created = false;
         }
+    }
+
+    /// Whether it is a regular file (else a device or a pipe: not locked, and not to be
+    /// truncated).
+    pub fn regular(&self) -> io::Result<bool> {
+        Ok(self.file().metadata()?.is_file())
     }
 
     /// The open, locked file (positioned at its start).
@@ -192,6 +203,17 @@ mod tests {
         let kept = Claimed::open(&new).unwrap().keep();
         drop(kept);
         assert!(new.exists(), "a kept claim stays");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_device_is_claimed_by_any_number_of_runs_and_kept() {
+        let null = Path::new("/dev/null");
+        let a = Claimed::open(null).unwrap();
+        let b = Claimed::open(null).unwrap();
+        assert!(!a.regular().unwrap() && !a.created());
+        drop((a, b));
+        assert!(null.exists());
     }
 
     #[test]

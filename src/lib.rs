@@ -139,8 +139,11 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
             (sink, Some(skip))
         }
         Report::New(claim) => {
+            let regular = claim.regular().map_err(output_error)?;
             let file = claim.keep();
-            file.set_len(0).map_err(output_error)?;
+            if regular {
+                file.set_len(0).map_err(output_error)?;
+            }
             (Sink::new(Box::new(file), format, columns), None)
         }
     };

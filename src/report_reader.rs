@@ -657,7 +657,7 @@ fn shown_cell(cell: &[u8]) -> String {
 }
 
 /// Column names for a message: escaped, at most 20 of them.
-fn shown(names: &[impl AsRef<str>]) -> String {
+pub(crate) fn shown(names: &[impl AsRef<str>]) -> String {
     let mut out: Vec<String> = names
         .iter()
         .take(20)

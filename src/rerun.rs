@@ -62,6 +62,9 @@ pub async fn retry_failed(
     let claim = Claimed::open(report).map_err(|e| claim_error(report, e))?;
     let fail = |e: ReadError| match e {
         ReadError::Io(e) => io_err(e),
+        ReadError::Foreign(reason) => refuse(format!(
+            "{reason}: its columns are not a ratefetch report's"
+        )),
         e => refuse(e.explain(report)),
     };
     let mut reader =

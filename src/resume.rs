@@ -14,7 +14,7 @@ use crate::config::Format;
 use crate::error::Error;
 use crate::files::{ClaimError, Claimed};
 use crate::job::Job;
-use crate::report_reader::{Header, ReadError, ReportReader};
+use crate::report_reader::{shown, Header, ReadError, ReportReader};
 use crate::sink::{csv_text, Columns, OtherColumns, Std};
 
 /// The job indices already in a report, each with a one-byte tag of its URL, so that a
@@ -310,6 +310,13 @@ fn read(
         path: path.to_path_buf(),
         reason,
     };
+    // The names as found, escaped: a header may hold anything.
+    let other_columns = |names: &[String]| {
+        refuse(format!(
+            "{}; write to a new file",
+            OtherColumns(shown(names))
+        ))
+    };
     let fail = |e: ReadError| match e {
         ReadError::Io(e) => read_error(path, e),
         ReadError::Foreign(reason) => refuse(format!(
@@ -352,16 +359,16 @@ fn read(
                 .iter()
                 .map(|c| String::from_utf8_lossy(c).into_owned())
                 .collect();
-            columns
+            if columns
                 .check_header(names.iter().map(String::as_str))
-                .map_err(|e| refuse(format!("{e}; write to a new file")))?;
+                .is_err()
+            {
+                return Err(other_columns(&names));
+            }
         }
         Header::Jsonl(keys) => {
             if keys.as_slice() != columns.names() {
-                return Err(refuse(format!(
-                    "{}; write to a new file",
-                    OtherColumns(keys.join(","))
-                )));
+                return Err(other_columns(keys));
             }
         }
     }
@@ -608,6 +615,23 @@ mod tests {
             err.to_string().contains("columns are not this run's"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_jsonl_report_that_is_not_utf8_is_damage_on_its_line_not_a_write_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut bytes = render(Format::Jsonl, &[sample()]).into_bytes();
+        bytes.extend_from_slice(b"{\"index\":8,\"url\":\"http://a.test/\xff\"}\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = open(&path, Format::Jsonl, &Columns::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("cannot resume"), "{err}");
+        assert!(err.contains("line 2:"), "{err}");
+        assert!(!err.contains("cannot write"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
     }
 
     #[test]
