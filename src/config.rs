@@ -113,6 +113,16 @@ pub enum Format {
     Jsonl,
 }
 
+impl Format {
+    /// Its name in messages: `CSV`, `JSONL`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "CSV",
+            Format::Jsonl => "JSONL",
+        }
+    }
+}
+
 /// What a run does when a quota window is spent (`--on-quota`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnQuota {

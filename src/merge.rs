@@ -367,9 +367,9 @@ fn read_report(
         Some(l) if l.format != format => {
             return Err(refuse(format!(
                 "it is a {} report, and {} is {}",
-                format_name(format),
+                format.name(),
                 l.first.display(),
-                format_name(l.format)
+                l.format.name()
             )))
         }
         Some(l) if l.columns != header => {
@@ -410,13 +410,6 @@ fn read_report(
     }
     drop(reader);
     Ok((Part::new(path, file), torn, skipped))
-}
-
-fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::Csv => "CSV",
-        Format::Jsonl => "JSONL",
-    }
 }
 
 /// A CSV record's bytes as the output takes them. Its span runs from the end of the record

@@ -350,8 +350,8 @@ fn read(
         _ if reader.format() != format => {
             return Err(refuse(format!(
                 "it is a {} report and this run writes {} (--format); write to a new file",
-                format_name(reader.format()),
-                format_name(format)
+                reader.format().name(),
+                format.name()
             )))
         }
         Header::Csv { cells, .. } => {
@@ -399,13 +399,6 @@ fn torn_header_is(file: &File, torn: u64, format: Format, columns: &Columns) -> 
     f.seek(SeekFrom::Start(0))?;
     f.read_exact(&mut head)?;
     Ok(header.starts_with(&head))
-}
-
-fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::Csv => "CSV",
-        Format::Jsonl => "JSONL",
-    }
 }
 
 /// A report appended to: the bytes after `whole` (a torn record) are cut before the first
