@@ -65,8 +65,10 @@ fn after_colon_is_port(line: &str) -> bool {
 
 fn missing_scheme(line: &str) -> Failure {
     let host = line.split(['/', '?', '#']).next().unwrap_or("");
+    // The hint repeats the line: only for one that is a single word (the `error` cell is
+    // one line).
     let looks_like_host = !host.is_empty()
-        && !host.contains(char::is_whitespace)
+        && !line.contains(|c: char| c.is_whitespace() || c.is_control())
         && (host.contains('.') || host.starts_with("localhost"));
     if looks_like_host {
         Failure::new(
