@@ -164,6 +164,14 @@ pub enum Error {
         /// Why, in one line.
         reason: String,
     },
+    /// `--retry-failed` refused the report (other columns, damage; exit 1).
+    #[error("cannot retry the failed rows of {}: {reason}", path.display())]
+    RetryFailed {
+        /// The report.
+        path: PathBuf,
+        /// Why, in one line.
+        reason: String,
+    },
     /// The `--quota-state` file cannot be used: damaged, in use by another run, or not
     /// writable (exit 1).
     #[error("cannot use --quota-state {}: {reason}", path.display())]

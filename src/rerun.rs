@@ -43,7 +43,7 @@ pub async fn retry_failed(
     report: &Path,
     shutdown: Shutdown,
 ) -> Result<RetrySummary, Error> {
-    let refuse = |reason: String| Error::Resume {
+    let refuse = |reason: String| Error::RetryFailed {
         path: report.to_path_buf(),
         reason,
     };
