@@ -64,10 +64,12 @@ impl Claimed {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let claim = Claimed {
+            // Not yet ours to remove: until the lock is held, another run may have opened
+            // the file this one created, and locked it first.
+            let mut claim = Claimed {
                 file: Some(file),
                 path: path.to_path_buf(),
-                created,
+                created: false,
             };
             // A device or a pipe (`-o /dev/null`, a FIFO) is not a file a run owns: any
             // number of runs may write to it, and there is nothing to keep whole.
@@ -76,12 +78,11 @@ impl Claimed {
             }
             try_lock(claim.file())?;
             if same_file(claim.file(), path) {
+                claim.created = created;
                 return Ok(claim);
             }
-            // Replaced or removed while we locked it: this claim is on a stale file. It
-            // must not remove what is at `path` now.
-            let mut stale = claim;
-            stale.created = false;
+            // Replaced or removed while we locked it: this claim is on a stale file (and
+            // must not remove what is at `path` now). Again.
         }
     }
 

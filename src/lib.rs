@@ -110,14 +110,15 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
         }
     };
     let claims = run_files::claim(&config)?;
-    // From here on the run changes its files.
-    let files = claims.open(&config)?;
+    // From here on the run changes its files (a directory that cannot be made is an I/O
+    // failure, before the others change).
     if let Some(dir) = &config.save_bodies {
         std::fs::create_dir_all(dir).map_err(|source| Error::Output {
             path: dir.clone(),
             source,
         })?;
     }
+    let files = claims.open(&config)?;
     let output_error = |source| Error::Output {
         path: config.output.display_path(),
         source,

@@ -38,7 +38,7 @@ use std::time::UNIX_EPOCH;
 use crate::config::Format;
 use crate::files::{same_path, sync_parent, try_lock, ClaimError, Claimed};
 use crate::job::Ending;
-use crate::report_reader::{Header, ReadError, ReportReader};
+use crate::report_reader::{shown, Header, ReadError, ReportReader};
 use crate::rerun::sibling;
 
 /// What a merge did.
@@ -372,11 +372,11 @@ fn read_report(
                 l.format.name()
             )))
         }
-        Some(l) if l.columns != header => {
+        Some(l) if !l.columns.same_columns(&header) => {
             return Err(refuse(format!(
                 "its columns are not those of {} (found {})",
                 l.first.display(),
-                header.names().join(",")
+                shown(&header.names())
             )))
         }
         Some(_) => {}
@@ -391,8 +391,12 @@ fn read_report(
     while let Some(row) = reader.next_row().map_err(fail)? {
         // Failed as --retry-failed decides it; an absent column reads as an empty cell.
         let failed = Ending::of_cells(row.cell(1), row.cell(0)).retry_due();
-        let len = u32::try_from(row.len)
-            .map_err(|_| refuse(format!("the row on line {} is larger than 4 GiB", row.line)))?;
+        let len = u32::try_from(row.len).map_err(|_| {
+            refuse(format!(
+                "the row at byte {} is larger than 4 GiB",
+                row.offset
+            ))
+        })?;
         entries.push(Entry {
             index: row.index,
             rank: rank(failed, started_ms(row.cell(2))),

@@ -88,6 +88,15 @@ pub enum Header {
 }
 
 impl Header {
+    /// Whether two reports have the same columns (a CSV header's bytes may differ: quotes
+    /// put in by a tool that re-saved it, a blank line before it).
+    pub fn same_columns(&self, other: &Header) -> bool {
+        match (self, other) {
+            (Header::Csv { cells: a, .. }, Header::Csv { cells: b, .. }) => a == b,
+            (a, b) => a == b,
+        }
+    }
+
     /// The column names, as text (lossy for a CSV header that is not UTF-8).
     pub fn names(&self) -> Vec<String> {
         match self {
@@ -111,8 +120,6 @@ pub struct Row<'r> {
     pub offset: u64,
     /// How many bytes it spans.
     pub len: u64,
-    /// The line it starts on.
-    pub line: u64,
     wanted: &'r [String],
     record: Option<&'r csv::ByteRecord>,
 }
@@ -176,12 +183,11 @@ enum Part<'f> {
     Done,
 }
 
+/// A JSONL row read: its cells are in the reader's `cells`.
 struct JsonPending {
     index: u64,
     offset: u64,
     len: u64,
-    line: u64,
-    cells: Vec<String>,
 }
 
 /// What follows the last whole record of a CSV part.
@@ -317,7 +323,13 @@ impl<'f> ReportReader<'f> {
         Ok(
             match swallowed_rows(self.file, end, self.len, fields, self.index_at)? {
                 Some(next) => Tail::Swallowed {
-                    line: line_at(self.file, base, base_line, end)?,
+                    line: first_cell(
+                        self.file,
+                        end,
+                        line_at(self.file, base, base_line, end)?,
+                        self.len,
+                    )?
+                    .1,
                     next,
                 },
                 None => Tail::Torn(self.len - end),
@@ -370,12 +382,10 @@ impl<'f> ReportReader<'f> {
                         }
                     },
                 };
-                self.cells = row.cells;
                 Ok(Some(Row {
                     index: row.index,
                     offset: row.offset,
                     len: row.len,
-                    line: row.line,
                     wanted: &self.cells,
                     record: None,
                 }))
@@ -412,10 +422,11 @@ impl<'f> ReportReader<'f> {
                 Ok(got) => got,
                 Err(e) if e.is_io_error() => return Err(csv_error(e)),
                 Err(e) => {
-                    let line = e.position().map_or(base_line, |p| base_line + p.line() - 1);
+                    let (at, line) = e.position().map_or((base, base_line), |p| {
+                        (base + p.byte(), base_line + p.line() - 1)
+                    });
                     let reason = csv_error(e).to_string();
-                    self.damaged(line, reason)?;
-                    self.resync_csv(line)?;
+                    self.damaged_at(at, line, reason, true)?;
                     continue;
                 }
             };
@@ -442,6 +453,8 @@ impl<'f> ReportReader<'f> {
                 .record
                 .position()
                 .expect("a record read has a position");
+            // The line its span starts on (a line break left from the row before, or blank
+            // lines, may come first: `damaged_at` counts them).
             let line = base_line + position.line() - 1;
             let offset = base + position.byte();
             let len = base + rdr.position().byte() - offset;
@@ -455,22 +468,22 @@ impl<'f> ReportReader<'f> {
                     "it has {} cells where the header has {fields}",
                     self.record.len()
                 );
-                self.damaged(line, reason)?;
-                self.resync_csv(line)?;
+                // Not the report's shape: read on from the line after its first.
+                self.damaged_at(offset, line, reason, true)?;
                 continue;
             }
             let index_cell = self.record.get(self.index_at).unwrap_or_default();
             let index = match parse_index(index_cell) {
                 Ok(index) => index,
                 Err(reason) => {
-                    self.damaged(line, reason)?;
-                    self.resync_csv(line)?;
+                    // A whole record of the report's shape: the next record is the next row.
+                    self.damaged_at(offset, line, reason, false)?;
                     continue;
                 }
             };
             if !self.seen.insert(index) {
-                // Whole and well formed: the next record is the next row.
-                self.damaged(line, format!("index {index} appears twice"))?;
+                let reason = format!("index {index} appears twice");
+                self.damaged_at(offset, line, reason, false)?;
                 continue;
             }
             for (cell, at) in self.cells.iter_mut().zip(&self.want_at) {
@@ -486,30 +499,32 @@ impl<'f> ReportReader<'f> {
                 index,
                 offset,
                 len,
-                line,
                 wanted: &self.cells,
                 record: Some(&self.record),
             }));
         }
     }
 
-    /// After a damaged record that starts on `line`: on at the line after it.
-    fn resync_csv(&mut self, line: u64) -> Result<(), ReadError> {
-        let Part::Csv {
-            base, base_line, ..
-        } = &self.part
-        else {
-            return Ok(());
-        };
-        // The byte where `line + 1` starts, from the part's start.
-        let next = line_start(self.file, *base, *base_line, line + 1, self.len)?;
-        match next {
-            Some(at) => self.open_part(at, line + 1),
-            None => {
-                self.part = Part::Done;
-                Ok(())
+    /// A damaged CSV record whose span starts at byte `at`, on line `line`: an error naming
+    /// the line of its first cell, or (skipping) noted; with `resync`, the reader goes on
+    /// at the line after that one (the record was not of the report's shape, so where it
+    /// ends cannot be trusted), else at the next record.
+    fn damaged_at(
+        &mut self,
+        at: u64,
+        line: u64,
+        reason: String,
+        resync: bool,
+    ) -> Result<(), ReadError> {
+        let (start, line) = first_cell(self.file, at, line, self.len)?;
+        self.damaged(line, reason)?;
+        if resync {
+            match line_start(self.file, start, line, line + 1, self.len)? {
+                Some(next) => self.open_part(next, line + 1)?,
+                None => self.part = Part::Done,
             }
         }
+        Ok(())
     }
 
     /// Reads CSV records (no header) from byte `at`, which starts line `line`.
@@ -547,6 +562,7 @@ impl<'f> ReportReader<'f> {
             header,
             want,
             seen,
+            cells,
             ..
         } = self;
         let Part::Jsonl {
@@ -574,8 +590,7 @@ impl<'f> ReportReader<'f> {
                 continue;
             }
             let number = *line;
-            let mut cells = vec![String::new(); want.len()];
-            if let Err(e) = json_row(buf, keys, want, &mut cells) {
+            if let Err(e) = json_row(buf, keys, want, cells) {
                 let reason = format!("it is not a ratefetch JSONL row ({e})");
                 return Ok(JsonStep::Damaged(number, reason));
             }
@@ -612,8 +627,6 @@ impl<'f> ReportReader<'f> {
                 index,
                 offset: start,
                 len: n as u64,
-                line: number,
-                cells,
             }));
         }
     }
@@ -626,12 +639,17 @@ enum JsonStep {
     End,
 }
 
-/// An index cell: a whole number from 1 up.
+/// An index cell: a whole number from 1 up, written as ratefetch writes it (digits only, no
+/// sign, no leading zero).
 fn parse_index(cell: &[u8]) -> Result<u64, String> {
-    match std::str::from_utf8(cell)
+    let canonical = !cell.is_empty()
+        && cell.iter().all(u8::is_ascii_digit)
+        && (cell[0] != b'0' || cell.len() == 1);
+    let number = std::str::from_utf8(cell)
         .ok()
-        .and_then(|c| c.parse::<u64>().ok())
-    {
+        .filter(|_| canonical)
+        .and_then(|c| c.parse::<u64>().ok());
+    match number {
         Some(0) => Err("its index is 0 (indices start at 1)".into()),
         Some(index) => Ok(index),
         None => Err(format!(
@@ -829,9 +847,9 @@ fn swallowed_rows(
     index_at: usize,
 ) -> io::Result<Option<u64>> {
     let ends_with_break = matches!(byte_at(file, to - 1)?, b'\n' | b'\r');
-    let mut f = file;
-    f.seek(SeekFrom::Start(from))?;
-    let mut tail = BufReader::with_capacity(64 * 1024, f.take(to - from));
+    // The record's first line is the first that is not blank.
+    let (from, _) = first_cell(file, from, 1, to)?;
+    let mut tail = BufReader::with_capacity(64 * 1024, Span::new(file, from, to));
     let mut first = Vec::new();
     // The first line, bounded: only its length matters.
     let mut first_len = 0u64;
@@ -913,6 +931,30 @@ fn line_start(file: &File, at: u64, line: u64, want: u64, len: u64) -> io::Resul
         }
     }
     Ok(Some(pos))
+}
+
+/// Where the first cell of a CSV record whose span starts at `at` (on line `line`) is: the
+/// span may begin with line breaks (the LF of a CR LF, blank lines); returns the byte and the
+/// line it is on.
+fn first_cell(file: &File, at: u64, line: u64, len: u64) -> io::Result<(u64, u64)> {
+    let mut r = BufReader::with_capacity(4096, Span::new(file, at, len));
+    let (mut pos, mut line) = (at, line);
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((pos, line));
+        }
+        let breaks = buf
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+        line += buf[..breaks].iter().filter(|b| **b == b'\n').count() as u64;
+        pos += breaks as u64;
+        if breaks < buf.len() {
+            return Ok((pos, line));
+        }
+        r.consume(breaks);
+    }
 }
 
 /// The length of the file up to and including its last `\n` (0 if none): a JSONL report's
@@ -1097,7 +1139,8 @@ impl<'de> Visitor<'de> for TextCell<'_> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.push_str(&v.to_string());
+        // `5.0` stays `5.0` (not an index, unlike `5`).
+        self.0.push_str(&format!("{v:?}"));
         Ok(())
     }
 
@@ -1118,11 +1161,11 @@ mod tests {
     use crate::sink::tests::{multi_line, render, render_with, sample};
     use proptest::prelude::*;
 
-    /// What a whole read found: the rows (index, line, first wanted cell), the torn bytes,
-    /// and the damaged rows skipped.
+    /// What a whole read found: the rows (index, first wanted cell), the torn bytes, and
+    /// the lines of the damaged rows skipped.
     #[derive(Debug, PartialEq, Eq)]
     struct Read {
-        rows: Vec<(u64, u64, String)>,
+        rows: Vec<(u64, String)>,
         torn: u64,
         skipped: Vec<u64>,
     }
@@ -1133,7 +1176,7 @@ mod tests {
         let mut reader = ReportReader::open(&file, &["url"], skip)?;
         let mut rows = Vec::new();
         while let Some(row) = reader.next_row()? {
-            rows.push((row.index, row.line, row.cell(0).to_string()));
+            rows.push((row.index, row.cell(0).to_string()));
         }
         Ok(Read {
             rows,
@@ -1173,6 +1216,64 @@ mod tests {
         let want: Vec<u64> = (1..=1000).filter(|i| *i != 10).collect();
         assert_eq!(indices, want);
         assert_eq!(read.torn, 0);
+    }
+
+    #[test]
+    fn a_blank_line_before_a_stray_quote_does_not_make_it_a_tear() {
+        let text = render(Format::Csv, &rows(100));
+        let damaged = text.replacen("\n10,", "\n\n\"10,", 1);
+        assert_eq!(damaged_line(read_bytes(damaged.as_bytes(), false)), 12);
+    }
+
+    #[test]
+    fn lines_are_counted_right_after_cr_lf_and_blank_lines_and_a_row_is_skipped_once() {
+        let text = render(Format::Csv, &rows(5)).replacen("\n3,", "\n0,", 1);
+        let crlf = text.replace('\n', "\r\n");
+        let blank = text.replacen("\n0,", "\n\n\n0,", 1);
+        for (bytes, line) in [(&text, 4), (&crlf, 4), (&blank, 6)] {
+            assert_eq!(
+                damaged_line(read_bytes(bytes.as_bytes(), false)),
+                line,
+                "{bytes:?}"
+            );
+            let read = read_bytes(bytes.as_bytes(), true).unwrap();
+            assert_eq!(read.skipped, vec![line], "{bytes:?}");
+            let indices: Vec<u64> = read.rows.iter().map(|r| r.0).collect();
+            assert_eq!(indices, [1, 2, 4, 5], "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn an_index_written_otherwise_than_ratefetch_writes_it_is_damage() {
+        let text = render(Format::Csv, &rows(3));
+        for bad in ["+2", "02", " 2", "2.0"] {
+            let damaged = text.replacen("\n2,", &format!("\n{bad},"), 1);
+            assert_eq!(
+                damaged_line(read_bytes(damaged.as_bytes(), false)),
+                3,
+                "{bad}"
+            );
+        }
+        let jsonl = render(Format::Jsonl, &rows(3)).replacen("\"index\":2,", "\"index\":2.0,", 1);
+        assert_eq!(damaged_line(read_bytes(jsonl.as_bytes(), false)), 2);
+    }
+
+    #[test]
+    fn headers_with_the_same_cells_are_the_same_columns() {
+        let text = render(Format::Csv, &rows(1));
+        let requoted = text.replacen("index,url", "\"index\",url", 1);
+        let header = |t: &str| {
+            let mut file = tempfile::tempfile().unwrap();
+            io::Write::write_all(&mut file, t.as_bytes()).unwrap();
+            ReportReader::open(&file, &[], false)
+                .unwrap()
+                .header()
+                .clone()
+        };
+        assert!(header(&text).same_columns(&header(&requoted)));
+        assert_ne!(header(&text), header(&requoted), "the bytes differ");
+        let other = text.replacen("index,url", "index,link", 1);
+        assert!(!header(&text).same_columns(&header(&other)));
     }
 
     #[test]
@@ -1247,7 +1348,7 @@ mod tests {
         let read = read_bytes(torn.as_bytes(), false).unwrap();
         assert_eq!(read.rows.len(), 3);
         assert_eq!(read.torn, torn.len() as u64 - text.len() as u64);
-        assert_eq!(read.rows[2], (3, 3, "http://a.test/3".to_string()));
+        assert_eq!(read.rows[2], (3, "http://a.test/3".to_string()));
     }
 
     /// A report whose rows hold quoted cells with line breaks (CR LF and LF).
@@ -1287,13 +1388,16 @@ mod tests {
             let read = read_bytes(&text.as_bytes()[..cut], false).unwrap();
             let whole = ends.iter().filter(|e| **e <= cut).count();
             prop_assert_eq!(read.rows.len(), whole);
-            let kept = if whole == 0 { 0 } else { ends[whole - 1] };
-            // CSV: a header cut short is torn too; JSONL rows end at their line break.
-            if read.rows.is_empty() && format == Format::Csv {
-                prop_assert!(read.torn as usize <= cut);
-            } else {
-                prop_assert_eq!(read.torn as usize, cut - kept);
-            }
+            // Before the first row: a CSV header cut short (all of it torn), or the header
+            // whole and nothing after it torn.
+            let header_end = text.find('\n').unwrap() + 1;
+            let kept = match (whole, format) {
+                (0, Format::Csv) if cut < header_end => 0,
+                (0, Format::Csv) => header_end,
+                (0, Format::Jsonl) => 0,
+                (n, _) => ends[n - 1],
+            };
+            prop_assert_eq!(read.torn as usize, cut - kept);
         }
 
         /// Whatever the bytes, the reader does not panic, and damage names a line the file
@@ -1304,8 +1408,8 @@ mod tests {
             let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64 + 1;
             match read_bytes(&bytes, skip) {
                 Ok(read) => {
-                    for (_, line, _) in &read.rows {
-                        prop_assert!(*line >= 1 && *line <= lines);
+                    for line in read.skipped {
+                        prop_assert!(line >= 1 && line <= lines);
                     }
                 }
                 Err(ReadError::Damaged { line, .. }) => prop_assert!(line >= 1 && line <= lines),
@@ -1322,7 +1426,10 @@ mod tests {
             skip in any::<bool>(),
         ) {
             let format = if jsonl { Format::Jsonl } else { Format::Csv };
+            let original: Vec<(u64, String)> =
+                rows(20).into_iter().map(|o| (o.index, o.url)).collect();
             let mut bytes = render(format, &rows(20)).into_bytes();
+            let n_edits = edits.len();
             for (at, byte, op) in edits {
                 let at = (bytes.len() as f64 * at) as usize;
                 match op {
@@ -1335,9 +1442,15 @@ mod tests {
             match read_bytes(&bytes, skip) {
                 Ok(read) => {
                     let mut seen = std::collections::HashSet::new();
-                    for (index, line, _) in &read.rows {
+                    for (index, _) in &read.rows {
                         prop_assert!(seen.insert(*index), "index {} twice", index);
-                        prop_assert!(*line <= lines);
+                    }
+                    // A row is read from one record: an edit changes at most the record it
+                    // falls in, or splits it in two. The other rows are read as they were.
+                    let changed = read.rows.iter().filter(|r| !original.contains(r)).count();
+                    prop_assert!(changed <= 2 * n_edits, "{} rows changed by {} edits", changed, n_edits);
+                    for line in &read.skipped {
+                        prop_assert!(*line >= 1 && *line <= lines);
                     }
                 }
                 Err(ReadError::Damaged { line, .. }) => prop_assert!(line >= 1 && line <= lines),

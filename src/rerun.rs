@@ -157,11 +157,22 @@ pub async fn retry_failed(
     .await;
     let fresh = read_rows(&side, at(Std::Index));
     let _ = std::fs::remove_file(&side);
-    let run = run?;
     let fresh = fresh.map_err(|source| Error::Output {
         path: side.clone(),
         source,
     })?;
+    // A symlinked report is rewritten where it really is.
+    let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => {
+            // The rows fetched before the run failed were paid for: they go in all the same.
+            if !fresh.is_empty() {
+                let _ = rewrite(&real, claim, &header, fresh);
+            }
+            return Err(e);
+        }
+    };
     let now_ok = fresh
         .values()
         .filter(|r| {
@@ -170,9 +181,7 @@ pub async fn retry_failed(
         })
         .count() as u64;
 
-    // Pass 2: the report again, with the refetched rows in place of the old ones. A
-    // symlinked report is rewritten where it really is.
-    let real = std::fs::canonicalize(report).unwrap_or_else(|_| report.to_path_buf());
+    // Pass 2: the report again, with the refetched rows in place of the old ones.
     rewrite(&real, claim, &header, fresh).map_err(|source| Error::Output {
         path: report.to_path_buf(),
         source,

@@ -385,20 +385,35 @@ fn read(
 }
 
 /// Whether the `torn` bytes a report holds, none of them a whole record, are the start of
-/// this run's header (CSV; a JSONL report has none, and one row cut short is a tear).
+/// what this run writes first: its header (CSV), or a row cut short (JSONL: `{"` and the
+/// first column's name). Anything else is not this run's report.
 fn torn_header_is(file: &File, torn: u64, format: Format, columns: &Columns) -> io::Result<bool> {
-    if format == Format::Jsonl {
-        return Ok(true);
-    }
-    let header = columns.csv_header();
+    let header = match format {
+        Format::Csv => columns.csv_header(),
+        Format::Jsonl => {
+            let first = columns.names().first().map_or("", String::as_str);
+            let key = serde_json::to_string(first).expect("a string is JSON");
+            let start = format!("{{{key}:").into_bytes();
+            if torn > start.len() as u64 {
+                // Longer than the start of a row: it must begin as one.
+                return Ok(read_head(file, start.len())? == start);
+            }
+            start
+        }
+    };
     if torn > header.len() as u64 {
         return Ok(false);
     }
-    let mut head = vec![0u8; torn as usize];
+    Ok(header.starts_with(&read_head(file, torn as usize)?))
+}
+
+/// The first `n` bytes of `file` (it has them).
+fn read_head(file: &File, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; n];
     let mut f = file;
     f.seek(SeekFrom::Start(0))?;
     f.read_exact(&mut head)?;
-    Ok(header.starts_with(&head))
+    Ok(head)
 }
 
 /// A report appended to: the bytes after `whole` (a torn record) are cut before the first

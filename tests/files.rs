@@ -136,8 +136,11 @@ fn a_refused_resume_on_a_file_that_is_not_a_report_leaves_it_byte_for_byte() {
             "jsonl",
             "{\"name\":\"ann\"}\n{\"name\":\"bob\"",
         ),
-        // Nothing but one line, no newline: not this run's header cut short.
+        // Nothing but one line, no newline: not this run's header cut short, nor its first
+        // row.
         ("note.csv", "csv", "remember the milk"),
+        ("note.jsonl", "jsonl", "remember the milk"),
+        ("object.jsonl", "jsonl", "{\"a\":1}"),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
