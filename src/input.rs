@@ -68,7 +68,9 @@ fn after_colon_is_port(line: &str) -> bool {
 
 fn missing_scheme(line: &str) -> Failure {
     let host = line.split(['/', '?', '#']).next().unwrap_or("");
+    // The hint echoes the line: it must be one line (a CSV cell may hold line breaks).
     let looks_like_host = !host.is_empty()
+        && !line.contains(char::is_control)
         && !host.contains(char::is_whitespace)
         && (host.contains('.') || host.starts_with("localhost"));
     if looks_like_host {
@@ -863,6 +865,11 @@ mod tests {
         assert_eq!(
             parse_target("ftp://x.org/f").unwrap_err().kind,
             ErrorKind::UnsupportedScheme
+        );
+        // A CSV cell may hold a line break: the message stays one line.
+        assert_eq!(
+            parse_target(".,http://0/\n!").unwrap_err().message,
+            "not an absolute URL (expected http:// or https://)"
         );
     }
 
