@@ -1430,8 +1430,10 @@ mod tests {
                 rows(20).into_iter().map(|o| (o.index, o.url)).collect();
             let mut bytes = render(format, &rows(20)).into_bytes();
             let n_edits = edits.len();
+            // A CSV header edited names other columns: the rows are edited after it.
+            let after = if jsonl { 0 } else { bytes.iter().position(|b| *b == b'\n').unwrap() + 1 };
             for (at, byte, op) in edits {
-                let at = (bytes.len() as f64 * at) as usize;
+                let at = after + ((bytes.len() - after) as f64 * at) as usize;
                 match op {
                     0 => bytes.insert(at, byte),
                     1 if at < bytes.len() => { bytes.remove(at); }

@@ -131,3 +131,98 @@ fn a_bad_delimiter_is_a_usage_error_naming_the_flag() {
         assert!(stderr.contains("--delimiter"), "{stderr}");
     }
 }
+
+/// Issue 19: a stray quote swallowed the rest of a CSV input into one cell, with exit 0 and no
+/// word of it: rows 3 and 4 below were never fetched.
+#[test]
+fn a_stray_quote_in_a_csv_input_is_one_error_row_and_every_url_after_it_is_fetched() {
+    let server = Server::start_on([127, 0, 0, 131]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = |n: u32| server.url(&format!("/ok?n={n}"));
+    let text = format!(
+        "url,note\n{},ok\n{},\"oops\n{},x\n{},y\n",
+        url(1),
+        url(2),
+        url(3),
+        url(4)
+    );
+    let (code, stderr, rows) = run(dir.path(), "list.csv", &text, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let cells: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.index(), r.get("status"), r.get("note")))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            (1, "200", "ok"),
+            (2, "", ""),
+            (3, "200", "x"),
+            (4, "200", "y")
+        ]
+    );
+    assert_eq!(rows[1].get("error_kind"), "invalid_url");
+    assert_eq!(
+        rows[1].get("error"),
+        "line 3: a quoted cell opened here never closes (a stray quote?)"
+    );
+    // The arrivals since the last look, sorted.
+    let fetched = || {
+        let mut paths: Vec<String> = server.arrivals().into_iter().map(|a| a.path).collect();
+        paths.sort();
+        paths
+    };
+    assert_eq!(fetched(), ["/ok?n=1", "/ok?n=3", "/ok?n=4"]);
+
+    // `--resume` reads the input the same way: the same indices, the rows not yet in the
+    // report fetched once.
+    let report = dir.path().join("list.csv.report.csv");
+    let kept: String = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("3,") && !l.starts_with("4,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&report, kept).unwrap();
+    let out = ratefetch_bin()
+        .args(["-r", "unlimited", "-q", "--resume", "-o"])
+        .arg(&report)
+        .arg(dir.path().join("list.csv"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut rows = read_csv(&report);
+    rows.sort_by_key(Row::index);
+    let cells: Vec<(u64, &str)> = rows.iter().map(|r| (r.index(), r.get("status"))).collect();
+    assert_eq!(cells, [(1, "200"), (2, ""), (3, "200"), (4, "200")]);
+    assert_eq!(fetched(), ["/ok?n=3", "/ok?n=4"]);
+
+    // From stdin, where the quote is found open only at the end of the input, the same.
+    let out = ratefetch_bin()
+        .args(["-r", "unlimited", "-q", "--input-format", "csv", "-"])
+        .write_stdin(text)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let (_, mut rows) = support::report::parse_csv(&out.stdout);
+    rows.sort_by_key(Row::index);
+    let cells: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.index(), r.get("status"), r.get("error")))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            (1, "200", ""),
+            (
+                2,
+                "",
+                "line 3: a quoted cell opened here never closes (a stray quote?)"
+            ),
+            (3, "200", ""),
+            (4, "200", "")
+        ]
+    );
+    assert_eq!(fetched(), ["/ok?n=1", "/ok?n=3", "/ok?n=4"]);
+}
