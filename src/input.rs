@@ -5,7 +5,7 @@
 //! rows and never stop the run. `index` is the 1-based line number, so skipped lines still
 //! count.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -396,6 +396,36 @@ const SNIFF_BYTES: usize = 64 << 10;
 /// duckdb's and Python's sniffers look for.
 const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
 
+/// The start of an input, read until it holds its header line (a line break outside quotes),
+/// `SNIFF_BYTES`, or the whole input.
+fn read_head(reader: &mut dyn Read) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; SNIFF_BYTES];
+    let mut len = 0;
+    let mut quoted = false;
+    let mut line_ended = |bytes: &[u8]| {
+        bytes.iter().any(|&b| {
+            if b == b'"' {
+                quoted = !quoted;
+            }
+            b == b'\n' && !quoted
+        })
+    };
+    while len < head.len() {
+        let n = match reader.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        len += n;
+        if line_ended(&head[len - n..len]) {
+            break;
+        }
+    }
+    head.truncate(len);
+    Ok(head)
+}
+
 /// The separator of a CSV input whose header line is the first line of `head`: the one of
 /// `DELIMITERS` found most often outside quotes (a comma when none is).
 pub fn sniff_delimiter(head: &[u8]) -> u8 {
@@ -524,15 +554,20 @@ impl Source {
         template: Option<&Template>,
         cap: usize,
     ) -> Result<(Source, Vec<String>), CsvInputError> {
-        let (hooked, pending) = Source::hooked(reader);
-        let mut head = io::BufReader::with_capacity(SNIFF_BYTES, hooked);
-        let delimiter = match delimiter {
-            Some(d) => d,
+        let (reader, delimiter) = match delimiter {
+            Some(d) => (reader, d),
             None => {
-                let buf = head.fill_buf().map_err(CsvInputError::Read)?;
-                sniff_delimiter(buf)
+                // The header line (or its first `SNIFF_BYTES`), however many reads it takes:
+                // a pipe may hand it over a few bytes at a time.
+                let mut reader = reader;
+                let head = read_head(&mut reader).map_err(CsvInputError::Read)?;
+                let d = sniff_delimiter(&head);
+                let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(head).chain(reader));
+                (reader, d)
             }
         };
+        let (hooked, pending) = Source::hooked(reader);
+        let head = io::BufReader::with_capacity(SNIFF_BYTES, hooked);
         let mut records = Records::new(head, delimiter, cap);
         let header: Vec<String> = match records.next_record().map_err(CsvInputError::Read)? {
             None => Vec::new(),
@@ -1272,6 +1307,25 @@ mod fuzz {
             self.at += n;
             Ok(n)
         }
+    }
+
+    /// Found by this fuzz: the separator was sniffed from the first read alone, which a pipe
+    /// may make one byte long.
+    #[test]
+    fn the_separator_is_sniffed_from_the_whole_header_line_however_it_is_read() {
+        let mut data = b"id;".to_vec();
+        data.resize(70_000, b'z');
+        data.extend_from_slice(b";url\n1;x;http://a.test/1\n");
+        let reader = Chunked {
+            data,
+            at: 0,
+            sizes: vec![1],
+            reads: 0,
+        };
+        let (mut source, pass) = Source::csv(Box::new(reader), None, None, None).unwrap();
+        assert_eq!(pass.len(), 2, "three columns: id, zzz…, url");
+        let job = source.next_job().unwrap().unwrap();
+        assert_eq!(job.url, "http://a.test/1");
     }
 
     /// One line of a text input, its end not included.
