@@ -149,6 +149,8 @@ pub struct ReportReader<'f> {
     want: Vec<String>,
     index_at: usize,
     skip_damaged: bool,
+    /// Rows longer than this are damage (`MAX_ROW`; less in tests).
+    max_row: u64,
     seen: IndexSet,
     /// Bytes of a torn last record, left out.
     torn: u64,
@@ -170,6 +172,8 @@ enum Part<'f> {
         /// The bytes after `end`: one torn record, or a quote that swallowed rows (its line).
         tail: Tail,
         end: u64,
+        /// Where the first record longer than `MAX_ROW` starts: not read, but damage.
+        long: Option<u64>,
     },
     Jsonl {
         lines: BufReader<Span<'f>>,
@@ -208,6 +212,16 @@ impl<'f> ReportReader<'f> {
         want: &[&str],
         skip_damaged: bool,
     ) -> Result<ReportReader<'f>, ReadError> {
+        ReportReader::open_capped(file, want, skip_damaged, MAX_ROW)
+    }
+
+    /// `open`, with rows longer than `max_row` damage.
+    fn open_capped(
+        file: &'f File,
+        want: &[&str],
+        skip_damaged: bool,
+        max_row: u64,
+    ) -> Result<ReportReader<'f>, ReadError> {
         let len = file.metadata()?.len();
         let format = sniff(file)?;
         let mut reader = ReportReader {
@@ -222,6 +236,7 @@ impl<'f> ReportReader<'f> {
                 .collect(),
             index_at: 0,
             skip_damaged,
+            max_row,
             seen: IndexSet::default(),
             torn: 0,
             skipped: 0,
@@ -268,7 +283,7 @@ impl<'f> ReportReader<'f> {
     }
 
     fn open_csv(&mut self) -> Result<(), ReadError> {
-        let end = complete_len(self.file, 0)?;
+        let (end, long) = complete_len(self.file, 0, self.max_row)?;
         if end == 0 {
             // Not one whole record: a header cut short (a run killed as it began), or a file
             // that is not a report. The user tells which (`Header::Empty`, `torn`).
@@ -310,6 +325,7 @@ impl<'f> ReportReader<'f> {
             base_line: 1,
             tail,
             end,
+            long,
         };
         Ok(())
     }
@@ -413,11 +429,22 @@ impl<'f> ReportReader<'f> {
                 base_line,
                 tail,
                 end,
+                long,
             } = &mut self.part
             else {
                 return Ok(None);
             };
             let (base, base_line, end, tail) = (*base, *base_line, *end, *tail);
+            // A record too long to read is damage, found before it is read (its span starts
+            // here, or after the LF of a CR LF that ended the record before).
+            let next = base + rdr.position().byte();
+            if long.is_some_and(|l| l == next || l == next + 1) {
+                *long = None;
+                let line = base_line + rdr.position().line() - 1;
+                let reason = format!("it is longer than {} bytes (a stray quote?)", self.max_row);
+                self.damaged_at(next, line, reason, true)?;
+                continue;
+            }
             let got = match rdr.read_byte_record(&mut self.record) {
                 Ok(got) => got,
                 Err(e) if e.is_io_error() => return Err(csv_error(e)),
@@ -534,7 +561,8 @@ impl<'f> ReportReader<'f> {
             self.torn = 0;
             return Ok(());
         }
-        let end = at + complete_len(self.file, at)?;
+        let (len, long) = complete_len(self.file, at, self.max_row)?;
+        let (end, long) = (at + len, long.map(|l| at + l));
         let fields = match &self.header {
             Header::Csv { cells, .. } => cells.len(),
             _ => unreachable!("a CSV part has a CSV header"),
@@ -550,6 +578,7 @@ impl<'f> ReportReader<'f> {
             base_line: line,
             tail,
             end,
+            long,
         };
         Ok(())
     }
@@ -769,14 +798,23 @@ fn sniff(file: &File) -> io::Result<Option<Format>> {
 /// even one cut inside a quoted cell. So this runs the same parser (csv-core, with the csv
 /// crate's defaults) and counts only the records that ended with a terminator. A CR LF
 /// counts as one terminator; blank lines after the last record are cut too.
-fn complete_len(file: &File, at: u64) -> io::Result<u64> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(at))?;
-    complete_len_of(f)
+fn complete_len(file: &File, at: u64, cap: u64) -> io::Result<(u64, Option<u64>)> {
+    scan(Span::new(file, at, u64::MAX), cap)
 }
 
+/// The longest row the reader takes: a longer one is damage (a quote that opens a cell and
+/// closes it gigabytes later), so that no record can take more memory than this.
+const MAX_ROW: u64 = 256 << 20;
+
 /// `complete_len` of what `report` yields.
-pub(crate) fn complete_len_of(mut report: impl Read) -> io::Result<u64> {
+#[cfg(test)]
+pub(crate) fn complete_len_of(report: impl Read) -> io::Result<u64> {
+    Ok(scan(report, MAX_ROW)?.0)
+}
+
+/// The length of the whole records of what `report` yields (`complete_len`), and where the
+/// first of them longer than `cap` starts (its span, leading line breaks included).
+fn scan(mut report: impl Read, cap: u64) -> io::Result<(u64, Option<u64>)> {
     use csv_core::ReadRecordResult;
     let mut parser = csv_core::Reader::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -787,9 +825,10 @@ pub(crate) fn complete_len_of(mut report: impl Read) -> io::Result<u64> {
     let (mut offset, mut keep) = (0u64, 0u64);
     // The last whole record ended with a CR at `keep`: an LF right after it is part of it.
     let mut after_cr = false;
+    let mut long = None;
     loop {
         let n = match report.read(&mut chunk) {
-            Ok(0) => return Ok(keep),
+            Ok(0) => return Ok((keep, long)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -806,7 +845,11 @@ pub(crate) fn complete_len_of(mut report: impl Read) -> io::Result<u64> {
             at += used;
             match result {
                 ReadRecordResult::Record => {
-                    keep = offset + at as u64;
+                    let end = offset + at as u64;
+                    if end - keep > cap && long.is_none() {
+                        long = Some(keep);
+                    }
+                    keep = end;
                     after_cr = at > 0 && chunk[at - 1] == b'\r';
                 }
                 ReadRecordResult::InputEmpty | ReadRecordResult::End => break,
@@ -864,34 +907,47 @@ fn swallowed_rows(
     if from + first_len >= to {
         return Ok(None);
     }
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(tail);
-    let rest = to - from - first_len;
-    let mut record = csv::ByteRecord::new();
+    // The records after it, read with the parser alone, in bounded memory: only the count
+    // of cells and the first bytes of the index cell are kept.
+    use csv_core::ReadFieldResult;
+    let mut parser = csv_core::Reader::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut out = [0u8; 64];
+    let (mut cells, mut index) = (0usize, Vec::with_capacity(24));
     loop {
-        match rdr.read_byte_record(&mut record) {
-            Ok(false) => return Ok(None),
-            Ok(true) => {
-                // A record that reaches the end of the file is whole only if the file ends
-                // with a line break.
-                let terminated = rdr.position().byte() < rest || ends_with_break;
-                if terminated
-                    && record.len() == fields
-                    && parse_index(record.get(index_at).unwrap_or_default()).is_ok()
-                {
-                    return Ok(Some(from + first_len));
+        let n = loop {
+            match tail.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        let input = &chunk[..n];
+        let mut at = 0;
+        loop {
+            let (result, used, written) = parser.read_field(&input[at..], &mut out);
+            at += used;
+            if cells == index_at && index.len() < 24 {
+                let room = 24 - index.len();
+                index.extend_from_slice(&out[..written.min(room)]);
+            }
+            match result {
+                ReadFieldResult::InputEmpty => break,
+                ReadFieldResult::OutputFull => {}
+                ReadFieldResult::Field { record_end } => {
+                    cells += 1;
+                    if record_end {
+                        // A record that reaches the end of the file is whole only if the
+                        // file ends with a line break.
+                        let terminated = n > 0 || ends_with_break;
+                        if terminated && cells == fields && parse_index(&index).is_ok() {
+                            return Ok(Some(from + first_len));
+                        }
+                        cells = 0;
+                        index.clear();
+                    }
                 }
+                ReadFieldResult::End => return Ok(None),
             }
-            // Not CSV from here: not a row either; read on.
-            Err(e) if e.is_io_error() => {
-                return Err(match e.into_kind() {
-                    csv::ErrorKind::Io(e) => e,
-                    _ => unreachable!("an I/O error"),
-                })
-            }
-            Err(_) => {}
         }
     }
 }
@@ -1216,6 +1272,50 @@ mod tests {
         let want: Vec<u64> = (1..=1000).filter(|i| *i != 10).collect();
         assert_eq!(indices, want);
         assert_eq!(read.torn, 0);
+    }
+
+    #[test]
+    fn a_row_longer_than_the_cap_is_damage_and_is_not_read() {
+        // Two stray quotes fifty rows apart: one record of thousands of bytes.
+        let plain: Vec<Outcome> = rows(100)
+            .into_iter()
+            .map(|o| Outcome { title: None, ..o })
+            .collect();
+        let text = render(Format::Csv, &plain);
+        let damaged = text
+            .replacen("\n10,", "\n\"10,", 1)
+            .replacen("\n60,", "\n\"60,", 1);
+        let read = |bytes: &str, skip: bool| {
+            let mut file = tempfile::tempfile().unwrap();
+            io::Write::write_all(&mut file, bytes.as_bytes()).unwrap();
+            let mut reader = ReportReader::open_capped(&file, &[], skip, 1000)?;
+            let mut indices = Vec::new();
+            while let Some(row) = reader.next_row()? {
+                indices.push(row.index);
+                assert!(
+                    reader.record.as_slice().len() < 1000,
+                    "no long record is read"
+                );
+            }
+            Ok::<_, ReadError>((indices, reader.skipped().0))
+        };
+        match read(&damaged, false) {
+            Err(e @ ReadError::Damaged { line: 11, .. }) => {
+                assert!(e.to_string().contains("longer than 1000 bytes"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Skipping: the long record's first line, and the second quote's line (from there
+        // it opens a cell that runs to the end), are left out; every other row is read.
+        let (indices, skipped) = read(&damaged, true).unwrap();
+        assert_eq!(skipped, 2);
+        let want: Vec<u64> = (1..=100).filter(|i| *i != 10 && *i != 60).collect();
+        assert_eq!(indices, want);
+        assert_eq!(
+            read(&text, false).unwrap().0.len(),
+            100,
+            "rows under the cap"
+        );
     }
 
     #[test]
