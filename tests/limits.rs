@@ -36,6 +36,7 @@ fn assert_promise(arrivals: &[Arrival], rate: f64, burst: u32, what: &str) {
 
 #[test]
 fn global_rate_holds_at_the_server() {
+    let _turn = support::timing_turn();
     let server = Server::start();
     let lines: Vec<String> = (0..60).map(|_| server.url("/ok")).collect();
     let config = Config {
@@ -51,6 +52,7 @@ fn global_rate_holds_at_the_server() {
 
 #[test]
 fn burst_is_allowed_but_no_more() {
+    let _turn = support::timing_turn();
     let server = Server::start();
     let lines: Vec<String> = (0..40).map(|_| server.url("/ok")).collect();
     let config = Config {
@@ -72,6 +74,7 @@ fn burst_is_allowed_but_no_more() {
 
 #[test]
 fn retries_take_rate_tokens_too() {
+    let _turn = support::timing_turn();
     let server = Server::start();
     let lines: Vec<String> = (0..20).map(|_| server.url("/status/503")).collect();
     let config = Config {
@@ -92,6 +95,7 @@ fn retries_take_rate_tokens_too() {
 
 #[test]
 fn per_host_rate_holds_for_each_host_while_hosts_go_in_parallel() {
+    let _turn = support::timing_turn();
     let a = Server::start_on([127, 0, 0, 2]);
     let b = Server::start_on([127, 0, 0, 3]);
     let lines: Vec<String> = (0..25).flat_map(|_| [a.url("/ok"), b.url("/ok")]).collect();
@@ -108,6 +112,7 @@ fn per_host_rate_holds_for_each_host_while_hosts_go_in_parallel() {
 
 #[test]
 fn global_and_per_host_rates_hold_together() {
+    let _turn = support::timing_turn();
     let a = Server::start_on([127, 0, 0, 4]);
     let b = Server::start_on([127, 0, 0, 5]);
     let lines: Vec<String> = (0..20).flat_map(|_| [a.url("/ok"), b.url("/ok")]).collect();
@@ -128,6 +133,7 @@ fn global_and_per_host_rates_hold_together() {
 
 #[test]
 fn concurrency_caps_requests_in_flight() {
+    let _turn = support::timing_turn();
     let server = Server::start();
     let lines: Vec<String> = (0..24).map(|_| server.url("/delay/50")).collect();
     let config = Config {
@@ -143,6 +149,7 @@ fn concurrency_caps_requests_in_flight() {
 
 #[test]
 fn per_host_concurrency_caps_each_host() {
+    let _turn = support::timing_turn();
     let a = Server::start_on([127, 0, 0, 6]);
     let b = Server::start_on([127, 0, 0, 7]);
     let lines: Vec<String> = (0..12)
@@ -161,6 +168,7 @@ fn per_host_concurrency_caps_each_host() {
 
 #[test]
 fn retry_after_cools_the_whole_host_while_other_hosts_go_on() {
+    let _turn = support::timing_turn();
     let a = Server::start_on([127, 0, 0, 8]);
     let b = Server::start_on([127, 0, 0, 9]);
     let mut lines = vec![a.url("/status/429?retry_after=1")];
@@ -214,6 +222,7 @@ fn retry_after_cools_the_whole_host_while_other_hosts_go_on() {
 
 #[test]
 fn redirect_hops_take_rate_tokens_too() {
+    let _turn = support::timing_turn();
     let server = Server::start();
     let lines: Vec<String> = (0..10).map(|_| server.url("/redirect/4")).collect();
     let config = Config {
@@ -232,6 +241,7 @@ fn redirect_hops_take_rate_tokens_too() {
 
 #[test]
 fn a_redirect_to_another_host_obeys_that_hosts_limits() {
+    let _turn = support::timing_turn();
     let a = Server::start_on([127, 0, 0, 10]);
     let b = Server::start_on([127, 0, 0, 11]);
     // Every job starts on host a and is redirected to host b.

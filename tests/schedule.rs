@@ -32,6 +32,7 @@ fn one_worker() -> Config {
 
 #[test]
 fn a_job_in_backoff_does_not_delay_the_next_job_on_another_host() {
+    let _turn = support::timing_turn();
     let a = Server::start_on([127, 0, 0, 2]);
     let b = Server::start_on([127, 0, 0, 3]);
     let mut lines = vec![a.url("/status/503")];
@@ -58,6 +59,7 @@ fn a_job_in_backoff_does_not_delay_the_next_job_on_another_host() {
 
 #[test]
 fn a_cool_down_on_one_host_does_not_slow_the_others() {
+    let _turn = support::timing_turn();
     let a = Server::start_on([127, 0, 0, 4]);
     let b = Server::start_on([127, 0, 0, 5]);
     let mut lines = vec![a.url("/status/429?retry_after=2")];
@@ -87,6 +89,7 @@ fn by_host(servers: &[Server]) -> HashMap<SocketAddr, Vec<Arrival>> {
 
 #[test]
 fn a_list_sorted_by_host_goes_to_every_host_at_once() {
+    let _turn = support::timing_turn();
     let servers: Vec<Server> = (10..16).map(|i| Server::start_on([127, 0, 0, i])).collect();
     let per_host = 8;
     let lines: Vec<String> = servers
@@ -138,6 +141,7 @@ fn a_list_sorted_by_host_goes_to_every_host_at_once() {
 
 #[test]
 fn hosts_with_thousands_of_jobs_each_go_in_parallel() {
+    let _turn = support::timing_turn();
     // More jobs per host than the scheduler keeps in memory: the rest wait on disk, and the
     // input is read on to the next hosts.
     let servers: Vec<Server> = (20..23).map(|i| Server::start_on([127, 0, 0, i])).collect();

@@ -25,3 +25,12 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+/// A turn for a test that measures time at its server. Such tests take turns within their
+/// test binary: on a 2-core machine, ten of them at once (each with its own server and client
+/// runtimes) add more scheduling noise to the arrival times than the tolerance they allow. A
+/// test that panicked does not block the others.
+pub fn timing_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
