@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -155,7 +155,7 @@ pub async fn retry_failed(
         shutdown,
     )
     .await;
-    let fresh = read_rows(&side, at(Std::Index));
+    let fresh = read_rows(&side);
     let _ = std::fs::remove_file(&side);
     let fresh = fresh.map_err(|source| Error::Output {
         path: side.clone(),
@@ -203,15 +203,14 @@ pub(crate) fn sibling(path: &Path, what: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
 }
 
-/// The rows of a report by index (the cell at `index_at`).
-fn read_rows(path: &Path, index_at: usize) -> std::io::Result<HashMap<u64, csv::StringRecord>> {
-    let mut rdr = csv::Reader::from_reader(BufReader::new(File::open(path)?));
+/// The rows of the side report this run wrote, by index, read through the report reader.
+fn read_rows(path: &Path) -> std::io::Result<HashMap<u64, csv::StringRecord>> {
+    let file = File::open(path)?;
+    let mut reader = ReportReader::open(&file, &[], false).map_err(std::io::Error::other)?;
     let mut rows = HashMap::new();
-    for record in rdr.records() {
-        let record = record.map_err(std::io::Error::other)?;
-        if let Some(index) = record.get(index_at).and_then(|i| i.parse::<u64>().ok()) {
-            rows.insert(index, record);
-        }
+    while let Some(row) = reader.next_row().map_err(std::io::Error::other)? {
+        let record = row.record().expect("a CSV row has its record").clone();
+        rows.insert(row.index, csv::StringRecord::from_byte_record_lossy(record));
     }
     Ok(rows)
 }
