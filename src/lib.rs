@@ -128,8 +128,8 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<Summary, Erro
             Sink::new(Box::new(std::io::stdout()), format, columns),
             None,
         ),
-        Report::Resumed(resumed) => {
-            let skip = Skip::new(resumed.done.clone(), resumed.format);
+        Report::Resumed(mut resumed) => {
+            let skip = Skip::new(std::mem::take(&mut resumed.done), resumed.format);
             let fresh = resumed.fresh;
             let out: Box<dyn Write + Send> = Box::new(resumed.appender().map_err(output_error)?);
             let sink = if fresh {
