@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::allowance::{Allowances, Wait};
-use crate::announce::{self, Announced};
+use crate::limits::allowance::{Allowances, Wait};
+use crate::limits::announce::{self, Announced};
 use crate::config::{Config, OnQuota};
 use crate::cookies::Cookies;
 use crate::encoding;
@@ -697,7 +697,7 @@ impl Fetcher {
                 .stop_at_limit(format!("the limit {host} announced"), Some(frees_at));
             return Some(Next::Stopped);
         }
-        let wait = retry_after.unwrap_or(a.reset + crate::allowance::AFTER_RESET);
+        let wait = retry_after.unwrap_or(a.reset + crate::limits::allowance::AFTER_RESET);
         self.cool_down(host, wait);
         let task = ticket.task_mut();
         task.refused += 1;

@@ -34,22 +34,17 @@ pub mod template;
 pub mod units;
 
 // The machinery: private, free to change. Its layering is in the README ("How it works").
-mod allowance;
-mod announce;
 mod cookies;
 mod fdlimit;
 mod fetch;
 mod files;
 mod input;
 mod job;
-mod ledger;
 mod limits;
-mod pacer;
 mod plan;
 mod pool;
 mod progress;
 mod queue;
-mod quota;
 mod report_reader;
 mod reqlog;
 mod rerun;
@@ -72,7 +67,7 @@ pub use error::{Error, ErrorKind, Failure};
 pub use plan::Plan;
 pub use progress::{Stats, Summary};
 pub use queue::Enqueued;
-pub use quota::QuotaStop;
+pub use limits::quota::QuotaStop;
 pub use rerun::RetrySummary;
 pub use shutdown::Shutdown;
 
@@ -304,13 +299,13 @@ pub async fn plan(config: Config) -> Result<Plan, Error> {
     config.validate()?;
     // What earlier runs sent still fills the windows (read only: a run may hold the file).
     let past = match &config.quota_state {
-        Some(path) => ledger::read(path, &config.quotas, &config.per_host_quotas).map_err(|e| {
+        Some(path) => limits::ledger::read(path, &config.quotas, &config.per_host_quotas).map_err(|e| {
             Error::QuotaState {
                 path: e.path,
                 reason: e.reason,
             }
         })?,
-        None => ledger::Past::default(),
+        None => limits::ledger::Past::default(),
     };
     let (mut source, columns) = open_input(&config).await?;
     let skip = match &config.output {

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::input::{ReadError, Source};
-pub use crate::ledger::Past;
-use crate::quota::Window;
+pub use crate::limits::ledger::Past;
+use crate::limits::quota::Window;
 use crate::resume::{Skip, Verdict};
 use crate::units::Quota;
 

@@ -31,7 +31,7 @@ use crate::error::{Error, ErrorKind, Failure};
 use crate::fetch::Fetcher;
 use crate::input::{self, InputProgress, Source};
 use crate::job::{Job, Next, Outcome};
-use crate::ledger::Past;
+use crate::limits::ledger::Past;
 use crate::limits::Limits;
 use crate::progress::{Progress, Summary};
 use crate::resume::Skip;

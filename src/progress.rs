@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::job::{Ending, Outcome};
-use crate::quota::QuotaStop;
+use crate::limits::quota::QuotaStop;
 
 /// How often the plain progress line is printed.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(5);

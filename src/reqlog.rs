@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::announce::Announced;
+use crate::limits::announce::Announced;
 use crate::config::Config;
 use crate::files::{ClaimError, Claimed};
 use crate::units::Rate;

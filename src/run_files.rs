@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::config::Config;
 use crate::error::Error;
 use crate::files::ClaimError;
-use crate::ledger::{self, Ledger, Past};
+use crate::limits::ledger::{self, Ledger, Past};
 use crate::reqlog::{self, LogClaim, LogWriter, RequestLog};
 
 /// The files claimed, not yet changed. Dropped, they are left as they were (a file a claim

@@ -56,8 +56,8 @@ use crate::config::{Config, OnQuota};
 use crate::error::Failure;
 use crate::input::parse_target;
 use crate::job::{Job, Task};
-use crate::ledger::{Ledger, Past};
-use crate::quota::{self, QuotaStop, Window};
+use crate::limits::ledger::{Ledger, Past};
+use crate::limits::quota::{self, QuotaStop, Window};
 use crate::units::{Quota, Rate};
 
 /// Jobs of one host kept in memory; the rest of its jobs wait on disk.
@@ -1118,7 +1118,7 @@ impl Inner {
     /// The timer thread: wakes at each deadline (slack of a microsecond, a short spin
     /// before it) and moves what is due on.
     fn run_timers(&self) {
-        crate::pacer::fine_timer_slack();
+        crate::limits::pacer::fine_timer_slack();
         let mut spin = Duration::from_micros(50);
         let mut s = self.lock();
         loop {

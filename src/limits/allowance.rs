@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::announce::Announced;
+use crate::limits::announce::Announced;
 
 /// Resets closer than this are the same window (servers round them to seconds).
 const SAME_WINDOW: Duration = Duration::from_millis(1500);
@@ -197,7 +197,7 @@ impl Allowances {
             // Sent before it and still in flight: the server may count them after it.
             let earlier = h.in_flight.iter().filter(|&&s| s < seq).count() as u64 + h.untracked;
             let last_allowed = seq.saturating_add(a.remaining).saturating_sub(earlier);
-            let reset = now + a.reset.min(crate::announce::MAX_RESET);
+            let reset = now + a.reset.min(crate::limits::announce::MAX_RESET);
             let bucket = h.known.iter_mut().find(|(b, _)| *b == a.bucket);
             match bucket {
                 Some((_, k)) if reset + SAME_WINDOW < k.reset => {}

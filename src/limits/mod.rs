@@ -6,6 +6,13 @@
 //! The order is the rate promise: a worker takes its permit first and its token last, and
 //! sends at once, so a request leaves at the moment its token was granted.
 
+pub(crate) mod allowance;
+pub(crate) mod announce;
+pub(crate) mod gcra;
+pub(crate) mod ledger;
+pub(crate) mod pacer;
+pub(crate) mod quota;
+
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +21,7 @@ use governor::Quota;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
-use crate::pacer::Pacer;
+use crate::limits::pacer::Pacer;
 
 /// The global limits of one run. Shared by the workers behind an `Arc`.
 pub struct Limits {
