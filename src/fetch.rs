@@ -19,14 +19,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::limits::allowance::{Allowances, Wait};
-use crate::limits::announce::{self, Announced};
 use crate::config::{Config, OnQuota};
 use crate::cookies::Cookies;
 use crate::encoding;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
 use crate::job::{Hop, Next, Outcome};
+use crate::limits::allowance::{Allowances, Wait};
+use crate::limits::announce::{self, Announced};
 use crate::limits::Limits;
 use crate::reqlog::{Entry, RequestLog};
 use crate::retry::{self, Decision, Head, Step};
@@ -268,8 +268,12 @@ impl Fetcher {
     }
 
     /// The send time to log (`None` without `--log-requests`).
-    fn sent(&self, granted: Option<SystemTime>) -> Sent {
-        self.log.as_ref().map(|_| (SystemTime::now(), granted))
+    /// What the request log records of a request stamped `at`: its wall-clock time (on the
+    /// one clock every limit judged it by), and with `--redis` its grant's instant.
+    fn sent(&self, at: std::time::Instant, granted: Option<SystemTime>) -> Sent {
+        self.log
+            .as_ref()
+            .map(|_| (crate::limits::wall_time(at), granted))
     }
 
     /// No request to `host` leaves for `wait` (a `Retry-After`, an announced limit): in this
@@ -467,13 +471,15 @@ impl Fetcher {
             Ok(granted) => granted,
             Err(next) => return next,
         };
-        if !ticket.go() {
+        // The request's stamp: the instant the global rate judged it (now, without one).
+        let at = pass.at().unwrap_or_else(std::time::Instant::now);
+        if !ticket.go(at) {
             // The host began to cool down while we waited: the token goes unused (a lost
             // token can only slow the run, never break the promise).
             return Next::Requeue;
         }
-        let sent = Instant::now();
-        let sent_wall = self.sent(granted);
+        let sent = Instant::from_std(at);
+        let sent_wall = self.sent(at, granted);
         let task = ticket.task_mut();
         if task.first_sent.is_none() {
             task.first_sent = Some(sent);
@@ -763,10 +769,11 @@ impl Fetcher {
                     // The host or the run waits: a new slot waits for it.
                     Err(_) => continue,
                 };
-                if !slot.go() {
+                let at = pass.at().unwrap_or_else(std::time::Instant::now);
+                if !slot.go(at) {
                     continue;
                 }
-                let sent_wall = self.sent(granted);
+                let sent_wall = self.sent(at, granted);
                 let deadline = Instant::now()
                     .checked_add(self.config.timeout)
                     .unwrap_or_else(far_future);

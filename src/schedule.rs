@@ -26,11 +26,12 @@
 //!   instant it is sent; a ticket given back unsent frees its place. So no window is spent by
 //!   a request that another limit refuses.
 //! - **Timers.** A thread of their own with a fine timer slack and a short spin before each
-//!   deadline (as the global pacer), since tokio's 1 ms timer grid would lose a fraction of
-//!   every period of a fast per-host pace. A dispatch that is late by a wake-up (at most
-//!   `CATCH_UP`, and a quarter of the period) is counted from the instant the host was due, so
-//!   late wake-ups do not add up into a slower pace; a request may then leave that much
-//!   closer to the one before it, as a worker woken late by the global pacer may.
+//!   deadline, since tokio's 1 ms timer grid would lose a fraction of every period of a fast
+//!   per-host pace.
+//! - **The pace is exact at the stamp.** A host's pace is the GCRA of `limits::gcra` (burst
+//!   1), counted at the instant the request is stamped with (`Ticket::go`): no request to a
+//!   host is closer than its period to the one before, and one that left late is not caught
+//!   up on.
 //! - **Lookahead.** The feeder reads up to `lookahead` jobs ahead of the workers. Beyond a
 //!   host's `HOST_CAP` jobs (or the lookahead), jobs go to a temporary file and are read back
 //!   when the host has room, as disk-backed crawl frontiers do, so a list sorted by host never
@@ -56,6 +57,7 @@ use crate::config::{Config, OnQuota};
 use crate::error::Failure;
 use crate::input::parse_target;
 use crate::job::{Job, Task};
+use crate::limits::gcra::{Gcra, Pace};
 use crate::limits::ledger::{Ledger, Past};
 use crate::limits::quota::{self, QuotaStop, Window};
 use crate::units::{Quota, Rate};
@@ -66,10 +68,6 @@ pub const HOST_CAP: usize = 256;
 const READ_BACK: usize = 64;
 /// The least lookahead (jobs read ahead of the workers) with per-host limits.
 pub const MIN_LOOKAHEAD: usize = 4096;
-/// How late a dispatch may be (and at most a quarter of the period) and still be counted from
-/// when its host was due. Such lateness is a wake-up's: forgiving it keeps the pace's rate,
-/// and moves no request more than this much closer to the one before it.
-const CATCH_UP: Duration = Duration::from_millis(1);
 /// Timer thread: the spin before a deadline adapts within these bounds.
 const MIN_SPIN: Duration = Duration::from_micros(5);
 const MAX_SPIN: Duration = Duration::from_micros(100);
@@ -188,8 +186,8 @@ struct Host {
     in_flight: usize,
     /// A dispatch has not taken its global token yet: no second one until it has.
     dispatching: bool,
-    /// The pace: the host's next request may not leave before this.
-    tat: Option<Instant>,
+    /// The pace (burst 1): the host's next request may not leave before its TAT.
+    pace: Gcra<Instant>,
     cool_until: Option<Instant>,
     /// A robots.txt Crawl-delay: the least time between two requests.
     min_period: Duration,
@@ -215,7 +213,8 @@ impl Host {
     /// send left its quota windows); `None` if nothing ever was.
     fn clear_at(&self) -> Option<Instant> {
         let windows = self.windows.iter().filter_map(Window::clear_at).max();
-        self.tat
+        self.pace
+            .tat()
             .max(self.cool_until)
             .max(windows)
             .max(self.tracked_until)
@@ -730,7 +729,7 @@ impl Scheduler {
             // Counted from the host's last request (robots.txt itself, at first); from now
             // if the host was forgotten meanwhile (its last request is not known).
             let last = h.last_sent.unwrap_or_else(Instant::now);
-            h.tat = h.tat.max(Some(last + period));
+            h.pace.hold_until(last + period);
         }
     }
 
@@ -962,7 +961,7 @@ impl Inner {
         }
         // Nothing of the host is pending (it is not dispatching).
         let windows = quota::free_at(&mut h.windows, now, 0).map(|(t, _)| t);
-        let until = h.tat.max(h.cool_until).max(windows);
+        let until = h.pace.tat().max(h.cool_until).max(windows);
         match until {
             Some(t) if t > now => Gate::Until(t),
             _ => Gate::Open,
@@ -1196,13 +1195,7 @@ impl Inner {
 
 /// The wall-clock time of an instant (for messages; quotas are kept in instants).
 fn wall_clock(at: Instant) -> std::time::SystemTime {
-    let now = Instant::now();
-    let wall = std::time::SystemTime::now();
-    if at >= now {
-        wall + (at - now)
-    } else {
-        wall - (now - at)
-    }
+    crate::limits::wall_time(at.into_std())
 }
 
 fn push(queue: &mut VecDeque<Task>, task: Task, front: bool) {
@@ -1303,11 +1296,13 @@ impl Ticket {
         task
     }
 
-    /// Called with the global token in hand, right before sending: counts the request in
-    /// its host's pace. False when the host began to cool down meanwhile (the request must
-    /// not leave; requeue the task), or when the `--quota-state` cannot be written (the run
-    /// stops).
-    pub fn go(&mut self) -> bool {
+    /// Called with the global token in hand, right before sending: counts the request,
+    /// stamped `at` (the instant the global rate judged it, or now), in its host's pace and
+    /// in the quota windows. False when the host began to cool down meanwhile (the request
+    /// must not leave; requeue the task), or when the `--quota-state` cannot be written (the
+    /// run stops).
+    pub fn go(&mut self, at: std::time::Instant) -> bool {
+        let at = Instant::from_std(at);
         if let Some(ledger) = &self.inner.ledger {
             // Counted on disk before it leaves. A request refused below after this was
             // counted and not sent: the safe side.
@@ -1332,7 +1327,7 @@ impl Ticket {
             if self.quota {
                 let inner = self.inner.clone();
                 let mut s = inner.lock();
-                self.stamp(&inner, &mut s, Instant::now());
+                self.stamp(&inner, &mut s, at);
             }
             return true;
         };
@@ -1341,36 +1336,31 @@ impl Ticket {
         }
         let inner = self.inner.clone();
         let mut s = inner.lock();
-        let now = Instant::now();
         if !s.hosts.contains_key(host) {
-            self.stamp(&inner, &mut s, now);
+            self.stamp(&inner, &mut s, at);
             return true;
         }
         let h = s.hosts.get_mut(host).expect("checked");
         // A cool-down that began, or a Crawl-delay that moved the host's turn, while this
         // ticket waited: the request must not leave now.
-        if h.cool_until.is_some_and(|c| c > now) || h.tat.is_some_and(|t| t > now) {
+        let period = inner.period.unwrap_or_default().max(h.min_period);
+        let pace = Pace::every(period);
+        if h.cool_until.is_some_and(|c| c > at) || !h.pace.early_by(pace, at).is_zero() {
             return false;
         }
-        let period = inner.period.unwrap_or_default().max(h.min_period);
         if !period.is_zero() {
-            let base = match h.tat {
-                Some(t) if t <= now && now - t <= CATCH_UP.min(period / 4) => t,
-                Some(t) => t.max(now),
-                None => now,
-            };
-            h.tat = Some(base + period);
+            h.pace.record(pace, at);
         }
         h.dispatching = false;
-        h.last_sent = Some(now);
+        h.last_sent = Some(at);
         // Counted in the host's windows and the run's at the same instant (the entry was made
         // with its windows).
         for w in &mut h.windows {
-            w.record(now);
+            w.record(at);
         }
         self.stage = Stage::Sent;
         let host = host.clone();
-        self.stamp(&inner, &mut s, now);
+        self.stamp(&inner, &mut s, at);
         let woken = inner.refresh(&mut s, &host);
         inner.wake_workers(&s, usize::from(woken));
         true
@@ -1734,7 +1724,7 @@ mod tests {
         assert_eq!(s.waiting(), None);
         for _ in 0..2 {
             let mut t = next(&s).await.unwrap();
-            assert!(t.go());
+            assert!(t.go(std::time::Instant::now()));
             t.finish();
         }
         // The third is held back by the window: an attempt to take it says why.
@@ -1782,7 +1772,7 @@ mod tests {
             "dispatched {:?} into a pause of 200ms",
             paused.elapsed()
         );
-        assert!(t.go());
+        assert!(t.go(std::time::Instant::now()));
         t.finish();
         assert_eq!(s.waiting(), None);
     }
@@ -1798,11 +1788,11 @@ mod tests {
         s.input_finished();
         let mut t = next(&s).await.unwrap();
         assert_eq!(t.task().job.index, 1);
-        assert!(t.go());
+        assert!(t.go(std::time::Instant::now()));
         t.finish();
         let mut t = next(&s).await.unwrap();
         assert_eq!(t.task().job.index, 3, "b goes while a waits for its pace");
-        assert!(t.go());
+        assert!(t.go(std::time::Instant::now()));
         t.finish();
         // a's second job waits an hour: nothing is ready.
         let waiting =
@@ -1825,7 +1815,7 @@ mod tests {
             early.is_err(),
             "a second dispatch before the first took its token"
         );
-        assert!(first.go());
+        assert!(first.go(std::time::Instant::now()));
         let second = next(&s).await.unwrap();
         assert_eq!(second.task().job.index, 2);
     }
@@ -1838,7 +1828,10 @@ mod tests {
         assert_eq!(t.task().job.index, 1);
         // The host began to cool down while this ticket waited for its token.
         s.cool_down("a.test", Duration::from_secs(3600));
-        assert!(!t.go(), "a request must not leave during a cool-down");
+        assert!(
+            !t.go(std::time::Instant::now()),
+            "a request must not leave during a cool-down"
+        );
         s.requeue(t);
         let t = next(&s).await.unwrap();
         assert_eq!(t.task().job.index, 2, "the other host goes on");
@@ -1858,7 +1851,7 @@ mod tests {
         let mut seen_a = Vec::new();
         let mut b_at = None;
         while let Some(mut t) = next(&s).await {
-            assert!(t.go());
+            assert!(t.go(std::time::Instant::now()));
             let task = t.finish();
             assert_eq!(task.job.passthrough[1], "line\nbreak");
             match task.host() {
@@ -1889,7 +1882,7 @@ mod tests {
         );
         s.input_finished();
         while let Some(mut t) = next(&s).await {
-            assert!(t.go());
+            assert!(t.go(std::time::Instant::now()));
             t.finish();
         }
         // Their paces end 20 ms after their requests; the timer thread then drops them.
@@ -1916,7 +1909,7 @@ mod tests {
         s.input_finished();
         let mut n = 0;
         while let Some(mut t) = next(&s).await {
-            assert!(t.go());
+            assert!(t.go(std::time::Instant::now()));
             t.finish();
             n += 1;
         }

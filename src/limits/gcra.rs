@@ -72,11 +72,19 @@ impl Pace {
 }
 
 /// The state of one GCRA: its theoretical arrival time, or none when nothing is in force.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gcra<T> {
     tat: Option<T>,
 }
 
+impl<T> Default for Gcra<T> {
+    fn default() -> Gcra<T> {
+        Gcra { tat: None }
+    }
+}
+
+// Until the audit and the plan use it (issue 20, in progress).
+#[allow(dead_code)]
 impl<T: Time> Gcra<T> {
     /// A GCRA with nothing in force.
     pub fn new() -> Gcra<T> {

@@ -4,7 +4,9 @@
 //! which hands a worker only a job whose host may send now.
 //!
 //! The order is the rate promise: a worker takes its permit first and its token last, and
-//! sends at once, so a request leaves at the moment its token was granted.
+//! sends at once. The token is judged at the instant the request is stamped with (see
+//! `pacer`), and every other limit (the host's pace, quota windows) counts it at that same
+//! instant, so the request log's times are the times every limit judged.
 
 pub(crate) mod allowance;
 pub(crate) mod announce;
@@ -34,6 +36,30 @@ pub struct Limits {
 #[must_use = "the permit is released when the pass is dropped"]
 pub struct Pass {
     _global: OwnedSemaphorePermit,
+    at: Option<std::time::Instant>,
+}
+
+impl Pass {
+    /// The instant the global rate judged the request at (none without a global rate):
+    /// the request's stamp.
+    pub fn at(&self) -> Option<std::time::Instant> {
+        self.at
+    }
+}
+
+/// The wall-clock time of a stamp, for the request log: the monotonic clock, anchored to the
+/// wall clock once per process, so that the logged times lie exactly as far apart as the
+/// instants the limits judged (a wall clock stepped meanwhile moves nothing).
+pub fn wall_time(at: std::time::Instant) -> std::time::SystemTime {
+    static ANCHOR: std::sync::OnceLock<(std::time::Instant, std::time::SystemTime)> =
+        std::sync::OnceLock::new();
+    let (instant, wall) =
+        *ANCHOR.get_or_init(|| (std::time::Instant::now(), std::time::SystemTime::now()));
+    if at >= instant {
+        wall + (at - instant)
+    } else {
+        wall - (instant - at)
+    }
 }
 
 /// Builds the governor quota for a rate and burst. `Quota::per_second(n)` would also set the
@@ -65,7 +91,7 @@ impl Limits {
     }
 
     /// Waits for a global permit, then for the global token, and returns when the request
-    /// must be sent at once. Cancel-safe: dropping the future mid-wait takes nothing that is
+    /// must be sent at once, stamped with `Pass::at`. Cancel-safe: dropping the future mid-wait takes nothing that is
     /// not given back.
     pub async fn acquire(&self) -> Pass {
         let global = self
@@ -74,10 +100,14 @@ impl Limits {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        if let Some(g) = &self.global {
-            g.take().await;
+        let at = match &self.global {
+            Some(g) => Some(g.take().await),
+            None => None,
+        };
+        Pass {
+            _global: global,
+            at,
         }
-        Pass { _global: global }
     }
 }
 

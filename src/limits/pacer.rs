@@ -1,170 +1,210 @@
-//! Pacer: hands out the global limiter's tokens at the instants governor allows them.
+//! Pacer: the run's global rate (`--rate`, `--burst`), a governor GCRA limiter judged at the
+//! instant each request is stamped.
 //!
-//! Why a thread: with burst 1, a token taken late is lost for good (the GCRA's next slot is
-//! counted from when it was taken), so the achieved rate is 1 / (period + mean lateness). Tokio's
-//! timer wakes tasks on a 1 ms grid, which at 200/s (a 5 ms period) costs ~10% of the rate and
-//! caps the rate near 1,000/s. One dedicated thread, with a fine timer slack and a short spin
-//! before each deadline, asks the shared governor limiter at the right instant and hands the
-//! token to the longest-waiting worker through a semaphore. Workers still take their permits
-//! first and the token last, and send at once.
+//! **Exact at the stamp.** A worker asks governor itself, with the clock reading it stamps
+//! the request with (governor reads a clock of ours that returns that reading), and sends at
+//! once. So the instants the request log records obey the GCRA exactly: at burst 1 no
+//! request is closer than the period to the one before it, and a request that left late is
+//! not caught up on (the next one is counted from when it left); at burst B lateness is
+//! caught up only within the burst. Nothing is granted ahead of a send, so no token waits in
+//! a hand-off while the clock runs.
 //!
-//! Accounting: `demand` counts workers waiting for a token that has not been granted yet; the
-//! semaphore holds tokens granted and not yet taken. A token is only ever taken from governor
-//! for a waiting worker, so tokens never pile up while nobody asks.
+//! **Waiting.** Waiters queue FIFO behind an async mutex: only the head waits for the next
+//! instant governor allows, so a wait costs one wake-up, not one per waiter.
+//! - With a tolerance of 2 ms or more (`(B − 1) / R`), the head sleeps on tokio's timer. It
+//!   may wake a millisecond late; the GCRA catches that up within the burst.
+//! - With a smaller tolerance (burst 1 at any rate above 1/2 ms, small bursts at high rates),
+//!   a late wake-up is lost for good, and tokio's 1 ms timer grid would cost ~10% of the rate
+//!   at 200/s. There, a thread of its own with a fine timer slack wakes the head a little
+//!   before the instant (a lead that follows how late this machine's wake-ups are), and the
+//!   head spins the rest of the way on its worker, then asks governor.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::Semaphore;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::sync::Notify;
 
-/// The spin before each deadline adapts to how late this machine's timed waits wake, within
-/// these bounds: long enough to be on time, short enough to cost little CPU.
-const MIN_SPIN: Duration = Duration::from_micros(5);
-const MAX_SPIN: Duration = Duration::from_micros(100);
-/// What is added to the observed lateness to get the spin.
-const SPIN_HEADROOM: Duration = Duration::from_micros(10);
+/// Below this tolerance the head waits on the precise alarm; from it up, on tokio's timer.
+const PRECISE_BELOW: Duration = Duration::from_millis(2);
+/// How early the alarm wakes the head, learnt from how late wake-ups are, within bounds.
+const MIN_LEAD: Duration = Duration::from_micros(20);
+const MAX_LEAD: Duration = Duration::from_micros(300);
+/// What is added to an observed lateness to get the lead.
+const LEAD_HEADROOM: Duration = Duration::from_micros(20);
 
-struct State {
-    limiter: DefaultDirectRateLimiter,
-    clock: DefaultClock,
-    demand: Mutex<usize>,
-    wake: Condvar,
-    closed: AtomicBool,
+thread_local! {
+    /// The reading `StampClock` returns on this thread, while a check is being made.
+    static STAMP: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// The global rate limit, served from its own thread. Dropping it stops the thread.
+/// governor's clock: the instant a worker stamps its request with.
+#[derive(Clone, Copy, Debug, Default)]
+struct StampClock;
+
+impl Clock for StampClock {
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        STAMP.with(Cell::get).unwrap_or_else(Instant::now)
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, StampClock, NoOpMiddleware<Instant>>;
+
+/// The global rate limit. Dropping it stops its alarm thread, if any.
 pub struct Pacer {
-    state: Arc<State>,
-    tokens: Arc<Semaphore>,
+    limiter: Limiter,
+    /// The waiters, first come first served; the holder is the head.
+    line: tokio::sync::Mutex<()>,
+    alarm: Option<Arc<Alarm>>,
+    /// The alarm's lead, in nanoseconds.
+    lead: AtomicU64,
 }
 
 impl Pacer {
     pub fn new(quota: Quota) -> Pacer {
-        let clock = DefaultClock::default();
-        let state = Arc::new(State {
-            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
-            clock,
-            demand: Mutex::new(0),
-            wake: Condvar::new(),
+        let tolerance = quota
+            .replenish_interval()
+            .saturating_mul(quota.burst_size().get() - 1);
+        let alarm = (tolerance < PRECISE_BELOW).then(Alarm::start);
+        Pacer {
+            limiter: RateLimiter::new(quota, InMemoryState::default(), StampClock),
+            line: tokio::sync::Mutex::new(()),
+            alarm,
+            lead: AtomicU64::new(nanos(Duration::from_micros(60))),
+        }
+    }
+
+    /// Whether a request stamped `at` conforms; if it does, it is counted.
+    fn check_at(&self, at: Instant) -> Result<(), Instant> {
+        STAMP.with(|s| s.set(Some(at)));
+        let checked = self.limiter.check();
+        STAMP.with(|s| s.set(None));
+        checked.map_err(|not_until| not_until.earliest_possible())
+    }
+
+    /// Waits until a request may leave, counts it, and returns its stamp: the instant it
+    /// was judged at, to be sent at once. Cancel-safe: a waiter that gives up has taken
+    /// nothing.
+    pub async fn take(&self) -> Instant {
+        let _head = self.line.lock().await;
+        loop {
+            let now = Instant::now();
+            match self.check_at(now) {
+                Ok(()) => return now,
+                Err(at) => self.wait_until(at).await,
+            }
+        }
+    }
+
+    async fn wait_until(&self, at: Instant) {
+        let Some(alarm) = &self.alarm else {
+            tokio::time::sleep_until(at.into()).await;
+            return;
+        };
+        let lead = Duration::from_nanos(self.lead.load(Ordering::Relaxed));
+        let wake = at.checked_sub(lead).unwrap_or(at);
+        if Instant::now() < wake {
+            alarm.wake_at(wake).await;
+            let now = Instant::now();
+            if now + MAX_LEAD < at {
+                // Woken early by an alarm a cancelled waiter left behind: wait again.
+                return;
+            }
+            // Up at once after a wake-up later than the lead, down slowly: a wake-up past
+            // `at` is lost for good, a few microseconds of spin are cheap.
+            let late = now.saturating_duration_since(wake) + LEAD_HEADROOM;
+            let lead = if late > lead {
+                late
+            } else {
+                (lead * 15 + late) / 16
+            };
+            self.lead
+                .store(nanos(lead.clamp(MIN_LEAD, MAX_LEAD)), Ordering::Relaxed);
+        }
+        while Instant::now() < at {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A thread that wakes the pacer's head at an instant, within microseconds.
+struct Alarm {
+    at: Mutex<Option<Instant>>,
+    changed: Condvar,
+    ring: Notify,
+    closed: AtomicBool,
+}
+
+impl Alarm {
+    fn start() -> Arc<Alarm> {
+        let alarm = Arc::new(Alarm {
+            at: Mutex::new(None),
+            changed: Condvar::new(),
+            ring: Notify::new(),
             closed: AtomicBool::new(false),
         });
-        let tokens = Arc::new(Semaphore::new(0));
-        let (s, t) = (state.clone(), tokens.clone());
+        let a = alarm.clone();
         std::thread::Builder::new()
             .name("ratefetch-pacer".into())
-            .spawn(move || serve(&s, &t))
+            .spawn(move || a.serve())
             .expect("spawning the pacer thread");
-        Pacer { state, tokens }
+        alarm
     }
 
-    /// Waits for a token. Cancel-safe: a worker that stops waiting gives its claim back.
-    pub async fn take(&self) {
-        {
-            let mut demand = self.state.demand.lock().expect("pacer lock");
-            *demand += 1;
-        }
-        self.state.wake.notify_one();
-        let mut claim = Claim {
-            pacer: self,
-            done: false,
-        };
-        self.tokens
-            .acquire()
-            .await
-            .expect("the token semaphore is never closed")
-            .forget();
-        claim.done = true;
+    /// Returns at `at` or a little later (or earlier, if a waiter that gave up left a ring
+    /// behind: the caller checks the time).
+    async fn wake_at(&self, at: Instant) {
+        let ring = self.ring.notified();
+        *self.at.lock().expect("alarm lock") = Some(at);
+        self.changed.notify_one();
+        ring.await;
     }
-}
 
-/// A worker's place in line; on cancellation it is given back.
-struct Claim<'a> {
-    pacer: &'a Pacer,
-    done: bool,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut demand = self.pacer.state.demand.lock().expect("pacer lock");
-        if *demand > 0 {
-            // Our token was not granted yet: one fewer to grant.
-            *demand -= 1;
-        } else if let Ok(permit) = self.pacer.tokens.try_acquire() {
-            // It was granted and nobody took it: withdraw it, so that it cannot be used
-            // later than it was granted.
-            permit.forget();
+    fn serve(&self) {
+        fine_timer_slack();
+        let mut at = self.at.lock().expect("alarm lock");
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match *at {
+                None => at = self.changed.wait(at).expect("alarm lock"),
+                Some(t) => {
+                    let now = Instant::now();
+                    if now >= t {
+                        *at = None;
+                        self.ring.notify_one();
+                    } else {
+                        at = self
+                            .changed
+                            .wait_timeout(at, t - now)
+                            .expect("alarm lock")
+                            .0;
+                    }
+                }
+            }
         }
     }
 }
 
 impl Drop for Pacer {
     fn drop(&mut self) {
-        self.state.closed.store(true, Ordering::Release);
-        let _guard = self.state.demand.lock();
-        self.state.wake.notify_all();
-    }
-}
-
-fn serve(state: &State, tokens: &Semaphore) {
-    fine_timer_slack();
-    // Sleep until `spin` before a deadline, then spin: thread wake-ups are not exact. The
-    // spin follows a moving average of how late the timed waits wake.
-    let mut spin = Duration::from_micros(50);
-    loop {
-        // Wait until someone wants a token.
-        {
-            let mut demand = state.demand.lock().expect("pacer lock");
-            while *demand == 0 {
-                if state.closed.load(Ordering::Acquire) {
-                    return;
-                }
-                demand = state.wake.wait(demand).expect("pacer lock");
-            }
+        if let Some(alarm) = &self.alarm {
+            alarm.closed.store(true, Ordering::Release);
+            let _guard = alarm.at.lock();
+            alarm.changed.notify_all();
         }
-        // Wait until governor allows one, then take it.
-        loop {
-            if state.closed.load(Ordering::Acquire) {
-                return;
-            }
-            match state.limiter.check() {
-                Ok(()) => break,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(state.clock.now());
-                    if wait > spin {
-                        // A timed wait on the condvar, so that closing wakes it at once.
-                        let demand = state.demand.lock().expect("pacer lock");
-                        let deadline = Instant::now() + (wait - spin);
-                        let (guard, waited) = state
-                            .wake
-                            .wait_timeout_while(demand, wait - spin, |_| {
-                                !state.closed.load(Ordering::Acquire) && Instant::now() < deadline
-                            })
-                            .expect("pacer lock");
-                        drop(guard);
-                        if waited.timed_out() {
-                            let late = Instant::now().saturating_duration_since(deadline);
-                            spin =
-                                ((spin * 7 + late + SPIN_HEADROOM) / 8).clamp(MIN_SPIN, MAX_SPIN);
-                        }
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
-        }
-        let mut demand = state.demand.lock().expect("pacer lock");
-        if *demand == 0 {
-            // The worker stopped waiting meanwhile: the token goes unused (safe).
-            continue;
-        }
-        *demand -= 1;
-        tokens.add_permits(1);
     }
 }
 
@@ -180,6 +220,7 @@ pub(crate) fn fine_timer_slack() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::gcra::{Gcra, Pace};
     use std::num::NonZeroU32;
 
     fn pacer(per_second: u32, burst: u32) -> Pacer {
@@ -190,56 +231,54 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn grants_the_burst_then_paces() {
-        let p = pacer(100, 3);
-        let t0 = Instant::now();
-        for _ in 0..5 {
-            p.take().await;
+    /// The stamps a pacer hands out obey the GCRA exactly, whether the head waits on the
+    /// alarm (burst 1) or on tokio's timer (a larger tolerance).
+    async fn stamps_obey_the_gcra(per_second: u32, burst: u32) {
+        let p = Arc::new(pacer(per_second, burst));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stamps = Vec::new();
+                for _ in 0..10 {
+                    stamps.push(p.take().await);
+                }
+                stamps
+            }));
         }
-        // 3 at once, then 2 more at 10 ms intervals: at least 20 ms.
-        assert!(
-            t0.elapsed() >= Duration::from_millis(19),
-            "{:?}",
-            t0.elapsed()
-        );
+        let mut stamps = Vec::new();
+        for t in tasks {
+            stamps.extend(t.await.unwrap());
+        }
+        stamps.sort();
+        let pace = Pace {
+            period: Duration::from_secs(1) / per_second,
+            burst,
+        };
+        let mut g = Gcra::new();
+        for s in stamps {
+            assert_eq!(g.admit(pace, s), Ok(()), "a stamp that broke the GCRA");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stamps_obey_the_gcra_at_burst_one() {
+        stamps_obey_the_gcra(500, 1).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stamps_obey_the_gcra_within_a_burst() {
+        stamps_obey_the_gcra(2000, 10).await;
     }
 
     #[tokio::test]
-    async fn a_token_granted_to_a_waiter_that_left_is_withdrawn() {
-        use std::future::Future;
-        use std::task::Context;
-        let p = pacer(1000, 1);
-        let mut take = Box::pin(p.take());
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        // The first token is granted at once; wait (without polling again) until it is.
-        assert!(take.as_mut().poll(&mut cx).is_pending() || p.tokens.available_permits() == 0);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while p.tokens.available_permits() == 0 && *p.state.demand.lock().unwrap() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the pacer never granted the token"
-            );
-            std::thread::yield_now();
-        }
-        // The waiter leaves with its token granted but not taken: it must not stay behind
-        // for a later request to use.
-        drop(take);
-        assert_eq!(p.tokens.available_permits(), 0);
-        assert_eq!(*p.state.demand.lock().unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_wait_leaves_no_token_behind() {
+    async fn a_cancelled_wait_takes_nothing() {
         let p = pacer(10, 1);
-        p.take().await; // the burst
-                        // Start waiting, then give up before the next token (100 ms away).
+        let first = p.take().await; // the burst
+                                    // Start waiting, then give up before the next turn (100 ms away).
         let waited = tokio::time::timeout(Duration::from_millis(10), p.take()).await;
         assert!(waited.is_err());
-        // Whether the claim was withdrawn before or after its grant, no token is left over
-        // and none is owed (the pacer grants only against demand).
-        assert_eq!(p.tokens.available_permits(), 0);
-        assert_eq!(*p.state.demand.lock().unwrap(), 0);
+        // The cancelled wait counted nothing: a request one period after the first conforms.
+        assert_eq!(p.check_at(first + Duration::from_millis(100)), Ok(()));
     }
 }
