@@ -462,6 +462,7 @@ impl Fetcher {
             }
             None => None,
         };
+        ticket.wait_due();
         let pass = tokio::select! {
             biased;
             _ = shutdown.stop.cancelled() => return Next::Stopped,
@@ -758,6 +759,7 @@ impl Fetcher {
             let host = target.host_str().unwrap_or("").to_string();
             let got = loop {
                 let mut slot = self.scheduler.slot(&host, &shutdown.stop).await?;
+                slot.wait_due();
                 let pass = tokio::select! {
                     biased;
                     _ = shutdown.stop.cancelled() => return None,

@@ -71,6 +71,11 @@ pub const MIN_LOOKAHEAD: usize = 4096;
 /// Timer thread: the spin before a deadline adapts within these bounds.
 const MIN_SPIN: Duration = Duration::from_micros(5);
 const MAX_SPIN: Duration = Duration::from_micros(100);
+/// A paced host is handed out this much before its turn, learnt within these bounds (see
+/// `Inner::lead`); what is added to an observed delay to get it.
+const MIN_LEAD: Duration = Duration::from_micros(20);
+const MAX_LEAD: Duration = Duration::from_micros(300);
+const LEAD_HEADROOM: Duration = Duration::from_micros(20);
 
 /// The per-host queues and timers of one run. Cheap to clone (an `Arc`).
 #[derive(Clone)]
@@ -114,6 +119,9 @@ struct Inner {
     /// Sends of earlier runs per host (`--quota-state`), counted in a host's windows when its
     /// entry is made.
     past_hosts: HashMap<Box<str>, Vec<(Instant, u64)>>,
+    /// How early (ns) a paced host is handed to a worker, which waits the rest itself: the
+    /// hand-off's delay, learnt, so that a request leaves on its host's turn, not after it.
+    lead: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -348,6 +356,7 @@ impl Scheduler {
             closing: CancellationToken::new(),
             ledger,
             past_hosts,
+            lead: std::sync::atomic::AtomicU64::new(100_000),
         });
         let timers = inner.clone();
         std::thread::Builder::new()
@@ -776,6 +785,25 @@ impl Drop for TimerGuard {
 }
 
 impl Inner {
+    /// How early a paced host is handed out.
+    fn lead(&self) -> Duration {
+        Duration::from_nanos(self.lead.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Learns the lead from a ticket taken `delay` after its host was handed out (up at
+    /// once after a delay longer than the lead, down slowly).
+    fn learn_lead(&self, delay: Duration) {
+        let lead = self.lead();
+        let want = delay + LEAD_HEADROOM;
+        let lead = if want > lead {
+            want
+        } else {
+            (lead * 15 + want) / 16
+        };
+        let nanos = u64::try_from(lead.clamp(MIN_LEAD, MAX_LEAD).as_nanos()).unwrap_or(u64::MAX);
+        self.lead.store(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -959,9 +987,14 @@ impl Inner {
         {
             return Gate::Busy;
         }
-        // Nothing of the host is pending (it is not dispatching).
+        // Nothing of the host is pending (it is not dispatching). Its pace opens a lead
+        // early: the worker waits out the rest (`Ticket::due`).
         let windows = quota::free_at(&mut h.windows, now, 0).map(|(t, _)| t);
-        let until = h.pace.tat().max(h.cool_until).max(windows);
+        let paced = h
+            .pace
+            .tat()
+            .map(|t| t.checked_sub(self.lead()).unwrap_or(t));
+        let until = paced.max(h.cool_until).max(windows);
         match until {
             Some(t) if t > now => Gate::Until(t),
             _ => Gate::Open,
@@ -1294,6 +1327,36 @@ impl Ticket {
         self.release(&inner, &mut s);
         inner.task_done(&mut s);
         task
+    }
+
+    /// Waits until this dispatch's host is due: a paced host is handed out a little before
+    /// its turn (the hand-off's usual delay), and its worker spins the rest. Call before
+    /// taking the global token, so that the request is stamped on its host's turn or later.
+    pub fn wait_due(&self) {
+        let (Some(host), Stage::Dispatched) = (&self.host, self.stage) else {
+            return;
+        };
+        let due = {
+            let s = self.inner.lock();
+            match s.hosts.get(host).and_then(|h| h.pace.tat()) {
+                Some(tat) => tat,
+                None => return,
+            }
+        };
+        let now = Instant::now();
+        let lead = self.inner.lead();
+        if due > now + MAX_LEAD * 2 {
+            // Moved meanwhile (a Crawl-delay): `go` refuses, and the task queues again.
+            return;
+        }
+        // Handed out at `due - lead`: learn how long that took to reach a worker.
+        let opened = due.checked_sub(lead).unwrap_or(due);
+        if now >= opened && now < due + MAX_LEAD * 2 {
+            self.inner.learn_lead(now - opened);
+        }
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
     }
 
     /// Called with the global token in hand, right before sending: counts the request,
