@@ -68,12 +68,14 @@ impl<T: Time> Exact<T> {
     }
 
     /// Whether one more request at `now` keeps the quota.
+    #[cfg(test)]
     pub fn admits(&mut self, now: T) -> bool {
         self.expire(now);
         (self.sends.len() as u64) < self.quota.limit
     }
 
     /// When one more request may leave: now, or when enough sends have left the window.
+    #[cfg(test)]
     pub fn free_at(&mut self, now: T) -> T {
         self.expire(now);
         let used = self.sends.len() as u64;
