@@ -154,20 +154,29 @@ impl fmt::Display for LimitSet {
     }
 }
 
-/// A rate's one text: per second (`10/s`, `0.5/s`) when that reads back as the same period,
-/// else its period in nanoseconds (`1/6666666ns`), which always does.
+/// A rate's one text: the first of per second, per minute, per hour (`10/s`, `0.5/s`,
+/// `5000/h`), to six significant digits, that reads back as the same period; else its
+/// period in nanoseconds (`1/6666666ns`), which always does.
 pub fn rate_text(rate: Rate) -> String {
-    match rate {
-        Rate::Unlimited => "unlimited".to_string(),
-        Rate::Every(period) => {
-            let human = rate.to_string();
-            if parse_rate(&human) == Ok(rate) {
-                human
-            } else {
-                format!("1/{}ns", period.as_nanos())
-            }
+    let Rate::Every(period) = rate else {
+        return "unlimited".to_string();
+    };
+    for (unit, name) in [(1.0, "s"), (60.0, "m"), (3600.0, "h")] {
+        let n = unit / period.as_secs_f64();
+        let magnitude = n.log10().floor() as i32 + 1;
+        let decimals = usize::try_from(6 - magnitude).unwrap_or(0);
+        let text = format!("{n:.decimals$}");
+        let text = if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &text
+        };
+        let text = format!("{text}/{name}");
+        if parse_rate(&text) == Ok(rate) {
+            return text;
         }
     }
+    format!("1/{}ns", period.as_nanos())
 }
 
 /// Reads a rate's text: any RATE form, or a period in nanoseconds (`1/6666666ns`).
@@ -284,6 +293,14 @@ mod tests {
         assert_eq!(rate_text(odd), "1/6666666ns");
         assert_eq!(parse_rate_text("1/6666666ns"), Ok(odd));
         assert!(parse_rate_text("1/0ns").is_err());
+        for (given, text) in [
+            ("600/m", "10/s"),
+            ("30/m", "0.5/s"),
+            ("5000/h", "5000/h"),
+            ("150/s", "150/s"),
+        ] {
+            assert_eq!(rate_text(parse_rate(given).unwrap()), text, "{given}");
+        }
     }
 
     #[test]
