@@ -231,18 +231,18 @@ pub fn audit_main(args: Vec<OsString>) -> u8 {
     };
     #[cfg(not(feature = "plot"))]
     if let Some(path) = &cli.plot {
-        if let Err(code) = plot(&cli, None, path) {
+        if let Err(code) = plot(&cli, &crate::audit::Asked::default(), path) {
             return code;
         }
     }
-    let limits = cli.limits();
-    match crate::audit::audit(&cli.logs, limits.clone(), cli.tolerance) {
+    let asked = cli.asked();
+    match crate::audit::audit(&cli.logs, &asked, cli.tolerance) {
         Ok(audit) => {
             for line in &audit.lines {
                 println!("{line}");
             }
             if let Some(path) = &cli.plot {
-                if let Err(code) = plot(&cli, limits.as_ref(), path) {
+                if let Err(code) = plot(&cli, &asked, path) {
                     return code;
                 }
             }
@@ -263,10 +263,10 @@ pub fn audit_main(args: Vec<OsString>) -> u8 {
 #[cfg(feature = "plot")]
 fn plot(
     cli: &crate::cli::AuditCli,
-    limits: Option<&crate::audit::Limits>,
+    asked: &crate::audit::Asked,
     path: &std::path::Path,
 ) -> Result<(), u8> {
-    match crate::plot::plot(&cli.logs, limits, path, cli.plot_hosts) {
+    match crate::plot::plot(&cli.logs, asked, path, cli.plot_hosts) {
         Ok(p) => {
             let hosts = if p.hosts.is_empty() {
                 String::new()
@@ -289,11 +289,7 @@ fn plot(
 }
 
 #[cfg(not(feature = "plot"))]
-fn plot(
-    _: &crate::cli::AuditCli,
-    _: Option<&crate::audit::Limits>,
-    _: &std::path::Path,
-) -> Result<(), u8> {
+fn plot(_: &crate::cli::AuditCli, _: &crate::audit::Asked, _: &std::path::Path) -> Result<(), u8> {
     eprintln!(
         "ratefetch audit: --plot: this ratefetch was built without the plot feature \
          (cargo install --path . builds it; --no-default-features leaves it out)"

@@ -1,13 +1,18 @@
 //! `ratefetch audit LOG...`: did one run, or several runs together (processes, machines),
 //! keep their limits? Reads `--log-requests` files, streaming: each log is sorted in a window
 //! of its `max_disorder_ms`, the logs are merged by send time, and each limit is checked on
-//! the merged stream — the rate as a GCRA conformance test (no window T holds more than
-//! B + R·T), each quota as an exact sliding count. A line with a `granted` time (a run with
-//! `--redis`) is checked at that time, Redis' clock, so logs of several machines do not depend
-//! on theirs.
+//! the merged stream with the limits' own models (`limits/`): the rate and the per-host rate
+//! as GCRA conformance (`gcra::Gcra`), each quota as an exact sliding count
+//! (`window::Exact`), or as a fixed window when asked (`window::Fixed`), and what servers
+//! announced: no request to a host after it said nothing remains, before its reset.
+//!
+//! The instants judged are the send times as logged (stamped by the worker just before the
+//! request is handed to the HTTP client). A line with a `granted` time (a run with
+//! `--redis`) is judged at that time, Redis' clock, so logs of several machines do not depend
+//! on theirs. Arrivals at the server lag either by the network path.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -17,19 +22,51 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::units::{parse_quota, parse_rate, Quota, Rate};
+use crate::limits::gcra::{Gcra, Pace};
+use crate::limits::set::{Limit, LimitSet};
+use crate::limits::window::{Exact, Fixed};
+use crate::reqlog::{Header, READS};
+use crate::units::{Quota, Rate};
 
-/// The limits an audit checks.
+/// The limits asked for on the command line. Each kind given replaces that kind in the logs'
+/// header (`--rate` and `--burst` the rate; `--quota` and `--fixed-quota` the quotas;
+/// `--per-host-rate`; `--per-host-quota`); a kind not given is taken from the header.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Limits {
-    /// `--rate` (and `--burst`).
-    pub rate: Option<(Rate, NonZeroU32)>,
-    /// `--quota`s.
+pub struct Asked {
+    /// `--rate` (`unlimited` checks none).
+    pub rate: Option<Rate>,
+    /// `--burst`.
+    pub burst: Option<NonZeroU32>,
+    /// `--quota`s, judged as sliding windows.
     pub quotas: Vec<Quota>,
+    /// `--fixed-quota`s, judged as fixed windows.
+    pub fixed_quotas: Vec<Quota>,
     /// `--per-host-rate` (burst 1).
     pub per_host_rate: Option<Rate>,
     /// `--per-host-quota`s.
     pub per_host_quotas: Vec<Quota>,
+}
+
+impl Asked {
+    /// The limits to check: these over the ones the logs' header names.
+    pub(crate) fn over(&self, mut header: LimitSet) -> LimitSet {
+        if let Some(rate) = self.rate {
+            header.rate = rate;
+        }
+        if let Some(burst) = self.burst {
+            header.burst = burst;
+        }
+        if !self.quotas.is_empty() || !self.fixed_quotas.is_empty() {
+            header.quotas = self.quotas.clone();
+        }
+        if let Some(rate) = self.per_host_rate {
+            header.per_host_rate = rate;
+        }
+        if !self.per_host_quotas.is_empty() {
+            header.per_host_quotas = self.per_host_quotas.clone();
+        }
+        header
+    }
 }
 
 /// Why an audit could not be done (exit 2).
@@ -62,13 +99,22 @@ pub struct Audit {
     pub held: bool,
 }
 
-/// A request read from a log: send time in microseconds since the epoch, host, status.
+/// A request read from a log: the instant it is judged at (its grant's with `--redis`, else
+/// its send time), in microseconds since the epoch, host, status, and what its response
+/// announced.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Sent {
     pub(crate) t: i64,
     log: usize,
     pub(crate) host: String,
     pub(crate) status: Option<u16>,
+    /// `t` is Redis' `granted` instant, not the local send time.
+    granted: bool,
+    /// The local send time (`t` in the line), µs since the epoch.
+    sent: i64,
+    /// The response said nothing remains: when it was heard and when it resets (µs since
+    /// the epoch); `None` for the instant heard when the line does not say (version 1).
+    spent: Option<Option<(i64, i64)>>,
 }
 
 /// The longest line a log may have. An honest line is a few hundred bytes; a longer one is
@@ -89,7 +135,7 @@ struct Reader<R = BufReader<File>> {
     latest: i64,
     disorder_us: i64,
     /// Limits named by the log's first header.
-    limits: Option<Limits>,
+    limits: Option<LimitSet>,
     done: bool,
     line_no: u64,
     /// Why the last line read did not parse: an error unless it was the last line.
@@ -207,13 +253,15 @@ impl<R: BufRead> Reader<R> {
             }
         };
         if let Some(version) = v.get("ratefetch_log") {
-            if version.as_u64() != Some(crate::reqlog::VERSION) {
+            if !version.as_u64().is_some_and(|n| READS.contains(&n)) {
                 return Err(self.bad(format!("log format {version} is not known")));
             }
-            let disorder = v["max_disorder_ms"].as_i64().unwrap_or(60_000);
+            let header: Header = serde_json::from_value(v)
+                .map_err(|e| self.bad(format!("a header that does not read: {e}")))?;
+            let disorder = header.max_disorder_ms.unwrap_or(60_000);
             self.disorder_us = self.disorder_us.max(disorder.saturating_mul(1000));
             if self.limits.is_none() {
-                self.limits = Some(limits_of(&v["limits"]).map_err(|e| self.bad(e))?);
+                self.limits = Some(header.limits.unwrap_or_default());
             }
             return Ok(());
         }
@@ -221,19 +269,37 @@ impl<R: BufRead> Reader<R> {
             return Err(self.bad("not a ratefetch request log (no header line)"));
         }
         // A grant's instant on Redis' clock (`--redis`) is one clock for every machine.
-        let t = v["granted"]
-            .as_str()
-            .or_else(|| v["t"].as_str())
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .ok_or_else(|| self.bad("no send time"))?;
-        let t = micros(t);
+        let time = |field: &str| {
+            v[field]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .map(micros)
+        };
+        let sent = time("t");
+        let granted = time("granted");
+        let t = granted.or(sent).ok_or_else(|| self.bad("no send time"))?;
         self.latest = self.latest.max(t);
         let status = v["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+        let said = &v["ratelimit"];
+        let spent = (said["remaining"].as_u64() == Some(0)).then(|| {
+            let reset = said["reset_ms"].as_u64().unwrap_or(0);
+            let heard = said["heard"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .map(micros);
+            heard.map(|h| {
+                let reset_us = i64::try_from(reset.saturating_mul(1000)).unwrap_or(i64::MAX);
+                (h, h.saturating_add(reset_us))
+            })
+        });
         self.buffer.push(Reverse(Sent {
             t,
             log: self.log,
             host: v["host"].as_str().unwrap_or("").to_string(),
             status,
+            granted: granted.is_some(),
+            sent: sent.unwrap_or(t),
+            spent,
         }));
         Ok(())
     }
@@ -262,7 +328,7 @@ impl Merged {
     }
 
     /// The limits the first log that names any names (known once its header is read).
-    pub(crate) fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> LimitSet {
         self.readers
             .iter()
             .find_map(|r| r.limits.clone())
@@ -297,235 +363,411 @@ fn time_text(us: i64) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-/// The limits a log's header names.
-fn limits_of(v: &Value) -> Result<Limits, String> {
-    let rate = |v: &Value| -> Result<Option<Rate>, String> {
-        match v.as_str() {
-            None => Ok(None),
-            Some(r) => parse_rate(r).map(Some),
-        }
-    };
-    let quotas = |v: &Value| -> Result<Vec<Quota>, String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(parse_quota)
-                    .collect()
-            })
-            .unwrap_or(Ok(Vec::new()))
-    };
-    let burst = v["burst"]
-        .as_u64()
-        .and_then(|b| u32::try_from(b).ok())
-        .and_then(NonZeroU32::new)
-        .unwrap_or(NonZeroU32::MIN);
-    Ok(Limits {
-        rate: rate(&v["rate"])?.map(|r| (r, burst)),
-        quotas: quotas(&v["quotas"])?,
-        per_host_rate: rate(&v["per_host_rate"])?,
-        per_host_quotas: quotas(&v["per_host_quotas"])?,
-    })
+/// An instant of the audit: µs since the epoch, as a `Duration` since the earliest one a log
+/// can name, so that the limits' models (generic over `gcra::Time`) judge it to the
+/// nanosecond.
+fn instant(us: i64) -> Duration {
+    Duration::from_micros((i128::from(us) - i128::from(i64::MIN)) as u64)
 }
 
-/// A GCRA conformance check: the least burst the sends needed at a rate (the peak of
-/// `1 + excess`), and the first send that needed more than allowed.
-#[derive(Debug, Default, Clone)]
-struct Pace {
-    prev: Option<i64>,
-    level: f64,
-    peak: f64,
-}
-
-impl Pace {
-    /// Counts a send at `t` µs at `per_us` requests per µs; returns the level reached: the
-    /// most of (count − R·span) over the windows that end with this send. A window holds
-    /// more than B + R·(T + tolerance) exactly when the level exceeds B + R·tolerance.
-    fn send(&mut self, t: i64, per_us: f64) -> f64 {
-        let drained = self
-            .prev
-            .map_or(f64::INFINITY, |p| (t - p).max(0) as f64 * per_us);
-        self.level = (self.level - drained).max(0.0) + 1.0;
-        self.prev = Some(t);
-        self.peak = self.peak.max(self.level);
-        self.level
-    }
-}
-
-/// A sliding count for one quota (shortened by the tolerance).
-#[derive(Debug, Default)]
-struct Count {
-    times: VecDeque<i64>,
-    busiest: usize,
-}
-
-impl Count {
-    fn send(&mut self, t: i64, window_us: i64) -> usize {
-        while self.times.front().is_some_and(|&f| t - f >= window_us) {
-            self.times.pop_front();
-        }
-        self.times.push_back(t);
-        self.busiest = self.busiest.max(self.times.len());
-        self.times.len()
-    }
+/// The µs since the epoch of an audit instant.
+fn epoch_us(at: Duration) -> i64 {
+    (at.as_micros() as i128 + i128::from(i64::MIN))
+        .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// The first broken limit: when, and what.
-type Broken = Option<(i64, String)>;
+type Broken = Option<(Duration, String)>;
 
-fn note(broken: &mut Broken, t: i64, what: impl FnOnce() -> String) {
+fn note(broken: &mut Broken, at: Duration, what: impl FnOnce() -> String) {
     if broken.is_none() {
-        *broken = Some((t, what()));
+        *broken = Some((at, what()));
     }
 }
 
-/// Audits `logs` against `limits` (or, if `None`, the limits the first log names), with
-/// `tolerance` of clock noise allowed on each window.
-pub fn audit(
-    logs: &[PathBuf],
-    limits: Option<Limits>,
+/// A request as the judge sees it.
+pub(crate) struct Request<'a> {
+    /// The instant judged (send time, or Redis' grant).
+    pub at: Duration,
+    pub host: &'a str,
+    pub status: Option<u16>,
+    /// Judged at Redis' grant.
+    pub granted: bool,
+    /// The local send time (for announced limits, heard on the local clock).
+    pub sent: Duration,
+    /// The response said nothing remains: heard when, reset when (`None`: not said when).
+    pub spent: Option<Option<(Duration, Duration)>>,
+}
+
+/// A GCRA check: the state, the most a send was early, the first send too early.
+#[derive(Default)]
+struct Paced {
+    gcra: Gcra<Duration>,
+    earliest: Duration,
+}
+
+impl Paced {
+    /// Counts a send at `at`; returns how much earlier than the GCRA allows it was.
+    fn send(&mut self, pace: Pace, at: Duration) -> Duration {
+        let early = self.gcra.early_by(pace, at);
+        self.earliest = self.earliest.max(early);
+        self.gcra.record(pace, at);
+        early
+    }
+}
+
+/// What one host did.
+struct Host {
+    paced: Paced,
+    quotas: Vec<Exact<Duration>>,
+    /// Announcements that nothing remains: heard, reset (pruned once past).
+    holds: Vec<(Duration, Duration)>,
+}
+
+/// Judges requests, in the order of their instants, against a set of limits.
+pub(crate) struct Judge {
+    limits: LimitSet,
+    fixed_quotas: Vec<Quota>,
     tolerance: Duration,
-) -> Result<Audit, AuditError> {
-    let mut sends = Merged::open(logs)?;
-    let limits = limits.unwrap_or_else(|| sends.limits());
-    let tol = i64::try_from(tolerance.as_micros()).unwrap_or(i64::MAX);
-    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-    let per_us = |r: Rate| r.per_second().map_or(0.0, |r| r / 1e6);
+    requests: u64,
+    granted: u64,
+    s429: u64,
+    s403: u64,
+    span: Option<(Duration, Duration)>,
+    rate: Paced,
+    broken_rate: Broken,
+    quotas: Vec<(Exact<Duration>, Broken)>,
+    fixed: Vec<(Fixed<Duration>, Broken)>,
+    hosts: HashMap<String, Host>,
+    broken_host_rate: Broken,
+    broken_host_quota: Vec<Broken>,
+    busiest_host_quota: Vec<(usize, String)>,
+    spent: u64,
+    spent_unheard: u64,
+    broken_announced: Broken,
+}
 
-    let mut requests = 0u64;
-    let (mut s429, mut s403) = (0u64, 0u64);
-    let (mut first, mut last) = (None, 0i64);
-    let mut pace = Pace::default();
-    let mut counts: Vec<Count> = limits.quotas.iter().map(|_| Count::default()).collect();
-    let mut host_pace: HashMap<String, Pace> = HashMap::new();
-    let mut host_counts: HashMap<String, Vec<Count>> = HashMap::new();
-    let mut broken_rate: Broken = None;
-    let mut broken_quota: Vec<Broken> = vec![None; limits.quotas.len()];
-    let mut broken_host_rate: Broken = None;
-    let mut broken_host_quota: Vec<Broken> = vec![None; limits.per_host_quotas.len()];
-    let mut busiest_host_quota: Vec<(usize, String)> =
-        vec![(0, String::new()); limits.per_host_quotas.len()];
+/// A window shortened by the tolerance: clock noise on either end of it.
+fn shortened(q: Quota, tolerance: Duration) -> Quota {
+    Quota {
+        limit: q.limit,
+        window: q.window.saturating_sub(tolerance),
+    }
+}
 
-    while let Some(s) = sends.next()? {
-        requests += 1;
-        first.get_or_insert(s.t);
-        last = s.t;
-        match s.status {
-            Some(429) => s429 += 1,
-            Some(403) => s403 += 1,
+fn text(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{} µs", d.as_micros())
+    } else {
+        format!("{:.3} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+impl Judge {
+    pub(crate) fn new(limits: LimitSet, fixed_quotas: Vec<Quota>, tolerance: Duration) -> Judge {
+        let window = |q: &Quota| shortened(*q, tolerance);
+        Judge {
+            quotas: limits
+                .quotas
+                .iter()
+                .map(|q| (Exact::new(window(q)), None))
+                .collect(),
+            fixed: fixed_quotas
+                .iter()
+                .map(|q| (Fixed::new(window(q)), None))
+                .collect(),
+            broken_host_quota: vec![None; limits.per_host_quotas.len()],
+            busiest_host_quota: vec![(0, String::new()); limits.per_host_quotas.len()],
+            limits,
+            fixed_quotas,
+            tolerance,
+            requests: 0,
+            granted: 0,
+            s429: 0,
+            s403: 0,
+            span: None,
+            rate: Paced::default(),
+            broken_rate: None,
+            hosts: HashMap::new(),
+            broken_host_rate: None,
+            spent: 0,
+            spent_unheard: 0,
+            broken_announced: None,
+        }
+    }
+
+    /// Judges one request; requests come in the order of their instants.
+    pub(crate) fn send(&mut self, r: &Request<'_>) {
+        let (at, tol) = (r.at, self.tolerance);
+        self.requests += 1;
+        self.granted += u64::from(r.granted);
+        let first = self.span.map_or(at, |(f, _)| f);
+        self.span = Some((first, at));
+        match r.status {
+            Some(429) => self.s429 += 1,
+            Some(403) => self.s403 += 1,
             _ => {}
         }
-        if let Some((rate, burst)) = limits.rate {
-            if rate != Rate::Unlimited {
-                let level = pace.send(s.t, per_us(rate));
-                if level > f64::from(burst.get()) + per_us(rate) * tol as f64 + 1e-9 {
-                    note(&mut broken_rate, s.t, || {
-                        format!("{level:.2} requests at once where the burst allows {burst}")
-                    });
-                }
-            }
-        }
-        for (i, q) in limits.quotas.iter().enumerate() {
-            let n = counts[i].send(s.t, us(q.window) - tol);
-            if n as u64 > q.limit {
-                note(&mut broken_quota[i], s.t, || {
-                    format!("{n} requests in {}", humantime::format_duration(q.window))
+        if let Some(pace) = self.limits.global_pace() {
+            let early = self.rate.send(pace, at);
+            if early > tol {
+                note(&mut self.broken_rate, at, || {
+                    format!("{} earlier than the GCRA allows", text(early))
                 });
             }
         }
-        if let Some(rate) = limits.per_host_rate.filter(|r| *r != Rate::Unlimited) {
-            let p = host_pace.entry(s.host.clone()).or_default();
-            let level = p.send(s.t, per_us(rate));
-            if level > 1.0 + per_us(rate) * tol as f64 + 1e-9 {
-                note(&mut broken_host_rate, s.t, || {
-                    format!("host {}: {level:.2} requests at once", s.host)
+        for (w, broken) in &mut self.quotas {
+            let n = w.record(at);
+            if n as u64 > w.quota().limit {
+                note(broken, at, || {
+                    format!("{n} requests in {}", duration(w.quota().window + tol))
                 });
             }
         }
-        if !limits.per_host_quotas.is_empty() {
-            let cs = host_counts.entry(s.host.clone()).or_insert_with(|| {
-                limits
-                    .per_host_quotas
-                    .iter()
-                    .map(|_| Count::default())
-                    .collect()
+        for (w, broken) in &mut self.fixed {
+            let n = w.record(at);
+            if n > w.quota().limit {
+                note(broken, at, || {
+                    format!(
+                        "{n} requests in a fixed window of {}",
+                        duration(w.quota().window + tol)
+                    )
+                });
+            }
+        }
+        let per_host_quotas = &self.limits.per_host_quotas;
+        let host = match self.hosts.get_mut(r.host) {
+            Some(h) => h,
+            None => self
+                .hosts
+                .entry(r.host.to_string())
+                .or_insert_with(|| Host {
+                    paced: Paced::default(),
+                    quotas: per_host_quotas
+                        .iter()
+                        .map(|q| Exact::new(shortened(*q, tol)))
+                        .collect(),
+                    holds: Vec::new(),
+                }),
+        };
+        if let Some(pace) = self.limits.host_pace() {
+            let early = host.paced.send(pace, at);
+            if early > tol {
+                note(&mut self.broken_host_rate, at, || {
+                    format!(
+                        "host {}: {} earlier than its GCRA allows",
+                        r.host,
+                        text(early)
+                    )
+                });
+            }
+        }
+        for (i, w) in host.quotas.iter_mut().enumerate() {
+            let n = w.record(at);
+            if n > self.busiest_host_quota[i].0 {
+                self.busiest_host_quota[i] = (n, r.host.to_string());
+            }
+            if n as u64 > w.quota().limit {
+                note(&mut self.broken_host_quota[i], at, || {
+                    format!(
+                        "host {}: {n} requests in {}",
+                        r.host,
+                        duration(w.quota().window + tol)
+                    )
+                });
+            }
+        }
+        // Announced limits, on the local clock the announcement was heard on.
+        host.holds.retain(|&(_, reset)| reset > r.sent);
+        if let Some(&(heard, reset)) = host
+            .holds
+            .iter()
+            .find(|(heard, reset)| r.sent >= *heard + tol && r.sent + tol < *reset)
+        {
+            note(&mut self.broken_announced, at, || {
+                format!(
+                    "host {}: sent {} after it said nothing remains, {} before the reset",
+                    r.host,
+                    text(r.sent - heard),
+                    text(reset - r.sent)
+                )
             });
-            for (i, q) in limits.per_host_quotas.iter().enumerate() {
-                let n = cs[i].send(s.t, us(q.window) - tol);
-                if n > busiest_host_quota[i].0 {
-                    busiest_host_quota[i] = (n, s.host.clone());
-                }
-                if n as u64 > q.limit {
-                    note(&mut broken_host_quota[i], s.t, || {
-                        format!(
-                            "host {}: {n} requests in {}",
-                            s.host,
-                            humantime::format_duration(q.window)
-                        )
-                    });
-                }
+        }
+        match r.spent {
+            None => {}
+            Some(None) => self.spent_unheard += 1,
+            Some(Some(hold)) => {
+                self.spent += 1;
+                host.holds.push(hold);
             }
         }
     }
 
-    let hosts = host_pace.len().max(host_counts.len());
-    let mut lines = Vec::new();
-    let mut head = format!("{requests} requests in {} log(s)", logs.len());
-    if hosts > 0 {
-        let _ = write!(head, ", {hosts} hosts");
-    }
-    let _ = write!(head, ", {s429} answered 429, {s403} answered 403");
-    if let Some(f) = first {
-        let _ = write!(head, ", from {} to {}", time_text(f), time_text(last));
-    }
-    lines.push(head);
-    let mut held = true;
-    let mut verdict = |name: String, measured: String, broken: &Broken| {
-        lines.push(match broken {
-            None => format!("{name}: held ({measured})"),
-            Some((t, what)) => {
-                held = false;
-                format!("{name}: BROKEN at {}: {what} ({measured})", time_text(*t))
+    /// The report: the facts, the promise, the instants judged, and a verdict per limit.
+    pub(crate) fn report(self, logs: usize) -> Audit {
+        let mut lines = Vec::new();
+        let mut head = format!("{} requests in {logs} log(s)", self.requests);
+        if self.limits.host_pace().is_some() || !self.limits.per_host_quotas.is_empty() {
+            let _ = write!(head, ", {} hosts", self.hosts.len());
+        }
+        let _ = write!(
+            head,
+            ", {} answered 429, {} answered 403",
+            self.s429, self.s403
+        );
+        if let Some((f, l)) = self.span {
+            let _ = write!(
+                head,
+                ", from {} to {}",
+                time_text(epoch_us(f)),
+                time_text(epoch_us(l))
+            );
+        }
+        lines.push(head);
+        let sent = self.requests - self.granted;
+        let mut judged = Vec::new();
+        if self.granted > 0 {
+            judged.push(format!(
+                "{} at Redis' granted instants (the shared limits' one clock)",
+                self.granted
+            ));
+        }
+        if sent > 0 {
+            judged.push(format!(
+                "{sent} at the send times as logged (stamped by the worker just before the \
+                 request is handed to the HTTP client)"
+            ));
+        }
+        if !judged.is_empty() {
+            lines.push(format!(
+                "judged: {}; arrivals at the server lag these by the network path; tolerance {}",
+                judged.join(", "),
+                duration(self.tolerance)
+            ));
+        }
+        if let Some(Limit::Rate { rate, burst }) = self.limits.limits().first().copied() {
+            lines.push(promise(rate, burst));
+        }
+        let mut held = true;
+        let mut verdict = |name: String, measured: String, broken: &Broken| {
+            lines.push(match broken {
+                None => format!("{name}: held ({measured})"),
+                Some((at, what)) => {
+                    held = false;
+                    format!(
+                        "{name}: BROKEN at {}: {what} ({measured})",
+                        time_text(epoch_us(*at))
+                    )
+                }
+            });
+        };
+        let early = |d: Duration| {
+            if d.is_zero() {
+                "no send earlier than the GCRA allows".to_string()
+            } else {
+                format!("the earliest send {} before the GCRA allowed it", text(d))
             }
+        };
+        let mut quotas = self.quotas.iter();
+        let mut host_quotas = self.busiest_host_quota.iter().zip(&self.broken_host_quota);
+        for limit in self.limits.limits() {
+            match limit {
+                Limit::Rate { .. } => verdict(
+                    limit.to_string(),
+                    early(self.rate.earliest),
+                    &self.broken_rate,
+                ),
+                Limit::Quota(q) => {
+                    let (w, broken) = quotas.next().expect("a count per quota");
+                    verdict(
+                        limit.to_string(),
+                        format!("busiest window: {} of {}", w.busiest(), q.limit),
+                        broken,
+                    );
+                }
+                Limit::PerHostRate(_) => {
+                    let (worst, host) = self
+                        .hosts
+                        .iter()
+                        .map(|(h, s)| (s.paced.earliest, h.as_str()))
+                        .max()
+                        .unwrap_or_default();
+                    verdict(
+                        limit.to_string(),
+                        format!("worst host {host}: {}", early(worst)),
+                        &self.broken_host_rate,
+                    );
+                }
+                Limit::PerHostQuota(q) => {
+                    let ((n, host), broken) = host_quotas.next().expect("a count per quota");
+                    verdict(
+                        limit.to_string(),
+                        format!("busiest window: {n} of {} (host {host})", q.limit),
+                        broken,
+                    );
+                }
+                Limit::FixedQuota(_) => {}
+            }
+        }
+        for (q, (w, broken)) in self.fixed_quotas.iter().zip(&self.fixed) {
+            verdict(
+                Limit::FixedQuota(*q).to_string(),
+                format!("busiest fixed window: {} of {}", w.busiest(), q.limit),
+                broken,
+            );
+        }
+        let mut said = format!(
+            "{} times a host said nothing remains, and no request went to it before the reset",
+            self.spent
+        );
+        if self.broken_announced.is_some() {
+            said = format!("{} times a host said nothing remains", self.spent);
+        }
+        if self.spent_unheard > 0 {
+            let _ = write!(
+                said,
+                "; {} more not judged: their lines do not say when they were heard (log \
+                 format 1)",
+                self.spent_unheard
+            );
+        }
+        verdict("announced limits".to_string(), said, &self.broken_announced);
+        Audit { lines, held }
+    }
+}
+
+/// The rate promise, in the words of DESIGN.md §3.
+fn promise(rate: Rate, burst: NonZeroU32) -> String {
+    let name = Limit::Rate { rate, burst };
+    format!(
+        "the promise: at {name} the sends obey the GCRA with period 1/R and burst B: at most B \
+         at once; at burst 1 no request closer than 1/R to the one before it"
+    )
+}
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Audits `logs` against the limits `asked` puts over the ones the first log names, with
+/// `tolerance` of clock noise allowed on each window and each GCRA check.
+pub fn audit(logs: &[PathBuf], asked: &Asked, tolerance: Duration) -> Result<Audit, AuditError> {
+    let mut sends = Merged::open(logs)?;
+    let limits = asked.over(sends.limits());
+    let mut judge = Judge::new(limits, asked.fixed_quotas.clone(), tolerance);
+    while let Some(s) = sends.next()? {
+        judge.send(&Request {
+            at: instant(s.t),
+            host: &s.host,
+            status: s.status,
+            granted: s.granted,
+            sent: instant(s.sent),
+            spent: s
+                .spent
+                .map(|h| h.map(|(heard, reset)| (instant(heard), instant(reset)))),
         });
-    };
-    if let Some((rate, burst)) = limits.rate.filter(|(r, _)| *r != Rate::Unlimited) {
-        verdict(
-            format!("--rate {rate} --burst {burst}"),
-            format!("the sends needed a burst of {:.2}", pace.peak),
-            &broken_rate,
-        );
     }
-    for (i, q) in limits.quotas.iter().enumerate() {
-        verdict(
-            format!("--quota {q}"),
-            format!("busiest window: {} of {}", counts[i].busiest, q.limit),
-            &broken_quota[i],
-        );
-    }
-    if let Some(rate) = limits.per_host_rate.filter(|r| *r != Rate::Unlimited) {
-        let (worst, peak) = host_pace
-            .iter()
-            .map(|(h, p)| (h.as_str(), p.peak))
-            .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
-        verdict(
-            format!("--per-host-rate {rate}"),
-            format!("worst host {worst}: a burst of {peak:.2}"),
-            &broken_host_rate,
-        );
-    }
-    for (i, q) in limits.per_host_quotas.iter().enumerate() {
-        let (n, host) = &busiest_host_quota[i];
-        verdict(
-            format!("--per-host-quota {q}"),
-            format!("busiest window: {n} of {} (host {host})", q.limit),
-            &broken_host_quota[i],
-        );
-    }
-    if limits == Limits::default() {
-        lines.push("no limits to check (none given, none in the logs)".to_string());
-    }
-    Ok(Audit { lines, held })
+    Ok(judge.report(logs.len()))
 }
 
 #[cfg(test)]
@@ -609,6 +851,210 @@ mod tests {
         let e = read_all(&bytes).unwrap_err();
         assert_eq!(line_of(&e), 3, "{e}");
         assert!(e.contains("longer than 64 KiB"), "{e}");
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// What a response said: nothing remains, heard at ms, reset after ms.
+    type Spent = Option<(u64, u64)>;
+
+    /// Judges requests at these ms (host, and what the response said: nothing remains,
+    /// heard at ms, reset after ms).
+    fn judged(
+        limits: LimitSet,
+        fixed: &[Quota],
+        tolerance: Duration,
+        sends: &[(u64, &str, Spent)],
+    ) -> Audit {
+        let mut judge = Judge::new(limits, fixed.to_vec(), tolerance);
+        for (at, host, spent) in sends {
+            judge.send(&Request {
+                at: ms(*at),
+                host,
+                status: Some(200),
+                granted: false,
+                sent: ms(*at),
+                spent: spent.map(|(heard, reset)| Some((ms(heard), ms(heard + reset)))),
+            });
+        }
+        judge.report(1)
+    }
+
+    fn verdict<'a>(audit: &'a Audit, name: &str) -> &'a str {
+        audit
+            .lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", audit.lines))
+    }
+
+    fn quota(text: &str) -> Quota {
+        crate::units::parse_quota(text).unwrap()
+    }
+
+    #[test]
+    fn a_host_that_said_nothing_remains_gets_nothing_before_its_reset() {
+        let none = LimitSet::default();
+        // h says at 0 (heard at 30 ms) that nothing remains for 1 s. A request sent at 20 ms
+        // was in flight before it was heard; other hosts go on; at 1030 ms the reset is past.
+        let honest = [
+            (0, "h", Some((30, 1000))),
+            (20, "h", None),
+            (500, "other", None),
+            (1030, "h", None),
+        ];
+        let a = judged(none.clone(), &[], ms(1), &honest);
+        assert!(a.held, "{:?}", a.lines);
+        assert!(
+            verdict(&a, "announced limits").contains("held (1 times"),
+            "{:?}",
+            a.lines
+        );
+        let mut early = honest.to_vec();
+        early.push((600, "h", None));
+        early.sort_by_key(|s| s.0);
+        let a = judged(none, &[], ms(1), &early);
+        assert!(!a.held);
+        let v = verdict(&a, "announced limits");
+        assert!(
+            v.contains("BROKEN at ") && v.contains("host h: sent 570.000 ms after"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn a_fixed_quota_holds_where_the_sliding_one_breaks() {
+        let sends: Vec<(u64, &str, Spent)> = [0, 900, 1000, 1100]
+            .iter()
+            .map(|t| (*t, "h", None))
+            .collect();
+        let limits = LimitSet {
+            quotas: vec![quota("2/1s")],
+            ..LimitSet::default()
+        };
+        let sliding = judged(limits, &[], ms(1), &sends);
+        assert!(!sliding.held);
+        assert!(
+            verdict(&sliding, "--quota 2/1s").contains("BROKEN"),
+            "{:?}",
+            sliding.lines
+        );
+        let fixed = judged(LimitSet::default(), &[quota("2/1s")], ms(1), &sends);
+        assert!(fixed.held, "{:?}", fixed.lines);
+        assert!(verdict(&fixed, "--fixed-quota 2/1s").contains("busiest fixed window: 2 of 2"));
+        // A third in the window that opened at 1000 ms breaks it.
+        let mut more = sends.clone();
+        more.push((1998, "h", None));
+        let fixed = judged(LimitSet::default(), &[quota("2/1s")], ms(1), &more);
+        assert!(
+            verdict(&fixed, "--fixed-quota 2/1s").contains("BROKEN"),
+            "{:?}",
+            fixed.lines
+        );
+    }
+
+    #[test]
+    fn flags_replace_their_kind_of_limit_and_the_header_gives_the_rest() {
+        let header = LimitSet {
+            rate: crate::units::parse_rate("10/s").unwrap(),
+            quotas: vec![quota("5/1s")],
+            ..LimitSet::default()
+        };
+        assert_eq!(Asked::default().over(header.clone()), header);
+        let asked = Asked {
+            burst: NonZeroU32::new(4),
+            fixed_quotas: vec![quota("9/1m")],
+            ..Asked::default()
+        };
+        assert_eq!(
+            asked.over(header.clone()).to_string(),
+            "--rate 10/s --burst 4",
+            "the fixed quota replaces the header's quotas"
+        );
+        let asked = Asked {
+            rate: Some(Rate::Unlimited),
+            per_host_quotas: vec![quota("1/1s")],
+            ..Asked::default()
+        };
+        assert_eq!(
+            asked.over(header).to_string(),
+            "--quota 5/1s --per-host-quota 1/1s"
+        );
+    }
+
+    #[test]
+    fn the_report_states_the_promise_and_the_instants_it_judged() {
+        let limits = LimitSet {
+            rate: crate::units::parse_rate("10/s").unwrap(),
+            ..LimitSet::default()
+        };
+        let a = judged(limits, &[], ms(1), &[(0, "h", None), (100, "h", None)]);
+        assert!(
+            a.lines.iter().any(|l| l
+                == "the promise: at --rate 10/s --burst 1 the sends obey the GCRA with period \
+                1/R and burst B: at most B at once; at burst 1 no request closer than 1/R to \
+                the one before it"),
+            "{:?}",
+            a.lines
+        );
+        assert!(
+            a.lines.iter().any(|l| l.starts_with(
+                "judged: 2 at the send times as logged (stamped by the worker just before the \
+             request is handed to the HTTP client); arrivals at the server lag these by the \
+             network path"
+            )),
+            "{:?}",
+            a.lines
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Sends that obey the GCRA exactly, each at the earliest instant it allows or later,
+        /// hold with no tolerance at all; one sent a microsecond earlier than allowed does not.
+        #[test]
+        fn sends_that_obey_the_gcra_exactly_hold_with_no_tolerance(
+            period_us in 1u64..50_000,
+            burst in 1u32..8,
+            offers in proptest::collection::vec(0u64..100_000, 2..200),
+        ) {
+            let pace = Pace { period: Duration::from_micros(period_us), burst };
+            let limits = LimitSet {
+                rate: Rate::Every(pace.period),
+                burst: NonZeroU32::new(burst).unwrap(),
+                ..LimitSet::default()
+            };
+            let mut gcra = Gcra::new();
+            let mut sends = Vec::new();
+            let mut now = Duration::ZERO;
+            for gap in offers {
+                now = gcra.earliest(pace, now + Duration::from_micros(gap));
+                gcra.record(pace, now);
+                sends.push(now);
+            }
+            let judge = |sends: &[Duration]| {
+                let mut judge = Judge::new(limits.clone(), Vec::new(), Duration::ZERO);
+                for (i, at) in sends.iter().enumerate() {
+                    // A host each, so that only the global rate is tested at its edge.
+                    let host = format!("h{i}");
+                    judge.send(&Request { at: *at, host: &host, status: None, granted: false, sent: *at, spent: None });
+                }
+                judge.report(1)
+            };
+            let audit = judge(&sends);
+            prop_assert!(audit.held, "{:?}", audit.lines);
+            // The next send a microsecond before the GCRA allows it is caught.
+            let next = gcra.earliest(pace, now);
+            let before = next.saturating_sub(Duration::from_micros(1));
+            if before >= now && next > now {
+                sends.push(before);
+                let audit = judge(&sends);
+                prop_assert!(!audit.held, "{:?}", audit.lines);
+            }
+        }
     }
 
     /// One way to damage a valid log.
@@ -788,7 +1234,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("log.jsonl");
             std::fs::write(&path, &bytes).unwrap();
-            match audit(std::slice::from_ref(&path), None, Duration::from_millis(1)) {
+            match audit(std::slice::from_ref(&path), &Asked::default(), Duration::from_millis(1)) {
                 Ok(a) => prop_assert!(!a.lines.is_empty()),
                 Err(e) => {
                     let n = line_of(&e.to_string());

@@ -568,8 +568,9 @@ impl Cli {
     }
 }
 
-/// Did the runs that wrote these request logs (--log-requests) keep their limits? Without
-/// limit flags, the limits the first log names are checked.
+/// Did the runs that wrote these request logs (--log-requests) keep their limits? The limits
+/// the first log names are checked, each kind of limit given as a flag instead; and what
+/// servers announced: no request to a host that said nothing remains, before its reset.
 #[derive(Debug, Parser)]
 #[command(name = "ratefetch audit", version = VERSION, max_term_width = 100)]
 pub struct AuditCli {
@@ -577,27 +578,36 @@ pub struct AuditCli {
     #[arg(value_name = "LOG", required = true)]
     pub logs: Vec<PathBuf>,
 
-    /// The global rate to check.
+    /// The global rate to check, instead of the logs' (unlimited: none). The sends must obey
+    /// the GCRA with period 1/RATE and burst --burst.
     #[arg(short, long, value_name = "RATE", value_parser = parse_rate)]
     pub rate: Option<Rate>,
 
-    /// The burst allowed above --rate.
-    #[arg(long, value_name = "N", default_value = "1")]
-    pub burst: NonZeroU32,
+    /// The burst allowed at --rate, instead of the logs' (the logs' rate, if no --rate).
+    #[arg(long, value_name = "N")]
+    pub burst: Option<NonZeroU32>,
 
-    /// A windowed quota to check (repeatable).
+    /// A quota to check as a sliding window: at most N in any window (repeatable). With
+    /// --quota or --fixed-quota, the logs' quotas are not checked.
     #[arg(long = "quota", value_name = "N/WINDOW", value_parser = parse_quota)]
     pub quotas: Vec<Quota>,
 
-    /// The rate per host to check (burst 1).
+    /// A quota to check as a fixed window, as express-rate-limit and the Python limits
+    /// library count: a window opens at the first request after the previous one closed, and
+    /// holds at most N (repeatable).
+    #[arg(long = "fixed-quota", value_name = "N/WINDOW", value_parser = parse_quota)]
+    pub fixed_quotas: Vec<Quota>,
+
+    /// The rate per host to check (burst 1), instead of the logs'.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub per_host_rate: Option<Rate>,
 
-    /// A windowed quota per host to check (repeatable).
+    /// A sliding quota per host to check (repeatable), instead of the logs'.
     #[arg(long = "per-host-quota", value_name = "N/WINDOW", value_parser = parse_quota)]
     pub per_host_quotas: Vec<Quota>,
 
-    /// Clock noise allowed on every window (send times are read on several threads).
+    /// Clock noise allowed on every window and GCRA check (send times are read on several
+    /// threads).
     #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration)]
     pub tolerance: Duration,
 
@@ -612,15 +622,16 @@ pub struct AuditCli {
 }
 
 impl AuditCli {
-    /// The limits named on the command line; `None` if none were (the logs' then apply).
-    pub fn limits(&self) -> Option<crate::audit::Limits> {
-        let limits = crate::audit::Limits {
-            rate: self.rate.map(|r| (r, self.burst)),
+    /// The limits asked for on the command line; each kind given replaces the logs'.
+    pub fn asked(&self) -> crate::audit::Asked {
+        crate::audit::Asked {
+            rate: self.rate,
+            burst: self.burst,
             quotas: self.quotas.clone(),
+            fixed_quotas: self.fixed_quotas.clone(),
             per_host_rate: self.per_host_rate,
             per_host_quotas: self.per_host_quotas.clone(),
-        };
-        (limits != crate::audit::Limits::default()).then_some(limits)
+        }
     }
 }
 

@@ -8,18 +8,22 @@
 //! decided the later one; the limit charged the most is the one that binds. Retries,
 //! redirects, response times and `--per-host-concurrency` are unknown without sending, so the
 //! result is a lower bound.
+//!
+//! The simulation keeps the limits with their own models (`limits/`): the global rate and
+//! each host's pace as `gcra::Gcra`, each quota as the run's bucketed window, on a virtual
+//! clock (a `Duration` since the oldest past send that still counts).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
 use crate::config::Config;
 use crate::input::{ReadError, Source};
+use crate::limits::gcra::{Gcra, Pace};
 pub use crate::limits::ledger::Past;
-use crate::limits::quota::Window;
+use crate::limits::set::{self, LimitSet};
+use crate::limits::window::Bucketed;
 use crate::resume::{Skip, Verdict};
 use crate::units::Quota;
 
@@ -76,23 +80,31 @@ enum Limit {
     PerHostQuota(usize),
 }
 
+/// The quota windows of the simulation: the run's, on the virtual clock.
+type Window = Bucketed<Duration>;
+
 /// One host of the simulation: O(1) state, plus its windows with `--per-host-quota`.
 struct Host {
     /// Requests not sent yet.
     left: u64,
     /// The earliest instant its own limits allow its next request, and which one decides.
-    ready: Instant,
+    ready: Duration,
     cause: Option<Limit>,
+    /// Its pace (`--per-host-rate`).
+    pace: Gcra<Duration>,
     windows: Vec<Window>,
 }
 
 impl Host {
-    /// Sets `ready` from `at` (its last send, or now) and its own limits.
-    fn schedule(&mut self, at: Instant, pace: Option<Duration>, last_sent: bool) {
-        let (mut ready, mut cause) = (at, None);
-        if let (Some(p), true) = (pace, last_sent) {
-            ready = at + p;
-            cause = Some(Limit::PerHostRate);
+    /// Sets `ready`: the earliest instant from `now` that its own limits allow.
+    fn schedule(&mut self, now: Duration, pace: Option<Pace>) {
+        let (mut ready, mut cause) = (now, None);
+        if let Some(pace) = pace {
+            let t = self.pace.earliest(pace, now);
+            if t > ready {
+                ready = t;
+                cause = Some(Limit::PerHostRate);
+            }
         }
         for (i, w) in self.windows.iter_mut().enumerate() {
             let t = w.free_at(ready, 0).expect("nothing is pending in a plan");
@@ -142,6 +154,18 @@ pub fn count_requests(
 /// sends of `past` in the quota windows: every request leaves at the earliest instant that
 /// every limit allows, none fails, none is retried.
 pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> Plan {
+    simulate_sends(config, hosts, past, |_, _| {})
+}
+
+/// `simulate`, telling `on_send` each send: its instant on the virtual clock, and its host
+/// (`*` when no per-host limit tells hosts apart).
+pub(crate) fn simulate_sends(
+    config: &Config,
+    hosts: &HashMap<String, u64>,
+    past: &Past,
+    mut on_send: impl FnMut(Duration, &str),
+) -> Plan {
+    let limits = LimitSet::of(config);
     let robots_each = u64::from(config.respect_robots);
     let mut needs: Vec<(&str, u64)> = hosts
         .iter()
@@ -163,14 +187,14 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
         .map(|q| q.window)
         .max()
         .unwrap_or(Duration::ZERO);
-    let t0 = Instant::now() + longest;
+    let t0 = longest;
     let wall_now = SystemTime::now();
     let seed = |quotas: &[Quota], sends: Option<&Vec<(SystemTime, u64)>>| -> Vec<Window> {
         let mut windows: Vec<Window> = quotas.iter().map(|q| Window::new(*q)).collect();
         let Some(sends) = sends else {
             return windows;
         };
-        let mut at: Vec<(Instant, u64)> = sends
+        let mut at: Vec<(Duration, u64)> = sends
             .iter()
             .filter_map(|(when, n)| match wall_now.duration_since(*when) {
                 Ok(age) if age >= longest => None,
@@ -192,7 +216,7 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
         windows
     };
 
-    let pace = config.per_host_rate.period();
+    let pace = limits.host_pace();
     let per_host = pace.is_some() || !config.per_host_quotas.is_empty();
     let mut states: Vec<Host> = if per_host {
         needs
@@ -201,6 +225,7 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
                 left: *n,
                 ready: t0,
                 cause: None,
+                pace: Gcra::new(),
                 windows: seed(&config.per_host_quotas, past.hosts.get(*host)),
             })
             .collect()
@@ -210,26 +235,21 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
             left: wanted,
             ready: t0,
             cause: None,
+            pace: Gcra::new(),
             windows: Vec::new(),
         }]
     };
     let mut heap = BinaryHeap::with_capacity(states.len());
     for (i, host) in states.iter_mut().enumerate() {
         if host.left > 0 {
-            host.schedule(t0, pace, false);
+            host.schedule(t0, pace);
             heap.push(Reverse((host.ready, i as u64, i)));
         }
     }
     let mut seq = states.len() as u64;
     let mut windows = seed(&config.quotas, Some(&past.run));
-    // The global GCRA: a send at `t` needs t >= tat - tolerance; it moves tat one period on.
-    let gcra = config.rate.period().map(|p| {
-        let tolerance = p
-            .checked_mul(config.burst.get() - 1)
-            .unwrap_or(Duration::MAX);
-        (p, tolerance)
-    });
-    let mut tat = t0;
+    let global = limits.global_pace();
+    let mut gcra: Gcra<Duration> = Gcra::new();
     let mut waits = [Duration::ZERO; 2];
     let mut quota_waits = vec![Duration::ZERO; config.quotas.len()];
     let mut host_quota_waits = vec![Duration::ZERO; config.per_host_quotas.len()];
@@ -245,8 +265,8 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
         if host.ready > at {
             (at, cause) = (host.ready, host.cause);
         }
-        if let Some((_, tolerance)) = gcra {
-            let allowed = tat.checked_sub(tolerance).unwrap_or(t0);
+        if let Some(pace) = global {
+            let allowed = gcra.earliest(pace, at);
             if allowed > at {
                 (at, cause) = (allowed, Some(Limit::Rate));
             }
@@ -268,9 +288,13 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
         }
         now = at;
         sent += 1;
-        if let Some((period, _)) = gcra {
-            tat = tat.max(at) + period;
+        if let Some(pace) = global {
+            gcra.record(pace, at);
         }
+        if let Some(pace) = pace {
+            host.pace.record(pace, at);
+        }
+        on_send(at - t0, if per_host { needs[i].0 } else { "*" });
         for w in &mut windows {
             w.record(at);
         }
@@ -279,27 +303,24 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
         }
         host.left -= 1;
         if host.left > 0 {
-            host.schedule(at, pace, true);
+            host.schedule(at, pace);
             heap.push(Reverse((host.ready, seq, i)));
             seq += 1;
         }
     }
 
-    let rate_name = || {
-        let mut name = format!("--rate {}", rate_text(config.rate.period()));
-        if config.burst.get() > 1 {
-            name.push_str(&format!(" --burst {}", config.burst));
-        }
-        name
-    };
     let named = [
-        (waits[0], rate_name()),
+        (
+            waits[0],
+            set::Limit::Rate {
+                rate: config.rate,
+                burst: config.burst,
+            }
+            .to_string(),
+        ),
         (
             waits[1],
-            format!(
-                "--per-host-rate {}",
-                rate_text(config.per_host_rate.period())
-            ),
+            set::Limit::PerHostRate(config.per_host_rate).to_string(),
         ),
     ]
     .into_iter()
@@ -307,13 +328,13 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
         quota_waits
             .iter()
             .zip(&config.quotas)
-            .map(|(w, q)| (*w, format!("--quota {q}"))),
+            .map(|(w, q)| (*w, set::Limit::Quota(*q).to_string())),
     )
     .chain(
         host_quota_waits
             .iter()
             .zip(&config.per_host_quotas)
-            .map(|(w, q)| (*w, format!("--per-host-quota {q}"))),
+            .map(|(w, q)| (*w, set::Limit::PerHostQuota(*q).to_string())),
     );
     // The most waited for; the first named wins a tie.
     let binds = named
@@ -338,22 +359,6 @@ pub fn simulate(config: &Config, hosts: &HashMap<String, u64>, past: &Past) -> P
         binds,
         stopped_by_budget: sent < wanted,
     }
-}
-
-/// A rate as a person writes it: `10/s`, `600/m` when that is whole and the per-second form
-/// is not, `5000/h`.
-fn rate_text(period: Option<Duration>) -> String {
-    let Some(period) = period else {
-        return "unlimited".to_string();
-    };
-    let per_second = 1.0 / period.as_secs_f64();
-    for (unit, name) in [(1.0, "s"), (60.0, "m"), (3600.0, "h")] {
-        let n = per_second * unit;
-        if n >= 1.0 && (n - n.round()).abs() < 1e-6 * n {
-            return format!("{}/{name}", n.round());
-        }
-    }
-    format!("{per_second}/s")
 }
 
 /// A duration rounded to the second (to the millisecond below one second), humantime-style.
@@ -414,7 +419,9 @@ impl fmt::Display for Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{Judge, Request};
     use crate::units::Rate;
+    use proptest::prelude::*;
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
@@ -464,7 +471,7 @@ mod tests {
         let hosts = one_host(12_000);
         let alone = simulate(&rate_only, &hosts, &Past::default());
         assert_near(alone.duration, 1199.9, "the rate alone");
-        assert_eq!(alone.binds(), Some("--rate 10/s"));
+        assert_eq!(alone.binds(), Some("--rate 10/s --burst 1"));
         let alone = simulate(&quota_only, &hosts, &Past::default());
         // 5000 at once, 5000 an hour later, 2000 two hours later.
         assert_near(alone.duration, 7200.0, "the quota alone");
@@ -670,21 +677,69 @@ mod tests {
     }
 
     #[test]
-    fn rates_and_durations_read_as_people_write_them() {
-        for (period_ms, text) in [
-            (100.0, "10/s"),
-            (1000.0, "1/s"),
-            (2000.0, "30/m"),
-            (720.0, "5000/h"),
-            (0.1, "10000/s"),
-        ] {
-            assert_eq!(rate_text(Some(secs(period_ms / 1000.0))), text);
-        }
-        assert_eq!(rate_text(None), "unlimited");
+    fn durations_read_as_people_write_them() {
         assert_eq!(duration_text(secs(7406.9)), "2h 3m 27s");
         assert_eq!(duration_text(secs(9.4)), "9s");
         assert_eq!(duration_text(secs(0.25)), "250ms");
         assert_eq!(duration_text(Duration::ZERO), "0s");
+    }
+
+    fn any_rate() -> impl Strategy<Value = Rate> {
+        prop_oneof![
+            Just(Rate::Unlimited),
+            (1u64..2_000_000).prop_map(|us| Rate::Every(Duration::from_micros(us))),
+        ]
+    }
+
+    fn any_quotas() -> impl Strategy<Value = Vec<Quota>> {
+        proptest::collection::vec(
+            (1u64..12, 1u64..5_000_000).prop_map(|(limit, us)| Quota {
+                limit,
+                window: Duration::from_micros(us),
+            }),
+            0..3,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The send times `--plan` simulates pass `audit` under the same limits, with no
+        /// tolerance at all: the plan keeps every limit the audit judges.
+        #[test]
+        fn the_send_times_a_plan_simulates_pass_the_audit(
+            rate in any_rate(),
+            burst in 1u32..6,
+            quotas in any_quotas(),
+            per_host_rate in any_rate(),
+            per_host_quotas in any_quotas(),
+            demand in proptest::collection::vec(1u64..30, 1..5),
+        ) {
+            let config = Config {
+                rate,
+                burst: std::num::NonZeroU32::new(burst).unwrap(),
+                quotas,
+                per_host_rate,
+                per_host_quotas,
+                ..Config::default()
+            };
+            let hosts: HashMap<String, u64> = demand
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("h{i}.test"), *n))
+                .collect();
+            let mut sends = Vec::new();
+            let plan = simulate_sends(&config, &hosts, &Past::default(), |at, host| {
+                sends.push((at, host.to_string()));
+            });
+            prop_assert_eq!(sends.len() as u64, plan.requests());
+            let mut judge = Judge::new(LimitSet::of(&config), Vec::new(), Duration::ZERO);
+            for (at, host) in &sends {
+                judge.send(&Request { at: *at, host, status: Some(200), granted: false, sent: *at, spent: None });
+            }
+            let audit = judge.report(1);
+            prop_assert!(audit.held, "{:?}", audit.lines);
+        }
     }
 
     #[test]

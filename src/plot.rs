@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::audit::{AuditError, Limits, Merged};
-use crate::units::Rate;
+use crate::audit::{Asked, AuditError, Merged};
+use crate::limits::set::{Limit, LimitSet};
 
 /// Bins drawn at most: a long run is shown in wider bins (each still a rate per second).
 const MAX_BINS: u64 = 1200;
@@ -125,13 +125,13 @@ fn second_of(t: i64, start: i64) -> u64 {
 /// `hosts` busiest hosts as series of their own.
 pub fn plot(
     logs: &[PathBuf],
-    limits: Option<&Limits>,
+    asked: &Asked,
     path: &Path,
     hosts: usize,
 ) -> Result<Plotted, AuditError> {
     // Pass 1: all hosts, 429s, and the requests of each host.
     let mut sends = Merged::open(logs)?;
-    let limits = limits.cloned().unwrap_or_else(|| sends.limits());
+    let limits = asked.over(sends.limits());
     let (mut all, mut refused) = (Slots::default(), Slots::default());
     let mut per_host: HashMap<String, u64> = HashMap::new();
     let mut first = None;
@@ -221,28 +221,21 @@ pub fn plot(
     })
 }
 
-/// Each limit as a rate per second, with its name.
-fn limit_lines(limits: &Limits) -> Vec<(String, f64)> {
-    let mut lines = Vec::new();
-    if let Some((rate, burst)) = limits.rate {
-        if let Some(r) = rate.per_second() {
-            lines.push((format!("--rate {rate} (burst {burst})"), r));
-        }
-    }
-    for q in &limits.quotas {
-        let r = q.limit as f64 / q.window.as_secs_f64();
-        lines.push((format!("--quota {q} (its average)"), r));
-    }
-    if let Some(rate) = limits.per_host_rate.filter(|r| *r != Rate::Unlimited) {
-        if let Some(r) = rate.per_second() {
-            lines.push((format!("--per-host-rate {rate}"), r));
-        }
-    }
-    for q in &limits.per_host_quotas {
-        let r = q.limit as f64 / q.window.as_secs_f64();
-        lines.push((format!("--per-host-quota {q} (its average)"), r));
-    }
-    lines
+/// Each limit as a rate per second, with its name (a quota as its average).
+fn limit_lines(limits: &LimitSet) -> Vec<(String, f64)> {
+    let average = |q: crate::units::Quota| q.limit as f64 / q.window.as_secs_f64();
+    limits
+        .limits()
+        .into_iter()
+        .filter_map(|limit| match limit {
+            Limit::Rate { rate, .. } | Limit::PerHostRate(rate) => {
+                Some((limit.to_string(), rate.per_second()?))
+            }
+            Limit::Quota(q) | Limit::PerHostQuota(q) | Limit::FixedQuota(q) => {
+                Some((format!("{limit} (its average)"), average(q)))
+            }
+        })
+        .collect()
 }
 
 struct Series {
@@ -438,7 +431,7 @@ mod tests {
             }
             std::fs::write(&log, text).unwrap();
             let svg = dir.path().join("plot.svg");
-            let drawn = plot(&[log], None, &svg, 2).unwrap();
+            let drawn = plot(&[log], &Asked::default(), &svg, 2).unwrap();
             proptest::prop_assert_eq!(drawn.requests, seconds.len() as u64);
             let span = seconds.iter().max().unwrap() - seconds.iter().min().unwrap();
             proptest::prop_assert!(drawn.bin_seconds <= span.div_ceil(MAX_BINS) * 2 + 1, "{drawn:?} over {span} s");

@@ -8,23 +8,26 @@
 //! (`LogWriter::failed`): requests sent without a line would be unproved, and `finish`
 //! counts them.
 //!
-//! Format (version 1). Each run appends a header line, then its requests:
+//! Format (version 2; version 1 differs only in what `t` stamps, a rate's text and the
+//! missing `heard`, and is still read). Each run appends a header line (`Header`, its
+//! `limits` a `LimitSet`), then its requests:
 //!
 //! ```text
-//! {"ratefetch_log":1,"started":"…","max_disorder_ms":31000,"limits":{"rate":"10/s","burst":1,
+//! {"ratefetch_log":2,"started":"…","max_disorder_ms":31000,"limits":{"rate":"10/s","burst":1,
 //!  "quotas":["5000/1h"],"per_host_rate":null,"per_host_quotas":[]}}
 //! {"t":"2026-12-02T14:05:12.123456Z","host":"api.example.com","index":3,"attempt":1,"status":200}
 //! {"t":"…","host":"…","index":4,"attempt":2,"error":"timeout"}
 //! {"t":"…","host":"…","robots":true,"status":404}
 //! {"t":"…","host":"…","index":5,"attempt":1,"status":200,
-//!  "ratelimit":{"remaining":4999,"reset_ms":3599000,"limit":5000,"bucket":"core"}}
+//!  "ratelimit":{"remaining":4999,"reset_ms":3599000,"heard":"…","limit":5000,"bucket":"core"}}
 //! ```
 //!
 //! With `--redis`, `granted` is the instant the shared limits granted the request, on Redis'
 //! clock (the header names the `limit_key`); `ratefetch audit` checks at that time.
 //!
 //! `ratelimit` is what the response announced (`announce`), when it did and the run follows
-//! announced limits.
+//! announced limits; `heard` (from version 2) is when the response was received, so the
+//! reset falls at `heard + reset_ms`.
 //!
 //! `t` is the wall-clock send time with microseconds. Lines are written when requests end,
 //! so they are not in send order; a line comes at most `max_disorder_ms` after the lines of
@@ -39,16 +42,17 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::files::{ClaimError, Claimed};
 use crate::limits::announce::Announced;
-use crate::units::Rate;
+use crate::limits::set::LimitSet;
 
 /// The format version written in each header line.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// How often buffered lines reach the file while lines keep coming (an idle writer writes
 /// what it has at once).
@@ -320,26 +324,38 @@ fn ends_without_newline(mut file: &File) -> io::Result<bool> {
     Ok(last[0] != b'\n')
 }
 
-fn header(config: &Config) -> Value {
-    let rate = |r: Rate| r.per_second().map(|_| r.to_string());
-    let quotas = |qs: &[crate::units::Quota]| qs.iter().map(|q| q.to_string()).collect::<Vec<_>>();
+/// A run's header line: the format version, and the limits the run kept (written and read
+/// by derive; `audit` and `--plot` read it back). Version 1 headers read with it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Header {
+    /// The format version (`VERSION`).
+    pub ratefetch_log: u64,
+    /// When the run started, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// A line comes at most this late after the lines of requests sent before it.
+    #[serde(default)]
+    pub max_disorder_ms: Option<i64>,
+    /// With `--redis`: the `--limit-key` (lines then carry `granted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_key: Option<String>,
+    /// The limits the run kept.
+    #[serde(default)]
+    pub limits: Option<LimitSet>,
+}
+
+/// The versions of the format this ratefetch reads.
+pub const READS: [u64; 2] = [1, VERSION];
+
+pub(crate) fn header(config: &Config) -> Header {
     let disorder = config.timeout.saturating_add(Duration::from_secs(1));
-    let mut header = json!({
-        "ratefetch_log": VERSION,
-        "started": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-        "max_disorder_ms": u64::try_from(disorder.as_millis()).unwrap_or(u64::MAX),
-        "limits": {
-            "rate": rate(config.rate),
-            "burst": config.burst.get(),
-            "quotas": quotas(&config.quotas),
-            "per_host_rate": rate(config.per_host_rate),
-            "per_host_quotas": quotas(&config.per_host_quotas),
-        },
-    });
-    if config.redis.is_some() {
-        header["limit_key"] = config.limit_key.as_str().into();
+    Header {
+        ratefetch_log: VERSION,
+        started: Some(humantime::format_rfc3339_micros(SystemTime::now()).to_string()),
+        max_disorder_ms: Some(i64::try_from(disorder.as_millis()).unwrap_or(i64::MAX)),
+        limit_key: config.redis.as_ref().map(|_| config.limit_key.clone()),
+        limits: Some(LimitSet::of(config)),
     }
-    header
 }
 
 /// One entry as a JSON line.
@@ -374,6 +390,7 @@ fn encode(out: &mut Vec<u8>, e: &Entry) {
         let mut said = json!({
             "remaining": a.remaining,
             "reset_ms": u64::try_from(a.reset.as_millis()).unwrap_or(u64::MAX),
+            "heard": humantime::format_rfc3339_micros(a.heard).to_string(),
         });
         let said_map = said.as_object_mut().expect("an object");
         if let Some(limit) = a.limit {
@@ -430,30 +447,35 @@ mod tests {
                     limit: Some(5000),
                     remaining: 4999,
                     reset: Duration::from_millis(3_599_500),
+                    heard: sent + Duration::from_millis(20),
                 }),
             },
         );
-        let line: Value = serde_json::from_slice(&out).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             line["ratelimit"],
-            json!({"remaining": 4999, "reset_ms": 3_599_500, "limit": 5000, "bucket": "core"})
+            json!({"remaining": 4999, "reset_ms": 3_599_500, "limit": 5000, "bucket": "core",
+                   "heard": "2026-12-02T14:05:12.143456Z"})
         );
     }
 
     #[test]
     fn the_header_states_the_version_and_the_limits() {
         let config = Config {
-            rate: Rate::Every(Duration::from_millis(100)),
+            rate: crate::units::Rate::Every(Duration::from_millis(100)),
             quotas: vec![crate::units::parse_quota("5000/h").unwrap()],
             ..Config::default()
         };
-        let h = header(&config);
-        assert_eq!(h["ratefetch_log"], 1);
+        let h = serde_json::to_value(header(&config)).unwrap();
+        assert_eq!(h["ratefetch_log"], 2);
         assert_eq!(h["limits"]["rate"], "10/s");
         assert_eq!(h["limits"]["burst"], 1);
         assert_eq!(h["limits"]["quotas"][0], "5000/1h");
         assert!(h["limits"]["per_host_rate"].is_null());
         assert_eq!(h["max_disorder_ms"], 31_000);
+        assert!(h.get("limit_key").is_none());
+        let back: Header = serde_json::from_value(h).unwrap();
+        assert_eq!(back.limits, Some(LimitSet::of(&config)));
     }
 
     #[test]
@@ -499,7 +521,7 @@ mod tests {
             ["{\"ratefetch_log\":1}", "{\"t\":\"torn"],
             "appended to"
         );
-        assert!(lines[2].starts_with("{\"limits\""), "{text}");
+        assert!(lines[2].starts_with("{\"ratefetch_log\":2"), "{text}");
         assert!(lines[3].contains("\"index\":1"), "{text}");
         drop(claim(&path).unwrap());
     }

@@ -1408,11 +1408,8 @@ impl Ticket {
         // ticket waited: the request must not leave now.
         let period = inner.period.unwrap_or_default().max(h.min_period);
         let pace = Pace::every(period);
-        if h.cool_until.is_some_and(|c| c > at) || !h.pace.early_by(pace, at).is_zero() {
+        if h.cool_until.is_some_and(|c| c > at) || h.pace.admit(pace, at).is_err() {
             return false;
-        }
-        if !period.is_zero() {
-            h.pace.record(pace, at);
         }
         h.dispatching = false;
         h.last_sent = Some(at);

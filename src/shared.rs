@@ -37,7 +37,8 @@ use tokio::time::Instant;
 
 use crate::config::{Config, OnQuota};
 use crate::error::{Error, UsageError};
-use crate::units::{Quota, Rate};
+use crate::limits::set::LimitSet;
+use crate::units::Quota;
 
 /// A grant at most this far away is waited for in the worker; a later one sends the job back
 /// to the scheduler until its slot.
@@ -200,29 +201,6 @@ pub struct Shared {
     seq: AtomicU64,
     /// Set once the state was found lost (warned once).
     forgot: AtomicBool,
-}
-
-/// The limits of `config` as stored with the key: the same text for the same limits.
-pub fn limits_text(config: &Config) -> String {
-    let rate = |r: Rate| match r.period() {
-        None => "unlimited".to_string(),
-        Some(p) => format!("1/{}us", p.as_micros()),
-    };
-    let quotas = |qs: &[Quota]| {
-        if qs.is_empty() {
-            return "none".to_string();
-        }
-        let qs: Vec<String> = qs.iter().map(Quota::to_string).collect();
-        qs.join(",")
-    };
-    format!(
-        "rate {} burst {}; quotas {}; per-host-rate {}; per-host-quotas {}",
-        rate(config.rate),
-        config.burst,
-        quotas(&config.quotas),
-        rate(config.per_host_rate),
-        quotas(&config.per_host_quotas),
-    )
 }
 
 /// A URL fit for messages: its password, if any, hidden.
@@ -397,7 +375,7 @@ impl Shared {
                 .collect(),
             prefix,
             key,
-            limits: limits_text(config),
+            limits: LimitSet::of(config).to_string(),
             period_us: micros_up(period),
             tau_us: micros_up(period) * u64::from(config.burst.get() - 1),
             quotas: config.quotas.clone(),
@@ -534,24 +512,22 @@ async fn persistence_warning(conn: &mut ConnectionManager, url: &str) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::Rate;
 
     #[test]
-    fn the_limits_text_names_every_limit_and_differs_when_one_does() {
+    fn the_limits_stored_with_the_key_name_every_limit_and_differ_when_one_does() {
         let config = Config {
             rate: Rate::Every(Duration::from_millis(10)),
             quotas: vec![crate::units::parse_quota("5000/h").unwrap()],
             ..Config::default()
         };
-        let text = limits_text(&config);
-        assert_eq!(
-            text,
-            "rate 1/10000us burst 1; quotas 5000/1h; per-host-rate unlimited; per-host-quotas none"
-        );
+        let text = LimitSet::of(&config).to_string();
+        assert_eq!(text, "--rate 100/s --burst 1 --quota 5000/1h");
         let other = Config {
             per_host_rate: Rate::Every(Duration::from_secs(1)),
             ..config
         };
-        assert_ne!(limits_text(&other), text);
+        assert_ne!(LimitSet::of(&other).to_string(), text);
     }
 
     #[test]

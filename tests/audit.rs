@@ -57,7 +57,7 @@ fn a_run_logs_every_request_and_its_audit_passes() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(entries[0]["ratefetch_log"], 1, "a header first");
+    assert_eq!(entries[0]["ratefetch_log"], 2, "a header first");
     assert_eq!(entries[0]["limits"]["quotas"][0], "6/500ms");
     // Eleven requests: nine, and the 503 twice (a retry is a request).
     assert_eq!(entries.len() - 1, 11);
@@ -108,6 +108,80 @@ fn a_log_that_breaks_the_rate_is_caught_with_the_first_violation() {
     hand_log(&ok, RATE_10, &[100, 0, 200, 300, 400]);
     let (code, text) = audit(&[ok.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn a_version_1_log_still_audits_with_the_limits_its_header_names() {
+    // Users keep their proof logs: a log written by hand in format 1, as ratefetch wrote it
+    // before (the header built with json!, its keys in order, a rate as `Rate` showed it).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("v1.jsonl");
+    let mut text = String::from(
+        "{\"limits\":{\"burst\":2,\"per_host_quotas\":[\"2/1s\"],\"per_host_rate\":null,\
+         \"quotas\":[\"3/1s\"],\"rate\":\"30/m\"},\"max_disorder_ms\":31000,\
+         \"ratefetch_log\":1,\"started\":\"2026-12-02T14:00:00.000000Z\"}\n",
+    );
+    for (ms, i) in [(0, 1), (0, 2), (2000, 3), (4000, 4)] {
+        let t = humantime::parse_rfc3339("2026-12-02T14:00:00Z").unwrap()
+            + std::time::Duration::from_millis(ms);
+        text.push_str(&format!(
+            "{{\"attempt\":1,\"host\":\"h\",\"index\":{i},\"ratelimit\":{{\"remaining\":0,\"reset_ms\":60000}},\"status\":200,\"t\":\"{}\"}}\n",
+            humantime::format_rfc3339_micros(t)
+        ));
+    }
+    std::fs::write(&log, &text).unwrap();
+    let (code, out) = audit(&[log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 requests in 1 log(s)"), "{out}");
+    for held in [
+        "--rate 0.5/s --burst 2: held",
+        "--quota 3/1s: held",
+        "--per-host-quota 2/1s: held",
+        "announced limits: held",
+    ] {
+        assert!(out.contains(held), "{held}: {out}");
+    }
+    // Its announcements do not say when they were heard: not judged, and said so.
+    assert!(out.contains("4 more not judged"), "{out}");
+    // The limits its header names are checked: one request more at once breaks its burst.
+    text.push_str(
+        &text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .replace("\"index\":1", "\"index\":5"),
+    );
+    text.push('\n');
+    std::fs::write(&log, &text).unwrap();
+    let (code, out) = audit(&[log.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--rate 0.5/s --burst 2: BROKEN at 2026-12-02T14:00:00.000000Z"),
+        "{out}"
+    );
+}
+
+#[test]
+fn with_no_flags_the_header_limits_are_checked_and_a_flag_replaces_only_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    // 10/s kept; a quota of 3 in 1 s is not.
+    let limits = r#"{"rate":"10/s","burst":1,"quotas":["3/1s"]}"#;
+    hand_log(&log, limits, &[0, 100, 200, 300, 400]);
+    let log = log.to_str().unwrap();
+    let (code, text) = audit(&[log]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--rate 10/s --burst 1: held"), "{text}");
+    assert!(text.contains("--quota 3/1s: BROKEN"), "{text}");
+    // A quota flag replaces the header's quotas, and its rate is still checked.
+    let (code, text) = audit(&[log, "--quota", "5/1s"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("--rate 10/s --burst 1: held"), "{text}");
+    assert!(!text.contains("3/1s"), "{text}");
+    // Judged as a fixed window of 2 s, five in the first breaks it.
+    let (code, text) = audit(&[log, "--fixed-quota", "4/2s"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("--fixed-quota 4/2s: BROKEN"), "{text}");
 }
 
 #[test]
@@ -337,7 +411,7 @@ fn plot_draws_a_valid_svg_with_a_series_per_busiest_host_the_limits_and_the_429s
         "all hosts",
         "busy.test",
         "calm.test",
-        "--rate 40/s (burst 1)",
+        "--rate 40/s --burst 1",
         "--quota 100/1m (its average)",
         "429 answers / s",
     ] {
@@ -462,7 +536,7 @@ fn a_log_write_that_fails_stops_the_run_at_once_and_counts_the_requests_without_
     let ours = String::from_utf8_lossy(&after[before.len()..]).to_string();
     let mut whole = ours.split_inclusive('\n').filter(|l| l.ends_with('\n'));
     let header: serde_json::Value = serde_json::from_str(whole.next().unwrap()).unwrap();
-    assert_eq!(header["ratefetch_log"], 1);
+    assert_eq!(header["ratefetch_log"], 2);
     let mut logged = 0u64;
     for l in whole {
         let entry: serde_json::Value = serde_json::from_str(l).unwrap();

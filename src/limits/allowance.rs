@@ -244,6 +244,7 @@ mod tests {
             limit: None,
             remaining,
             reset: Duration::from_millis(reset_ms),
+            heard: std::time::SystemTime::UNIX_EPOCH,
         }
     }
 

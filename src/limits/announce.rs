@@ -42,6 +42,9 @@ pub struct Announced {
     pub remaining: u64,
     /// Time from the response to the reset (when the allowance is whole again).
     pub reset: Duration,
+    /// When the response was received (local wall clock): the reset falls at `heard +
+    /// reset`, and `audit` judges the requests sent after it.
+    pub heard: SystemTime,
 }
 
 /// Reads the announced limit of a response. `now` is the local time the response was
@@ -58,7 +61,7 @@ pub fn parse(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
     if !announces {
         return None;
     }
-    let mut found = ietf(headers);
+    let mut found = ietf(headers, now);
     found.extend(older_draft(headers, now));
     found.extend(x_ratelimit(headers, now));
     // A reset beyond a day is not a reset anyone publishes (an epoch in milliseconds read as
@@ -89,16 +92,16 @@ fn most_restrictive(found: Vec<Announced>) -> Option<Announced> {
 // The IETF fields.
 
 /// Every usable item of the `RateLimit` field, with its policy's quota as the limit.
-fn ietf(headers: &HeaderMap) -> Vec<Announced> {
+fn ietf(headers: &HeaderMap, now: SystemTime) -> Vec<Announced> {
     let policies = list_field(headers, "ratelimit-policy");
     list_field(headers, "ratelimit")
         .iter()
-        .filter_map(|item| ietf_item(item, &policies))
+        .filter_map(|item| ietf_item(item, &policies, now))
         .collect()
 }
 
 /// One `RateLimit` item, read against the policies of the same response.
-fn ietf_item(item: &Member, policies: &[Member]) -> Option<Announced> {
+fn ietf_item(item: &Member, policies: &[Member], now: SystemTime) -> Option<Announced> {
     // The last policy of a name wins, as the last of a duplicated dictionary key would.
     let policy = policies.iter().rev().find(|p| p.name == item.name);
     let remaining = item.non_negative("r")?;
@@ -112,6 +115,7 @@ fn ietf_item(item: &Member, policies: &[Member]) -> Option<Announced> {
         limit: policy.and_then(|p| p.non_negative("q")),
         remaining,
         reset: Duration::from_secs(reset),
+        heard: now,
     })
 }
 
@@ -373,6 +377,7 @@ fn older_draft(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
         limit: field(headers, "ratelimit-limit").and_then(first_count),
         remaining,
         reset,
+        heard: now,
     })
 }
 
@@ -392,6 +397,7 @@ fn x_ratelimit(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
         limit: field(headers, "x-ratelimit-limit").and_then(first_count),
         remaining,
         reset,
+        heard: now,
     })
 }
 
@@ -504,6 +510,7 @@ mod tests {
             limit,
             remaining,
             reset: Duration::from_millis(reset_ms),
+            heard: now(),
         }
     }
 

@@ -83,8 +83,6 @@ impl<T> Default for Gcra<T> {
     }
 }
 
-// Until the audit and the plan use it (issue 20, in progress).
-#[allow(dead_code)]
 impl<T: Time> Gcra<T> {
     /// A GCRA with nothing in force.
     pub fn new() -> Gcra<T> {
@@ -136,11 +134,6 @@ impl<T: Time> Gcra<T> {
             self.tat = Some(at);
         }
     }
-
-    /// Whether nothing is in force at `now` (the state may be forgotten).
-    pub fn is_clear(&self, now: T) -> bool {
-        self.tat.is_none_or(|tat| tat <= now)
-    }
 }
 
 #[cfg(test)]
@@ -187,15 +180,12 @@ mod tests {
     }
 
     #[test]
-    fn a_hold_moves_the_next_turn_and_clears_when_past() {
+    fn a_hold_moves_the_next_turn() {
         let pace = Pace::every(ms(10));
         let mut g = Gcra::new();
-        assert!(g.is_clear(ms(0)));
         g.admit(pace, ms(0)).unwrap();
         g.hold_until(ms(500));
         assert_eq!(g.earliest(pace, ms(20)), ms(500));
-        assert!(!g.is_clear(ms(499)));
-        assert!(g.is_clear(ms(500)));
         // A hold never moves the turn earlier.
         g.hold_until(ms(100));
         assert_eq!(g.tat(), Some(ms(500)));

@@ -14,6 +14,8 @@ pub(crate) mod gcra;
 pub(crate) mod ledger;
 pub(crate) mod pacer;
 pub(crate) mod quota;
+pub(crate) mod set;
+pub(crate) mod window;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

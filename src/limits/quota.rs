@@ -1,24 +1,16 @@
-//! Quota windows: "at most N requests in any window of length W" (`--quota`,
-//! `--per-host-quota`), as an exact-enough sliding count of send times. A leaf module: the
-//! scheduler owns the windows and asks them when the next request may leave.
-//!
-//! Why not a GCRA: a GCRA with burst N and period W/N admits up to 2N − 1 requests in one
-//! window W (governor issue 219). A sliding log is exact: the next request may leave at
-//! max(now, the N-th last send + W). To keep memory bounded for N = 100,000 (and for
-//! per-host quotas over many hosts), sends close in time share one bucket: at most
-//! `BUCKETS` + 1 buckets cover a window, and a bucket counts as sent at its latest send,
-//! so it expires no earlier than any of its sends. The count errs on the safe side by at
-//! most W / `BUCKETS` (a window of one hour loses at most 3.5 s of it).
+//! Quotas of a run (`--quota`, `--per-host-quota`): when the next request may leave under
+//! several windows (the bucketed window of `window`), and why a run stopped at one. A leaf
+//! module: the scheduler owns the windows and asks them when the next request may leave.
 //!
 //! Requests admitted and not sent yet (waiting for the global token) are `pending`: they
 //! hold a place in every window, as if sent now or later, until `record` stamps them.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+pub use crate::limits::window::Window;
 use crate::units::Quota;
 
 /// Why a run stopped before its input was done: a quota window was spent under
@@ -52,121 +44,6 @@ pub fn slot_time(at: SystemTime) -> impl fmt::Display {
     humantime::format_rfc3339_seconds(at)
 }
 
-/// Buckets per window: the granularity of the count is W / BUCKETS.
-const BUCKETS: u32 = 1024;
-
-/// One quota's sliding count.
-#[derive(Debug)]
-pub struct Window {
-    quota: Quota,
-    /// Sends closer than this share a bucket.
-    grain: Duration,
-    /// Oldest first.
-    buckets: VecDeque<Bucket>,
-    /// Sends in `buckets` (some may have expired; `expire` drops them).
-    counted: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// The first send in the bucket (its width is counted from here).
-    first: Instant,
-    /// The latest send in the bucket: the bucket expires at `latest + W`.
-    latest: Instant,
-    count: u64,
-}
-
-impl Window {
-    pub fn new(quota: Quota) -> Window {
-        Window {
-            quota,
-            grain: quota.window / BUCKETS,
-            buckets: VecDeque::new(),
-            counted: 0,
-        }
-    }
-
-    /// The quota this window keeps.
-    pub fn quota(&self) -> Quota {
-        self.quota
-    }
-
-    /// When one more request may leave, with `pending` requests admitted and not yet sent:
-    /// `Some(t)` (now or later), or `None` while the window is full of pending requests (their
-    /// send times, not known yet, decide). Forgets the sends that left the window.
-    pub fn free_at(&mut self, now: Instant, pending: u64) -> Option<Instant> {
-        self.expire(now);
-        let used = self.counted + pending;
-        if used < self.quota.limit {
-            return Some(now);
-        }
-        // This many sends must leave the window first.
-        let mut need = used + 1 - self.quota.limit;
-        for b in &self.buckets {
-            if b.count >= need {
-                return Some(b.latest + self.quota.window);
-            }
-            need -= b.count;
-        }
-        None
-    }
-
-    /// Counts a request sent at `at`. A time earlier than the latest send recorded (clocks
-    /// read on two threads) counts as that send's time: later, the safe side.
-    pub fn record(&mut self, at: Instant) {
-        self.record_many(at, 1);
-    }
-
-    /// Counts `count` requests sent at `at` (sends of an earlier run, read from the
-    /// `--quota-state`).
-    pub fn record_many(&mut self, at: Instant, count: u64) {
-        let at = self.buckets.back().map_or(at, |b| at.max(b.latest));
-        self.expire(at);
-        self.counted += count;
-        if let Some(last) = self.buckets.back_mut() {
-            if at.saturating_duration_since(last.first) < self.grain {
-                last.latest = last.latest.max(at);
-                last.count += count;
-                return;
-            }
-        }
-        self.buckets.push_back(Bucket {
-            first: at,
-            latest: at,
-            count,
-        });
-    }
-
-    /// When every send counted so far has left the window (`None`: nothing counted).
-    pub fn clear_at(&self) -> Option<Instant> {
-        self.buckets.back().map(|b| b.latest + self.quota.window)
-    }
-
-    /// Sends in the window ending at `now`.
-    #[cfg(test)]
-    pub fn used(&self, now: Instant) -> u64 {
-        self.buckets
-            .iter()
-            .filter(|b| !self.expired(b, now))
-            .map(|b| b.count)
-            .sum()
-    }
-
-    fn expired(&self, b: &Bucket, now: Instant) -> bool {
-        b.latest + self.quota.window <= now
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(b) = self.buckets.front() {
-            if !self.expired(b, now) {
-                break;
-            }
-            self.counted -= b.count;
-            self.buckets.pop_front();
-        }
-    }
-}
-
 /// When a request may leave under all of `windows`, with `pending` requests admitted and not
 /// sent: `Some(t)` (now or later, with the window that binds), or `None` while pending
 /// requests fill a window.
@@ -188,6 +65,7 @@ pub fn free_at<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::window::BUCKETS;
 
     fn quota(limit: u64, ms: u64) -> Quota {
         Quota {
@@ -298,11 +176,7 @@ mod tests {
             w.record(at);
             sent.push(at);
         }
-        assert!(
-            w.buckets.len() <= BUCKETS as usize + 1,
-            "{}",
-            w.buckets.len()
-        );
+        assert!(w.buckets() <= BUCKETS as usize + 1, "{}", w.buckets());
         // The next may leave no earlier than the first send + W (exact), and no later than
         // one bucket's width after it.
         let next = w.free_at(t0 + Duration::from_secs(10), 0).unwrap();
