@@ -267,6 +267,8 @@ fn a_redirect_to_another_host_obeys_that_hosts_limits() {
 #[test]
 fn default_runs_pass_their_own_audit() {
     use support::binary::ratefetch_bin;
+    // Not timed itself, but its load would add noise to the tests here that are.
+    let _turn = support::timing_turn();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     for (rate, n) in [(10, 8), (50, 30), (100, 50), (200, 100)] {
@@ -294,5 +296,65 @@ fn default_runs_pass_their_own_audit() {
             );
             assert!(text.contains("held"), "{text}");
         }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 6,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Over random limit sets and demand (one or two hosts, a global rate and burst, maybe a
+    /// per-host rate, maybe a quota), the run's own request log passes `audit` under the
+    /// limits its header names, with the default 1 ms tolerance.
+    #[test]
+    fn a_runs_log_passes_its_audit(
+        rate in 40u32..400,
+        burst in 1u32..4,
+        per_host in proptest::option::of(20u32..200),
+        quota in proptest::option::of((3u64..12, 50u64..250)),
+        two_hosts in proptest::bool::ANY,
+        demand in 10usize..40,
+    ) {
+        use ratefetch::audit::{audit, Asked};
+        use ratefetch::units::Quota;
+        let _turn = support::timing_turn();
+        let servers = if two_hosts {
+            vec![Server::start_on([127, 0, 0, 140]), Server::start_on([127, 0, 0, 141])]
+        } else {
+            vec![Server::start_on([127, 0, 0, 140])]
+        };
+        // About a second of work at most, whatever the limits.
+        let slowest = [
+            Some(f64::from(rate)),
+            per_host.map(|r| f64::from(r) * servers.len() as f64),
+            quota.map(|(n, w)| n as f64 * 1000.0 / w as f64),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(f64::INFINITY, f64::min);
+        let n = demand.min(slowest as usize + 2);
+        let lines: Vec<String> = (0..n)
+            .map(|i| servers[i % servers.len()].url(&format!("/ok?{i}")))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.log");
+        let config = Config {
+            rate: per_second(f64::from(rate)),
+            burst: NonZeroU32::new(burst).unwrap(),
+            per_host_rate: per_host.map_or(Rate::Unlimited, |r| per_second(f64::from(r))),
+            quotas: quota
+                .map(|(limit, ms)| Quota { limit, window: Duration::from_millis(ms) })
+                .into_iter()
+                .collect(),
+            log_requests: Some(log.clone()),
+            ..test_config()
+        };
+        let (_, rows) = run_lib(config, &lines);
+        assert_each_index_once(&rows, 1..=n as u64);
+        let found = audit(&[log], &Asked::default(), Duration::from_millis(1)).unwrap();
+        proptest::prop_assert!(found.held, "{}", found.lines.join("\n"));
     }
 }
