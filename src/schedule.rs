@@ -1338,7 +1338,8 @@ impl Ticket {
         };
         let due = {
             let s = self.inner.lock();
-            match s.hosts.get(host).and_then(|h| h.pace.tat()) {
+            let paced = |h: &&Host| self.inner.period.is_some() || !h.min_period.is_zero();
+            match s.hosts.get(host).filter(paced).and_then(|h| h.pace.tat()) {
                 Some(tat) => tat,
                 None => return,
             }
@@ -1408,7 +1409,9 @@ impl Ticket {
         // ticket waited: the request must not leave now.
         let period = inner.period.unwrap_or_default().max(h.min_period);
         let pace = Pace::every(period);
-        if h.cool_until.is_some_and(|c| c > at) || h.pace.admit(pace, at).is_err() {
+        if h.cool_until.is_some_and(|c| c > at)
+            || (!period.is_zero() && h.pace.admit(pace, at).is_err())
+        {
             return false;
         }
         h.dispatching = false;
