@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, OnQuota};
 use crate::error::{Error, UsageError};
+use crate::limits::gcra::Pace;
 use crate::limits::set::LimitSet;
 use crate::units::Quota;
 
@@ -188,10 +189,10 @@ pub struct Shared {
     limits_key: String,
     rate_key: String,
     quota_keys: Vec<String>,
-    period_us: u64,
-    tau_us: u64,
+    /// The limits as the script takes them.
+    script: ScriptLimits,
+    /// The `--quota`s as given (named in `Grant::Run`).
     quotas: Vec<Quota>,
-    host_quotas: Vec<Quota>,
     stop_at_quota: bool,
     /// What is the same in every grant: the window arguments, the limits key's lifetime.
     windows: Vec<u64>,
@@ -286,6 +287,67 @@ fn micros_up(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
+/// `d` rounded up to whole microseconds.
+fn up_to_micros(d: Duration) -> Duration {
+    Duration::from_micros(micros_up(d))
+}
+
+/// The run's limits as the `GRANT` script takes them, read from its `LimitSet` (the one
+/// place the run, `--plan`, the audit and Redis read them from), in whole microseconds:
+/// Redis' clock (`TIME`) counts microseconds, and the script's arithmetic is on integers.
+///
+/// Every period and window is rounded **up**: a longer period or window only ever holds a
+/// request back (a GCRA of period T' ≥ T and the same burst admits no sequence that the one
+/// of period T refuses; a count over a longer window sees at least as many sends), while one
+/// rounded down would let through more than the limit allows (1/600 s, 1,666,666.7 ns, kept
+/// as 1,666 µs would run 0.04% fast, for hours). The tolerance is computed from the rounded
+/// period, `(B − 1)·T'`, so the script runs exactly the GCRA of `pace`.
+#[derive(Debug, Clone, PartialEq)]
+struct ScriptLimits {
+    /// `--rate`, `--burst`: the global GCRA; none when the rate is unlimited.
+    pace: Option<Pace>,
+    /// `--quota`s, windows rounded up.
+    quotas: Vec<Quota>,
+    /// `--per-host-quota`s, windows rounded up.
+    host_quotas: Vec<Quota>,
+}
+
+impl ScriptLimits {
+    fn of(limits: &LimitSet) -> ScriptLimits {
+        let window = |q: &Quota| Quota {
+            limit: q.limit,
+            window: up_to_micros(q.window),
+        };
+        ScriptLimits {
+            pace: limits.global_pace().map(|p| Pace {
+                period: up_to_micros(p.period),
+                burst: p.burst,
+            }),
+            quotas: limits.quotas.iter().map(window).collect(),
+            host_quotas: limits.per_host_quotas.iter().map(window).collect(),
+        }
+    }
+
+    /// ARGV 3: the period in µs, 0 for none.
+    fn period_us(&self) -> u64 {
+        self.pace.map_or(0, |p| micros(p.period))
+    }
+
+    /// ARGV 4: the tolerance `(B − 1)·T` in µs.
+    fn tau_us(&self) -> u64 {
+        self.pace.map_or(0, |p| micros(p.tolerance()))
+    }
+
+    /// The (limit, window in µs) pairs of the quotas, then of the host quotas.
+    fn windows(&self) -> Vec<u64> {
+        self.quotas
+            .iter()
+            .chain(&self.host_quotas)
+            .flat_map(|q| [q.limit, micros(q.window)])
+            .collect()
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -342,22 +404,15 @@ impl Shared {
     fn new(config: &Config, conn: ConnectionManager) -> Shared {
         let key = config.limit_key.clone();
         let prefix = format!("{{{key}}}");
-        let period = config.rate.period().unwrap_or_default();
-        let windows: Vec<u64> = config
+        let limits = LimitSet::of(config);
+        let script = ScriptLimits::of(&limits);
+        let longest = script
             .quotas
             .iter()
-            .chain(&config.per_host_quotas)
-            .flat_map(|q| [q.limit, micros_up(q.window)])
-            .collect();
-        let longest = config
-            .quotas
-            .iter()
-            .chain(&config.per_host_quotas)
+            .chain(&script.host_quotas)
             .map(|q| q.window)
-            .chain([
-                period * config.burst.get(),
-                config.per_host_rate.period().unwrap_or_default(),
-            ])
+            .chain(script.pace.map(|p| p.period.saturating_mul(p.burst)))
+            .chain(limits.host_pace().map(|p| p.period))
             .max()
             .unwrap_or_default();
         // Tiny, and it must outlive idle spells (a long cool-down): an hour at least.
@@ -370,18 +425,16 @@ impl Shared {
             cool: Script::new(COOL),
             limits_key: format!("{prefix}:limits"),
             rate_key: format!("{prefix}:rate"),
-            quota_keys: (1..=config.quotas.len())
+            quota_keys: (1..=script.quotas.len())
                 .map(|i| format!("{prefix}:quota:{i}"))
                 .collect(),
             prefix,
             key,
-            limits: LimitSet::of(config).to_string(),
-            period_us: micros_up(period),
-            tau_us: micros_up(period) * u64::from(config.burst.get() - 1),
-            quotas: config.quotas.clone(),
-            host_quotas: config.per_host_quotas.clone(),
+            limits: limits.to_string(),
+            windows: script.windows(),
+            script,
+            quotas: limits.quotas,
             stop_at_quota: config.on_quota == OnQuota::Stop,
-            windows,
             limits_ttl_ms,
             id: format!("{:016x}", fastrand::u64(..)),
             seq: AtomicU64::new(0),
@@ -406,19 +459,19 @@ impl Shared {
         for key in &self.quota_keys {
             call.key(key);
         }
-        for i in 1..=self.host_quotas.len() {
+        for i in 1..=self.script.host_quotas.len() {
             call.key(format!("{}:host-quota:{i}:{host}", self.prefix));
         }
         call.arg(&self.limits)
             .arg(micros(HOLD))
-            .arg(self.period_us)
-            .arg(self.tau_us)
+            .arg(self.script.period_us())
+            .arg(self.script.tau_us())
             .arg(micros_up(interval))
             .arg(u8::from(self.stop_at_quota))
             .arg(format!("{}:{seq}", self.id))
             .arg(self.limits_ttl_ms)
-            .arg(self.quotas.len())
-            .arg(self.host_quotas.len())
+            .arg(self.script.quotas.len())
+            .arg(self.script.host_quotas.len())
             .arg(&self.windows);
         let mut conn = self.conn.clone();
         let asked = Instant::now();
@@ -535,6 +588,35 @@ mod tests {
         assert_eq!(micros_up(Duration::from_nanos(1_666_667)), 1667);
         assert_eq!(micros_up(Duration::from_millis(5)), 5000);
         assert_eq!(micros_up(Duration::from_nanos(1)), 1);
+    }
+
+    #[test]
+    fn the_script_takes_the_limit_sets_limits_rounded_up_to_microseconds() {
+        let config = Config {
+            rate: crate::units::parse_rate("600/s").unwrap(),
+            burst: std::num::NonZeroU32::new(4).unwrap(),
+            quotas: vec![Quota {
+                limit: 5,
+                window: Duration::from_nanos(20_000_001),
+            }],
+            per_host_quotas: vec![crate::units::parse_quota("3/1s").unwrap()],
+            ..Config::default()
+        };
+        let limits = LimitSet::of(&config);
+        let script = ScriptLimits::of(&limits);
+        // 1/600 s is 1,666,666.67 ns: 1,667 µs, never 1,666 (which would run fast).
+        assert_eq!(
+            script.pace,
+            Some(Pace {
+                period: Duration::from_micros(1667),
+                burst: 4
+            })
+        );
+        assert_eq!((script.period_us(), script.tau_us()), (1667, 3 * 1667));
+        assert_eq!(script.windows(), [5, 20_001, 3, 1_000_000]);
+        let unlimited = ScriptLimits::of(&LimitSet::default());
+        assert_eq!((unlimited.period_us(), unlimited.tau_us()), (0, 0));
+        assert!(unlimited.windows().is_empty());
     }
 
     #[test]
