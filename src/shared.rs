@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, OnQuota};
 use crate::error::{Error, UsageError};
+use crate::limits::gcra::Pace;
 use crate::limits::set::LimitSet;
 use crate::units::Quota;
 
@@ -59,6 +60,10 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Answers `{0, wait, at, fresh}` granted (`fresh`: the limits key was gone, the state was
 /// lost or is new), `{1, wait}` the host must wait, `{2, wait, quota}` the run must wait
 /// (the 1-based quota that binds), `{-1}` the key holds other limits.
+///
+/// Its arithmetic is its own, since it runs in Redis; its parameters come from the run's
+/// `LimitSet` (`ScriptLimits`), and a test runs it on a real Redis against the Rust model
+/// (`limits::gcra`, `limits::window::Exact`) on the same sequences, answer by answer.
 const GRANT: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -188,10 +193,10 @@ pub struct Shared {
     limits_key: String,
     rate_key: String,
     quota_keys: Vec<String>,
-    period_us: u64,
-    tau_us: u64,
+    /// The limits as the script takes them.
+    script: ScriptLimits,
+    /// The `--quota`s as given (named in `Grant::Run`).
     quotas: Vec<Quota>,
-    host_quotas: Vec<Quota>,
     stop_at_quota: bool,
     /// What is the same in every grant: the window arguments, the limits key's lifetime.
     windows: Vec<u64>,
@@ -286,6 +291,67 @@ fn micros_up(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
+/// `d` rounded up to whole microseconds.
+fn up_to_micros(d: Duration) -> Duration {
+    Duration::from_micros(micros_up(d))
+}
+
+/// The run's limits as the `GRANT` script takes them, read from its `LimitSet` (the one
+/// place the run, `--plan`, the audit and Redis read them from), in whole microseconds:
+/// Redis' clock (`TIME`) counts microseconds, and the script's arithmetic is on integers.
+///
+/// Every period and window is rounded **up**: a longer period or window only ever holds a
+/// request back (a GCRA of period T' ≥ T and the same burst admits no sequence that the one
+/// of period T refuses; a count over a longer window sees at least as many sends), while one
+/// rounded down would let through more than the limit allows (1/600 s, 1,666,666.7 ns, kept
+/// as 1,666 µs would run 0.04% fast, for hours). The tolerance is computed from the rounded
+/// period, `(B − 1)·T'`, so the script runs exactly the GCRA of `pace`.
+#[derive(Debug, Clone, PartialEq)]
+struct ScriptLimits {
+    /// `--rate`, `--burst`: the global GCRA; none when the rate is unlimited.
+    pace: Option<Pace>,
+    /// `--quota`s, windows rounded up.
+    quotas: Vec<Quota>,
+    /// `--per-host-quota`s, windows rounded up.
+    host_quotas: Vec<Quota>,
+}
+
+impl ScriptLimits {
+    fn of(limits: &LimitSet) -> ScriptLimits {
+        let window = |q: &Quota| Quota {
+            limit: q.limit,
+            window: up_to_micros(q.window),
+        };
+        ScriptLimits {
+            pace: limits.global_pace().map(|p| Pace {
+                period: up_to_micros(p.period),
+                burst: p.burst,
+            }),
+            quotas: limits.quotas.iter().map(window).collect(),
+            host_quotas: limits.per_host_quotas.iter().map(window).collect(),
+        }
+    }
+
+    /// ARGV 3: the period in µs, 0 for none.
+    fn period_us(&self) -> u64 {
+        self.pace.map_or(0, |p| micros(p.period))
+    }
+
+    /// ARGV 4: the tolerance `(B − 1)·T` in µs.
+    fn tau_us(&self) -> u64 {
+        self.pace.map_or(0, |p| micros(p.tolerance()))
+    }
+
+    /// The (limit, window in µs) pairs of the quotas, then of the host quotas.
+    fn windows(&self) -> Vec<u64> {
+        self.quotas
+            .iter()
+            .chain(&self.host_quotas)
+            .flat_map(|q| [q.limit, micros(q.window)])
+            .collect()
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -342,22 +408,15 @@ impl Shared {
     fn new(config: &Config, conn: ConnectionManager) -> Shared {
         let key = config.limit_key.clone();
         let prefix = format!("{{{key}}}");
-        let period = config.rate.period().unwrap_or_default();
-        let windows: Vec<u64> = config
+        let limits = LimitSet::of(config);
+        let script = ScriptLimits::of(&limits);
+        let longest = script
             .quotas
             .iter()
-            .chain(&config.per_host_quotas)
-            .flat_map(|q| [q.limit, micros_up(q.window)])
-            .collect();
-        let longest = config
-            .quotas
-            .iter()
-            .chain(&config.per_host_quotas)
+            .chain(&script.host_quotas)
             .map(|q| q.window)
-            .chain([
-                period * config.burst.get(),
-                config.per_host_rate.period().unwrap_or_default(),
-            ])
+            .chain(script.pace.map(|p| p.period.saturating_mul(p.burst)))
+            .chain(limits.host_pace().map(|p| p.period))
             .max()
             .unwrap_or_default();
         // Tiny, and it must outlive idle spells (a long cool-down): an hour at least.
@@ -370,18 +429,16 @@ impl Shared {
             cool: Script::new(COOL),
             limits_key: format!("{prefix}:limits"),
             rate_key: format!("{prefix}:rate"),
-            quota_keys: (1..=config.quotas.len())
+            quota_keys: (1..=script.quotas.len())
                 .map(|i| format!("{prefix}:quota:{i}"))
                 .collect(),
             prefix,
             key,
-            limits: LimitSet::of(config).to_string(),
-            period_us: micros_up(period),
-            tau_us: micros_up(period) * u64::from(config.burst.get() - 1),
-            quotas: config.quotas.clone(),
-            host_quotas: config.per_host_quotas.clone(),
+            limits: limits.to_string(),
+            windows: script.windows(),
+            script,
+            quotas: limits.quotas,
             stop_at_quota: config.on_quota == OnQuota::Stop,
-            windows,
             limits_ttl_ms,
             id: format!("{:016x}", fastrand::u64(..)),
             seq: AtomicU64::new(0),
@@ -397,32 +454,8 @@ impl Shared {
     /// Asks for a grant for one request to `host`, whose requests leave at least `interval`
     /// apart (its `--per-host-rate` period or Crawl-delay; zero for none). One round trip.
     pub async fn grant(&self, host: &str, interval: Duration) -> Result<Grant, SharedError> {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let mut call = self.grant.prepare_invoke();
-        call.key(&self.limits_key)
-            .key(&self.rate_key)
-            .key(format!("{}:host:{host}", self.prefix))
-            .key(format!("{}:cool:{host}", self.prefix));
-        for key in &self.quota_keys {
-            call.key(key);
-        }
-        for i in 1..=self.host_quotas.len() {
-            call.key(format!("{}:host-quota:{i}:{host}", self.prefix));
-        }
-        call.arg(&self.limits)
-            .arg(micros(HOLD))
-            .arg(self.period_us)
-            .arg(self.tau_us)
-            .arg(micros_up(interval))
-            .arg(u8::from(self.stop_at_quota))
-            .arg(format!("{}:{seq}", self.id))
-            .arg(self.limits_ttl_ms)
-            .arg(self.quotas.len())
-            .arg(self.host_quotas.len())
-            .arg(&self.windows);
-        let mut conn = self.conn.clone();
         let asked = Instant::now();
-        let answer: Vec<i64> = call.invoke_async(&mut conn).await.map_err(classify)?;
+        let answer = self.ask(host, interval, HOLD).await?;
         let received = Instant::now();
         let us =
             |i: usize| Duration::from_micros(answer.get(i).copied().unwrap_or(0).max(0) as u64);
@@ -448,7 +481,7 @@ impl Shared {
             Some(-1) => {
                 let stored: Option<String> = redis::cmd("GET")
                     .arg(&self.limits_key)
-                    .query_async(&mut conn)
+                    .query_async(&mut self.conn.clone())
                     .await
                     .unwrap_or(None);
                 Err(SharedError::Mismatch {
@@ -460,6 +493,41 @@ impl Shared {
                 "an unexpected answer from the grant script: {answer:?}"
             ))),
         }
+    }
+
+    /// Runs `GRANT` once for a request to `host`, a grant more than `hold` away refused, and
+    /// returns its answer as Redis gave it.
+    async fn ask(
+        &self,
+        host: &str,
+        interval: Duration,
+        hold: Duration,
+    ) -> Result<Vec<i64>, SharedError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut call = self.grant.prepare_invoke();
+        call.key(&self.limits_key)
+            .key(&self.rate_key)
+            .key(format!("{}:host:{host}", self.prefix))
+            .key(format!("{}:cool:{host}", self.prefix));
+        for key in &self.quota_keys {
+            call.key(key);
+        }
+        for i in 1..=self.script.host_quotas.len() {
+            call.key(format!("{}:host-quota:{i}:{host}", self.prefix));
+        }
+        call.arg(&self.limits)
+            .arg(micros(hold))
+            .arg(self.script.period_us())
+            .arg(self.script.tau_us())
+            .arg(micros_up(interval))
+            .arg(u8::from(self.stop_at_quota))
+            .arg(format!("{}:{seq}", self.id))
+            .arg(self.limits_ttl_ms)
+            .arg(self.script.quotas.len())
+            .arg(self.script.host_quotas.len())
+            .arg(&self.windows);
+        let mut conn = self.conn.clone();
+        call.invoke_async(&mut conn).await.map_err(classify)
     }
 
     /// Tells every process that `host` may not be sent to for `wait` from now (a
@@ -510,6 +578,11 @@ async fn persistence_warning(conn: &mut ConnectionManager, url: &str) -> Option<
 }
 
 #[cfg(test)]
+#[path = "../tests/support/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::units::Rate;
@@ -538,6 +611,35 @@ mod tests {
     }
 
     #[test]
+    fn the_script_takes_the_limit_sets_limits_rounded_up_to_microseconds() {
+        let config = Config {
+            rate: crate::units::parse_rate("600/s").unwrap(),
+            burst: std::num::NonZeroU32::new(4).unwrap(),
+            quotas: vec![Quota {
+                limit: 5,
+                window: Duration::from_nanos(20_000_001),
+            }],
+            per_host_quotas: vec![crate::units::parse_quota("3/1s").unwrap()],
+            ..Config::default()
+        };
+        let limits = LimitSet::of(&config);
+        let script = ScriptLimits::of(&limits);
+        // 1/600 s is 1,666,666.67 ns: 1,667 µs, never 1,666 (which would run fast).
+        assert_eq!(
+            script.pace,
+            Some(Pace {
+                period: Duration::from_micros(1667),
+                burst: 4
+            })
+        );
+        assert_eq!((script.period_us(), script.tau_us()), (1667, 3 * 1667));
+        assert_eq!(script.windows(), [5, 20_001, 3, 1_000_000]);
+        let unlimited = ScriptLimits::of(&LimitSet::default());
+        assert_eq!((unlimited.period_us(), unlimited.tau_us()), (0, 0));
+        assert!(unlimited.windows().is_empty());
+    }
+
+    #[test]
     fn a_password_in_the_url_is_not_shown() {
         assert_eq!(
             display_url("redis://user:secret@10.0.0.1:6379/0"),
@@ -547,5 +649,281 @@ mod tests {
             display_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    /// The script, tested against the Rust model of the limits on the same sequences.
+    mod against_the_model {
+        use std::collections::HashMap;
+        use std::num::NonZeroU32;
+
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+
+        use super::super::redis_server::{available, Redis};
+        use super::*;
+        use crate::limits::gcra::Gcra;
+        use crate::limits::window::Exact;
+
+        /// An answer of `GRANT`, in µs since the epoch on Redis' clock.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Answer {
+            /// `{0, wait, at, 0}`: granted at `at`.
+            Granted(Duration),
+            /// `{1, wait}`: the host must wait.
+            Host(Duration),
+            /// `{2, wait, quota}`: the run must wait for the 1-based quota.
+            Run(Duration, i64),
+        }
+
+        /// The Rust model of one key's limits: `limits::gcra` for the global rate and each
+        /// host's pace, `limits::window::Exact` with reservations for every quota.
+        #[derive(Clone)]
+        struct Model {
+            pace: Option<Pace>,
+            global: Gcra<Duration>,
+            quotas: Vec<Exact<Duration>>,
+            host_quotas: Vec<Quota>,
+            hosts: HashMap<usize, (Gcra<Duration>, Vec<Exact<Duration>>)>,
+            stop: bool,
+        }
+
+        impl Model {
+            fn new(script: &ScriptLimits, stop: bool) -> Model {
+                Model {
+                    pace: script.pace,
+                    global: Gcra::new(),
+                    quotas: script.quotas.iter().map(|&q| Exact::new(q)).collect(),
+                    host_quotas: script.host_quotas.clone(),
+                    hosts: HashMap::new(),
+                    stop,
+                }
+            }
+
+            /// What the script must answer for a request to `host` asked at `now`; a grant
+            /// is counted in every limit at its instant.
+            fn answer(
+                &mut self,
+                host: usize,
+                host_pace: Option<Pace>,
+                now: Duration,
+                hold: Duration,
+            ) -> Answer {
+                let quotas = &self.host_quotas;
+                let (gcra, windows) = self.hosts.entry(host).or_insert_with(|| {
+                    (Gcra::new(), quotas.iter().map(|&q| Exact::new(q)).collect())
+                });
+                let mut host_at = now;
+                if let Some(p) = host_pace {
+                    host_at = host_at.max(gcra.earliest(p, now));
+                }
+                for w in windows.iter_mut() {
+                    host_at = host_at.max(w.free_at(now));
+                }
+                if host_at > now + hold {
+                    return Answer::Host(host_at - now);
+                }
+                let (mut run_at, mut binds) = (now, 0);
+                for (i, w) in self.quotas.iter_mut().enumerate() {
+                    let t = w.free_at(now);
+                    if t > run_at {
+                        (run_at, binds) = (t, i as i64 + 1);
+                    }
+                }
+                if run_at > now + hold || (self.stop && run_at > now) {
+                    return Answer::Run(run_at - now, binds);
+                }
+                let mut at = host_at.max(run_at);
+                if let Some(p) = self.pace {
+                    at = at.max(self.global.earliest(p, now));
+                    self.global.record(p, at);
+                }
+                if let Some(p) = host_pace {
+                    gcra.record(p, at);
+                }
+                for w in windows.iter_mut().chain(self.quotas.iter_mut()) {
+                    w.reserve(at);
+                }
+                Answer::Granted(at)
+            }
+        }
+
+        /// One random limit set and the requests asked under it.
+        #[derive(Debug, Clone)]
+        struct Case {
+            /// Rate period (ns) and burst.
+            rate: Option<(u64, u32)>,
+            /// Per-host rate period (ns).
+            per_host: Option<u64>,
+            /// (limit, window in ns) of each quota, then of each host quota.
+            quotas: Vec<(u64, u64)>,
+            host_quotas: Vec<(u64, u64)>,
+            stop: bool,
+            hold_us: u64,
+            /// (host, µs to let pass before asking).
+            asks: Vec<(usize, u64)>,
+        }
+
+        fn any_case() -> impl Strategy<Value = Case> {
+            let quota = (1u64..8, 1_000_000u64..30_000_000);
+            (
+                proptest::option::weighted(0.85, (20_000u64..4_000_000, 1u32..=5)),
+                proptest::option::of(20_000u64..3_000_000),
+                proptest::collection::vec(quota.clone(), 0..3),
+                proptest::collection::vec(quota, 0..2),
+                proptest::bool::weighted(0.2),
+                prop_oneof![Just(micros(HOLD)), 0u64..3_000, Just(1u64 << 40)],
+                proptest::collection::vec(
+                    (0usize..2, prop_oneof![3 => Just(0u64), 1 => 0u64..3_000]),
+                    1..60,
+                ),
+            )
+                .prop_map(
+                    |(rate, per_host, quotas, host_quotas, stop, hold_us, asks)| Case {
+                        rate,
+                        per_host,
+                        quotas,
+                        host_quotas,
+                        stop,
+                        hold_us,
+                        asks,
+                    },
+                )
+        }
+
+        fn quotas(pairs: &[(u64, u64)]) -> Vec<Quota> {
+            pairs
+                .iter()
+                .map(|&(limit, ns)| Quota {
+                    limit,
+                    window: Duration::from_nanos(ns),
+                })
+                .collect()
+        }
+
+        /// Redis' clock, µs since the epoch.
+        async fn redis_now(conn: &mut ConnectionManager) -> Duration {
+            let (secs, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
+            Duration::from_secs(secs) + Duration::from_micros(us)
+        }
+
+        async fn check(url: &str, key: String, case: Case) -> Result<(), TestCaseError> {
+            let config = Config {
+                redis: Some(url.to_string()),
+                limit_key: key,
+                rate: case.rate.map_or(Rate::Unlimited, |(ns, _)| {
+                    Rate::Every(Duration::from_nanos(ns))
+                }),
+                burst: NonZeroU32::new(case.rate.map_or(1, |(_, b)| b)).expect("1 to 5"),
+                per_host_rate: case
+                    .per_host
+                    .map_or(Rate::Unlimited, |ns| Rate::Every(Duration::from_nanos(ns))),
+                quotas: quotas(&case.quotas),
+                per_host_quotas: quotas(&case.host_quotas),
+                on_quota: if case.stop {
+                    OnQuota::Stop
+                } else {
+                    OnQuota::Wait
+                },
+                ..Config::default()
+            };
+            let (shared, _) = Shared::connect(&config).await.expect("connecting");
+            let limits = LimitSet::of(&config);
+            // The interval the scheduler passes with each grant, and its pace in the model
+            // (the grant rounds it up to whole µs).
+            let interval = limits.host_pace().map_or(Duration::ZERO, |p| p.period);
+            let host_pace = limits
+                .host_pace()
+                .map(|p| Pace::every(up_to_micros(p.period)));
+            let mut model = Model::new(&ScriptLimits::of(&limits), case.stop);
+            let hold = Duration::from_micros(case.hold_us);
+            let mut conn = shared.conn.clone();
+            let mut last = Duration::ZERO;
+            for (i, &(host, gap)) in case.asks.iter().enumerate() {
+                // Demand, not synchronisation: whatever the gaps turn out to be, the model
+                // is asked at the instants the script saw.
+                if gap > 0 {
+                    tokio::time::sleep(Duration::from_micros(gap)).await;
+                }
+                let lo = redis_now(&mut conn).await.max(last);
+                let raw = shared
+                    .ask(&format!("127.0.0.{host}"), interval, hold)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("ask {i}: {e}")))?;
+                let hi = redis_now(&mut conn).await;
+                let us = |k: usize| Duration::from_micros(raw[k] as u64);
+                let got = match raw[0] {
+                    0 => {
+                        prop_assert_eq!(raw[3], 0, "the state is not new");
+                        Answer::Granted(us(2))
+                    }
+                    1 => Answer::Host(us(1)),
+                    2 => Answer::Run(us(1), raw[2]),
+                    _ => return Err(TestCaseError::fail(format!("answer {raw:?}"))),
+                };
+                if let Answer::Granted(at) = got {
+                    // Redis' now is at − wait: the model must grant the same instant then.
+                    let now = at - us(1);
+                    prop_assert!(
+                        lo <= now && now <= hi,
+                        "now {:?} in {:?}..{:?}",
+                        now,
+                        lo,
+                        hi
+                    );
+                    let expected = model.answer(host, host_pace, now, hold);
+                    prop_assert_eq!(expected, got, "ask {} at {:?}", i, now);
+                    last = now;
+                } else {
+                    // A refusal does not say when it was asked: some instant of Redis' clock
+                    // between the two readings gives the model the same answer.
+                    let now = (micros(lo)..=micros(hi))
+                        .map(Duration::from_micros)
+                        .find(|&now| model.clone().answer(host, host_pace, now, hold) == got);
+                    prop_assert!(
+                        now.is_some(),
+                        "ask {}: the script answered {:?}, the model never does in {:?}..{:?}",
+                        i,
+                        got,
+                        lo,
+                        hi
+                    );
+                    last = now.unwrap_or(lo);
+                }
+            }
+            Ok(())
+        }
+
+        /// For random limit sets (a rate of tens of µs to a few ms and a burst of 1 to 5, so
+        /// that both reservations back to back and catching up within the burst occur; a
+        /// per-host pace; quotas and per-host quotas of a few per tens of ms; `--on-quota
+        /// stop`; a hold of zero to 20 ms or none), the script's answer to each grant, on a
+        /// real Redis, is the model's, to the µs.
+        #[test]
+        fn the_grant_script_answers_as_the_rust_model_of_the_limits() {
+            let name = "the_grant_script_answers_as_the_rust_model_of_the_limits";
+            if !available(name) {
+                return;
+            }
+            let redis = Redis::start();
+            let url = redis.url();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let mut runner = TestRunner::new(ProptestConfig {
+                cases: 20,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            });
+            // Each case (shrinking included) on a key of its own.
+            let n = AtomicU64::new(0);
+            let result = runner.run(&any_case(), |case| {
+                let key = format!("case{}", n.fetch_add(1, Ordering::Relaxed));
+                runtime.block_on(check(&url, key, case))
+            });
+            if let Err(e) = result {
+                panic!("{e}");
+            }
+        }
     }
 }

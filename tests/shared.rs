@@ -163,6 +163,84 @@ fn four_processes_on_one_key_keep_the_rate_together_at_the_server() {
     assert_exit(&strict, 1, "the audit against a stricter rate");
 }
 
+/// A run with `--redis` and `--log-requests` under every kind of limit the script keeps (a
+/// burst, a quota, a per-host pace, a per-host quota) passes `ratefetch audit` on its log,
+/// judged at Redis' granted instants with the limits of the log's header; a stricter quota
+/// does not.
+#[test]
+fn a_run_with_redis_passes_the_audit_of_its_log_under_every_limit() {
+    if !available("a_run_with_redis_passes_the_audit_of_its_log_under_every_limit") {
+        return;
+    }
+    let redis = Redis::start();
+    let a = Server::start_on([127, 0, 0, 102]);
+    let b = Server::start_on([127, 0, 0, 103]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let urls: Vec<String> = (0..15)
+        .flat_map(|i| [a.url(&format!("/ok?{i}")), b.url(&format!("/ok?{i}"))])
+        .collect();
+    write_list(&list, &urls);
+    let log = dir.path().join("run.log");
+    let report = dir.path().join("report.csv");
+    let out = finish(spawn(&[
+        "-q",
+        "-r",
+        "200/s",
+        "--burst",
+        "3",
+        "--quota",
+        "10/100ms",
+        "--per-host-rate",
+        "100/s",
+        "--per-host-quota",
+        "6/100ms",
+        "--redis",
+        &redis.url(),
+        "--log-requests",
+        log.to_str().unwrap(),
+        "-o",
+        report.to_str().unwrap(),
+        list.to_str().unwrap(),
+    ]));
+    assert_exit(&out, 0, "the run");
+    assert_eq!(read_csv(&report).len(), 30);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 31, "a header and a line per request");
+    assert!(
+        text.lines().skip(1).all(|l| l.contains("\"granted\":")),
+        "each request's line carries its grant time"
+    );
+    let audit = ratefetch_bin()
+        .arg("audit")
+        .arg(&log)
+        .output()
+        .expect("running the audit");
+    assert_exit(&audit, 0, "the audit of the run's log");
+    let said = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        said.contains("granted"),
+        "names the instants judged: {said}"
+    );
+    // Every limit of the run, read from the log's header, judged.
+    for limit in [
+        "--rate 200/s --burst 3: held",
+        "--quota 10/100ms: held",
+        "--per-host-rate 100/s: held",
+        "--per-host-quota 6/100ms: held",
+    ] {
+        assert!(said.contains(limit), "{limit}: {said}");
+    }
+    // The quota bound the run (200/s would send 20 in 100 ms): some window holds 10.
+    let strict = ratefetch_bin()
+        .arg("audit")
+        .arg(&log)
+        .args(["--quota", "9/100ms"])
+        .output()
+        .expect("running the audit");
+    assert_exit(&strict, 1, "the audit against a stricter quota");
+}
+
 #[test]
 fn a_process_stopped_mid_run_does_not_send_its_stale_grants_in_a_burst() {
     if !available("a_process_stopped_mid_run_does_not_send_its_stale_grants_in_a_burst") {

@@ -75,6 +75,8 @@ impl<T: Time> Exact<T> {
     }
 
     /// When one more request may leave: now, or when enough sends have left the window.
+    /// Every send after `t − W` counts against a request at `t`, reservations after it
+    /// (`reserve`) included: the one to leave the window is the N-th last in time.
     #[cfg(test)]
     pub fn free_at(&mut self, now: T) -> T {
         self.expire(now);
@@ -84,6 +86,17 @@ impl<T: Time> Exact<T> {
         }
         let oldest_to_leave = (used - self.quota.limit) as usize;
         self.sends[oldest_to_leave].plus(self.quota.window).max(now)
+    }
+
+    /// Counts a reservation at `at`: a send granted for an instant that may lie after `now`
+    /// and before reservations already counted (shared limits grant several hosts' requests
+    /// ahead, each at its own instant). Unlike `record`, it keeps its own time; `free_at`
+    /// counts it in the windows of every request, later or earlier, as the Redis script
+    /// does, which only ever holds a request back.
+    #[cfg(test)]
+    pub fn reserve(&mut self, at: T) {
+        let i = self.sends.partition_point(|&s| s <= at);
+        self.sends.insert(i, at);
     }
 
     /// Counts a send at `at` (sends come in time order; an earlier one counts as the latest)
@@ -293,6 +306,25 @@ mod tests {
         assert_eq!(w.record(ms(1000)), 2);
         assert_eq!(w.free_at(ms(1000)), ms(1400));
         assert_eq!(w.busiest(), 2);
+    }
+
+    #[test]
+    fn reservations_count_in_time_order_and_hold_back_requests_before_them() {
+        let mut w: Exact<Duration> = Exact::new(quota(2, 10));
+        // Granted out of order (two hosts), both ahead of now.
+        w.reserve(ms(5));
+        w.reserve(ms(1));
+        w.reserve(ms(30));
+        // Three reserved: the one to leave is the second to last in time, at 5 ms.
+        assert_eq!(w.free_at(ms(0)), ms(15));
+        assert!(!w.admits(ms(14)));
+        assert!(w.admits(ms(15)));
+        // A reservation after now counts against a request before it too: the safe side.
+        let mut one: Exact<Duration> = Exact::new(quota(1, 10));
+        one.reserve(ms(20));
+        assert_eq!(one.free_at(ms(0)), ms(30));
+        // Once the window passed a reservation, it no longer counts.
+        assert_eq!(one.free_at(ms(30)), ms(30));
     }
 
     #[test]
