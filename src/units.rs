@@ -53,23 +53,31 @@ impl Rate {
 }
 
 impl fmt::Display for Rate {
-    /// Requests per second to six significant digits, so that `150/s` (a period of
-    /// 6,666,666 ns) shows as `150/s`, not `149.99999250000036/s`.
+    /// A rate's one text, used everywhere a rate is shown or stored (messages, the log's
+    /// header, the audit, the plan, the spec stored with a Redis key): the first of per
+    /// second, per minute, per hour (`10/s`, `0.5/s`, `5000/h`), to six significant digits,
+    /// that reads back as exactly the same period; else its period in nanoseconds
+    /// (`1/6666666ns`), which always does.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.per_second() {
-            None => f.write_str("unlimited"),
-            Some(r) => {
-                let magnitude = r.log10().floor() as i32 + 1;
-                let decimals = usize::try_from(6 - magnitude).unwrap_or(0);
-                let text = format!("{r:.decimals$}");
-                let text = if text.contains('.') {
-                    text.trim_end_matches('0').trim_end_matches('.')
-                } else {
-                    &text
-                };
-                write!(f, "{text}/s")
+        let Rate::Every(period) = *self else {
+            return f.write_str("unlimited");
+        };
+        for (unit, name) in [(1.0, "s"), (60.0, "m"), (3600.0, "h")] {
+            let n = unit / period.as_secs_f64();
+            let magnitude = n.log10().floor() as i32 + 1;
+            let decimals = usize::try_from(6 - magnitude).unwrap_or(0);
+            let text = format!("{n:.decimals$}");
+            let text = if text.contains('.') {
+                text.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                &text
+            };
+            let text = format!("{text}/{name}");
+            if parse_rate(&text) == Ok(*self) {
+                return f.write_str(&text);
             }
         }
+        write!(f, "1/{}ns", period.as_nanos())
     }
 }
 
@@ -79,6 +87,17 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("unlimited") {
         return Ok(Rate::Unlimited);
+    }
+    // A period in nanoseconds, as a rate with no exact short form is shown.
+    if let Some(ns) = s
+        .strip_prefix("1/")
+        .and_then(|t| t.strip_suffix("ns"))
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        return match ns {
+            0 => Err(format!("{RATE_FORMS} (a period of 0ns)")),
+            ns => Ok(Rate::Every(Duration::from_nanos(ns))),
+        };
     }
     let (count, unit) = match s.split_once('/') {
         Some((n, u)) => (n.trim(), u.trim()),
@@ -258,16 +277,17 @@ mod tests {
             ("10", "10/s"),
             ("600/m", "10/s"),
             ("0.5", "0.5/s"),
-            ("10/m", "0.166667/s"),
-            ("7/h", "0.00194444/s"),
+            ("10/m", "10/m"),
+            ("30/m", "0.5/s"),
+            ("7/h", "7/h"),
             ("1000000", "1000000/s"),
+            ("1/6666666ns", "1/6666666ns"),
         ] {
             let rate = parse_rate(given).unwrap();
             assert_eq!(rate.to_string(), shown, "{given}");
-            let again = parse_rate(&rate.to_string()).unwrap().period().unwrap();
-            let diff = again.abs_diff(rate.period().unwrap());
-            assert!(
-                diff.as_secs_f64() <= rate.period().unwrap().as_secs_f64() * 1e-5,
+            assert_eq!(
+                parse_rate(&rate.to_string()),
+                Ok(rate),
                 "{given} round-trips"
             );
         }

@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,9 +77,9 @@ pub enum Limit {
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Limit::Rate { rate, burst } => write!(f, "--rate {} --burst {burst}", rate_text(*rate)),
+            Limit::Rate { rate, burst } => write!(f, "--rate {} --burst {burst}", rate),
             Limit::Quota(q) => write!(f, "--quota {q}"),
-            Limit::PerHostRate(r) => write!(f, "--per-host-rate {}", rate_text(*r)),
+            Limit::PerHostRate(r) => write!(f, "--per-host-rate {}", r),
             Limit::PerHostQuota(q) => write!(f, "--per-host-quota {q}"),
             Limit::FixedQuota(q) => write!(f, "--fixed-quota {q}"),
         }
@@ -154,45 +153,6 @@ impl fmt::Display for LimitSet {
     }
 }
 
-/// A rate's one text: the first of per second, per minute, per hour (`10/s`, `0.5/s`,
-/// `5000/h`), to six significant digits, that reads back as the same period; else its
-/// period in nanoseconds (`1/6666666ns`), which always does.
-pub fn rate_text(rate: Rate) -> String {
-    let Rate::Every(period) = rate else {
-        return "unlimited".to_string();
-    };
-    for (unit, name) in [(1.0, "s"), (60.0, "m"), (3600.0, "h")] {
-        let n = unit / period.as_secs_f64();
-        let magnitude = n.log10().floor() as i32 + 1;
-        let decimals = usize::try_from(6 - magnitude).unwrap_or(0);
-        let text = format!("{n:.decimals$}");
-        let text = if text.contains('.') {
-            text.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            &text
-        };
-        let text = format!("{text}/{name}");
-        if parse_rate(&text) == Ok(rate) {
-            return text;
-        }
-    }
-    format!("1/{}ns", period.as_nanos())
-}
-
-/// Reads a rate's text: any RATE form, or a period in nanoseconds (`1/6666666ns`).
-pub fn parse_rate_text(text: &str) -> Result<Rate, String> {
-    let period = text
-        .trim()
-        .strip_prefix("1/")
-        .and_then(|t| t.strip_suffix("ns"))
-        .and_then(|n| n.parse::<u64>().ok());
-    match period {
-        Some(0) => Err("a period of 0ns".to_string()),
-        Some(ns) => Ok(Rate::Every(Duration::from_nanos(ns))),
-        None => parse_rate(text),
-    }
-}
-
 mod rate_serde {
     use super::*;
     use serde::{Deserializer, Serializer};
@@ -200,14 +160,14 @@ mod rate_serde {
     pub fn serialize<S: Serializer>(rate: &Rate, s: S) -> Result<S::Ok, S::Error> {
         match rate {
             Rate::Unlimited => s.serialize_none(),
-            r => s.serialize_some(&rate_text(*r)),
+            r => s.serialize_some(&r.to_string()),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(Rate::Unlimited),
-            Some(text) => parse_rate_text(&text).map_err(serde::de::Error::custom),
+            Some(text) => parse_rate(&text).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -232,6 +192,7 @@ mod quotas_serde {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn set(rate: Rate, burst: u32) -> LimitSet {
         LimitSet {
@@ -290,16 +251,16 @@ mod tests {
     #[test]
     fn a_rate_per_second_that_would_not_read_back_exactly_is_written_as_its_period() {
         let odd = Rate::Every(Duration::from_nanos(6_666_666));
-        assert_eq!(rate_text(odd), "1/6666666ns");
-        assert_eq!(parse_rate_text("1/6666666ns"), Ok(odd));
-        assert!(parse_rate_text("1/0ns").is_err());
+        assert_eq!(odd.to_string(), "1/6666666ns");
+        assert_eq!(parse_rate("1/6666666ns"), Ok(odd));
+        assert!(parse_rate("1/0ns").is_err());
         for (given, text) in [
             ("600/m", "10/s"),
             ("30/m", "0.5/s"),
             ("5000/h", "5000/h"),
             ("150/s", "150/s"),
         ] {
-            assert_eq!(rate_text(parse_rate(given).unwrap()), text, "{given}");
+            assert_eq!(parse_rate(given).unwrap().to_string(), text, "{given}");
         }
     }
 
