@@ -19,14 +19,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::limits::allowance::{Allowances, Wait};
-use crate::limits::announce::{self, Announced};
 use crate::config::{Config, OnQuota};
 use crate::cookies::Cookies;
 use crate::encoding;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
 use crate::job::{Hop, Next, Outcome};
+use crate::limits::allowance::{Allowances, Wait};
+use crate::limits::announce::{self, Announced};
 use crate::limits::Limits;
 use crate::reqlog::{Entry, RequestLog};
 use crate::retry::{self, Decision, Head, Step};

@@ -64,10 +64,10 @@ use std::sync::Arc;
 
 pub use config::{Config, Mode};
 pub use error::{Error, ErrorKind, Failure};
+pub use limits::quota::QuotaStop;
 pub use plan::Plan;
 pub use progress::{Stats, Summary};
 pub use queue::Enqueued;
-pub use limits::quota::QuotaStop;
 pub use rerun::RetrySummary;
 pub use shutdown::Shutdown;
 
@@ -298,15 +298,15 @@ pub async fn enqueue(config: Config, max_unread: u64) -> Result<Enqueued, Error>
 pub async fn plan(config: Config) -> Result<Plan, Error> {
     config.validate()?;
     // What earlier runs sent still fills the windows (read only: a run may hold the file).
-    let past = match &config.quota_state {
-        Some(path) => limits::ledger::read(path, &config.quotas, &config.per_host_quotas).map_err(|e| {
-            Error::QuotaState {
-                path: e.path,
-                reason: e.reason,
-            }
-        })?,
-        None => limits::ledger::Past::default(),
-    };
+    let past =
+        match &config.quota_state {
+            Some(path) => limits::ledger::read(path, &config.quotas, &config.per_host_quotas)
+                .map_err(|e| Error::QuotaState {
+                    path: e.path,
+                    reason: e.reason,
+                })?,
+            None => limits::ledger::Past::default(),
+        };
     let (mut source, columns) = open_input(&config).await?;
     let skip = match &config.output {
         OutputTarget::Path(path) if config.resume => {

@@ -42,9 +42,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::announce::Announced;
 use crate::config::Config;
 use crate::files::{ClaimError, Claimed};
+use crate::limits::announce::Announced;
 use crate::units::Rate;
 
 /// The format version written in each header line.
