@@ -77,3 +77,23 @@ fn runtime_for(rate: Rate) -> tokio::runtime::Builder {
         _ => tokio::runtime::Builder::new_multi_thread(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::runtime::RuntimeFlavor;
+
+    fn flavor(rate: Rate) -> RuntimeFlavor {
+        let runtime = runtime_for(rate).enable_all().build().unwrap();
+        runtime.handle().runtime_flavor()
+    }
+
+    #[test]
+    fn a_run_at_a_rate_one_thread_keeps_up_with_gets_one_thread() {
+        let every = |us| Rate::Every(Duration::from_micros(us));
+        assert_eq!(flavor(every(500)), RuntimeFlavor::CurrentThread); // 2,000/s
+        assert_eq!(flavor(every(200)), RuntimeFlavor::CurrentThread); // 5,000/s
+        assert_eq!(flavor(every(100)), RuntimeFlavor::MultiThread); // 10,000/s
+        assert_eq!(flavor(Rate::Unlimited), RuntimeFlavor::MultiThread);
+    }
+}
