@@ -40,19 +40,18 @@ pub enum Mode {
 impl Mode {
     /// No progress, summary or notes on stderr (`-q`).
     pub fn quiet(&self) -> bool {
-        match self {
-            Mode::Fetch(config) | Mode::RetryFailed { config, .. } | Mode::Plan(config) => {
-                config.quiet
-            }
-        }
+        self.config().quiet
     }
 
     /// Time in-flight requests get after the first Ctrl-C (`--grace`).
     pub fn grace(&self) -> Duration {
+        self.config().grace
+    }
+
+    /// The settings of the run.
+    pub fn config(&self) -> &Config {
         match self {
-            Mode::Fetch(config) | Mode::RetryFailed { config, .. } | Mode::Plan(config) => {
-                config.grace
-            }
+            Mode::Fetch(config) | Mode::RetryFailed { config, .. } | Mode::Plan(config) => config,
         }
     }
 }
