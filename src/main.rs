@@ -2,13 +2,11 @@
 //! result to an exit code. Everything else lives in the library (`ratefetch::app`).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use ratefetch::app;
 use ratefetch::cli::{usage_line, Cli};
 use ratefetch::error::exit;
-use ratefetch::units::Rate;
 use ratefetch::Shutdown;
 
 fn main() -> ExitCode {
@@ -43,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let runtime = match runtime_for(mode.config().rate).enable_all().build() {
+    let runtime = match app::runtime_for(mode.config().rate).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ratefetch: cannot start the runtime: {e}");
@@ -57,43 +55,4 @@ fn main() -> ExitCode {
     // Do not wait for the input thread or idle connections.
     runtime.shutdown_background();
     ExitCode::from(app::finish(&result, quiet))
-}
-
-/// Up to this global rate (one request per this period or slower) a run gets one runtime
-/// thread. One thread serves some 40,000 small requests a second on loopback, so 5,000/s
-/// leaves it room for TLS, bodies and titles; faster or unlimited runs get a thread per core.
-const ONE_THREAD_PERIOD: Duration = Duration::from_micros(200);
-
-/// The runtime of a run. At a fixed rate a run mostly waits, and a multi-thread runtime
-/// wakes an idle thread to look for work on nearly every wake-up (a token, a response): at
-/// 2,000/s that is some three context switches a request more than one thread makes, and
-/// with a pacer on tokio's timer about twice the CPU. A run limited to a rate one thread
-/// keeps up with gets one thread; others get one per core.
-fn runtime_for(rate: Rate) -> tokio::runtime::Builder {
-    match rate.period() {
-        Some(period) if period >= ONE_THREAD_PERIOD => {
-            tokio::runtime::Builder::new_current_thread()
-        }
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::runtime::RuntimeFlavor;
-
-    fn flavor(rate: Rate) -> RuntimeFlavor {
-        let runtime = runtime_for(rate).enable_all().build().unwrap();
-        runtime.handle().runtime_flavor()
-    }
-
-    #[test]
-    fn a_run_at_a_rate_one_thread_keeps_up_with_gets_one_thread() {
-        let every = |us| Rate::Every(Duration::from_micros(us));
-        assert_eq!(flavor(every(500)), RuntimeFlavor::CurrentThread); // 2,000/s
-        assert_eq!(flavor(every(200)), RuntimeFlavor::CurrentThread); // 5,000/s
-        assert_eq!(flavor(every(100)), RuntimeFlavor::MultiThread); // 10,000/s
-        assert_eq!(flavor(Rate::Unlimited), RuntimeFlavor::MultiThread);
-    }
 }
