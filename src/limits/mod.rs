@@ -1,7 +1,16 @@
-//! Limits: the global limits on when a request may leave. One `governor` GCRA limiter
-//! (`--rate`, `--burst`), served by the pacer thread, and a global semaphore
-//! (`--concurrency`). Per-host limits (pace, concurrency, cool-downs) live in `schedule`,
-//! which hands a worker only a job whose host may send now.
+//! Limits: every limit of ratefetch, one model of each, used by the run, `--plan`, `audit`
+//! and the Redis grant script alike (property tests tie them together).
+//!
+//! - `set`: the set of limits of a run (`LimitSet`), with one naming.
+//! - `gcra`: the one GCRA (the per-host pace, the plan, the audit); the global rate is
+//!   governor's GCRA, tied to ours by a property test.
+//! - `window`: the quota windows (an exact sliding count, a bucketed one that errs on the
+//!   safe side, a fixed one for `audit --fixed-quota`); `quota`: a run's quota windows and
+//!   stops; `ledger`: the `--quota-state` file.
+//! - `announce`, `allowance`: what servers announce, and what that leaves per host.
+//! - `pacer`: the global rate; this module: the global rate and the global semaphore
+//!   (`--concurrency`) as one `acquire`. Per-host limits (pace, concurrency, cool-downs) are
+//!   applied by `schedule`, which hands a worker only a job whose host may send now.
 //!
 //! The order is the rate promise: a worker takes its permit first and its token last, and
 //! sends at once. The token is judged at the instant the request is stamped with (see
