@@ -753,7 +753,6 @@ def scenario_cpu(results):
             tools.append((name, make(port, base, urls)))
 
         add("ratefetch --burst 10 -c 20", lambda p, b, u: [str(RATEFETCH), str(write_list(f"cpu-{p}.txt", u)), "-r", f"{rate}/s", "--burst", "10", "-c", "20", "-q", "-o", str(WORK / f"cpu-{p}.csv")])
-        add("ratefetch --burst 1 -c 20", lambda p, b, u: [str(RATEFETCH), str(write_list(f"cpu-{p}.txt", u)), "-r", f"{rate}/s", "--burst", "1", "-c", "20", "-q", "-o", str(WORK / f"cpu-{p}.csv")])
         add("curl --rate (serial)", lambda p, b, u: ["curl", "-s", "--rate", f"{rate}/s", "-K", str(curl_config(f"cpu-{p}.curl", u))])
         add("hey -q (20 workers x 100/s)", lambda p, b, u: ["hey", "-n", str(n), "-c", "20", "-q", str(rate // 20), b])
         if have_oha():
@@ -769,6 +768,14 @@ def scenario_cpu(results):
             d = rows.setdefault(name, {"cpu10k": [], "rps": []})
             d["cpu10k"].append((user + sys_) / n * 10_000)
             d["rps"].append(n / wall)
+        # At burst 1 (the alarm and its spin), alone after the side-by-side run, so that
+        # its spin does not weigh on its neighbours' figures.
+        port = PORT_LOGGED[-1]
+        lst = write_list("cpu-burst1.txt", [f"http://{HOST}:{port}/small.html?i={i}" for i in range(n)])
+        m = timed([str(RATEFETCH), str(lst), "-r", f"{rate}/s", "--burst", "1", "-c", "20", "-q", "-o", str(WORK / "cpu-burst1.csv")])
+        d = rows.setdefault("ratefetch --burst 1 -c 20, alone", {"cpu10k": [], "rps": []})
+        d["cpu10k"].append(m["cpu"] / n * 10_000)
+        d["rps"].append(n / m["wall"])
         if BASELINE:
             # The baseline and the new binary each alone, one after the other.
             port = PORT_LOGGED[-1]
