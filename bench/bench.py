@@ -505,7 +505,7 @@ def window_max(times, width):
 
 
 def scenario_rate(results):
-    cases = [(200, 2000), (50, 1000)]
+    cases = [(200, 2000), (50, 2000)]
     if QUICK:
         cases = [(200, 600), (50, 200)]
     results["rate"] = {}
