@@ -462,7 +462,7 @@ impl Fetcher {
             }
             None => None,
         };
-        ticket.wait_due();
+        ticket.wait_due().await;
         let pass = tokio::select! {
             biased;
             _ = shutdown.stop.cancelled() => return Next::Stopped,
@@ -759,7 +759,7 @@ impl Fetcher {
             let host = target.host_str().unwrap_or("").to_string();
             let got = loop {
                 let mut slot = self.scheduler.slot(&host, &shutdown.stop).await?;
-                slot.wait_due();
+                slot.wait_due().await;
                 let pass = tokio::select! {
                     biased;
                     _ = shutdown.stop.cancelled() => return None,

@@ -122,6 +122,9 @@ struct Inner {
     /// How early (ns) a paced host is handed to a worker, which waits the rest itself: the
     /// hand-off's delay, learnt, so that a request leaves on its host's turn, not after it.
     lead: std::sync::atomic::AtomicU64,
+    /// Set once any host got a Crawl-delay (until then, without `--per-host-rate`, no host
+    /// has a pace to wait for).
+    crawl_delays: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -357,6 +360,7 @@ impl Scheduler {
             ledger,
             past_hosts,
             lead: std::sync::atomic::AtomicU64::new(100_000),
+            crawl_delays: std::sync::atomic::AtomicBool::new(false),
         });
         let timers = inner.clone();
         std::thread::Builder::new()
@@ -735,6 +739,9 @@ impl Scheduler {
         let h = inner.host_entry(&mut s.hosts, host);
         if period > h.min_period {
             h.min_period = period;
+            inner
+                .crawl_delays
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             // Counted from the host's last request (robots.txt itself, at first); from now
             // if the host was forgotten meanwhile (its last request is not known).
             let last = h.last_sent.unwrap_or_else(Instant::now);
@@ -800,7 +807,9 @@ impl Inner {
         } else {
             (lead * 15 + want) / 16
         };
-        let nanos = u64::try_from(lead.clamp(MIN_LEAD, MAX_LEAD).as_nanos()).unwrap_or(u64::MAX);
+        let most = self.period.map_or(MAX_LEAD, |p| MAX_LEAD.min(p / 4));
+        let nanos =
+            u64::try_from(lead.clamp(MIN_LEAD.min(most), most).as_nanos()).unwrap_or(u64::MAX);
         self.lead.store(nanos, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -988,12 +997,13 @@ impl Inner {
             return Gate::Busy;
         }
         // Nothing of the host is pending (it is not dispatching). Its pace opens a lead
-        // early: the worker waits out the rest (`Ticket::due`).
+        // early (at most a quarter of its period): the worker waits out the rest
+        // (`Ticket::wait_due`).
         let windows = quota::free_at(&mut h.windows, now, 0).map(|(t, _)| t);
-        let paced = h
-            .pace
-            .tat()
-            .map(|t| t.checked_sub(self.lead()).unwrap_or(t));
+        let lead = self
+            .lead()
+            .min(self.period.unwrap_or_default().max(h.min_period) / 4);
+        let paced = h.pace.tat().map(|t| t.checked_sub(lead).unwrap_or(t));
         let until = paced.max(h.cool_until).max(windows);
         match until {
             Some(t) if t > now => Gate::Until(t),
@@ -1332,28 +1342,45 @@ impl Ticket {
     /// Waits until this dispatch's host is due: a paced host is handed out a little before
     /// its turn (the hand-off's usual delay), and its worker spins the rest. Call before
     /// taking the global token, so that the request is stamped on its host's turn or later.
-    pub fn wait_due(&self) {
+    pub async fn wait_due(&self) {
         let (Some(host), Stage::Dispatched) = (&self.host, self.stage) else {
             return;
         };
-        let due = {
-            let s = self.inner.lock();
-            let paced = |h: &&Host| self.inner.period.is_some() || !h.min_period.is_zero();
-            match s.hosts.get(host).filter(paced).and_then(|h| h.pace.tat()) {
-                Some(tat) => tat,
-                None => return,
+        let inner = &*self.inner;
+        if inner.period.is_none()
+            && !inner
+                .crawl_delays
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let (due, period) = {
+            let s = inner.lock();
+            let Some(h) = s.hosts.get(host) else {
+                return;
+            };
+            let period = inner.period.unwrap_or_default().max(h.min_period);
+            match h.pace.tat() {
+                Some(tat) if !period.is_zero() => (tat, period),
+                _ => return,
             }
         };
         let now = Instant::now();
-        let lead = self.inner.lead();
-        if due > now + MAX_LEAD * 2 {
+        let lead = inner.lead().min(period / 4);
+        if due > now + lead * 2 {
             // Moved meanwhile (a Crawl-delay): `go` refuses, and the task queues again.
             return;
         }
-        // Handed out at `due - lead`: learn how long that took to reach a worker.
+        // Handed out at `due - lead`: learn how long that took to reach a worker (only from
+        // tickets taken near their turn, not from hosts ready for other reasons).
         let opened = due.checked_sub(lead).unwrap_or(due);
-        if now >= opened && now < due + MAX_LEAD * 2 {
-            self.inner.learn_lead(now - opened);
+        if now >= opened && now < due + lead {
+            inner.learn_lead(now - opened);
+        }
+        if now < due {
+            // Let what is queued on this thread run first (a request just stamped, on a
+            // one-thread runtime), then spin the rest.
+            tokio::task::yield_now().await;
         }
         while Instant::now() < due {
             std::hint::spin_loop();

@@ -65,6 +65,10 @@ pub struct Pacer {
     alarm: Option<Arc<Alarm>>,
     /// The alarm's lead, in nanoseconds.
     lead: AtomicU64,
+    /// The most the lead may be: a quarter of the period (and `MAX_LEAD`), so that the next
+    /// head, which joins the line just after a stamp, always waits on the alarm (yielding
+    /// the runtime thread to the request just stamped) before it spins.
+    max_lead: Duration,
 }
 
 impl Pacer {
@@ -73,11 +77,13 @@ impl Pacer {
             .replenish_interval()
             .saturating_mul(quota.burst_size().get() - 1);
         let alarm = (tolerance < PRECISE_BELOW).then(Alarm::start);
+        let max_lead = MAX_LEAD.min(quota.replenish_interval() / 4);
         Pacer {
             limiter: RateLimiter::new(quota, InMemoryState::default(), StampClock),
             line: tokio::sync::Mutex::new(()),
             alarm,
-            lead: AtomicU64::new(nanos(Duration::from_micros(60))),
+            lead: AtomicU64::new(nanos(Duration::from_micros(60).min(max_lead))),
+            max_lead,
         }
     }
 
@@ -113,7 +119,7 @@ impl Pacer {
         if Instant::now() < wake {
             alarm.wake_at(wake).await;
             let now = Instant::now();
-            if now + MAX_LEAD < at {
+            if now + self.max_lead < at {
                 // Woken early by an alarm a cancelled waiter left behind: wait again.
                 return;
             }
@@ -125,8 +131,14 @@ impl Pacer {
             } else {
                 (lead * 15 + late) / 16
             };
-            self.lead
-                .store(nanos(lead.clamp(MIN_LEAD, MAX_LEAD)), Ordering::Relaxed);
+            self.lead.store(
+                nanos(lead.clamp(MIN_LEAD.min(self.max_lead), self.max_lead)),
+                Ordering::Relaxed,
+            );
+        } else {
+            // Already within the lead: let what is queued on this thread run first (the
+            // request stamped just before, on a one-thread runtime), then spin.
+            tokio::task::yield_now().await;
         }
         while Instant::now() < at {
             std::hint::spin_loop();
