@@ -267,9 +267,9 @@ impl Fetcher {
         })
     }
 
-    /// The send time to log (`None` without `--log-requests`).
     /// What the request log records of a request stamped `at`: its wall-clock time (on the
-    /// one clock every limit judged it by), and with `--redis` its grant's instant.
+    /// one clock every limit judged it by), and with `--redis` its grant's instant (`None`
+    /// without `--log-requests`).
     fn sent(&self, at: std::time::Instant, granted: Option<SystemTime>) -> Sent {
         self.log
             .as_ref()
@@ -472,8 +472,7 @@ impl Fetcher {
             Ok(granted) => granted,
             Err(next) => return next,
         };
-        // The request's stamp: the instant the global rate judged it (now, without one).
-        let at = pass.at().unwrap_or_else(std::time::Instant::now);
+        let at = pass.stamp();
         if !ticket.go(at) {
             // The host began to cool down while we waited: the token goes unused (a lost
             // token can only slow the run, never break the promise).
@@ -771,7 +770,7 @@ impl Fetcher {
                     // The host or the run waits: a new slot waits for it.
                     Err(_) => continue,
                 };
-                let at = pass.at().unwrap_or_else(std::time::Instant::now);
+                let at = pass.stamp();
                 if !slot.go(at) {
                     continue;
                 }

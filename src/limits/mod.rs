@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::limits::pacer::Pacer;
+use crate::limits::set::LimitSet;
 
 /// The global limits of one run. Shared by the workers behind an `Arc`.
 pub struct Limits {
@@ -51,10 +52,10 @@ pub struct Pass {
 }
 
 impl Pass {
-    /// The instant the global rate judged the request at (none without a global rate):
-    /// the request's stamp.
-    pub fn at(&self) -> Option<std::time::Instant> {
-        self.at
+    /// The request's stamp: the instant the global rate judged it, or now without one
+    /// (with `--redis`, call it once the grant is in hand).
+    pub fn stamp(&self) -> std::time::Instant {
+        self.at.unwrap_or_else(std::time::Instant::now)
     }
 }
 
@@ -86,11 +87,13 @@ impl Limits {
         Limits {
             // With --redis the shared grant paces every request (this process's included): a
             // local token taken first would only be lost on each grant refused.
-            global: config
-                .rate
-                .period()
+            global: LimitSet::of(config)
+                .global_pace()
                 .filter(|_| config.redis.is_none())
-                .map(|p| Pacer::new(quota(p, config.burst))),
+                .map(|pace| {
+                    let burst = NonZeroU32::new(pace.burst).expect("a burst is at least 1");
+                    Pacer::new(quota(pace.period, burst))
+                }),
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
         }
