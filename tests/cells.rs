@@ -138,10 +138,17 @@ fn multi_line_cells_survive_sigkill_torn_rows_and_resume_with_each_index_exactly
         if round > 0 {
             args.push("--resume");
         }
-        let mut child = spawn(&args, &input, &report);
         // Kill after a random number of requests (0.05 to 1.5 s of work), so the kill lands
-        // before, between and after writes (a 64 KiB buffer, flushed every second).
-        let wait_for = rng.usize(50..1500);
+        // before, between and after writes (a 64 KiB buffer, flushed every second); but
+        // never after more than half the work left, so the run cannot finish first.
+        let done = match std::fs::read(&report) {
+            Ok(text) => whole_rows(&text).0.len(),
+            Err(_) => 0,
+        };
+        let left = n as usize - done;
+        let wait_for = rng.usize(50..1500).min(left / 2);
+        assert!(wait_for > 0, "round {round}: no work left to kill");
+        let mut child = spawn(&args, &input, &report);
         assert_eq!(
             server
                 .wait_arrivals(wait_for, Duration::from_secs(20))
