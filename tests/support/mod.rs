@@ -30,7 +30,28 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// test binary: on a 2-core machine, ten of them at once (each with its own server and client
 /// runtimes) add more scheduling noise to the arrival times than the tolerance they allow. A
 /// test that panicked does not block the others.
-pub fn timing_turn() -> std::sync::MutexGuard<'static, ()> {
+///
+/// The turn also measures how late this machine ran a thread that was due (see
+/// [`Turn::stall`]): an arrival is timed by the server's thread, so a stall of the machine
+/// shifts it by as much, and a check at the server may allow that on top of its tolerance.
+pub fn timing_turn() -> Turn {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    Turn {
+        stall: windows::StallMeter::start(),
+        _guard: guard,
+    }
+}
+
+/// A test's turn at timing (see [`timing_turn`]).
+pub struct Turn {
+    stall: windows::StallMeter,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Turn {
+    /// The longest this machine has kept a due thread waiting since the turn began.
+    pub fn stall(&self) -> std::time::Duration {
+        self.stall.worst()
+    }
 }

@@ -2,6 +2,9 @@
 //! against a token bucket ([`check_rate`]), and the busiest fixed-length window
 //! ([`max_in_window`]).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Outcome of [`check_rate`].
@@ -73,4 +76,53 @@ pub fn max_in_window(times: &[Instant], window: Duration) -> usize {
         best = best.max(end + 1 - start);
     }
     best
+}
+
+/// How late this machine runs a thread that is due: a thread wakes every millisecond and
+/// keeps the worst lateness it saw. An idle machine shows well under a millisecond; a machine
+/// whose cores are all busy shows the stalls that also shift a test server's arrival times.
+pub struct StallMeter {
+    stop: Arc<AtomicBool>,
+    worst_ns: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StallMeter {
+    const TICK: Duration = Duration::from_millis(1);
+
+    pub fn start() -> StallMeter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worst_ns = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::spawn({
+            let (stop, worst_ns) = (stop.clone(), worst_ns.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    std::thread::sleep(Self::TICK);
+                    let late = asked.elapsed().saturating_sub(Self::TICK);
+                    let late = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
+                    worst_ns.fetch_max(late, Ordering::Relaxed);
+                }
+            }
+        });
+        StallMeter {
+            stop,
+            worst_ns,
+            thread: Some(thread),
+        }
+    }
+
+    /// The worst lateness seen so far.
+    pub fn worst(&self) -> Duration {
+        Duration::from_nanos(self.worst_ns.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for StallMeter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
