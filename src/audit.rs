@@ -4,7 +4,10 @@
 //! the merged stream with the limits' own models (`limits/`): the rate and the per-host rate
 //! as GCRA conformance (`gcra::Gcra`), each quota as an exact sliding count
 //! (`window::Exact`), or as a fixed window when asked (`window::Fixed`), and what servers
-//! announced: no request to a host after it said nothing remains, before its reset.
+//! announced: no request to a host after it said nothing remains, before the earliest its
+//! reset may be (an announced reset is a bound rounded to whole seconds: the line's
+//! `reset_ms` less its `resolution_ms`; a request within that second may be on time, and
+//! the server's answer to it says whether it was).
 //!
 //! The instants judged are the send times as logged (stamped by the worker just before the
 //! request is handed to the HTTP client). A line with a `granted` time (a run with
@@ -282,7 +285,11 @@ impl<R: BufRead> Reader<R> {
         let status = v["status"].as_u64().and_then(|s| u16::try_from(s).ok());
         let said = &v["ratelimit"];
         let spent = (said["remaining"].as_u64() == Some(0)).then(|| {
-            let reset = said["reset_ms"].as_u64().unwrap_or(0);
+            // The earliest the reset may be: a send after it may be on time.
+            let reset = said["reset_ms"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(said["resolution_ms"].as_u64().unwrap_or(0));
             let heard = said["heard"]
                 .as_str()
                 .and_then(|t| humantime::parse_rfc3339(t).ok())

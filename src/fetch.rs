@@ -25,7 +25,7 @@ use crate::encoding;
 use crate::error::{Error, ErrorKind, Failure};
 use crate::extract::{self, Extractor};
 use crate::job::{Hop, Next, Outcome};
-use crate::limits::allowance::{Allowances, Wait};
+use crate::limits::allowance::{Allowances, Answer, Wait};
 use crate::limits::announce::{self, Announced};
 use crate::limits::Limits;
 use crate::reqlog::{Entry, RequestLog};
@@ -446,22 +446,15 @@ impl Fetcher {
                 RobotsStep::Stopped => return Next::Stopped,
             }
         }
-        // The server's announced allowance first: a host with nothing left pauses here.
+        // The server's announced allowance first: a host with nothing left pauses here,
+        // taking no token.
         let host = url.host_str().unwrap_or("");
-        let mut taken = match &self.allowances {
-            Some(allowances) => {
-                let queued = || self.scheduler.queued(host);
-                match allowances.take(host, Instant::now(), queued) {
-                    Ok(seq) => Some(Taken {
-                        allowances,
-                        host,
-                        seq,
-                    }),
-                    Err(wait) => return self.wait_for_allowance(host, wait),
-                }
+        let queued = || self.scheduler.queued(host);
+        if let Some(allowances) = &self.allowances {
+            if let Err(wait) = allowances.check(host, Instant::now(), queued) {
+                return self.wait_for_allowance(host, wait);
             }
-            None => None,
-        };
+        }
         ticket.wait_due().await;
         let pass = tokio::select! {
             biased;
@@ -473,6 +466,20 @@ impl Fetcher {
             Err(next) => return next,
         };
         let at = pass.stamp();
+        // The request's place in the allowance is taken as it leaves, so that what was
+        // answered while it waited for the rate counts (a token lost to a refusal here can
+        // only slow the run).
+        let mut taken = match &self.allowances {
+            Some(allowances) => match allowances.take(host, Instant::from_std(at), queued) {
+                Ok(seq) => Some(Taken {
+                    allowances,
+                    host,
+                    seq,
+                }),
+                Err(wait) => return self.wait_for_allowance(host, wait),
+            },
+            None => None,
+        };
         if !ticket.go(at) {
             // The host began to cool down while we waited: the token goes unused (a lost
             // token can only slow the run, never break the promise).
@@ -543,9 +550,24 @@ impl Fetcher {
         if let Step::OutOfFiles(why) = &step {
             return self.out_of_files(ticket, new_attempt, why);
         }
+        let mut announced = announced;
+        if let (
+            Some(a),
+            Step::Retryable {
+                retry_after: Some(ra),
+                ..
+            },
+        ) = (&mut announced, &step)
+        {
+            // A refusal naming two resets (the limit's and Retry-After): the earlier wins.
+            a.reset = a.reset.min(*ra);
+        }
         self.starving.through();
         if let Some(taken) = taken.take() {
-            if let (true, Some(a)) = (taken.answered(announced.as_ref()), &announced) {
+            let refused = step.status().is_some_and(|status| {
+                status == 429 || announce::explains_refusal(status, announced.as_ref())
+            });
+            if let (true, Some(a)) = (taken.answered(announced.as_ref(), refused), &announced) {
                 // Its tasks queue on it from now on, so what remains can be spread over
                 // what is queued.
                 self.scheduler.track_host(host, a.reset);
@@ -663,7 +685,13 @@ impl Fetcher {
                     .stop_at_limit(format!("the limit {host} announced"), Some(frees_at));
                 Next::Stopped
             }
-            Wait::Spent { until, .. } | Wait::Spread { until } => {
+            Wait::Spent { until, .. } => {
+                let wait = until.saturating_duration_since(now);
+                self.cool_down(host, wait);
+                self.scheduler.note_reset(host, wait);
+                Next::Requeue
+            }
+            Wait::Spread { until } => {
                 self.cool_down(host, until.saturating_duration_since(now));
                 Next::Requeue
             }
@@ -671,8 +699,9 @@ impl Fetcher {
     }
 
     /// A 429, or GitHub's 403, that the server's announced limit explains (nothing
-    /// remaining): the host pauses until the reset (or its `Retry-After`, which wins) and the
-    /// job goes again without spending an attempt. `None` for any other response.
+    /// remaining): the host pauses until the reset (as the allowance estimates it; a
+    /// `Retry-After` earlier than the announced reset wins) and the job goes again without
+    /// spending an attempt. `None` for any other response.
     fn explained_refusal(
         &self,
         ticket: &mut Ticket,
@@ -703,8 +732,18 @@ impl Fetcher {
                 .stop_at_limit(format!("the limit {host} announced"), Some(frees_at));
             return Some(Next::Stopped);
         }
-        let wait = retry_after.unwrap_or(a.reset + crate::limits::allowance::AFTER_RESET);
+        // The allowance's estimate of the reset (which this answer's reset, or its
+        // Retry-After when earlier, has bounded already).
+        let now = Instant::now();
+        let wait = self
+            .allowances
+            .as_ref()
+            .and_then(|allowances| allowances.spent_until(host, now))
+            .map(|until| until.saturating_duration_since(now))
+            .or(retry_after)
+            .unwrap_or(a.reset + crate::limits::allowance::AFTER_RESET);
         self.cool_down(host, wait);
+        self.scheduler.note_reset(host, wait);
         let task = ticket.task_mut();
         task.refused += 1;
         task.outcome.attempts -= 1;
@@ -1135,10 +1174,11 @@ struct Taken<'a> {
 impl Taken<'_> {
     /// The request was answered: true when the answer began a new window of the host's
     /// announced limit.
-    fn answered(self, announced: Option<&Announced>) -> bool {
+    fn answered(self, announced: Option<&Announced>, refused: bool) -> bool {
+        let answer = Answer { announced, refused };
         let new_window = self
             .allowances
-            .done(self.host, self.seq, announced, Instant::now());
+            .done(self.host, self.seq, Some(answer), Instant::now());
         std::mem::forget(self);
         new_window
     }

@@ -19,7 +19,8 @@
 //! {"t":"…","host":"…","index":4,"attempt":2,"error":"timeout"}
 //! {"t":"…","host":"…","robots":true,"status":404}
 //! {"t":"…","host":"…","index":5,"attempt":1,"status":200,
-//!  "ratelimit":{"remaining":4999,"reset_ms":3599000,"heard":"…","limit":5000,"bucket":"core"}}
+//!  "ratelimit":{"remaining":4999,"reset_ms":3599000,"heard":"…","limit":5000,"bucket":"core",
+//!  "resolution_ms":2000}}
 //! ```
 //!
 //! With `--redis`, `granted` is the instant the shared limits granted the request, on Redis'
@@ -27,7 +28,9 @@
 //!
 //! `ratelimit` is what the response announced (`announce`), when it did and the run follows
 //! announced limits; `heard` (from version 2) is when the response was received, so the
-//! reset falls at `heard + reset_ms`.
+//! reset falls at `heard + reset_ms` at the latest, and no earlier than `resolution_ms` before
+//! that (servers round resets up to whole seconds; absent: 0). `window_ms` is the window the
+//! server stated, when it did.
 //!
 //! `t` is the wall-clock send time with microseconds. Lines are written when requests end,
 //! so they are not in send order; a line comes at most `max_disorder_ms` after the lines of
@@ -399,6 +402,14 @@ fn encode(out: &mut Vec<u8>, e: &Entry) {
         if let Some(bucket) = &a.bucket {
             said_map.insert("bucket".into(), bucket.as_str().into());
         }
+        if !a.resolution.is_zero() {
+            let ms = u64::try_from(a.resolution.as_millis()).unwrap_or(u64::MAX);
+            said_map.insert("resolution_ms".into(), ms.into());
+        }
+        if let Some(window) = a.window {
+            let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            said_map.insert("window_ms".into(), ms.into());
+        }
         map.insert("ratelimit".into(), said);
     }
     serde_json::to_writer(&mut *out, &v).expect("writing JSON to a Vec");
@@ -447,6 +458,8 @@ mod tests {
                     limit: Some(5000),
                     remaining: 4999,
                     reset: Duration::from_millis(3_599_500),
+                    resolution: Duration::from_secs(1),
+                    window: Some(Duration::from_secs(3600)),
                     heard: sent + Duration::from_millis(20),
                 }),
             },
@@ -455,7 +468,8 @@ mod tests {
         assert_eq!(
             line["ratelimit"],
             json!({"remaining": 4999, "reset_ms": 3_599_500, "limit": 5000, "bucket": "core",
-                   "heard": "2026-12-02T14:05:12.143456Z"})
+                   "heard": "2026-12-02T14:05:12.143456Z", "resolution_ms": 1000,
+                   "window_ms": 3_600_000})
         );
     }
 

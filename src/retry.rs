@@ -37,6 +37,17 @@ pub enum Step {
     OutOfFiles(String),
 }
 
+impl Step {
+    /// The status of the response, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Step::Redirect(_, status) | Step::Retryable { status, .. } => Some(*status),
+            Step::Done(head, _) => Some(head.status),
+            Step::Failed(_) | Step::OutOfFiles(_) => None,
+        }
+    }
+}
+
 /// The parts of a response that go into a row.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Head {

@@ -184,6 +184,8 @@ struct State {
     paused_for: Option<String>,
     /// What the run waits for that the scheduler does not know of (Redis unreachable).
     notice: Option<String>,
+    /// The latest reset a host announced and pauses for, and the host.
+    reset_wait: Option<(Instant, Box<str>)>,
 }
 
 /// A host's queue and limits.
@@ -443,6 +445,15 @@ impl Scheduler {
                 return Some(format!(
                     "waiting for {what}: next slot at {}",
                     quota::slot_time(wall_clock(until))
+                ));
+            }
+        }
+        if let Some((until, host)) = &s.reset_wait {
+            // Said only while no other host can send meanwhile.
+            if *until > now && s.ready.is_empty() && s.free.is_empty() {
+                return Some(format!(
+                    "waiting for the limit {host} announced: resets at {}",
+                    quota::slot_time(wall_clock(*until))
                 ));
             }
         }
@@ -728,6 +739,15 @@ impl Scheduler {
         h.cool_until = Some(h.cool_until.map_or(until, |c| c.max(until)));
         if inner.refresh(&mut s, host) {
             inner.wake_workers(&s, 1);
+        }
+    }
+
+    /// `host` cools down for `wait`, until the reset it announced: the progress line names it.
+    pub fn note_reset(&self, host: &str, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut s = self.inner.lock();
+        if s.reset_wait.as_ref().is_none_or(|(t, _)| *t <= until) {
+            s.reset_wait = Some((until, host.into()));
         }
     }
 

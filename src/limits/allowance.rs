@@ -4,42 +4,75 @@
 //!
 //! - **Requests in flight count.** Every request to a host that announced a limit takes a
 //!   sequence number before it leaves (hosts that announce nothing cost one atomic add and
-//!   no lock). When a host first announces, every request then in flight may be one of its. A response to request k saying "r remaining" lets the server take requests up to
-//!   k + r, less the requests sent before k still in flight (the server may count them after
-//!   k). Responses come back out of order: the smallest such bound seen for a window is kept.
-//! - **Windows.** A bound holds until its reset. A response whose reset is later by more than
-//!   the servers' rounding (`SAME_WINDOW`) starts a new window; one whose reset is earlier is
-//!   from a window already over and changes nothing. Once the reset has passed, nothing is
-//!   known again and the host goes at the user's pace until the next response says more.
+//!   no lock). When a host first announces, every request then in flight may be one of its.
+//!   A response to request k saying "r remaining" lets the server take requests up to k + r,
+//!   less the requests sent before k still in flight (the server may count them after k).
+//!   Responses come back out of order: the smallest such bound seen for a window is kept.
+//! - **The reset is estimated, not taken at its latest bound.** A reset in whole seconds
+//!   bounds the true instant to an interval (`announce::Announced::resolution`): from the
+//!   request's send plus the value less its resolution, to the response plus the value. The
+//!   intervals of every response in a window are intersected. A window opens at the server's
+//!   first request after the previous reset (express-rate-limit and the Python `limits`
+//!   library count so): between that request's send and its answer. It lasts the window the
+//!   server states (`RateLimit-Policy`'s `w`), or at most what earlier windows showed (the
+//!   least of their reset's upper end less their opening's lower end). The host pauses until
+//!   the upper end of all that, plus `AFTER_RESET`.
+//! - **Windows.** A response whose interval lies after the current window's starts a new
+//!   window; one whose interval lies before it is from a window already over and changes
+//!   nothing. Once the reset has passed, nothing is known of the allowance until the next
+//!   response says more, and the host goes at the user's pace.
+//! - **Fixed or moving.** After the first reset, while the kind of window is not known, one
+//!   request goes alone (a probe) and its answer tells: a fixed window gives its whole
+//!   allowance back, a moving window (Flask-Limiter's `moving-window`) frees only the slots
+//!   whose requests left a window ago. For a moving window the host mirrors the server's
+//!   count: a request may leave while fewer than the limit of its own requests were answered
+//!   within the window (a slot frees a window after its request's answer), so that at most
+//!   what the window frees leaves at once. Each answer's remaining count also bounds the
+//!   window (requests the server no longer counts left at least a window before it).
 //! - **Buckets.** A server may name buckets (GitHub's `core` and `search`): each is kept,
 //!   and each bounds every request to the host (which bucket a request falls in is known only
 //!   from its response), the safe side.
-//! - **Spread, then pause.** While more requests for the host are queued than remain, what
-//!   remains is spread over the time to the reset (remaining ÷ seconds to reset, as prawcore
-//!   does); when nothing remains, the whole host pauses until the reset plus a little jitter.
+//! - **Spread, then pause.** While more requests for the host are queued than remain in a
+//!   fixed window, what remains is spread over the time to the reset (remaining ÷ time to
+//!   reset, as prawcore does); when nothing remains, the whole host pauses until the reset.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::limits::announce::Announced;
+use crate::limits::announce::{Announced, MAX_RESET};
 
-/// Resets closer than this are the same window (servers round them to seconds).
-const SAME_WINDOW: Duration = Duration::from_millis(1500);
-/// A pause ends this long after the announced reset, plus up to `JITTER` more, so that
-/// clients paused together do not all come back at the same instant, and none comes early.
-pub const AFTER_RESET: Duration = Duration::from_millis(50);
-const JITTER: Duration = Duration::from_millis(200);
+/// A pause ends this long after the upper end of the announced reset, plus up to `JITTER`
+/// more, so that clients paused together do not all come back at the same instant.
+pub const AFTER_RESET: Duration = Duration::from_millis(15);
+const JITTER: Duration = Duration::from_millis(10);
+/// How often a request waiting for a probe's answer (or for a slot of a moving window held by
+/// a request in flight) looks again.
+const POLL: Duration = Duration::from_millis(5);
+/// Requests remembered per host, answered ones beyond the longest window forgotten first.
+const LOG_CAP: usize = 4096;
+/// What a host is remembered for, per window, while its window's length is not known.
+const UNKNOWN_WINDOW: Duration = Duration::from_secs(30);
+
+/// What the answer to a request said, for [`Allowances::done`].
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The limit it announced, if any.
+    pub announced: Option<&'a Announced>,
+    /// The server turned the request away (a 429, or a 403 that the limit explains).
+    pub refused: bool,
+}
 
 /// Why a request may not leave yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
     /// Nothing remains before the reset: the host pauses until `until`.
     Spent { until: Instant, reset: Instant },
-    /// What remains is spread over the time to the reset: the next may leave at `until`.
+    /// What remains is spread over the time to the reset (or a moving window frees its next
+    /// slot, or a probe is under way): the next may leave at `until`.
     Spread { until: Instant },
 }
 
@@ -54,11 +87,42 @@ pub struct Allowances {
     /// Requests in flight, to any host: the most that may be in flight, untracked, to a host
     /// when it first announces a limit.
     in_flight: AtomicU64,
+    /// No request left before this: the earliest a host's first window may have opened.
+    started: Instant,
+    /// Whether any request was answered yet: until then one goes at a time, so that a
+    /// server's first announcement comes before a burst it would refuse.
+    answered: AtomicBool,
 }
 
 impl Default for Allowances {
     fn default() -> Allowances {
         Allowances::new(Duration::from_secs(30))
+    }
+}
+
+/// An interval known to hold a true instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    lo: Instant,
+    hi: Instant,
+}
+
+impl Span {
+    fn new(lo: Instant, hi: Instant) -> Span {
+        Span { lo: lo.min(hi), hi }
+    }
+
+    /// The intersection; when the two do not meet (a server that broke the rounding this
+    /// model assumes), the later of the two, the safe side.
+    fn meet(self, other: Span) -> Span {
+        let (lo, hi) = (self.lo.max(other.lo), self.hi.min(other.hi));
+        if lo <= hi {
+            Span { lo, hi }
+        } else if self.hi >= other.hi {
+            self
+        } else {
+            other
+        }
     }
 }
 
@@ -71,19 +135,137 @@ struct Host {
     /// (the timeout has ended them by then).
     untracked: u64,
     untracked_until: Option<Instant>,
-    /// Sequence numbers of the requests in flight.
-    in_flight: Vec<u64>,
+    /// The numbered requests not forgotten yet, in number order.
+    log: VecDeque<Request>,
     /// What is known per bucket (`None`: the host's own). Each bounds every request to the
     /// host, since which bucket a request falls in is known only from its response.
-    known: Vec<(Option<String>, Known)>,
+    buckets: Vec<(Option<String>, Bucket)>,
+    /// When the last answer came.
+    last_heard: Option<Instant>,
 }
 
-struct Known {
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    seq: u64,
+    /// When it was let go (it left no earlier).
+    sent: Instant,
+    /// When its answer came, or `None` while in flight.
+    heard: Option<Instant>,
+    /// The server refused it (it counts in no moving window).
+    refused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Not seen across a reset yet.
+    Unknown,
+    /// A reset gives the whole allowance back.
+    Fixed,
+    /// A reset frees the slots of the requests a window ago.
+    Moving,
+}
+
+struct Bucket {
+    limit: Option<u64>,
+    /// The window's length: as the server states it, or the most that earlier windows allow.
+    window: Option<Duration>,
+    stated: bool,
+    /// Whether windows open at the first request after a reset, as this model takes them
+    /// (until a request it let go is refused: then the window's length bounds nothing).
+    trusted: bool,
+    kind: Kind,
+    /// The current window of a fixed (or not yet known) kind.
+    current: Option<Window>,
+    /// The request that goes alone after a reset while the kind is unknown, until answered.
+    probe: Option<u64>,
+    /// The last window that ended (its reset passed), until the next one begins: what it
+    /// showed is learnt then. Its presence also means the next request probes.
+    closed: Option<Window>,
+}
+
+struct Window {
     /// The server takes requests up to this sequence number before `reset`.
     last_allowed: u64,
-    reset: Instant,
+    reset: Span,
+    /// When the server opened it (its first request), when known.
+    opened: Option<Span>,
     /// When spreading: the next request leaves no earlier than this.
     next: Option<Instant>,
+    /// When the request whose answer began it was let go: answers to requests let go before
+    /// are from an earlier window, or add nothing the seq bound does not hold.
+    first_sent: Instant,
+    /// Opened by this side after a fixed window's reset, before any answer from the next
+    /// window: its first answer replaces it.
+    provisional: bool,
+}
+
+impl Bucket {
+    fn new(a: &Announced) -> Bucket {
+        Bucket {
+            limit: a.limit,
+            window: a.window,
+            stated: a.window.is_some(),
+            trusted: true,
+            kind: Kind::Unknown,
+            current: None,
+            probe: None,
+            closed: None,
+        }
+    }
+
+    /// The window a reset interval `reset` belongs to: its opening is at most a window
+    /// before its reset.
+    fn bound_by_window(&self, w: &mut Window) {
+        if !self.trusted {
+            return;
+        }
+        if let (Some(len), Some(opened)) = (self.window, w.opened) {
+            let by_window = Span::new(
+                if self.stated {
+                    opened.lo + len
+                } else {
+                    w.reset.lo
+                },
+                opened.hi + len,
+            );
+            w.reset = w.reset.meet(by_window);
+        }
+    }
+
+    /// A fixed window that ended: what it shows of the window's length.
+    fn learn_from(&mut self, old: &Window) {
+        if self.stated || !self.trusted {
+            return;
+        }
+        if let Some(opened) = old.opened {
+            let most = old.reset.hi.saturating_duration_since(opened.lo);
+            self.window = Some(self.window.map_or(most, |w| w.min(most)));
+        }
+    }
+
+    /// Requests answered within the window before `now`, or in flight, that a moving window
+    /// may still count; and when the earliest of the answered ones frees its slot.
+    fn moving_count(&self, log: &VecDeque<Request>, now: Instant) -> (u64, Vec<Instant>) {
+        let Some(len) = self.window else {
+            return (0, Vec::new());
+        };
+        let mut frees = Vec::new();
+        let mut held = 0;
+        for r in log.iter().filter(|r| !r.refused) {
+            match r.heard {
+                None => held += 1,
+                Some(heard) => {
+                    let free = heard + len + AFTER_RESET;
+                    if free > now {
+                        held += 1;
+                        frees.push(free);
+                    }
+                }
+            }
+        }
+        frees.sort_unstable();
+        (held, frees)
+    }
 }
 
 impl Allowances {
@@ -94,13 +276,34 @@ impl Allowances {
             hosts: Mutex::default(),
             any: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
+            started: Instant::now(),
+            answered: AtomicBool::new(false),
         }
     }
 
-    /// Takes a sequence number for one request to `host`, about to leave at `now`, with
-    /// `queued` more requests for it waiting; or says how long to wait.
-    /// `queued` (asked only if needed) says how many more requests for it wait. Returns
-    /// the request's number (0: the host announced nothing; untracked).
+    /// Whether a request to `host` may leave at `now`, as `take` would judge it, taking
+    /// nothing: a worker asks before it waits for the global rate, so that a host with
+    /// nothing left does not take a token.
+    pub fn check(
+        &self,
+        host: &str,
+        now: Instant,
+        queued: impl FnOnce() -> u64,
+    ) -> Result<(), Wait> {
+        if !self.any.load(Ordering::Acquire) {
+            return self.first(now);
+        }
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        match hosts.get_mut(host) {
+            Some(h) => h.judge(now, queued).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a sequence number for one request to `host`, leaving at `now` (judged at the
+    /// instant it is sent, after the global rate let it go); or says how long to wait.
+    /// `queued` (asked only if needed) says how many more requests for it wait. Returns the
+    /// request's number (0: the host announced nothing; untracked).
     pub fn take(
         &self,
         host: &str,
@@ -108,6 +311,7 @@ impl Allowances {
         queued: impl FnOnce() -> u64,
     ) -> Result<u64, Wait> {
         if !self.any.load(Ordering::Acquire) {
+            self.first(now)?;
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             return Ok(0);
         }
@@ -116,51 +320,52 @@ impl Allowances {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             return Ok(0);
         };
-        h.known.retain(|(_, k)| k.reset > now);
+        let judged = h.judge(now, queued)?;
         let sent = h.sent;
-        let spent = h
-            .known
-            .iter()
-            .filter(|(_, k)| k.last_allowed <= sent)
-            .map(|(_, k)| k.reset)
-            .max();
-        if let Some(reset) = spent {
-            let jitter = JITTER.mul_f64(fastrand::f64());
-            return Err(Wait::Spent {
-                until: reset + AFTER_RESET + jitter,
-                reset,
-            });
-        }
-        // Queued beyond this one: more than what remains after it, in some bucket.
-        let fewest = h.known.iter().map(|(_, k)| k.last_allowed - sent).min();
-        let queued = match fewest {
-            Some(_) => queued(),
-            None => 0,
-        };
-        let spread = |k: &Known| queued >= k.last_allowed - sent;
-        let held = h
-            .known
-            .iter()
-            .filter(|(_, k)| spread(k))
-            .filter_map(|(_, k)| k.next.filter(|&t| t > now))
-            .max();
-        if let Some(until) = held {
-            return Err(Wait::Spread { until });
-        }
-        for (_, k) in h.known.iter_mut().filter(|(_, k)| spread(k)) {
-            let left = u32::try_from(k.last_allowed - sent).unwrap_or(u32::MAX);
-            k.next = Some(now + (k.reset - now) / left);
+        for (_, b) in &mut h.buckets {
+            if let Some(w) = b.current.as_mut().filter(|w| judged.spreading(w, sent)) {
+                let left = u32::try_from(w.last_allowed - sent).unwrap_or(u32::MAX);
+                w.next = Some(now + w.reset.hi.saturating_duration_since(now) / left);
+            }
         }
         h.sent += 1;
-        h.in_flight.push(h.sent);
+        let seq = h.sent;
+        if judged.probe {
+            for (_, b) in &mut h.buckets {
+                if b.kind == Kind::Unknown && b.current.is_none() && b.closed.is_some() {
+                    b.probe = Some(seq);
+                }
+            }
+        }
+        h.log.push_back(Request {
+            seq,
+            sent: now,
+            heard: None,
+            refused: false,
+        });
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Ok(h.sent)
+        Ok(seq)
     }
 
-    /// Request `seq` to `host` is over (answered at `now`, saying `announced`), or was not
-    /// sent after all (`announced` is `None`). True when the answer began a new window for a
-    /// bucket (the host is then worth tracking until that reset).
-    pub fn done(&self, host: &str, seq: u64, announced: Option<&Announced>, now: Instant) -> bool {
+    /// Before the run's first answer, a request waits while another is in flight.
+    fn first(&self, now: Instant) -> Result<(), Wait> {
+        if self.answered.load(Ordering::Acquire) || self.in_flight.load(Ordering::Acquire) == 0 {
+            Ok(())
+        } else {
+            Err(Wait::Spread { until: now + POLL })
+        }
+    }
+
+    /// Request `seq` to `host` is over at `now`: answered (or timed out: it may have
+    /// counted), with what the answer said, or `None` when it was not sent after all. True
+    /// when the answer began a new window for a bucket (the host is then worth tracking until
+    /// that reset).
+    pub fn done(&self, host: &str, seq: u64, answer: Option<Answer<'_>>, now: Instant) -> bool {
+        let announced = answer.and_then(|a| a.announced);
+        let refused = answer.is_some_and(|a| a.refused);
+        if answer.is_some() {
+            self.answered.store(true, Ordering::Release);
+        }
         // Others in flight now, this one left out.
         let others = self
             .in_flight
@@ -189,54 +394,404 @@ impl Allowances {
         if seq == 0 {
             h.untracked = h.untracked.saturating_sub(1);
         }
-        h.in_flight.retain(|&s| s != seq);
-        // A bound whose reset passed is over: a late answer starts afresh, not from it.
-        h.known.retain(|(_, k)| k.reset > now);
-        let mut new_window = false;
-        if let Some(a) = announced {
-            // Sent before it and still in flight: the server may count them after it.
-            let earlier = h.in_flight.iter().filter(|&&s| s < seq).count() as u64 + h.untracked;
-            let last_allowed = seq.saturating_add(a.remaining).saturating_sub(earlier);
-            let reset = now + a.reset.min(crate::limits::announce::MAX_RESET);
-            let bucket = h.known.iter_mut().find(|(b, _)| *b == a.bucket);
-            match bucket {
-                Some((_, k)) if reset + SAME_WINDOW < k.reset => {}
-                Some((_, k)) if reset <= k.reset + SAME_WINDOW => {
-                    k.last_allowed = k.last_allowed.min(last_allowed);
-                    k.reset = k.reset.max(reset);
+        let sent = match h.log.iter_mut().find(|r| r.seq == seq) {
+            Some(r) if answer.is_none() => {
+                // Not sent: it holds no slot, and its number within a window's bound is
+                // free again.
+                let sent = r.sent;
+                h.log.retain(|r| r.seq != seq);
+                for (_, b) in &mut h.buckets {
+                    if let Some(w) = b.current.as_mut().filter(|w| seq <= w.last_allowed) {
+                        w.last_allowed += 1;
+                    }
                 }
-                Some((_, k)) => {
-                    *k = Known {
-                        last_allowed,
-                        reset,
-                        next: None,
-                    };
-                    new_window = true;
-                }
-                None => {
-                    new_window = true;
-                    h.known.push((
-                        a.bucket.clone(),
-                        Known {
-                            last_allowed,
-                            reset,
-                            next: None,
-                        },
-                    ))
-                }
+                sent
+            }
+            Some(r) => {
+                r.heard = Some(now);
+                r.refused = refused;
+                r.sent
+            }
+            // Untracked: let go at some time since the run began.
+            None => self.started,
+        };
+        for (_, b) in &mut h.buckets {
+            if b.probe == Some(seq) {
+                b.probe = None;
             }
         }
-        // Nothing in flight and nothing known: the host is forgotten.
-        if h.in_flight.is_empty() && h.known.is_empty() && h.untracked == 0 {
+        if answer.is_some() {
+            h.last_heard = Some(now);
+        }
+        let new_window = match announced {
+            Some(a) => h.heard(seq, sent, a, refused, now, self.started),
+            None => false,
+        };
+        h.forget(now);
+        if h.idle(now) {
             hosts.remove(host);
         }
         new_window
     }
+
+    /// When `host`'s announced allowance gives requests again, if it is spent now.
+    pub fn spent_until(&self, host: &str, now: Instant) -> Option<Instant> {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let h = hosts.get(host)?;
+        h.buckets
+            .iter()
+            .filter_map(|(_, b)| b.current.as_ref())
+            .filter(|w| w.last_allowed <= h.sent && w.reset.hi > now)
+            .map(|w| w.reset.hi + AFTER_RESET)
+            .max()
+    }
+}
+
+/// What `Host::judge` found: the request may leave; whether it is a probe, and how many
+/// more wait for the host (to spread what is left).
+struct Judged {
+    probe: bool,
+    queued: u64,
+}
+
+impl Judged {
+    /// Whether window `w` spreads what is left: more wait than remain after this one.
+    fn spreading(&self, w: &Window, sent: u64) -> bool {
+        self.queued > w.last_allowed - sent - 1
+    }
+}
+
+impl Host {
+    /// Whether a request may leave at `now` under every bucket; closes windows whose reset
+    /// has passed (opening a fixed window's next one, provisionally, at its full limit).
+    fn judge(&mut self, now: Instant, queued: impl FnOnce() -> u64) -> Result<Judged, Wait> {
+        let sent = self.sent;
+        let untracked = self.untracked;
+        let in_flight = self.log.iter().filter(|r| r.heard.is_none()).count() as u64 + untracked;
+        let mut spent: Option<Instant> = None;
+        let mut held: Option<Instant> = None;
+        let mut probe = false;
+        for (_, b) in &mut self.buckets {
+            if b.kind == Kind::Moving {
+                let (Some(limit), Some(_)) = (b.limit, b.window) else {
+                    continue;
+                };
+                let (count, frees) = b.moving_count(&self.log, now);
+                let count = count + untracked;
+                if count >= limit {
+                    // The slot that frees the earliest that leaves fewer than the limit.
+                    let until = usize::try_from(count - limit)
+                        .ok()
+                        .and_then(|i| frees.get(i).copied())
+                        .unwrap_or(now + POLL);
+                    held = held.max(Some(until));
+                }
+                continue;
+            }
+            if b.current
+                .as_ref()
+                .is_some_and(|w| w.reset.hi + AFTER_RESET <= now)
+            {
+                b.closed = b
+                    .current
+                    .take()
+                    .filter(|w| !w.provisional)
+                    .or(b.closed.take());
+                // A fixed window of a known length gives its whole limit back: no more than
+                // that leaves before the next one's first answer.
+                if let (Kind::Fixed, Some(limit), Some(len)) = (b.kind, b.limit, b.window) {
+                    b.current = Some(Window {
+                        last_allowed: (sent + limit).saturating_sub(in_flight),
+                        reset: Span::new(now, now + len),
+                        opened: None,
+                        next: None,
+                        first_sent: now,
+                        provisional: true,
+                    });
+                }
+            }
+            let Some(w) = &b.current else {
+                if b.kind == Kind::Unknown && b.closed.is_some() && b.limit.is_some() {
+                    match b.probe {
+                        Some(_) => held = held.max(Some(now + POLL)),
+                        None => probe = true,
+                    }
+                }
+                continue;
+            };
+            if w.last_allowed <= sent {
+                spent = spent.max(Some(w.reset.hi));
+            }
+        }
+        if let Some(reset) = spent {
+            let jitter = JITTER.mul_f64(fastrand::f64());
+            return Err(Wait::Spent {
+                until: reset + AFTER_RESET + jitter,
+                reset,
+            });
+        }
+        if let Some(until) = held {
+            return Err(Wait::Spread { until });
+        }
+        // Queued beyond this one: more than what remains after it, in some window.
+        let windows = || self.buckets.iter().filter_map(|(_, b)| b.current.as_ref());
+        let queued = if windows().next().is_some() {
+            queued()
+        } else {
+            0
+        };
+        let judged = Judged { probe, queued };
+        let held = windows()
+            .filter(|w| judged.spreading(w, sent))
+            .filter_map(|w| w.next.filter(|&t| t > now))
+            .max();
+        if let Some(until) = held {
+            return Err(Wait::Spread { until });
+        }
+        Ok(judged)
+    }
+
+    /// What request `seq` (let go at `sent`, answered at `now`) was told: `a`. True when it
+    /// began a new window.
+    fn heard(
+        &mut self,
+        seq: u64,
+        sent: Instant,
+        a: &Announced,
+        refused: bool,
+        now: Instant,
+        started: Instant,
+    ) -> bool {
+        // Sent before it and still in flight: the server may count them after it.
+        let earlier = self
+            .log
+            .iter()
+            .filter(|r| r.seq < seq && r.heard.is_none())
+            .count() as u64
+            + self.untracked;
+        let last_allowed = seq.saturating_add(a.remaining).saturating_sub(earlier);
+        let reset_in = a.reset.min(MAX_RESET);
+        let said = Span::new(sent + reset_in.saturating_sub(a.resolution), now + reset_in);
+        let index = match self.buckets.iter().position(|(b, _)| *b == a.bucket) {
+            Some(i) => i,
+            None => {
+                self.buckets.push((a.bucket.clone(), Bucket::new(a)));
+                self.buckets.len() - 1
+            }
+        };
+        let untracked = self.untracked;
+        let log = &self.log;
+        let (_, b) = &mut self.buckets[index];
+        if b.limit.is_none() {
+            b.limit = a.limit;
+        }
+        if let Some(w) = a.window {
+            b.window = Some(w);
+            b.stated = true;
+        }
+        if refused && seq > 0 {
+            // A request this model let go was refused: the server's windows do not open at
+            // the first request after a reset (they may be aligned to the clock), or others
+            // share them. Their length bounds nothing from now on.
+            b.trusted = false;
+            if !b.stated {
+                b.window = None;
+            }
+        }
+        if b.kind == Kind::Moving {
+            if !refused && untracked == 0 {
+                learn_moving(b, log, seq, sent, a.remaining, now);
+            }
+            return false;
+        }
+        let new_window = match &mut b.current {
+            // Let go before the window began, or naming a reset before the window's
+            // earliest: an earlier window's answer.
+            Some(w) if sent < w.first_sent || said.hi < w.reset.lo => return false,
+            Some(w) if w.provisional => true,
+            // The server gave allowance back (within a fixed window what it leaves only
+            // shrinks), or names a reset later than this window's: a new window, which began
+            // while what was left was being spread.
+            // (Only a numbered answer tells: untracked ones come back in any order.)
+            Some(w)
+                if (seq > 0 && untracked == 0 && last_allowed > w.last_allowed)
+                    || said.lo > w.reset.hi =>
+            {
+                true
+            }
+            Some(w) => {
+                w.last_allowed = w.last_allowed.min(last_allowed);
+                w.reset = w.reset.meet(said);
+                if let Some(opened) = &mut w.opened {
+                    opened.hi = opened.hi.min(now);
+                }
+                false
+            }
+            None => true,
+        };
+        if new_window {
+            let old = match b.current.take() {
+                // The server counted this request in a new window: the old one had reset by
+                // the time the request arrived.
+                Some(mut w) if !w.provisional => {
+                    w.reset = Span::new(w.reset.lo.min(now), w.reset.hi.min(now));
+                    Some(w)
+                }
+                _ => b.closed.take(),
+            };
+            // The server's first request of the new window is one answered after the old
+            // window's earliest reset (or, for the first window, any one remembered).
+            // Requests untracked (sent before the host announced) leave only the run's start
+            // as the earliest it may have opened.
+            let after = old.as_ref().map(|w| w.reset.lo);
+            let first = if untracked > 0 || seq == 0 {
+                Some(started)
+            } else {
+                log.iter()
+                    .filter(|r| match (r.heard, after) {
+                        (Some(heard), Some(after)) => heard > after,
+                        _ => true,
+                    })
+                    .map(|r| r.sent)
+                    .min()
+            };
+            let opened = first.map(|first| Span::new(first.max(after.unwrap_or(first)), now));
+            if let Some(old) = &old {
+                b.learn_from(old);
+                // The first answer after a reset tells the kind: a fixed window gives back
+                // all but what was sent into it.
+                if b.kind == Kind::Unknown && !refused {
+                    if let Some(limit) = b.limit {
+                        // Sent after the old window's latest reset, or still in flight.
+                        let in_new = log
+                            .iter()
+                            .filter(|r| r.heard.is_none() || r.sent >= old.reset.hi || r.seq == seq)
+                            .count() as u64;
+                        b.kind = if a.remaining + in_new < limit {
+                            Kind::Moving
+                        } else {
+                            Kind::Fixed
+                        };
+                    }
+                }
+                if b.kind == Kind::Moving {
+                    return true;
+                }
+            }
+            b.current = Some(Window {
+                last_allowed,
+                reset: said,
+                opened,
+                next: None,
+                first_sent: sent,
+                provisional: false,
+            });
+        }
+        if let Some(mut w) = b.current.take() {
+            b.bound_by_window(&mut w);
+            b.current = Some(w);
+        }
+        new_window
+    }
+
+    /// Forgets answered requests that no window can count any more, nor tell a window's
+    /// length by (two windows back, within `LOG_CAP`).
+    fn forget(&mut self, now: Instant) {
+        let keep = self
+            .buckets
+            .iter()
+            .map(|(_, b)| {
+                let ahead = b.current.as_ref().map_or(Duration::ZERO, |w| {
+                    w.reset.hi.saturating_duration_since(now)
+                });
+                b.window.unwrap_or(Duration::ZERO).max(ahead)
+            })
+            .max()
+            .unwrap_or(Duration::ZERO)
+            * 2
+            + AFTER_RESET;
+        while let Some(first) = self.log.front() {
+            match first.heard {
+                Some(heard) if heard + keep <= now || self.log.len() > LOG_CAP => {
+                    self.log.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Whether nothing is under way nor worth keeping: a host with nothing in flight, no
+    /// window in force, and no answer for two of its windows (a minute when not known) is
+    /// forgotten; what it showed of its windows is learnt again.
+    fn idle(&self, now: Instant) -> bool {
+        let keep = self
+            .buckets
+            .iter()
+            .map(|(_, b)| b.window.unwrap_or(UNKNOWN_WINDOW))
+            .max()
+            .unwrap_or(Duration::ZERO)
+            * 2;
+        self.log.is_empty()
+            && self.untracked == 0
+            && self.last_heard.is_none_or(|t| t + keep <= now)
+            && self.buckets.iter().all(|(_, b)| {
+                b.probe.is_none() && b.current.as_ref().is_none_or(|w| w.reset.hi <= now)
+            })
+    }
+}
+
+/// What an answer from a moving window shows of its length: the server no longer counts
+/// some requests answered before this one left, so they arrived at least a window before
+/// this answer. `remaining` is what it said after counting request `seq`.
+fn learn_moving(
+    b: &mut Bucket,
+    log: &VecDeque<Request>,
+    seq: u64,
+    sent: Instant,
+    remaining: u64,
+    now: Instant,
+) {
+    if b.stated {
+        return;
+    }
+    let Some(limit) = b.limit else {
+        return;
+    };
+    // Counted by the server when it answered: `limit − remaining`, this one included.
+    let counted = limit.saturating_sub(remaining);
+    let mut before: Vec<Instant> = log
+        .iter()
+        .filter(|r| r.seq != seq && !r.refused && r.heard.is_some_and(|h| h <= sent))
+        .map(|r| r.sent)
+        .collect();
+    let expired = (before.len() as u64 + 1).saturating_sub(counted);
+    if expired == 0 {
+        return;
+    }
+    before.sort_unstable();
+    // The `expired`-th earliest arrival had left the window: it arrived no earlier than the
+    // `expired`-th earliest send.
+    let Some(&oldest) = usize::try_from(expired - 1)
+        .ok()
+        .and_then(|i| before.get(i))
+    else {
+        return;
+    };
+    let most = now.saturating_duration_since(oldest);
+    b.window = Some(b.window.map_or(most, |w| w.min(most)));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer that was not refused, saying `announced`.
+    fn heard(announced: Option<&Announced>) -> Option<Answer<'_>> {
+        Some(Answer {
+            announced,
+            refused: false,
+        })
+    }
 
     fn said(remaining: u64, reset_ms: u64) -> Announced {
         Announced {
@@ -244,19 +799,21 @@ mod tests {
             limit: None,
             remaining,
             reset: Duration::from_millis(reset_ms),
+            resolution: Duration::ZERO,
+            window: None,
             heard: std::time::SystemTime::UNIX_EPOCH,
         }
     }
 
     /// Allowances where "h" has announced `remaining` for `reset_ms`, nothing in flight.
     fn announced(remaining: u64, reset_ms: u64, t0: Instant) -> Allowances {
-        let a = Allowances::default();
+        let a = started_at(t0);
         assert_eq!(
             a.take("h", t0, || 0),
             Ok(0),
             "untracked before it announces"
         );
-        a.done("h", 0, Some(&said(remaining, reset_ms)), t0);
+        a.done("h", 0, heard(Some(&said(remaining, reset_ms))), t0);
         a
     }
 
@@ -264,11 +821,13 @@ mod tests {
     fn hosts_that_announce_nothing_are_not_tracked() {
         let a = Allowances::default();
         let t0 = Instant::now();
+        assert_eq!(a.take("h", t0, || panic!("not asked")), Ok(0));
+        assert!(!a.done("h", 0, heard(None), t0));
         for _ in 0..3 {
             assert_eq!(a.take("h", t0, || panic!("not asked")), Ok(0));
         }
         for _ in 0..3 {
-            assert!(!a.done("h", 0, None, t0));
+            assert!(!a.done("h", 0, heard(None), t0));
         }
         assert!(a.hosts.lock().unwrap().is_empty());
     }
@@ -286,20 +845,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // After the reset nothing is known: the user's pace again.
-        assert!(a.take("h", t0 + Duration::from_secs(10), || 0).is_ok());
+        // Until the reset and its margin, nothing more; after it nothing is known: the user's
+        // pace again.
+        let reset = t0 + Duration::from_secs(10);
+        assert!(a.take("h", reset, || 0).is_err());
+        assert!(a.take("h", reset + AFTER_RESET, || 0).is_ok());
+    }
+
+    #[test]
+    fn before_the_first_answer_one_request_goes_at_a_time() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        assert_eq!(
+            a.check("h", t0, || 0),
+            Err(Wait::Spread { until: t0 + POLL })
+        );
+        assert_eq!(
+            a.take("g", t0, || 0),
+            Err(Wait::Spread { until: t0 + POLL })
+        );
+        a.done("h", 0, heard(None), t0);
+        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        assert_eq!(a.take("g", t0, || 0), Ok(0));
     }
 
     #[test]
     fn requests_in_flight_when_a_host_first_announces_count_against_it() {
         let a = Allowances::default();
         let t0 = Instant::now();
+        // Another host answered already: requests go together.
+        a.answered.store(true, Ordering::Release);
         // Four requests in flight, untracked; the first answer says 3 remain. The three
         // others may be the host's, counted after it: nothing more may leave.
         for _ in 0..4 {
             assert_eq!(a.take("h", t0, || 0), Ok(0));
         }
-        a.done("h", 0, Some(&said(3, 10_000)), t0);
+        a.done("h", 0, heard(Some(&said(3, 10_000))), t0);
         assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
     }
 
@@ -310,13 +892,14 @@ mod tests {
         // Four requests in flight; the second answers "3 remaining" first.
         let seqs: Vec<u64> = (0..4).map(|_| a.take("h", t0, || 0).unwrap()).collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
-        a.done("h", 2, Some(&said(3, 10_000)), t0);
+        a.done("h", 2, heard(Some(&said(3, 10_000))), t0);
         // The server may still count request 1 (sent before, in flight): up to 2 + 3 − 1 = 4.
         // Numbers 3 and 4 are taken already: nothing more may leave.
         assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
-        // A later answer with more left does not raise the bound within the window.
-        a.done("h", 4, Some(&said(9, 10_000)), t0);
-        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
+        // Within a fixed window what is left only shrinks: a later answer with more left is
+        // from a new window, which the server began.
+        assert!(a.done("h", 4, heard(Some(&said(9, 10_000))), t0));
+        assert!(a.take("h", t0, || 0).is_ok());
     }
 
     #[test]
@@ -325,15 +908,15 @@ mod tests {
         let a = announced(100, 60_000, t0);
         let s1 = a.take("h", t0, || 0).unwrap();
         let s2 = a.take("h", t0, || 0).unwrap();
-        a.done("h", s2, Some(&said(0, 60_000)), t0);
+        a.done("h", s2, heard(Some(&said(0, 60_000))), t0);
         assert!(a.take("h", t0, || 0).is_err());
         // A response from a window already over (its reset sooner) changes nothing.
-        a.done("h", s1, Some(&said(50, 1_000)), t0);
+        a.done("h", s1, heard(Some(&said(50, 1_000))), t0);
         assert!(a.take("h", t0, || 0).is_err());
         // One from a later window does.
-        let later = t0 + Duration::from_secs(60);
+        let later = t0 + Duration::from_secs(60) + AFTER_RESET;
         let s3 = a.take("h", later, || 0).unwrap();
-        a.done("h", s3, Some(&said(10, 60_000)), later);
+        a.done("h", s3, heard(Some(&said(10, 60_000))), later);
         assert!(a.take("h", later, || 0).is_ok());
     }
 
@@ -346,14 +929,15 @@ mod tests {
             ..said(remaining, reset_ms)
         };
         assert_eq!(a.take("h", t0, || 0), Ok(0));
-        a.done("h", 0, Some(&bucket("core", 4000, 3_600_000)), t0);
+        a.done("h", 0, heard(Some(&bucket("core", 4000, 3_600_000))), t0);
         let s1 = a.take("h", t0, || 0).unwrap();
-        a.done("h", s1, Some(&bucket("search", 0, 60_000)), t0);
+        a.done("h", s1, heard(Some(&bucket("search", 0, 60_000))), t0);
         match a.take("h", t0, || 0) {
             Err(Wait::Spent { reset, .. }) => assert_eq!(reset, t0 + Duration::from_secs(60)),
             other => panic!("{other:?}"),
         }
-        assert!(a.take("h", t0 + Duration::from_secs(60), || 0).is_ok());
+        let reset = t0 + Duration::from_secs(60);
+        assert!(a.take("h", reset + AFTER_RESET, || 0).is_ok());
     }
 
     #[test]
@@ -368,5 +952,137 @@ mod tests {
         }
         // With fewer queued than remain, the user's pace.
         assert!(a.take("h", t0 + Duration::from_millis(10), || 1).is_ok());
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// What servers send: a limit of 5, whole seconds (`resolution` 1 s, or 2 s for an epoch
+    /// read against a `Date`), a window stated or not.
+    fn whole(remaining: u64, reset_s: u64, resolution_s: u64, window: Option<u64>) -> Announced {
+        Announced {
+            bucket: None,
+            limit: Some(5),
+            remaining,
+            reset: Duration::from_secs(reset_s),
+            resolution: Duration::from_secs(resolution_s),
+            window: window.map(Duration::from_secs),
+            heard: std::time::SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Allowances of a run that started at `t0`.
+    fn started_at(t0: Instant) -> Allowances {
+        Allowances {
+            started: t0,
+            ..Allowances::default()
+        }
+    }
+
+    fn spent_reset(a: &Allowances, now: Instant) -> Instant {
+        match a.take("h", now, || 0) {
+            Err(Wait::Spent { reset, .. }) => reset,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Four requests taken at `sent`, answered at `heard` with 3, 2, 1, 0 remaining and
+    /// `reset_s`.
+    fn spend(a: &Allowances, sent: Instant, at: Instant, reset_s: u64, res: u64, w: Option<u64>) {
+        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", sent, || 0).unwrap()).collect();
+        for (i, seq) in seqs.into_iter().enumerate() {
+            let said = whole(3 - i as u64, reset_s, res, w);
+            a.done("h", seq, heard(Some(&said)), at);
+        }
+    }
+
+    #[test]
+    fn the_reset_is_where_every_answer_allows_it() {
+        let t0 = Instant::now();
+        let a = started_at(t0);
+        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        // At 1 ms: "4 left, reset in 4 s" allows the reset from 3.001 s to 4.001 s.
+        a.done("h", 0, heard(Some(&whole(4, 4, 1, None))), t0 + ms(1));
+        // At 1.6 s: "reset in 2 s" allows 2.6 s to 3.601 s. Together: 3.001 s to 3.601 s.
+        spend(&a, t0 + ms(1600), t0 + ms(1601), 2, 1, None);
+        assert_eq!(spent_reset(&a, t0 + ms(1602)), t0 + ms(3601));
+    }
+
+    #[test]
+    fn a_stated_window_ends_a_window_after_its_first_request() {
+        let t0 = Instant::now();
+        let a = started_at(t0);
+        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        // A reset up to 2 s loose (an epoch read against a Date), in a window stated as 3 s
+        // that opened between 0 and 2 ms: the window ends by 3.002 s.
+        a.done("h", 0, heard(Some(&whole(4, 4, 2, Some(3)))), t0 + ms(2));
+        spend(&a, t0 + ms(3), t0 + ms(4), 4, 2, Some(3));
+        assert_eq!(spent_reset(&a, t0 + ms(5)), t0 + ms(3002));
+    }
+
+    #[test]
+    fn a_window_not_stated_is_learnt_from_the_windows_before() {
+        let t0 = Instant::now();
+        let a = started_at(t0);
+        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        // Window 1 opens by 1 ms and says its reset exactly: 3.001 s at the latest.
+        a.done("h", 0, heard(Some(&whole(4, 3, 2, None))), t0 + ms(1));
+        spend(&a, t0 + ms(2), t0 + ms(3), 3, 2, None);
+        assert_eq!(spent_reset(&a, t0 + ms(4)), t0 + ms(3001));
+        // After it, while the kind of window is not known, one request goes alone.
+        let back = t0 + ms(3001) + AFTER_RESET;
+        let probe = a.take("h", back, || 0).unwrap();
+        assert!(matches!(a.take("h", back, || 0), Err(Wait::Spread { .. })));
+        // Window 2 opens with the probe (4 left: a fixed window) and says its reset loosely
+        // (an epoch read against a Date: up to 2 s late). It lasts no more than window 1
+        // did: 3.001 s from its opening, by 1 ms after `back`.
+        a.done("h", probe, heard(Some(&whole(4, 4, 2, None))), back + ms(1));
+        spend(&a, back + ms(2), back + ms(3), 4, 2, None);
+        assert_eq!(spent_reset(&a, back + ms(4)), back + ms(1) + ms(3001));
+    }
+
+    #[test]
+    fn a_moving_window_lets_go_only_what_it_frees() {
+        let t0 = Instant::now();
+        let a = started_at(t0);
+        let said = |remaining, reset_s| Announced {
+            limit: Some(3),
+            ..whole(remaining, reset_s, 1, Some(1))
+        };
+        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        a.done("h", 0, heard(Some(&said(2, 1))), t0 + ms(1));
+        let (s1, s2) = (
+            a.take("h", t0 + ms(10), || 0).unwrap(),
+            a.take("h", t0 + ms(10), || 0).unwrap(),
+        );
+        a.done("h", s1, heard(Some(&said(1, 1))), t0 + ms(11));
+        a.done("h", s2, heard(Some(&said(0, 1))), t0 + ms(11));
+        assert_eq!(spent_reset(&a, t0 + ms(12)), t0 + ms(1001));
+        // The probe after the reset: the window freed one slot only, the one it took.
+        let back = t0 + ms(1020);
+        let probe = a.take("h", back, || 0).unwrap();
+        a.done("h", probe, heard(Some(&said(0, 1))), back + ms(1));
+        // The next slot frees a window after s1 and s2 were answered.
+        let free = t0 + ms(11) + Duration::from_secs(1) + AFTER_RESET;
+        assert_eq!(
+            a.take("h", back + ms(2), || 0),
+            Err(Wait::Spread { until: free })
+        );
+        assert!(a.take("h", free, || 0).is_ok());
+        assert!(a.take("h", free, || 0).is_ok());
+        assert!(matches!(a.take("h", free, || 0), Err(Wait::Spread { .. })));
+    }
+
+    #[test]
+    fn what_remains_goes_at_once_when_it_all_fits() {
+        let t0 = Instant::now();
+        let a = announced(4, 8_000, t0);
+        // This one and 3 queued: all fit in the 4 left.
+        assert!(a.take("h", t0, || 3).is_ok());
+        assert!(a.take("h", t0, || 2).is_ok());
+        assert!(a.take("h", t0, || 1).is_ok());
+        assert!(a.take("h", t0, || 0).is_ok());
+        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
     }
 }

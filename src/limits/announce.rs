@@ -1,26 +1,36 @@
 //! Announced limits: what a server says in response headers about the allowance left. A leaf.
 //!
-//! Three header families are read (names case-insensitive):
+//! Every form the IETF drafts (draft-ietf-httpapi-ratelimit-headers) went through is read,
+//! and the de-facto `X-RateLimit-*` family (names case-insensitive):
 //!
-//! 1. The IETF fields of draft-ietf-httpapi-ratelimit-headers (-08 and later), structured-field
-//!    Lists (RFC 9651) of policy names with parameters:
+//! 1. Draft-8 and later: structured-field Lists (RFC 9651) of named policies,
 //!    `RateLimit-Policy: "burst";q=100;w=60, "daily";q=1000;w=86400` (q: quota, the limit;
 //!    w: window in seconds) and `RateLimit: "burst";r=40;t=12` (r: remaining; t: seconds until
-//!    the reset). Each `RateLimit` item takes its `limit` from the policy of the same name, and
-//!    names the bucket. An item without `r` is unusable; one without `t` uses its policy's `w`
-//!    as a conservative reset, or is unusable when there is none. Several field lines make one
-//!    list; an item that does not parse is skipped, the others are kept.
-//! 2. The older draft's trio `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (a
-//!    limit like `100, 100;w=60` gives its first integer).
-//! 3. The de-facto `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`, with
+//!    the reset). Each `RateLimit` item takes its limit and window from the policy of the same
+//!    name, and names the bucket. An item without `r` is unusable; one without `t` uses its
+//!    policy's `w` as a conservative reset, or is unusable when there is none.
+//! 2. Draft-7: `RateLimit` as a Dictionary, `RateLimit: limit=20, remaining=19, reset=3`, with
+//!    `RateLimit-Policy: 20;w=3` (a List of quotas, each an Integer with its window `w`).
+//! 3. Draft-6 and earlier: the trio `RateLimit-Limit`, `RateLimit-Remaining`,
+//!    `RateLimit-Reset` (a limit like `100, 100;w=60` gives its first integer), with the same
+//!    `RateLimit-Policy` as draft-7.
+//! 4. The de-facto `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`, with
 //!    `X-RateLimit-Reset-After` (Discord; seconds to go) taking precedence over
 //!    `X-RateLimit-Reset`, and the bucket named by `X-RateLimit-Resource` (GitHub) or
 //!    `X-RateLimit-Bucket` (Discord).
 //!
-//! A reset (in either trio) above 10^9 is an epoch time in seconds (GitHub, X), measured
-//! against the response's `Date` (the server's clock) when it parses, else against the local
-//! receive time; a smaller one is seconds to go (Reddit, the drafts). Seconds may be
-//! fractional (`1470173023.123`); a reset in the past is zero.
+//! Structured fields are parsed with `sfv`. Several field lines make one value; when the whole
+//! value does not parse, each List member is parsed alone and only the bad ones are skipped.
+//! Unknown parameters (draft-9's `pk`) are harmless.
+//!
+//! **Resets are bounds.** A reset (in either trio) above 10^9 is an epoch time in seconds
+//! (GitHub, X, express-rate-limit's legacy form), measured against the response's `Date` (the
+//! server's clock) when it parses, else against the local receive time; a smaller one is
+//! seconds to go. Servers round a reset up to whole seconds (never announcing it early), so a
+//! value bounds the true reset to an interval: `reset` is its upper end and `resolution` how
+//! far below it the truth may lie (a second for whole seconds, a second more for an epoch read
+//! against a `Date`, which is itself rounded down). `limits::allowance` intersects the
+//! intervals of every response in a window.
 //!
 //! Malformed fields are ignored, as the IETF draft says: a family whose remaining or reset is
 //! missing, negative or not a number gives nothing; an unreadable limit is only left out.
@@ -29,6 +39,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, DATE};
+use sfv::{BareItem, Dictionary, Item, List, ListEntry, Parser};
 
 /// What one response says about the client's remaining allowance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +51,13 @@ pub struct Announced {
     pub limit: Option<u64>,
     /// Requests left before the reset.
     pub remaining: u64,
-    /// Time from the response to the reset (when the allowance is whole again).
+    /// Time from the response to the reset (when the allowance is whole again), as
+    /// announced: the latest the reset may be.
     pub reset: Duration,
+    /// How much earlier than `reset` the true reset may be: the resolution of the value.
+    pub resolution: Duration,
+    /// The window the server states (`w` of `RateLimit-Policy`), when it does.
+    pub window: Option<Duration>,
     /// When the response was received (local wall clock): the reset falls at `heard +
     /// reset`, and `audit` judges the requests sent after it.
     pub heard: SystemTime,
@@ -88,78 +104,146 @@ fn most_restrictive(found: Vec<Announced>) -> Option<Announced> {
         .min_by(|a, b| (a.remaining, b.reset).cmp(&(b.remaining, a.reset)))
 }
 
+/// A whole second: the resolution of a whole-second value.
+const SECOND: Duration = Duration::from_secs(1);
+
 // ---------------------------------------------------------------------------------------
 // The IETF fields.
 
-/// Every usable item of the `RateLimit` field, with its policy's quota as the limit.
+/// Every usable item of the `RateLimit` field: draft-8's named items, each with its policy's
+/// quota and window, or else draft-7's Dictionary.
 fn ietf(headers: &HeaderMap, now: SystemTime) -> Vec<Announced> {
-    let policies = list_field(headers, "ratelimit-policy");
-    list_field(headers, "ratelimit")
+    let Some(value) = joined(headers, "ratelimit") else {
+        return Vec::new();
+    };
+    let policies = list_items(headers, "ratelimit-policy");
+    let named: Vec<Announced> = members(&value)
         .iter()
-        .filter_map(|item| ietf_item(item, &policies, now))
-        .collect()
+        .filter_map(|item| named_item(item, &policies, now))
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    draft7(&value, &policies, now).into_iter().collect()
 }
 
-/// One `RateLimit` item, read against the policies of the same response.
-fn ietf_item(item: &Member, policies: &[Member], now: SystemTime) -> Option<Announced> {
+/// One draft-8 `RateLimit` item, read against the policies of the same response.
+fn named_item(item: &Item, policies: &[Item], now: SystemTime) -> Option<Announced> {
+    let name = name_of(item)?;
     // The last policy of a name wins, as the last of a duplicated dictionary key would.
-    let policy = policies.iter().rev().find(|p| p.name == item.name);
-    let remaining = item.non_negative("r")?;
-    let reset = match item.non_negative("t") {
+    let policy = policies.iter().rev().find(|p| name_of(p) == Some(name));
+    let remaining = param(item, "r")?;
+    let window = policy.and_then(|p| param(p, "w"));
+    let reset = match param(item, "t") {
         Some(t) => t,
         // Without `t` the reset is unknown; a full window from now is never too early.
-        None => policy?.non_negative("w")?,
+        None => window?,
     };
     Some(Announced {
-        bucket: Some(item.name.clone()),
-        limit: policy.and_then(|p| p.non_negative("q")),
+        bucket: Some(name.to_owned()),
+        limit: policy.and_then(|p| param(p, "q")),
         remaining,
         reset: Duration::from_secs(reset),
+        resolution: SECOND,
+        window: window.map(Duration::from_secs),
         heard: now,
     })
 }
 
-/// The members of a structured-field List spread over every line of field `name`; members
-/// that do not parse (and lines that are not visible ASCII) are left out.
-fn list_field(headers: &HeaderMap, name: &str) -> Vec<Member> {
-    headers
-        .get_all(name)
+/// Draft-7's `RateLimit: limit=20, remaining=19, reset=3`, with the window of the policy
+/// whose quota is its limit.
+fn draft7(value: &str, policies: &[Item], now: SystemTime) -> Option<Announced> {
+    let dict: Dictionary = Parser::new(value).parse().ok()?;
+    let entry = |key: &str| match dict.iter().find(|(k, _)| k.as_str() == key)? {
+        (_, ListEntry::Item(item)) => non_negative(&item.bare_item),
+        _ => None,
+    };
+    let limit = entry("limit");
+    Some(Announced {
+        bucket: None,
+        limit,
+        remaining: entry("remaining")?,
+        reset: Duration::from_secs(entry("reset")?),
+        resolution: SECOND,
+        window: quota_window(policies, limit).map(Duration::from_secs),
+        heard: now,
+    })
+}
+
+/// The window of the unnamed quota policy (`RateLimit-Policy: 20;w=3`, draft-6 and -7) whose
+/// quota is `limit`, or of the only one when the limit is not known.
+fn quota_window(policies: &[Item], limit: Option<u64>) -> Option<u64> {
+    let mut quotas = policies
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(split_members)
-        .filter_map(parse_member)
-        .collect()
-}
-
-/// One List member: an Item whose bare value is a String or a Token (a policy name), with its
-/// parameters.
-#[derive(Debug, Clone, PartialEq)]
-struct Member {
-    name: String,
-    /// Parameters in order; a key given twice keeps its last value (RFC 9651 §4.2.3.2).
-    params: Vec<(String, Value)>,
-}
-
-impl Member {
-    /// Parameter `key` when it is a non-negative Integer; any other value counts as absent.
-    fn non_negative(&self, key: &str) -> Option<u64> {
-        match self.params.iter().find(|(k, _)| k == key)? {
-            (_, Value::Integer(n)) => u64::try_from(*n).ok(),
-            _ => None,
+        .filter_map(|p| Some((non_negative(&p.bare_item)?, param(p, "w")?)));
+    match limit {
+        Some(limit) => quotas.find(|(q, _)| *q == limit).map(|(_, w)| w),
+        None => {
+            let first = quotas.next()?;
+            quotas.next().is_none().then_some(first.1)
         }
     }
 }
 
-/// A parameter value. Only Integers carry meaning here; the other types are parsed so that an
-/// item using them (e.g. `pk=:Ym9i:` of draft -09) is kept, not skipped.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Integer(i64),
-    Other,
+/// The lines of field `name` joined into one value (RFC 9110 §5.3); `None` when absent or
+/// not visible ASCII.
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut lines = headers.get_all(name).iter();
+    let mut value = lines.next()?.to_str().ok()?.to_owned();
+    for line in lines {
+        value.push_str(", ");
+        value.push_str(line.to_str().ok()?);
+    }
+    Some(value)
+}
+
+/// The items of List field `name` (see [`members`]).
+fn list_items(headers: &HeaderMap, name: &str) -> Vec<Item> {
+    joined(headers, name).map_or_else(Vec::new, |v| members(&v))
+}
+
+/// The Items of a structured-field List. When the whole List does not parse, each member is
+/// parsed alone, so that one bad member does not take the rest with it. Inner lists are left
+/// out (no rate-limit field has them).
+fn members(list: &str) -> Vec<Item> {
+    match Parser::new(list).parse::<List>() {
+        Ok(list) => list
+            .into_iter()
+            .filter_map(|entry| match entry {
+                ListEntry::Item(item) => Some(item),
+                ListEntry::InnerList(_) => None,
+            })
+            .collect(),
+        Err(_) => split_members(list)
+            .into_iter()
+            .filter_map(|m| Parser::new(&tidy(m)).parse::<Item>().ok())
+            .collect(),
+    }
+}
+
+/// One member with the whitespace that RFC 9651 does not allow, but servers send, taken
+/// out: around it, and before a `;` (outside Strings).
+fn tidy(member: &str) -> String {
+    let mut out = String::with_capacity(member.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in member.trim_matches(is_ows).chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            ';' if !in_string => {
+                let kept = out.trim_end_matches(is_ows).len();
+                out.truncate(kept);
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Splits a List into its members at the commas outside Strings (no other bare item can
-/// hold a comma), so that one bad member does not take the rest with it.
+/// hold a comma).
 fn split_members(list: &str) -> Vec<&str> {
     let mut members = Vec::new();
     let (mut start, mut in_string, mut escaped) = (0, false, false);
@@ -179,204 +263,47 @@ fn split_members(list: &str) -> Vec<&str> {
     members
 }
 
-/// Parses one member (surrounding whitespace allowed); `None` if any part of it is malformed.
-/// An empty member (`a, , b` or an empty line) is malformed too.
-fn parse_member(text: &str) -> Option<Member> {
-    let mut cursor = Cursor::new(text.trim_matches(is_ows));
-    let name = match cursor.peek()? {
-        b'"' => cursor.string()?,
-        b if is_token_start(b) => cursor.token(),
-        _ => return None,
-    };
-    let mut params: Vec<(String, Value)> = Vec::new();
-    loop {
-        cursor.skip_ows();
-        match cursor.bump() {
-            None => return Some(Member { name, params }),
-            Some(b';') => {}
-            Some(_) => return None,
-        }
-        cursor.skip_ows();
-        let key = cursor.key()?;
-        let value = if cursor.eat(b'=') {
-            cursor.value()?
-        } else {
-            Value::Other // a Boolean true
-        };
-        match params.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => params.push((key, value)),
-        }
+/// The policy name of an item: its String or Token.
+fn name_of(item: &Item) -> Option<&str> {
+    match &item.bare_item {
+        BareItem::String(s) => Some(s.as_str()),
+        BareItem::Token(t) => Some(t.as_str()),
+        _ => None,
     }
 }
 
-/// A read position in one member's text.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Parameter `key` of an item when it is a non-negative Integer; any other value counts as
+/// absent. (`sfv` keeps the last value of a key given twice, as RFC 9651 says.)
+fn param(item: &Item, key: &str) -> Option<u64> {
+    let (_, value) = item.params.iter().find(|(k, _)| k.as_str() == key)?;
+    non_negative(value)
 }
 
-impl<'a> Cursor<'a> {
-    fn new(text: &'a str) -> Self {
-        Cursor {
-            bytes: text.as_bytes(),
-            at: 0,
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn bump(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.at += 1;
-        Some(b)
-    }
-
-    /// Consumes `b` if it comes next.
-    fn eat(&mut self, b: u8) -> bool {
-        let next = self.peek() == Some(b);
-        if next {
-            self.at += 1;
-        }
-        next
-    }
-
-    /// Consumes bytes while `keep` holds; returns how many.
-    fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> usize {
-        let start = self.at;
-        while self.peek().is_some_and(&keep) {
-            self.at += 1;
-        }
-        self.at - start
-    }
-
-    fn skip_ows(&mut self) {
-        self.take_while(|b| is_ows(b as char));
-    }
-
-    /// The text from `start` to here; the cursor only stops on ASCII bytes, so this is whole
-    /// characters.
-    fn since(&self, start: usize) -> String {
-        String::from_utf8_lossy(&self.bytes[start..self.at]).into_owned()
-    }
-
-    /// A String (RFC 9651 §4.2.5), at its opening quote: printable ASCII, `\"` and `\\`.
-    fn string(&mut self) -> Option<String> {
-        if !self.eat(b'"') {
-            return None;
-        }
-        let mut out = String::new();
-        loop {
-            match self.bump()? {
-                b'"' => return Some(out),
-                b'\\' => match self.bump()? {
-                    c @ (b'"' | b'\\') => out.push(c as char),
-                    _ => return None,
-                },
-                c @ 0x20..=0x7e => out.push(c as char),
-                _ => return None,
-            }
-        }
-    }
-
-    /// A Token (RFC 9651 §4.2.6), at a byte that may start one.
-    fn token(&mut self) -> String {
-        let start = self.at;
-        self.take_while(|b| is_tchar(b) || b == b':' || b == b'/');
-        self.since(start)
-    }
-
-    /// A parameter key (RFC 9651 §4.2.3.3): lower-case letter or `*`, then `a-z 0-9 _ - . *`.
-    fn key(&mut self) -> Option<String> {
-        if !self
-            .peek()
-            .is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
-        {
-            return None;
-        }
-        let start = self.at;
-        self.take_while(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'*')
-        });
-        Some(self.since(start))
-    }
-
-    /// A bare item as a parameter value: Integer, Decimal, String, Token, Byte Sequence or
-    /// Boolean.
-    fn value(&mut self) -> Option<Value> {
-        match self.peek()? {
-            b'-' | b'0'..=b'9' => self.number(),
-            b'"' => self.string().map(|_| Value::Other),
-            b':' => self.byte_sequence(),
-            b'?' => {
-                self.at += 1;
-                matches!(self.bump()?, b'0' | b'1').then_some(Value::Other)
-            }
-            b if is_token_start(b) => {
-                self.token();
-                Some(Value::Other)
-            }
-            _ => None,
-        }
-    }
-
-    /// An Integer (at most 15 digits) or a Decimal (at most 12 digits, a dot, 1 to 3 digits),
-    /// RFC 9651 §4.2.4.
-    fn number(&mut self) -> Option<Value> {
-        let negative = self.eat(b'-');
-        let start = self.at;
-        let whole = self.take_while(|b| b.is_ascii_digit());
-        if whole == 0 {
-            return None;
-        }
-        let digits = self.since(start);
-        if self.eat(b'.') {
-            let fraction = self.take_while(|b| b.is_ascii_digit());
-            return (whole <= 12 && (1..=3).contains(&fraction)).then_some(Value::Other);
-        }
-        if whole > 15 {
-            return None;
-        }
-        let n: i64 = digits.parse().ok()?;
-        Some(Value::Integer(if negative { -n } else { n }))
-    }
-
-    /// A Byte Sequence (RFC 9651 §4.2.7): base64 between colons.
-    fn byte_sequence(&mut self) -> Option<Value> {
-        self.eat(b':');
-        self.take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
-        self.eat(b':').then_some(Value::Other)
-    }
+fn non_negative(value: &BareItem) -> Option<u64> {
+    u64::try_from(i64::from(value.as_integer()?)).ok()
 }
 
-/// Optional whitespace of RFC 9110: space or horizontal tab.
 fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
-}
-
-fn is_token_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'*'
-}
-
-/// `tchar` of RFC 9110 §5.6.2.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 // ---------------------------------------------------------------------------------------
 // The two trios.
 
-/// The older draft's `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`.
+/// The older draft's `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, with the
+/// window of `RateLimit-Policy` (draft-6).
 fn older_draft(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
     let remaining = count(field(headers, "ratelimit-remaining")?)?;
-    let reset = reset_in(field(headers, "ratelimit-reset")?, headers, now)?;
+    let (reset, resolution) = reset_in(field(headers, "ratelimit-reset")?, headers, now)?;
+    let limit = field(headers, "ratelimit-limit").and_then(first_count);
+    let policies = list_items(headers, "ratelimit-policy");
     Some(Announced {
         bucket: None,
-        limit: field(headers, "ratelimit-limit").and_then(first_count),
+        limit,
         remaining,
         reset,
+        resolution,
+        window: quota_window(&policies, limit).map(Duration::from_secs),
         heard: now,
     })
 }
@@ -385,7 +312,7 @@ fn older_draft(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
 fn x_ratelimit(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
     let remaining = count(field(headers, "x-ratelimit-remaining")?)?;
     // Reset-After wins when it is usable; an unusable one falls back to Reset.
-    let reset = field(headers, "x-ratelimit-reset-after")
+    let (reset, resolution) = field(headers, "x-ratelimit-reset-after")
         .and_then(seconds)
         .or_else(|| reset_in(field(headers, "x-ratelimit-reset")?, headers, now))?;
     let bucket = field(headers, "x-ratelimit-resource")
@@ -397,6 +324,8 @@ fn x_ratelimit(headers: &HeaderMap, now: SystemTime) -> Option<Announced> {
         limit: field(headers, "x-ratelimit-limit").and_then(first_count),
         remaining,
         reset,
+        resolution,
+        window: None,
         heard: now,
     })
 }
@@ -424,8 +353,9 @@ fn first_count(text: &str) -> Option<u64> {
     count(first.trim_matches(is_ows))
 }
 
-/// Seconds, whole or decimal (`12`, `1.234`), non-negative.
-fn seconds(text: &str) -> Option<Duration> {
+/// Seconds, whole or decimal (`12`, `1.234`), non-negative, with their resolution (a second,
+/// a millisecond for `1.234`).
+fn seconds(text: &str) -> Option<(Duration, Duration)> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     if whole.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -440,24 +370,32 @@ fn seconds(text: &str) -> Option<Duration> {
         .chain(std::iter::repeat(b'0'))
         .take(9)
         .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-    Some(Duration::new(secs, nanos))
+    let digits = u32::try_from(fraction.len().min(9)).unwrap_or(9);
+    let resolution = Duration::from_nanos(10u64.pow(9 - digits));
+    Some((Duration::new(secs, nanos), resolution))
 }
 
 /// Above this, a reset is an epoch time rather than seconds to go (10^9 s is 31 years).
 const EPOCH_THRESHOLD: Duration = Duration::from_secs(1_000_000_000);
 
 /// The time to a reset given as seconds to go or, above 10^9, as epoch seconds, measured
-/// against the response's `Date` if it parses, else `now`; zero if it has passed.
-fn reset_in(text: &str, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = seconds(text)?;
+/// against the response's `Date` if it parses, else `now`; zero if it has passed. With its
+/// resolution: the value's, and a second more for a `Date` (whole seconds, rounded down).
+fn reset_in(text: &str, headers: &HeaderMap, now: SystemTime) -> Option<(Duration, Duration)> {
+    let (value, resolution) = seconds(text)?;
     if value <= EPOCH_THRESHOLD {
-        return Some(value);
+        return Some((value, resolution));
     }
     let at = UNIX_EPOCH.checked_add(value)?;
-    let base = field(headers, DATE.as_str())
-        .and_then(|date| httpdate::parse_http_date(date).ok())
-        .unwrap_or(now);
-    Some(at.duration_since(base).unwrap_or(Duration::ZERO))
+    let (base, resolution) =
+        match field(headers, DATE.as_str()).and_then(|date| httpdate::parse_http_date(date).ok()) {
+            Some(date) => (date, resolution + SECOND),
+            None => (now, resolution),
+        };
+    Some((
+        at.duration_since(base).unwrap_or(Duration::ZERO),
+        resolution,
+    ))
 }
 
 #[cfg(test)]
@@ -510,7 +448,23 @@ mod tests {
             limit,
             remaining,
             reset: Duration::from_millis(reset_ms),
+            resolution: SECOND,
+            window: None,
             heard: now(),
+        }
+    }
+
+    impl Announced {
+        /// With the window the policy states, in seconds.
+        fn within(mut self, w: u64) -> Announced {
+            self.window = Some(Duration::from_secs(w));
+            self
+        }
+
+        /// With a resolution of `ms`.
+        fn resolved(mut self, ms: u64) -> Announced {
+            self.resolution = Duration::from_millis(ms);
+            self
         }
     }
 
@@ -537,7 +491,10 @@ mod tests {
             ("RateLimit-Policy", "\"burst\";q=100;w=60"),
             ("RateLimit", "\"burst\";r=40;t=12"),
         ]);
-        assert_eq!(got, Some(announced(Some("burst"), Some(100), 40, secs(12))));
+        assert_eq!(
+            got,
+            Some(announced(Some("burst"), Some(100), 40, secs(12)).within(60))
+        );
     }
 
     #[test]
@@ -555,7 +512,10 @@ mod tests {
             ),
             ("RateLimit", "\"burst\";r=0;t=5"),
         ]);
-        assert_eq!(got, Some(announced(Some("burst"), Some(100), 0, secs(5))));
+        assert_eq!(
+            got,
+            Some(announced(Some("burst"), Some(100), 0, secs(5)).within(60))
+        );
     }
 
     #[test]
@@ -569,7 +529,7 @@ mod tests {
         ]);
         assert_eq!(
             got,
-            Some(announced(Some("daily"), Some(1000), 7, secs(3600)))
+            Some(announced(Some("daily"), Some(1000), 7, secs(3600)).within(86400))
         );
     }
 
@@ -589,7 +549,7 @@ mod tests {
         ]);
         assert_eq!(
             got,
-            Some(announced(Some("daily"), Some(1000), 2, secs(600)))
+            Some(announced(Some("daily"), Some(1000), 2, secs(600)).within(86400))
         );
     }
 
@@ -620,13 +580,15 @@ mod tests {
     #[test]
     fn ietf_unusable_values_make_the_item_unusable() {
         let cases = [
-            "\"a\";t=5",                      // no r
-            "\"a\";r=-1;t=5",                 // negative r
-            "\"a\";r=1.5;t=5",                // r not an Integer
-            "\"a\";r=1;t=-5",                 // negative t, no policy
-            "\"a\";r=1",                      // no t, no policy
-            "\"a\";r=1;t=2.5",                // t not an Integer, no policy
-            "limit=10, remaining=1, reset=7", // draft -07's dictionary form
+            "\"a\";t=5",                       // no r
+            "\"a\";r=-1;t=5",                  // negative r
+            "\"a\";r=1.5;t=5",                 // r not an Integer
+            "\"a\";r=1;t=-5",                  // negative t, no policy
+            "\"a\";r=1",                       // no t, no policy
+            "\"a\";r=1;t=2.5",                 // t not an Integer, no policy
+            "limit=10, reset=7",               // draft-7 without remaining
+            "limit=10, remaining=1",           // draft-7 without reset
+            "limit=10, remaining=-1, reset=7", // draft-7 with a negative remaining
         ];
         for case in cases {
             assert_eq!(parsed(&[("RateLimit", case)]), None, "{case}");
@@ -639,7 +601,10 @@ mod tests {
             ("RateLimit-Policy", "\"burst\";q=100;w=60"),
             ("RateLimit", "\"burst\";r=0"),
         ]);
-        assert_eq!(got, Some(announced(Some("burst"), Some(100), 0, secs(60))));
+        assert_eq!(
+            got,
+            Some(announced(Some("burst"), Some(100), 0, secs(60)).within(60))
+        );
     }
 
     #[test]
@@ -651,7 +616,10 @@ mod tests {
             ),
             ("RateLimit", "\t\"p\";r=4 ;t=9;pk=:Ym9i:;flag"),
         ]);
-        assert_eq!(got, Some(announced(Some("p"), Some(10), 4, secs(9))));
+        assert_eq!(
+            got,
+            Some(announced(Some("p"), Some(10), 4, secs(9)).within(60))
+        );
         let token = parsed(&[("RateLimit", "burst;r=1;t=2")]);
         assert_eq!(token, Some(announced(Some("burst"), None, 1, secs(2))));
     }
@@ -662,7 +630,10 @@ mod tests {
             ("RateLimit-Policy", r#""a,\"b\\";q=3;w=1"#),
             ("RateLimit", r#""a,\"b\\";r=1;t=1"#),
         ]);
-        assert_eq!(got, Some(announced(Some(r#"a,"b\"#), Some(3), 1, secs(1))));
+        assert_eq!(
+            got,
+            Some(announced(Some(r#"a,"b\"#), Some(3), 1, secs(1)).within(1))
+        );
     }
 
     #[test]
@@ -677,7 +648,10 @@ mod tests {
             ("ratelimit-policy", "\"a\";q=3;w=1"),
             ("RATELIMIT", "\"a\";r=1;t=1"),
         ]);
-        assert_eq!(got, Some(announced(Some("a"), Some(3), 1, secs(1))));
+        assert_eq!(
+            got,
+            Some(announced(Some("a"), Some(3), 1, secs(1)).within(1))
+        );
     }
 
     // --- older draft trio ------------------------------------------------------------
@@ -752,7 +726,10 @@ mod tests {
             ("x-ratelimit-resource", "core"),
             ("date", "Sun, 31 Dec 2023 23:59:50 GMT"),
         ]);
-        assert_eq!(got, Some(announced(Some("core"), Some(5000), 0, secs(60))));
+        assert_eq!(
+            got,
+            Some(announced(Some("core"), Some(5000), 0, secs(60)).resolved(2000))
+        );
     }
 
     #[test]
@@ -790,7 +767,7 @@ mod tests {
             ("X-RateLimit-Remaining", "1"),
             ("X-RateLimit-Reset", "1704067201.250"),
         ]);
-        assert_eq!(got, Some(announced(None, Some(5), 1, 1250)));
+        assert_eq!(got, Some(announced(None, Some(5), 1, 1250).resolved(1)));
     }
 
     #[test]
@@ -802,7 +779,10 @@ mod tests {
             ("X-RateLimit-Reset-After", "1.234"),
             ("X-RateLimit-Bucket", "abcd1234"),
         ]);
-        assert_eq!(got, Some(announced(Some("abcd1234"), Some(5), 0, 1234)));
+        assert_eq!(
+            got,
+            Some(announced(Some("abcd1234"), Some(5), 0, 1234).resolved(1))
+        );
     }
 
     #[test]
@@ -877,11 +857,16 @@ mod tests {
     }
 
     #[test]
-    fn decimal_seconds_are_read_to_the_nanosecond() {
-        assert_eq!(seconds("1.234"), Some(Duration::from_millis(1234)));
-        assert_eq!(seconds("0.000000001"), Some(Duration::from_nanos(1)));
-        assert_eq!(seconds("2.1234567899"), Some(Duration::new(2, 123_456_789)));
-        assert_eq!(seconds("7"), Some(Duration::from_secs(7)));
+    fn decimal_seconds_are_read_to_the_nanosecond_with_their_resolution() {
+        let ms = Duration::from_millis;
+        assert_eq!(seconds("1.234"), Some((ms(1234), ms(1))));
+        let ns = Duration::from_nanos(1);
+        assert_eq!(seconds("0.000000001"), Some((ns, ns)));
+        assert_eq!(
+            seconds("2.1234567899"),
+            Some((Duration::new(2, 123_456_789), ns))
+        );
+        assert_eq!(seconds("7"), Some((Duration::from_secs(7), SECOND)));
         assert_eq!(seconds("1.2.3"), None);
         assert_eq!(seconds(""), None);
     }
@@ -944,5 +929,54 @@ mod tests {
             ("x-ratelimit-reset", "1704067230"),
         ]);
         assert!(explains_refusal(403, got.as_ref()));
+    }
+
+    // --- the forms express-rate-limit sends -------------------------------------------
+
+    #[test]
+    fn draft7_dictionary_takes_its_window_from_the_policy_of_its_limit() {
+        let got = parsed(&[
+            ("RateLimit-Policy", "20;w=3"),
+            ("RateLimit", "limit=20, remaining=19, reset=3"),
+        ]);
+        assert_eq!(got, Some(announced(None, Some(20), 19, secs(3)).within(3)));
+        // Without a policy of its limit, no window.
+        let got = parsed(&[
+            ("RateLimit-Policy", "100;w=60"),
+            ("RateLimit", "limit=20, remaining=0, reset=2"),
+        ]);
+        assert_eq!(got, Some(announced(None, Some(20), 0, secs(2))));
+    }
+
+    #[test]
+    fn draft6_trio_takes_its_window_from_the_policy() {
+        let got = parsed(&[
+            ("RateLimit-Policy", "20;w=3"),
+            ("RateLimit-Limit", "20"),
+            ("RateLimit-Remaining", "5"),
+            ("RateLimit-Reset", "2"),
+        ]);
+        assert_eq!(got, Some(announced(None, Some(20), 5, secs(2)).within(3)));
+    }
+
+    #[test]
+    fn draft8_named_policy_with_a_partition_key() {
+        let got = parsed(&[
+            (
+                "RateLimit-Policy",
+                "\"20-in-3sec\";q=20;w=3;pk=:ZmE2ZDk2MGM5ZmQ0:",
+            ),
+            ("RateLimit", "\"20-in-3sec\";r=7;t=2"),
+        ]);
+        assert_eq!(
+            got,
+            Some(announced(Some("20-in-3sec"), Some(20), 7, secs(2)).within(3))
+        );
+    }
+
+    #[test]
+    fn whitespace_servers_send_before_a_semicolon_is_tolerated() {
+        let got = parsed(&[("RateLimit", "\"a\" ;r=1 ; t=2, \"b\";r=5;t=3")]);
+        assert_eq!(got, Some(announced(Some("a"), None, 1, secs(2))));
     }
 }
