@@ -20,9 +20,10 @@
 //!
 //! Memory stays small on long lists: the plan feeds each host one job at a time, and keeps as
 //! many hosts in the scheduler's view as a run reads jobs ahead, more only while every host
-//! in view waits (as a run reads on for an idle worker).
+//! in view waits (as a run reads on for an idle worker). Hosts take turns in view, so that
+//! all of them share the sends as if all were in view at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,13 +110,15 @@ impl Limit {
 /// worker.
 const IN_VIEW: usize = MIN_LOOKAHEAD;
 
-/// The plan's input: one job per request, fed host by host, so that each host in view has
-/// one job queued (the scheduler holds them in memory and spills nothing).
+/// The plan's input: one job per request, one host's job at a time. Hosts take turns in view:
+/// a host whose job is handed out leaves the view for the next host in line, and comes back
+/// at the end of the line, so that every host gets its turns (as if all were in view, round
+/// robin) while the scheduler holds a job for only so many of them, in memory.
 struct Feed<'a> {
     /// Each host, busiest first.
     hosts: Vec<Fed<'a>>,
-    /// Hosts brought into view so far (the first ones in `hosts`).
-    seen: usize,
+    /// Hosts with requests left and no job queued, in turn.
+    line: VecDeque<usize>,
     /// Hosts with a job queued.
     in_view: usize,
 }
@@ -123,7 +126,7 @@ struct Feed<'a> {
 /// A host of the feed.
 struct Fed<'a> {
     name: &'a str,
-    /// Its URL, while it is in view.
+    /// Its URL, while it has requests left (made when it first comes into view).
     url: Option<Box<Url>>,
     /// Requests not fed yet.
     left: u64,
@@ -131,17 +134,16 @@ struct Fed<'a> {
 
 impl<'a> Feed<'a> {
     fn new(needs: &[(&'a str, u64)]) -> Feed<'a> {
-        let hosts = needs
-            .iter()
-            .map(|&(name, left)| Fed {
-                name,
-                url: None,
-                left,
-            })
-            .collect();
         Feed {
-            hosts,
-            seen: 0,
+            hosts: needs
+                .iter()
+                .map(|&(name, left)| Fed {
+                    name,
+                    url: None,
+                    left,
+                })
+                .collect(),
+            line: (0..needs.len()).collect(),
             in_view: 0,
         }
     }
@@ -149,48 +151,44 @@ impl<'a> Feed<'a> {
     /// The next job of the host at `i` (the job's index is that place, for `took`).
     fn job(&mut self, i: usize) -> Job {
         let host = &mut self.hosts[i];
-        if host.url.is_none() {
+        let url = host.url.get_or_insert_with(|| {
             // A name `host_str` gave reads back as that host.
             let url = Url::parse(&format!("http://{}/", host.name))
                 .unwrap_or_else(|_| Url::parse("http://unnamed.invalid/").expect("a URL"));
-            host.url = Some(Box::new(url));
-        }
-        host.left -= 1;
-        let url = host.url.as_deref().expect("just set");
+            Box::new(url)
+        });
         let job = Job {
             index: i as u64,
             url: url.as_str().to_string(),
-            target: Ok(url.clone()),
+            target: Ok(Url::clone(url)),
             passthrough: Vec::new(),
         };
+        host.left -= 1;
         if host.left == 0 {
             host.url = None;
         }
         job
     }
 
-    /// Brings up to `n` more hosts into view; false if there are none.
+    /// Brings up to `n` more hosts into view, the first in line first; false if none waits.
     fn widen(&mut self, scheduler: &Scheduler, n: usize) -> bool {
-        let end = (self.seen + n).min(self.hosts.len());
-        let jobs: Vec<Job> = (self.seen..end).map(|i| self.job(i)).collect();
+        let hosts: Vec<usize> = (0..n).map_while(|_| self.line.pop_front()).collect();
+        let jobs: Vec<Job> = hosts.into_iter().map(|i| self.job(i)).collect();
         self.in_view += jobs.len();
-        self.seen = end;
         let widened = !jobs.is_empty();
         scheduler.push(jobs);
         widened
     }
 
-    /// A job of the host at `i` was handed out: its next one is queued, or, when it has no
-    /// more, another host comes into view.
+    /// The job of the host at `i` was handed out: the host leaves the view (to the end of
+    /// the line, if it has more), and the next in line comes in.
     fn took(&mut self, scheduler: &Scheduler, i: usize) {
-        match self.hosts[i].left {
-            0 => {
-                self.in_view -= 1;
-                if self.in_view < IN_VIEW {
-                    self.widen(scheduler, 1);
-                }
-            }
-            _ => scheduler.push(vec![self.job(i)]),
+        self.in_view -= 1;
+        if self.hosts[i].left > 0 {
+            self.line.push_back(i);
+        }
+        if self.in_view < IN_VIEW {
+            self.widen(scheduler, 1);
         }
     }
 
@@ -292,8 +290,7 @@ fn simulate_on(
     while sent < wanted {
         if let Some(mut ticket) = scheduler.try_next() {
             let host = ticket.task().job.index as usize;
-            // Its host's next job is queued before this one is sent, so that the host keeps
-            // its entry (and its limits) meanwhile.
+            // The next host in line (this one again, if it is alone) gets its job queued.
             feed.took(&scheduler, host);
             let mut at = clock.now();
             if let Some(pacer) = &pacer {
@@ -588,6 +585,34 @@ mod tests {
         assert_eq!(at("a.test"), [secs(30.0); 2]);
         assert_eq!(plan.duration, secs(30.0));
         assert_eq!(plan.requests, 4);
+    }
+
+    /// More hosts than the plan keeps in view share the sends as if all were in view: none
+    /// is left to finish alone at its own pace after the others.
+    #[test]
+    fn hosts_beyond_the_view_take_their_turns_with_the_others() {
+        let config = Config {
+            rate: per_second(2000),
+            per_host_rate: per_second(1),
+            ..Config::default()
+        };
+        let n = IN_VIEW + 1000;
+        let hosts: HashMap<String, u64> = (0..n).map(|i| (format!("h{i}.test"), 20)).collect();
+        let plan = simulate(&config, &hosts, &Past::default());
+        // Each host's turn comes every 2.5 s, after its pace: the rate alone decides.
+        let total = n as u32 * 20;
+        assert_eq!(plan.duration, Duration::from_micros(500) * (total - 1));
+        assert_eq!(plan.binds(), Some("--rate 2000/s --burst 1"));
+        // Without a rate, every host sends at once, then after its pace, which binds (the
+        // hosts out of view meanwhile wait for their pace too).
+        let unlimited = Config {
+            rate: Rate::Unlimited,
+            ..config
+        };
+        let hosts: HashMap<String, u64> = (0..n).map(|i| (format!("h{i}.test"), 2)).collect();
+        let plan = simulate(&unlimited, &hosts, &Past::default());
+        assert_eq!(plan.duration, Duration::from_secs(1));
+        assert_eq!(plan.binds(), Some("--per-host-rate 1/s"));
     }
 
     #[test]

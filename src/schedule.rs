@@ -292,14 +292,19 @@ impl Host {
     }
 
     /// When everything that limits this host in time is over (its pace, a cool-down, every
-    /// send left its quota windows); `None` if nothing ever was.
-    fn clear_at(&self) -> Option<Instant> {
-        let windows = self.windows.iter().filter_map(Window::clear_at).max();
-        self.pace
-            .tat()
-            .max(self.cool_until)
-            .max(windows)
-            .max(self.tracked_until)
+    /// send left its quota windows), and the one that lasts longest; `None` if nothing ever
+    /// was.
+    fn clear_at(&self) -> Option<(Instant, Cause)> {
+        let windows = self.windows.iter().enumerate();
+        [
+            self.pace.tat().map(|t| (t, Cause::Pace)),
+            self.cool_until.map(|t| (t, Cause::Other)),
+            self.tracked_until.map(|t| (t, Cause::Other)),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(windows.filter_map(|(q, w)| Some((w.clear_at()?, Cause::HostQuota(q)))))
+        .max_by_key(|&(t, _)| t)
     }
 }
 
@@ -1176,17 +1181,18 @@ impl Inner {
         if !h.has_work() {
             let unused = h.in_flight == 0 && !h.dispatching && h.reserved == 0;
             let clear_at = h.clear_at();
-            if unused && clear_at.is_none_or(|t| t <= now) {
+            if unused && clear_at.is_none_or(|(t, _)| t <= now) {
                 s.hosts.remove(host);
             } else if unused {
                 // Kept only for its limits: without its queue's buffer (a few tasks' worth),
                 // so that many hosts waiting out their paces take little memory.
                 h.queue = VecDeque::new();
-                // Forget it once its pace, cool-down and quota windows are over.
-                let until = clear_at.expect("not idle: a time is set");
+                // Forget it once its pace, cool-down and quota windows are over (a task
+                // queued meanwhile may go then: the timer names what it waited for).
+                let (until, cause) = clear_at.expect("not idle: a time is set");
                 if h.timer.is_none_or(|armed| armed > until) {
                     h.timer = Some(until);
-                    self.arm(s, until, Due::Host(host.into()), Cause::Other);
+                    self.arm(s, until, Due::Host(host.into()), cause);
                 }
             }
             return false;
