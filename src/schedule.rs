@@ -27,7 +27,13 @@
 //!   a request that another limit refuses.
 //! - **Timers.** A thread of their own with a fine timer slack and a short spin before each
 //!   deadline, since tokio's 1 ms timer grid would lose a fraction of every period of a fast
-//!   per-host pace.
+//!   per-host pace. The thread only sleeps until a deadline and calls `Inner::fire`, which
+//!   does what is due; each timer keeps its `Cause` (the limit it waits for).
+//! - **One clock, real or virtual.** Every gate is judged at `Clock::now`: the machine's clock
+//!   in a run, a `VirtualClock` in `--plan` (`Scheduler::simulated`). On a virtual clock no
+//!   thread runs and nothing waits: the plan takes tickets with `try_next`, moves the clock
+//!   to `next_deadline` and fires what is due with `fire_due`, so a plan runs these very gates
+//!   and cannot drift from a run.
 //! - **The pace is exact at the stamp.** A host's pace is the GCRA of `limits::gcra` (burst
 //!   1), counted at the instant the request is stamped with (`Ticket::go`): no request to a
 //!   host is closer than its period to the one before, and one that left late is not caught
@@ -46,6 +52,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -77,6 +84,68 @@ const MIN_LEAD: Duration = Duration::from_micros(20);
 const MAX_LEAD: Duration = Duration::from_micros(300);
 const LEAD_HEADROOM: Duration = Duration::from_micros(20);
 
+/// The scheduler's clock: the machine's in a run; a virtual one in `--plan`, which stands
+/// still until the plan moves it, so that the same gates and timers run on simulated time.
+#[derive(Clone)]
+enum Clock {
+    Real,
+    Virtual(Arc<VirtualClock>),
+}
+
+impl Clock {
+    /// The instant every gate of the scheduler is judged at.
+    #[inline]
+    fn now(&self) -> Instant {
+        match self {
+            Clock::Real => Instant::now(),
+            Clock::Virtual(clock) => clock.now(),
+        }
+    }
+}
+
+/// A clock that moves only when told to (`--plan`): an origin, a real instant (so that
+/// instants keep their type and past sends can lie before it), plus the time simulated since.
+pub(crate) struct VirtualClock {
+    origin: Instant,
+    /// Nanoseconds since `origin` (584 years fit).
+    elapsed: AtomicU64,
+}
+
+impl VirtualClock {
+    /// A clock at its origin, which is now.
+    pub(crate) fn new() -> VirtualClock {
+        VirtualClock {
+            origin: Instant::now(),
+            elapsed: AtomicU64::new(0),
+        }
+    }
+
+    /// The clock's reading.
+    pub(crate) fn now(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.elapsed.load(Ordering::Relaxed))
+    }
+
+    /// Moves the clock on to `at` (never back).
+    pub(crate) fn advance_to(&self, at: Instant) {
+        let nanos =
+            u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        self.elapsed.fetch_max(nanos, Ordering::Relaxed);
+    }
+}
+
+/// Why a timer is set: what a host or the run waits for. `--plan` charges a wait to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// A host's pace: `--per-host-rate`, or a Crawl-delay.
+    Pace,
+    /// One of a host's `--per-host-quota` windows (its place among them).
+    HostQuota(usize),
+    /// One of the run's `--quota` windows (its place among them).
+    Quota(usize),
+    /// Anything else: a cool-down, a pause, a backoff, a host's limits running out.
+    Other,
+}
+
 /// The per-host queues and timers of one run. Cheap to clone (an `Arc`).
 #[derive(Clone)]
 pub struct Scheduler {
@@ -84,6 +153,8 @@ pub struct Scheduler {
 }
 
 struct Inner {
+    /// What `now` is: the machine's clock in a run, a virtual one in `--plan`.
+    clock: Clock,
     state: Mutex<State>,
     /// Wakes workers waiting in `next`.
     work: Notify,
@@ -223,14 +294,19 @@ impl Host {
     }
 
     /// When everything that limits this host in time is over (its pace, a cool-down, every
-    /// send left its quota windows); `None` if nothing ever was.
-    fn clear_at(&self) -> Option<Instant> {
-        let windows = self.windows.iter().filter_map(Window::clear_at).max();
-        self.pace
-            .tat()
-            .max(self.cool_until)
-            .max(windows)
-            .max(self.tracked_until)
+    /// send left its quota windows), and the one that lasts longest; `None` if nothing ever
+    /// was.
+    fn clear_at(&self) -> Option<(Instant, Cause)> {
+        let windows = self.windows.iter().enumerate();
+        [
+            self.pace.tat().map(|t| (t, Cause::Pace)),
+            self.cool_until.map(|t| (t, Cause::Other)),
+            self.tracked_until.map(|t| (t, Cause::Other)),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(windows.filter_map(|(q, w)| Some((w.clear_at()?, Cause::HostQuota(q)))))
+        .max_by_key(|&(t, _)| t)
     }
 }
 
@@ -238,6 +314,8 @@ struct Timer {
     at: Instant,
     seq: u64,
     what: Due,
+    /// What the wait it ends was for.
+    cause: Cause,
 }
 
 enum Due {
@@ -269,8 +347,8 @@ impl Ord for Timer {
 /// Why a host may not dispatch now.
 enum Gate {
     Open,
-    /// Until this instant (its pace or a cool-down).
-    Until(Instant),
+    /// Until this instant (its pace, a cool-down, a quota window), and which of them.
+    Until(Instant, Cause),
     /// Until something it has in flight comes back (or takes its token).
     Busy,
 }
@@ -280,7 +358,7 @@ impl Gate {
     fn until(&self, now: Instant) -> Instant {
         match self {
             Gate::Open => now,
-            Gate::Until(t) => *t,
+            Gate::Until(t, _) => *t,
             // Something is under way: look again shortly.
             Gate::Busy => now + Duration::from_millis(2),
         }
@@ -297,7 +375,32 @@ impl Scheduler {
     /// `new`, with the run's `--quota-state`: `past` (what earlier runs sent) is counted in
     /// the windows, and every request takes a grant from `ledger` before it leaves.
     pub fn with_ledger(config: &Config, ledger: Option<Arc<Ledger>>, past: &Past) -> Scheduler {
-        let now = Instant::now();
+        let scheduler = Scheduler::on_clock(config, ledger, past, Clock::Real);
+        let timers = scheduler.inner.clone();
+        std::thread::Builder::new()
+            .name("ratefetch-timers".into())
+            .spawn(move || timers.run_timers())
+            .expect("spawning the timer thread");
+        scheduler
+    }
+
+    /// A scheduler for `--plan`: the same queues, gates and timers on `clock`, with the
+    /// sends of `past` in its windows. No thread: its timers fire when `fire_due` is called,
+    /// and a host is due at its turn exactly (no lead). It keeps the jobs it is given in
+    /// memory (the plan feeds it a job per host at a time), and waits at a spent quota
+    /// whatever `--on-quota` says.
+    pub(crate) fn simulated(config: &Config, past: &Past, clock: Arc<VirtualClock>) -> Scheduler {
+        Scheduler::on_clock(config, None, past, Clock::Virtual(clock))
+    }
+
+    fn on_clock(
+        config: &Config,
+        ledger: Option<Arc<Ledger>>,
+        past: &Past,
+        clock: Clock,
+    ) -> Scheduler {
+        let now = clock.now();
+        let simulated = matches!(clock, Clock::Virtual(_));
         let wall = std::time::SystemTime::now();
         // A wall-clock time as an instant (a time ahead of the clock is now: the ledger's
         // clock may be ahead of this machine's, and counts later, the safe side).
@@ -333,12 +436,15 @@ impl Scheduler {
         // With per-host limits, jobs of blocked hosts fill memory while others go: read far
         // ahead. Without, every job may leave at once: a few per worker keep them busy (and
         // a host told to cool down still makes the input read on while workers are idle).
-        let lookahead = if track {
+        let lookahead = if simulated {
+            usize::MAX
+        } else if track {
             config.workers.saturating_mul(4).max(MIN_LOOKAHEAD)
         } else {
             config.workers.saturating_mul(4).clamp(64, MIN_LOOKAHEAD)
         };
         let inner = Arc::new(Inner {
+            clock,
             state: Mutex::new(State {
                 free_first: true,
                 quotas,
@@ -352,7 +458,7 @@ impl Scheduler {
             host_concurrency: config.per_host_concurrency,
             host_quotas: config.per_host_quotas.clone(),
             quotas: !config.quotas.is_empty() || config.budget.is_some(),
-            stop_at_quota: config.on_quota == OnQuota::Stop,
+            stop_at_quota: config.on_quota == OnQuota::Stop && !simulated,
             budget: config.budget,
             track,
             lookahead,
@@ -361,14 +467,9 @@ impl Scheduler {
             closing: CancellationToken::new(),
             ledger,
             past_hosts,
-            lead: std::sync::atomic::AtomicU64::new(100_000),
+            lead: AtomicU64::new(if simulated { 0 } else { 100_000 }),
             crawl_delays: std::sync::atomic::AtomicBool::new(false),
         });
-        let timers = inner.clone();
-        std::thread::Builder::new()
-            .name("ratefetch-timers".into())
-            .spawn(move || timers.run_timers())
-            .expect("spawning the timer thread");
         Scheduler { inner }
     }
 
@@ -439,7 +540,7 @@ impl Scheduler {
         if let Some(notice) = &s.notice {
             return Some(notice.clone());
         }
-        let now = Instant::now();
+        let now = inner.clock.now();
         if let (Some(until), Some(what)) = (s.paused_until, &s.paused_for) {
             if until > now {
                 return Some(format!(
@@ -463,7 +564,8 @@ impl Scheduler {
         let pending = s.pending;
         match quota::free_at(&mut s.quotas, now, pending) {
             Some((at, Some(q))) if at > now => Some(format!(
-                "waiting for --quota {q}: next slot at {}",
+                "waiting for --quota {}: next slot at {}",
+                s.quotas[q].quota(),
                 quota::slot_time(wall_clock(at))
             )),
             _ => None,
@@ -484,13 +586,13 @@ impl Scheduler {
     pub fn pause(&self, wait: Duration, what: String) {
         let inner = &*self.inner;
         let mut s = inner.lock();
-        let until = Instant::now() + wait;
+        let until = inner.clock.now() + wait;
         if s.paused_until.is_some_and(|p| p >= until) {
             return;
         }
         s.paused_until = Some(until);
         s.paused_for = Some(what);
-        inner.arm(&mut s, until, Due::Quota);
+        inner.arm(&mut s, until, Due::Quota, Cause::Other);
     }
 
     /// The least time between two requests to `host`: its `--per-host-rate` period or its
@@ -541,7 +643,7 @@ impl Scheduler {
     pub fn track_host(&self, host: &str, wait: Duration) {
         let inner = &*self.inner;
         let mut s = inner.lock();
-        let until = Instant::now() + wait;
+        let until = inner.clock.now() + wait;
         let h = inner.host_entry(&mut s.hosts, host);
         h.tracked_until = Some(h.tracked_until.map_or(until, |t| t.max(until)));
         inner.refresh(&mut s, host);
@@ -672,7 +774,7 @@ impl Scheduler {
                 if s.closed {
                     return None;
                 }
-                let now = Instant::now();
+                let now = inner.clock.now();
                 let quotas = match s.budget_left {
                     // Spent: by places still pending (which may come back), or for good.
                     Some(0) if s.pending > 0 => Gate::Busy,
@@ -682,7 +784,7 @@ impl Scheduler {
                         return None;
                     }
                     _ => match s.paused_until {
-                        Some(until) if until > now => Gate::Until(until),
+                        Some(until) if until > now => Gate::Until(until, Cause::Other),
                         _ => inner.quota_gate(&mut s, now),
                     },
                 };
@@ -734,7 +836,7 @@ impl Scheduler {
             .cooled
             .store(true, std::sync::atomic::Ordering::Release);
         let mut s = inner.lock();
-        let until = Instant::now() + wait;
+        let until = inner.clock.now() + wait;
         let h = inner.host_entry(&mut s.hosts, host);
         h.cool_until = Some(h.cool_until.map_or(until, |c| c.max(until)));
         if inner.refresh(&mut s, host) {
@@ -764,7 +866,7 @@ impl Scheduler {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             // Counted from the host's last request (robots.txt itself, at first); from now
             // if the host was forgotten meanwhile (its last request is not known).
-            let last = h.last_sent.unwrap_or_else(Instant::now);
+            let last = h.last_sent.unwrap_or_else(|| inner.clock.now());
             h.pace.hold_until(last + period);
         }
     }
@@ -788,7 +890,44 @@ impl Scheduler {
         let mut s = inner.lock();
         ticket.release(inner, &mut s);
         s.in_memory += 1;
-        inner.arm(&mut s, at, Due::Task(Box::new(task)));
+        inner.arm(&mut s, at, Due::Task(Box::new(task)), Cause::Other);
+    }
+}
+
+/// Driving a scheduler on a virtual clock (`--plan`), from one thread, without waiting.
+impl Scheduler {
+    /// The next task that may leave now, with its host's slot, as `next` gives it; `None`
+    /// when none may (or the run stopped).
+    pub(crate) fn try_next(&self) -> Option<Ticket> {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        if s.closed {
+            return None;
+        }
+        let (host, task) = inner.dispatch(&mut s)?;
+        Some(Ticket::dispatched(&self.inner, host, Some(task)))
+    }
+
+    /// Fires every timer due at the clock's reading (see `Inner::fire`). Returns the cause
+    /// of the last one that let a task leave (or might have: the run's quotas may still hold
+    /// it back).
+    pub(crate) fn fire_due(&self) -> Option<Cause> {
+        let inner = &*self.inner;
+        let mut s = inner.lock();
+        let now = inner.clock.now();
+        inner.fire(&mut s, now).1
+    }
+
+    /// When the next timer is due.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.inner.lock().timers.peek().map(|t| t.0.at)
+    }
+
+    /// Whether the run as a whole holds every task back (its quotas, its budget, a pause, a
+    /// stop): then no other host would send sooner.
+    pub(crate) fn held_back(&self) -> bool {
+        let s = self.inner.lock();
+        s.closed || s.gated || s.quota_blocked || s.paused_until.is_some()
     }
 }
 
@@ -853,7 +992,7 @@ impl Inner {
         }
         match quota::free_at(&mut s.quotas, now, s.pending) {
             Some((t, _)) if t <= now => Gate::Open,
-            Some((t, _)) => Gate::Until(t),
+            Some((t, q)) => Gate::Until(t, q.map_or(Cause::Other, Cause::Quota)),
             // Pending dispatches fill a window: their sends (`go`) tell when it frees.
             None => Gate::Busy,
         }
@@ -875,15 +1014,17 @@ impl Inner {
         }
         let gate = self.quota_gate(s, now);
         s.quota_blocked = !matches!(gate, Gate::Open);
-        if let Gate::Until(t) = gate {
+        if let Gate::Until(t, cause) = gate {
             if self.stop_at_quota {
-                let binds = quota::free_at(&mut s.quotas, now, s.pending).and_then(|(_, q)| q);
-                let limit = binds.map_or_else(|| "--quota".to_string(), |q| format!("--quota {q}"));
+                let limit = match cause {
+                    Cause::Quota(q) => format!("--quota {}", s.quotas[q].quota()),
+                    _ => "--quota".to_string(),
+                };
                 self.stop_at(s, limit, Some(wall_clock(t)));
             }
             if s.quota_timer.is_none_or(|armed| armed > t || armed <= now) {
                 s.quota_timer = Some(t);
-                self.arm(s, t, Due::Quota);
+                self.arm(s, t, Due::Quota, cause);
             }
         }
         !s.quota_blocked
@@ -930,7 +1071,7 @@ impl Inner {
     /// After a dispatch was sent or given back: if the quotas refused before, they may
     /// admit now (or tell when).
     fn quotas_changed(&self, s: &mut State) {
-        if s.quota_blocked && self.quotas_open(s, Instant::now()) {
+        if s.quota_blocked && self.quotas_open(s, self.clock.now()) {
             self.wake_workers(s, s.waiting);
         }
     }
@@ -1019,14 +1160,24 @@ impl Inner {
         // Nothing of the host is pending (it is not dispatching). Its pace opens a lead
         // early (at most a quarter of its period): the worker waits out the rest
         // (`Ticket::wait_due`).
-        let windows = quota::free_at(&mut h.windows, now, 0).map(|(t, _)| t);
         let lead = self
             .lead()
             .min(self.period.unwrap_or_default().max(h.min_period) / 4);
-        let paced = h.pace.tat().map(|t| t.checked_sub(lead).unwrap_or(t));
-        let until = paced.max(h.cool_until).max(windows);
+        let mut until = h
+            .pace
+            .tat()
+            .map(|t| (t.checked_sub(lead).unwrap_or(t), Cause::Pace));
+        let later = |until: Option<(Instant, Cause)>, t: Instant| until.is_none_or(|(u, _)| t > u);
+        if let Some(t) = h.cool_until.filter(|&t| later(until, t)) {
+            until = Some((t, Cause::Other));
+        }
+        if let Some((t, Some(q))) = quota::free_at(&mut h.windows, now, 0) {
+            if later(until, t) {
+                until = Some((t, Cause::HostQuota(q)));
+            }
+        }
         match until {
-            Some(t) if t > now => Gate::Until(t),
+            Some((t, cause)) if t > now => Gate::Until(t, cause),
             _ => Gate::Open,
         }
     }
@@ -1035,7 +1186,7 @@ impl Inner {
     /// timer if it must wait, forgotten if nothing on it is in force. Returns whether it
     /// joined the ring.
     fn refresh(&self, s: &mut State, host: &str) -> bool {
-        self.refresh_at(s, host, Instant::now())
+        self.refresh_at(s, host, self.clock.now())
     }
 
     /// `refresh` as of `now` (a caller that just judged the host's gate passes the instant it
@@ -1050,24 +1201,28 @@ impl Inner {
         if !h.has_work() {
             let unused = h.in_flight == 0 && !h.dispatching && h.reserved == 0;
             let clear_at = h.clear_at();
-            if unused && clear_at.is_none_or(|t| t <= now) {
+            if unused && clear_at.is_none_or(|(t, _)| t <= now) {
                 s.hosts.remove(host);
             } else if unused {
-                // Forget it once its pace, cool-down and quota windows are over.
-                let until = clear_at.expect("not idle: a time is set");
+                // Kept only for its limits: without its queue's buffer (a few tasks' worth),
+                // so that many hosts waiting out their paces take little memory.
+                h.queue = VecDeque::new();
+                // Forget it once its pace, cool-down and quota windows are over (a task
+                // queued meanwhile may go then: the timer names what it waited for).
+                let (until, cause) = clear_at.expect("not idle: a time is set");
                 if h.timer.is_none_or(|armed| armed > until) {
                     h.timer = Some(until);
-                    self.arm(s, until, Due::Host(host.into()));
+                    self.arm(s, until, Due::Host(host.into()), cause);
                 }
             }
             return false;
         }
         match self.gate(h, now) {
             Gate::Busy => false,
-            Gate::Until(t) => {
+            Gate::Until(t, cause) => {
                 if h.timer.is_none_or(|armed| armed > t) {
                     h.timer = Some(t);
-                    self.arm(s, t, Due::Host(host.into()));
+                    self.arm(s, t, Due::Host(host.into()), cause);
                 }
                 false
             }
@@ -1079,10 +1234,15 @@ impl Inner {
         }
     }
 
-    fn arm(&self, s: &mut State, at: Instant, what: Due) {
+    fn arm(&self, s: &mut State, at: Instant, what: Due, cause: Cause) {
         s.seq += 1;
         let seq = s.seq;
-        s.timers.push(Reverse(Timer { at, seq, what }));
+        s.timers.push(Reverse(Timer {
+            at,
+            seq,
+            what,
+            cause,
+        }));
         if s.timer_at.is_none_or(|t| t > at) {
             s.timer_at = Some(at);
             self.timer.notify_one();
@@ -1092,11 +1252,11 @@ impl Inner {
     /// Takes the next task that may leave now, marking its host's slot taken.
     /// With `--quota`, the dispatch holds a place in the run's windows (`reserve`).
     fn dispatch(&self, s: &mut State) -> Option<(Option<Box<str>>, Task)> {
-        if s.gated || (self.quotas && !self.quotas_open(s, Instant::now())) {
+        if s.gated || (self.quotas && !self.quotas_open(s, self.clock.now())) {
             return None;
         }
         if let Some(until) = s.paused_until {
-            if until > Instant::now() {
+            if until > self.clock.now() {
                 return None;
             }
             s.paused_until = None;
@@ -1138,7 +1298,7 @@ impl Inner {
     }
 
     fn dispatch_ready(&self, s: &mut State) -> Option<(Option<Box<str>>, Task)> {
-        let now = Instant::now();
+        let now = self.clock.now();
         while let Some(key) = s.ready.pop_front() {
             let Some(h) = s.hosts.get_mut(&key) else {
                 continue;
@@ -1177,6 +1337,52 @@ impl Inner {
         None
     }
 
+    /// Fires every timer due at `now`: a host whose wait is over joins the ring, a task
+    /// whose backoff ended goes back to its queue, the run's quotas look again. Returns how
+    /// many dispatches became possible, and the cause of the last timer that made one
+    /// possible. The timer thread calls it in a run, `Scheduler::fire_due` in `--plan`.
+    fn fire(&self, s: &mut State, now: Instant) -> (usize, Option<Cause>) {
+        let mut woken = 0;
+        let mut cause = None;
+        while s.timers.peek().is_some_and(|t| t.0.at <= now) {
+            let Reverse(timer) = s.timers.pop().expect("peeked");
+            let before = woken;
+            match timer.what {
+                Due::Host(host) => {
+                    if let Some(h) = s.hosts.get_mut(&host) {
+                        if h.timer == Some(timer.at) {
+                            h.timer = None;
+                        }
+                        woken += usize::from(self.refresh(s, &host));
+                    }
+                }
+                Due::Task(task) => {
+                    s.in_memory -= 1;
+                    if !s.closed {
+                        woken += self.enqueue(s, *task, true);
+                    }
+                }
+                Due::Quota => {
+                    if s.quota_timer == Some(timer.at) {
+                        s.quota_timer = None;
+                    }
+                    if s.quota_blocked && self.quotas_open(s, now) {
+                        woken += s.waiting.max(1);
+                    }
+                    if s.paused_until.is_some_and(|p| p <= now) {
+                        s.paused_until = None;
+                        woken += s.waiting.max(1);
+                        self.wake_feeder(s);
+                    }
+                }
+            }
+            if woken > before {
+                cause = Some(timer.cause);
+            }
+        }
+        (woken, cause)
+    }
+
     /// The timer thread: wakes at each deadline (slack of a microsecond, a short spin
     /// before it) and moves what is due on.
     fn run_timers(&self) {
@@ -1187,40 +1393,7 @@ impl Inner {
             if s.ended {
                 return;
             }
-            let now = Instant::now();
-            let mut woken = 0;
-            while s.timers.peek().is_some_and(|t| t.0.at <= now) {
-                let Reverse(timer) = s.timers.pop().expect("peeked");
-                match timer.what {
-                    Due::Host(host) => {
-                        if let Some(h) = s.hosts.get_mut(&host) {
-                            if h.timer == Some(timer.at) {
-                                h.timer = None;
-                            }
-                            woken += usize::from(self.refresh(&mut s, &host));
-                        }
-                    }
-                    Due::Task(task) => {
-                        s.in_memory -= 1;
-                        if !s.closed {
-                            woken += self.enqueue(&mut s, *task, true);
-                        }
-                    }
-                    Due::Quota => {
-                        if s.quota_timer == Some(timer.at) {
-                            s.quota_timer = None;
-                        }
-                        if s.quota_blocked && self.quotas_open(&mut s, now) {
-                            woken += s.waiting.max(1);
-                        }
-                        if s.paused_until.is_some_and(|p| p <= now) {
-                            s.paused_until = None;
-                            woken += s.waiting.max(1);
-                            self.wake_feeder(&mut s);
-                        }
-                    }
-                }
-            }
+            let (woken, _) = self.fire(&mut s, self.clock.now());
             if woken > 0 {
                 self.wake_workers(&s, woken);
             }
@@ -1362,11 +1535,15 @@ impl Ticket {
     /// Waits until this dispatch's host is due: a paced host is handed out a little before
     /// its turn (the hand-off's usual delay), and its worker spins the rest. Call before
     /// taking the global token, so that the request is stamped on its host's turn or later.
+    /// On a virtual clock (`--plan`) a host is handed out on its turn: nothing to wait for.
     pub async fn wait_due(&self) {
         let (Some(host), Stage::Dispatched) = (&self.host, self.stage) else {
             return;
         };
         let inner = &*self.inner;
+        if let Clock::Virtual(_) = inner.clock {
+            return;
+        }
         if inner.period.is_none()
             && !inner
                 .crawl_delays
@@ -1497,7 +1674,7 @@ impl Ticket {
             return false;
         };
         let s = self.inner.lock();
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         s.hosts
             .get(host)
             .is_some_and(|h| h.cool_until.is_some_and(|c| c > now))
@@ -2025,6 +2202,76 @@ mod tests {
         }
         assert_eq!(n, 101);
         assert_eq!(s.tracked_hosts(), 0);
+    }
+
+    /// Runs `s` on `clock` as `--plan` does, each task sent as soon as it is handed out:
+    /// the send times (from the clock's start), and the cause each timer that let a task go
+    /// gave.
+    fn drive(s: &Scheduler, clock: &VirtualClock, n: usize) -> (Vec<Duration>, Vec<Cause>) {
+        let t0 = clock.now();
+        let (mut sent, mut causes) = (Vec::new(), Vec::new());
+        while sent.len() < n {
+            if let Some(mut t) = s.try_next() {
+                let at = clock.now();
+                assert!(t.go(at.into_std()));
+                sent.push(at - t0);
+                t.finish();
+                continue;
+            }
+            let next = s.next_deadline().expect("a timer while tasks wait");
+            assert!(next > clock.now(), "a timer due in the past");
+            clock.advance_to(next);
+            causes.extend(s.fire_due());
+        }
+        (sent, causes)
+    }
+
+    #[test]
+    fn on_a_virtual_clock_a_paced_host_leaves_on_its_turns_without_a_thread() {
+        let clock = Arc::new(VirtualClock::new());
+        let s = Scheduler::simulated(
+            &config(Rate::Every(Duration::from_secs(1)), None),
+            &Past::default(),
+            clock.clone(),
+        );
+        s.push(
+            (1..=3)
+                .map(|i| job(i, &format!("http://a.test/{i}")))
+                .collect(),
+        );
+        s.push(vec![job(4, "http://b.test/")]);
+        let (sent, causes) = drive(&s, &clock, 4);
+        // Exactly on its turns (no lead), b at once.
+        let secs = Duration::from_secs;
+        assert_eq!(sent, [secs(0), secs(0), secs(1), secs(2)]);
+        assert_eq!(causes, [Cause::Pace, Cause::Pace]);
+        assert!(s.try_next().is_none());
+    }
+
+    #[test]
+    fn on_a_virtual_clock_a_spent_window_names_itself() {
+        let quota = |s: &str| crate::units::parse_quota(s).unwrap();
+        let clock = Arc::new(VirtualClock::new());
+        let s = Scheduler::simulated(
+            &Config {
+                quotas: vec![quota("5/1h"), quota("2/10s")],
+                per_host_quotas: vec![quota("3/1m")],
+                ..Config::default()
+            },
+            &Past::default(),
+            clock.clone(),
+        );
+        s.push(
+            (1..=4)
+                .map(|i| job(i, &format!("http://a.test/{i}")))
+                .collect(),
+        );
+        let (sent, causes) = drive(&s, &clock, 4);
+        let secs = Duration::from_secs;
+        // Two, then two more once they leave the 10 s window; the host's third of a minute
+        // is the fourth's.
+        assert_eq!(sent, [secs(0), secs(0), secs(10), secs(60)]);
+        assert_eq!(causes, [Cause::Quota(1), Cause::HostQuota(0)]);
     }
 
     #[test]

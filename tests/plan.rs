@@ -7,8 +7,11 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use ratefetch::config::InputSource;
+use ratefetch::units::{parse_quota, parse_rate};
+use ratefetch::Config;
 use support::binary::ratefetch_bin;
-use support::report::read_csv;
+use support::report::{assert_each_index_once, read_csv, run_lib, test_config};
 use support::server::Server;
 
 /// Runs `ratefetch --plan ARGS…` to the end; returns its stdout, asserting exit 0 and
@@ -204,4 +207,58 @@ fn plan_counts_the_usage_recorded_in_the_quota_state() {
     let text = plan(&["-r", "unlimited", "--quota", "5/1h"], &more);
     assert!(text.contains("the limits do not slow it"), "{text}");
     assert_nothing_arrived(&server);
+}
+
+/// A plan is its run's schedule at the limits, found by the run's own gates: the run it plans
+/// takes at least the time it says (the plan is a lower bound), and on a quiet machine not
+/// much more. Judged at the instants the run's request log records, which are the instants its
+/// limits judged.
+#[test]
+fn a_run_takes_at_least_the_time_its_plan_says_and_not_much_more() {
+    let _turn = support::timing_turn();
+    let server = Server::start_on([127, 0, 0, 65]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..6).map(|i| server.url(&format!("/ok?{i}"))).collect();
+    let log = dir.path().join("requests.log");
+    // 0, 0.2, 0.4 s; the fourth once the first has left the window, at 1 s; then 1.2, 1.4 s.
+    let config = Config {
+        rate: parse_rate("20/s").unwrap(),
+        per_host_rate: parse_rate("5/s").unwrap(),
+        quotas: vec![parse_quota("3/1s").unwrap()],
+        log_requests: Some(log.clone()),
+        ..test_config()
+    };
+    let list = dir.path().join("urls.txt");
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let planned = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(ratefetch::plan(Config {
+            input: InputSource::Path(list),
+            ..config.clone()
+        }))
+        .unwrap();
+    assert_eq!(planned.requests(), 6);
+    assert_eq!(planned.duration(), Duration::from_millis(1400));
+
+    let (_, rows) = run_lib(config, &lines);
+    assert_each_index_once(&rows, 1..=6);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut stamps: Vec<std::time::SystemTime> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some(humantime::parse_rfc3339(v.get("t")?.as_str()?).unwrap()))
+        .collect();
+    assert_eq!(stamps.len(), 6, "{text}");
+    stamps.sort();
+    let span = stamps[5].duration_since(stamps[0]).unwrap();
+    // The log keeps microseconds: a span may read one short.
+    assert!(
+        span + Duration::from_micros(1) >= planned.duration(),
+        "the run took {span:?}, less than its plan"
+    );
+    assert!(
+        span < planned.duration() + Duration::from_secs(1),
+        "the run took {span:?}, far more than its plan"
+    );
 }

@@ -10,8 +10,9 @@
 //! and lateness is caught up only within the burst.
 //!
 //! The arithmetic is exact (whole nanoseconds, no floating point) and generic over the
-//! clock: `std` and tokio instants for a run, a `Duration` since some origin for a virtual
-//! clock (`--plan`) or a log's timestamps (`audit`).
+//! clock: `std` and tokio instants for a run and for `--plan` (which runs the scheduler on a
+//! virtual clock of such instants), a `Duration` since some origin for a log's timestamps
+//! (`audit`).
 
 use std::time::Duration;
 
@@ -85,6 +86,7 @@ impl<T> Default for Gcra<T> {
 
 impl<T: Time> Gcra<T> {
     /// A GCRA with nothing in force.
+    #[cfg(test)]
     pub fn new() -> Gcra<T> {
         Gcra { tat: None }
     }
@@ -103,6 +105,7 @@ impl<T: Time> Gcra<T> {
     }
 
     /// The first instant, not before `now`, at which a request conforms.
+    #[cfg(test)]
     pub fn earliest(&self, pace: Pace, now: T) -> T {
         now.plus(self.early_by(pace, now))
     }

@@ -34,6 +34,7 @@ use governor::Quota;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
+use crate::limits::gcra::Pace;
 use crate::limits::pacer::Pacer;
 use crate::limits::set::LimitSet;
 
@@ -82,6 +83,21 @@ pub fn quota(period: Duration, burst: NonZeroU32) -> Quota {
         .allow_burst(burst)
 }
 
+/// The governor quota of the global pace.
+fn pacer_quota(pace: Pace) -> Quota {
+    let burst = NonZeroU32::new(pace.burst).expect("a burst is at least 1");
+    quota(pace.period, burst)
+}
+
+/// The run's global rate (`--rate`, `--burst`) as a pacer for `--plan`, judged at the instants
+/// of a virtual clock that starts at `origin`; `None` without a rate. (With `--redis`, the
+/// shared grant keeps the same rate.)
+pub(crate) fn simulated_pacer(config: &Config, origin: std::time::Instant) -> Option<Pacer> {
+    LimitSet::of(config)
+        .global_pace()
+        .map(|pace| Pacer::simulated(pacer_quota(pace), origin))
+}
+
 impl Limits {
     pub fn new(config: &Config) -> Limits {
         Limits {
@@ -90,10 +106,7 @@ impl Limits {
             global: LimitSet::of(config)
                 .global_pace()
                 .filter(|_| config.redis.is_none())
-                .map(|pace| {
-                    let burst = NonZeroU32::new(pace.burst).expect("a burst is at least 1");
-                    Pacer::new(quota(pace.period, burst))
-                }),
+                .map(|pace| Pacer::new(pacer_quota(pace))),
             in_flight: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
         }

@@ -18,6 +18,9 @@
 //!   at 200/s. There, a thread of its own with a fine timer slack wakes the head a little
 //!   before the instant (a lead that follows how late this machine's wake-ups are), and the
 //!   head spins the rest of the way on its worker, then asks governor.
+//!
+//! **`--plan`.** The same limiter, judged at the instants of a virtual clock (`simulated`,
+//! `check_at`): no alarm, no waiting; a refusal names the instant the plan moves its clock to.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,8 +90,25 @@ impl Pacer {
         }
     }
 
-    /// Whether a request stamped `at` conforms; if it does, it is counted.
-    fn check_at(&self, at: Instant) -> Result<(), Instant> {
+    /// A pacer judged only through `check_at`, at instants of a virtual clock that starts at
+    /// `origin` (`--plan`): no alarm thread, and governor counts from `origin`, so that no
+    /// instant of the plan lies before its start.
+    pub(crate) fn simulated(quota: Quota, origin: Instant) -> Pacer {
+        STAMP.with(|s| s.set(Some(origin)));
+        let limiter = RateLimiter::new(quota, InMemoryState::default(), StampClock);
+        STAMP.with(|s| s.set(None));
+        Pacer {
+            limiter,
+            line: tokio::sync::Mutex::new(()),
+            alarm: None,
+            lead: AtomicU64::new(0),
+            max_lead: Duration::ZERO,
+        }
+    }
+
+    /// Whether a request stamped `at` conforms; if it does, it is counted. If not, the
+    /// earliest instant it would.
+    pub(crate) fn check_at(&self, at: Instant) -> Result<(), Instant> {
         STAMP.with(|s| s.set(Some(at)));
         let checked = self.limiter.check();
         STAMP.with(|s| s.set(None));

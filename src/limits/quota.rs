@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 pub use crate::limits::window::Window;
-use crate::units::Quota;
 
 /// Why a run stopped before its input was done: a quota window was spent under
 /// `--on-quota stop`, or the `--budget` was. The report holds every row finished; `--resume`
@@ -45,18 +44,18 @@ pub fn slot_time(at: SystemTime) -> impl fmt::Display {
 }
 
 /// When a request may leave under all of `windows`, with `pending` requests admitted and not
-/// sent: `Some(t)` (now or later, with the window that binds), or `None` while pending
-/// requests fill a window.
+/// sent: `Some(t)` (now or later, with the place among `windows` of the one that binds), or
+/// `None` while pending requests fill a window.
 pub fn free_at<'a>(
     windows: impl IntoIterator<Item = &'a mut Window>,
     now: Instant,
     pending: u64,
-) -> Option<(Instant, Option<Quota>)> {
+) -> Option<(Instant, Option<usize>)> {
     let mut at = (now, None);
-    for w in windows {
+    for (i, w) in windows.into_iter().enumerate() {
         let t = w.free_at(now, pending)?;
         if t > at.0 {
-            at = (t, Some(w.quota()));
+            at = (t, Some(i));
         }
     }
     Some(at)
@@ -66,6 +65,7 @@ pub fn free_at<'a>(
 mod tests {
     use super::*;
     use crate::limits::window::BUCKETS;
+    use crate::units::Quota;
 
     fn quota(limit: u64, ms: u64) -> Quota {
         Quota {
@@ -195,12 +195,12 @@ mod tests {
         }
         let (at, binds) = free_at([&mut a, &mut b], t0 + ms(1600), 0).unwrap();
         assert_eq!(at, t0 + ms(5000));
-        assert_eq!(binds, Some(quota(3, 5000)));
+        assert_eq!(binds, Some(1), "the second window, 3/5s");
         // The first two sends left the 1 s window: it is free, and binds nothing.
         let (at, binds) = free_at([&mut a], t0 + ms(1600), 0).unwrap();
         assert_eq!((at, binds), (t0 + ms(1600), None));
         let (at, binds) = free_at([&mut a], t0 + ms(1600), 1).unwrap();
-        assert_eq!((at, binds), (t0 + ms(2500), Some(quota(2, 1000))));
+        assert_eq!((at, binds), (t0 + ms(2500), Some(0)));
         assert!(free_at([&mut a], t0 + ms(1600), 2).is_none());
     }
 }

@@ -16,8 +16,9 @@
 //!   most N. Sliding is the stricter reading: what keeps every sliding window keeps every
 //!   fixed one. `audit --fixed-quota` judges with it.
 //!
-//! All three are generic over the clock (`gcra::Time`): tokio instants for a run, a
-//! `Duration` since an origin for `--plan` and the audit.
+//! All three are generic over the clock (`gcra::Time`): tokio instants for a run and for
+//! `--plan` (the run's scheduler on a virtual clock), a `Duration` since an origin for the
+//! audit.
 //!
 //! Why not a GCRA: a GCRA with burst N and period W/N admits up to 2N − 1 requests in one
 //! window W (governor issue 219).
