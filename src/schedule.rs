@@ -846,7 +846,7 @@ impl Scheduler {
 
     /// `host` cools down for `wait`, until the reset it announced: the progress line names it.
     pub fn note_reset(&self, host: &str, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = self.inner.clock.now() + wait;
         let mut s = self.inner.lock();
         if s.reset_wait.as_ref().is_none_or(|(t, _)| *t <= until) {
             s.reset_wait = Some((until, host.into()));
