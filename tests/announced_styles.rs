@@ -160,7 +160,9 @@ fn github_epoch_windows_are_used_whole_without_refusals() {
 }
 
 /// At the default rate (10/s) against 5 per second: the rate fills half of each window, the
-/// announced limit holds the rest back, and each window still gets its five.
+/// announced limit holds the rest back, and each window still gets its five. (The first five
+/// leave in 0.4 s, before anything is known but the first answers: an answer slower than that
+/// would let the sixth leave blind.)
 #[test]
 fn at_the_default_rate_the_moving_window_is_used_whole_without_refusals() {
     let (limit, n) = (5, 18);
