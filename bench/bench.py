@@ -4,7 +4,7 @@
 Run through `bench/run`, which installs the peers first. Writes bench/RESULTS.md and
 bench/rate.png. Every figure is measured in this run, on this machine; nothing is copied from
 elsewhere. Environment: RUNS (default 3), QUICK=1 (smaller lists, for trying the script),
-ONLY=f,g (run only these scenarios, a–m, and put their sections into the existing RESULTS.md
+ONLY=f,g (run only these scenarios, a–n, and put their sections into the existing RESULTS.md
 in place of theirs, keeping the rest; FRESH=1 writes a file of these sections alone instead),
 BASELINE=/path/to/an/older/ratefetch (every ratefetch measurement also runs that binary,
 interleaved, and the report compares the two; `bench/baseline` builds one from a git rev),
@@ -14,10 +14,13 @@ target/).
 Scenarios: a throughput, b rate accuracy, c latency-bound (100 in flight), d memory, e CPU at a
 fixed rate, f retries, g host-sorted lists, h per-host pace, i shared limits in Redis, j HTTPS
 keep-alive (a local CA made with openssl), k many hosts (508 loopback addresses, HTTP and
-HTTPS, and names put in /etc/hosts for the run), l latency-bound at 1,000 in flight. The bare
+HTTPS, and names put in /etc/hosts for the run), l latency-bound at 1,000 in flight, m a picture
+of a crawl (`audit --plot`), n announced limits (express-rate-limit's headers emulated, the real
+Flask-Limiter and slowapi from PyPI in bench/.venv-limiters). The bare
 reqwest loop (`examples/bare_loop`) is the HTTP stack's ceiling in a, c, f, j, k and l.
 """
 
+import csv
 import datetime
 import json
 import os
@@ -1368,6 +1371,316 @@ def steady_rate(samples, served):
 
 
 
+# ---------------------------------------------------------------- n: announced limits (issue 21)
+
+
+ANNOUNCED_N = 60 if QUICK else 200  # n: requests per run, at 20 per 3 s: ten windows (QUICK: three)
+ANNOUNCED_LIMIT, ANNOUNCED_WINDOW = 20, 3
+PORT_ANNOUNCED = 18850  # n: one port per server, the first free ones from 18850 on
+LIMITERS_VENV = BENCH / ".venv-limiters"  # n: Flask-Limiter and slowapi from PyPI (bench/run installs them)
+LIMITERS = {"Flask-Limiter": "flask-limiter", "limits": "limits", "Flask": "flask", "slowapi": "slowapi", "uvicorn": "uvicorn",
+            "FastAPI": "fastapi"}
+
+# express-rate-limit 8's MemoryStore and headers (source/memory-store.ts, source/headers.ts, source/rate-limit.ts) on the
+# standard library: npm is not reachable from the bench's machine, so the real middleware cannot be installed. One client
+# (the key "127.0.0.1"), `standardHeaders: 'draft-6' | 'draft-7' | 'draft-8'` or `legacyHeaders` alone. Each arrival is
+# logged as "time status window".
+EXPRESS_SERVER = """
+import base64, hashlib, math, sys, threading, time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+style, port, limit, window_ms, log_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+lock = threading.Lock()
+client = {"hits": 0, "reset_ms": 0, "window": -1}  # MemoryStore's record of the one client
+# draft-8: the default identifier, and the partition key of "127.0.0.1" (sha256, 12 hex digits, base64)
+name = f"{limit}-in-{window_ms / 1000:g}sec"
+pk = base64.b64encode(hashlib.sha256(b"127.0.0.1").hexdigest()[:12].encode()).decode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        with lock:
+            now_ms = int(time.time() * 1000)  # Date.now()
+            if client["reset_ms"] <= now_ms:  # MemoryStore.increment: a window opens at the first hit after the last
+                client.update(hits=0, reset_ms=now_ms + window_ms, window=client["window"] + 1)
+            client["hits"] += 1  # refused hits count too
+            hits, reset_ms, window = client["hits"], client["reset_ms"], client["window"]
+            refused = hits > limit
+            with open(log_path, "a") as f:
+                f.write(f"{now_ms / 1000:.3f} {429 if refused else 200} {window}\\n")
+        remaining = max(limit - hits, 0)
+        now_ms = int(time.time() * 1000)
+        reset = max(0, math.ceil((reset_ms - now_ms) / 1000))  # getResetSeconds
+        w = math.ceil(window_ms / 1000)
+        headers = [("Date", formatdate(now_ms / 1000, usegmt=True))]  # Node's own, whole seconds rounded down
+        if style == "draft-6":
+            headers += [("RateLimit-Policy", f"{limit};w={w}"), ("RateLimit-Limit", str(limit)), ("RateLimit-Remaining", str(remaining))]
+            if reset:  # `if (resetSeconds)`
+                headers.append(("RateLimit-Reset", str(reset)))
+        elif style == "draft-7":
+            headers += [("RateLimit-Policy", f"{limit};w={w}"), ("RateLimit", f"limit={limit}, remaining={remaining}, reset={reset}")]
+        elif style == "draft-8":
+            headers += [("RateLimit-Policy", f'"{name}"; q={limit}; w={w}; pk=:{pk}:'), ("RateLimit", f'"{name}"; r={remaining}; t={reset}')]
+        else:  # legacy
+            headers += [("X-RateLimit-Limit", str(limit)), ("X-RateLimit-Remaining", str(remaining)),
+                        ("X-RateLimit-Reset", str(math.ceil(reset_ms / 1000)))]
+        body = b"ok"
+        if refused:
+            headers.append(("Retry-After", str(reset)))
+            body = b"Too many requests, please try again later."
+        self.send_response_only(429 if refused else 200)
+        for k, v in headers + [("Content-Length", str(len(body)))]:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # 5 by default: a burst of connections would wait for SYN retries
+
+
+Server(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+# The real Flask-Limiter (in-memory storage, one limit for every path), on werkzeug's threaded server. Each arrival is
+# logged as "time status X-RateLimit-Reset" (the time taken as the request comes in, before the limiter's).
+FLASK_SERVER = """
+import logging, sys, threading, time
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+strategy, port, limit, log_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+app = Flask(__name__)
+Limiter(get_remote_address, app=app, default_limits=[limit], strategy=strategy, headers_enabled=True, storage_uri="memory://")
+
+
+@app.route("/<path:page>")
+def page(page):
+    return "ok"
+
+
+lock = threading.Lock()
+inner = app.wsgi_app
+
+
+def logged(environ, start_response):
+    t = time.time()
+
+    def start(status, headers, exc_info=None):
+        reset = next((v for k, v in headers if k.lower() == "x-ratelimit-reset"), "-")
+        with lock, open(log_path, "a") as f:
+            f.write(f"{t:.6f} {status.split()[0]} {reset}\\n")
+        return start_response(status, headers, exc_info)
+
+    return inner(environ, start)
+
+
+app.wsgi_app = logged
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+app.run(host="127.0.0.1", port=port, threaded=True)
+"""
+
+# The real slowapi on uvicorn, logged the same way.
+SLOWAPI_SERVER = """
+import sys, time
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from slowapi import Limiter, _rate_limit_exceeded_handler
+from slowapi.errors import RateLimitExceeded
+from slowapi.util import get_remote_address
+
+port, limit, log_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+# key_style="endpoint": one limit for the route (by default each path has its own)
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True, key_style="endpoint")
+app = FastAPI()
+app.state.limiter = limiter
+app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+
+
+@app.get("/{page:path}")
+@limiter.limit(limit)
+def page(page: str, request: Request, response: Response):  # slowapi writes its headers into `response`
+    return "ok"
+
+
+def logged(inner):
+    async def asgi(scope, receive, send):
+        if scope["type"] != "http":
+            return await inner(scope, receive, send)
+        t = time.time()
+
+        async def start(message):
+            if message["type"] == "http.response.start":
+                reset = next((v.decode() for k, v in message.get("headers", []) if k.lower() == b"x-ratelimit-reset"), "-")
+                with open(log_path, "a") as f:
+                    f.write(f"{t:.6f} {message['status']} {reset}\\n")
+            await send(message)
+
+        await inner(scope, receive, start)
+
+    return asgi
+
+
+uvicorn.run(logged(app), host="127.0.0.1", port=port, log_level="error")
+"""
+
+
+def free_port(start):
+    """The first port from `start` on that can be bound at HOST (other work on this machine may hold some)."""
+    import socket
+
+    for port in range(start, start + 100):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+                return port
+            except OSError:
+                continue
+    raise SystemExit(f"bench: no free port in {start}–{start + 99}")
+
+
+def limiters_python():
+    """The venv's python when Flask-Limiter and slowapi are installed in it, else None."""
+    py = LIMITERS_VENV / "bin" / "python"
+    if not py.exists():
+        return None
+    ok = subprocess.run([str(py), "-c", "import flask_limiter, slowapi, uvicorn, fastapi"], capture_output=True, timeout=60)
+    return py if ok.returncode == 0 else None
+
+
+def limiters_versions(py):
+    code = "import importlib.metadata as m, sys; print('; '.join(f'{k} {m.version(v)}' for k, v in " + repr(LIMITERS) + ".items()))"
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or "?"
+
+
+def announced_servers():
+    """(name, moving window?, command for a port and a log file) of each server of scenario n."""
+    limit, w = ANNOUNCED_LIMIT, ANNOUNCED_WINDOW
+    express = WORK / "express_server.py"
+    express.write_text(EXPRESS_SERVER)
+    servers = [(f"express-rate-limit {style} (emulated)", False,
+                lambda port, path, s=style: [sys.executable, express, s, port, limit, w * 1000, path])
+               for style in ("draft-6", "draft-7", "draft-8", "legacy")]
+    py = limiters_python()
+    if py:
+        flask, slowapi = WORK / "flask_server.py", WORK / "slowapi_server.py"
+        flask.write_text(FLASK_SERVER)
+        slowapi.write_text(SLOWAPI_SERVER)
+        servers += [
+            ("Flask-Limiter fixed window", False, lambda port, path: [py, flask, "fixed-window", port, f"{limit} per {w} second", path]),
+            ("Flask-Limiter moving window", True, lambda port, path: [py, flask, "moving-window", port, f"{limit} per {w} second", path]),
+            ("slowapi (reset a second late)", False, lambda port, path: [py, slowapi, port, f"{limit}/{w}second", path]),
+        ]
+    return servers, py
+
+
+def announced_modes():
+    """(mode, ratefetch's arguments, ideal wall seconds) of scenario n. Ideal: every window whole, the next one opened
+    the moment the last ends; at 10/s the last window's requests take (L − 1) / 10 s more."""
+    windows = -(-ANNOUNCED_N // ANNOUNCED_LIMIT)
+    whole = (windows - 1) * ANNOUNCED_WINDOW
+    return [
+        ("-r unlimited -c 8", ["-r", "unlimited", "-c", "8"], whole),
+        ("default rate (10/s)", [], whole + (min(ANNOUNCED_N, ANNOUNCED_LIMIT) - 1) / 10),
+        (f"reference: -c 8 --quota {ANNOUNCED_LIMIT}/{ANNOUNCED_WINDOW}s --ignore-ratelimit-headers",
+         ["-r", "unlimited", "-c", "8", "--quota", f"{ANNOUNCED_LIMIT}/{ANNOUNCED_WINDOW}s", "--ignore-ratelimit-headers"], whole),
+    ]
+
+
+def announced_windows(arrivals, moving):
+    """Accepted requests per server window, in order, from a server's log of (time, status, window key). A fixed
+    window is keyed by what the server logs for it (express: its number; Flask-Limiter and slowapi: the reset it
+    announced, one per window). The moving window has no windows of its own: these are the ones a fixed window would
+    have opened on the same accepted arrivals (each at the first more than the window after the last opened)."""
+    accepted = sorted((t, key) for t, status, key in arrivals if status == "200")
+    counts = []
+    if moving:
+        opened = None
+        for t, _ in accepted:
+            if opened is not None and t - opened <= ANNOUNCED_WINDOW:
+                counts[-1] += 1
+            else:
+                opened = t
+                counts.append(1)
+        return counts
+    per = {}
+    for _, key in accepted:
+        per[key] = per.get(key, 0) + 1
+    return list(per.values())
+
+
+def scenario_announced(results):
+    """n) Announced limits used whole: 200 requests against servers that allow 20 per 3 s and say so in the headers
+    of real middlewares; ratefetch at `-r unlimited -c 8` and at its default rate, and a reference run that ignores
+    the headers and keeps the same quota itself."""
+    servers, py = announced_servers()
+    modes = announced_modes()
+    skipped = None if py else ("Flask-Limiter and slowapi are not installed in bench/.venv-limiters (bench/run installs them "
+                               "from PyPI; it was not reachable or the install failed): only the express-rate-limit emulation ran.")
+    log(f"n) announced limits: {ANNOUNCED_N} requests at {ANNOUNCED_LIMIT} per {ANNOUNCED_WINDOW} s, {len(servers)} servers"
+        + (f"; {skipped}" if skipped else ""))
+    rows = {}
+    port = PORT_ANNOUNCED - 1
+    for server, moving, command in servers:
+        port = free_port(port + 1)
+        path = WORK / f"announced-{port}.log"
+        path.write_text("")
+        urls = [f"http://{HOST}:{port}/item/{k}" for k in range(ANNOUNCED_N)]
+        lst = write_list(f"announced-{port}.txt", urls)
+        with open(WORK / f"announced-{port}.err", "w") as err:
+            proc = subprocess.Popen([str(c) for c in command(port, path)], stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                    start_new_session=True)
+        try:
+            wait_port(port, timeout=60)
+            time.sleep(0.5)
+            if proc.poll() is not None:  # what answered is not ours
+                raise SystemExit(f"bench: the {server} server exited: {(WORK / f'announced-{port}.err').read_text()[-400:]}")
+            for run in range(RUNS):
+                for mode, args, ideal in modes:
+                    for label, binary in variants():
+                        path.write_text("")  # the servers append a line per arrival
+                        out = WORK / f"announced-{port}.csv"
+                        out.unlink(missing_ok=True)
+                        m = run_timed([binary, lst, *args, "-q", "-o", out], timeout=600)
+                        time.sleep(0.3)  # the last log lines
+                        arrivals = [tuple(line.split(" ", 2)) for line in path.read_text().splitlines() if line.count(" ") == 2]
+                        arrivals = [(float(t), status, key) for t, status, key in arrivals]
+                        report = []
+                        if out.exists():
+                            with open(out, newline="") as f:
+                                report = list(csv.DictReader(f))
+                        counts = announced_windows(arrivals, moving)
+                        whole = counts[:-1] or counts
+                        d = rows.setdefault((server, mode, label), {"ideal": ideal, "wall": [], "refused": [], "not_ok": [], "rows": [],
+                                                                    "windows": [], "mean": [], "min": []})
+                        if m is not None:
+                            d["wall"].append(m["wall"])
+                        d["refused"].append(sum(1 for _, status, _ in arrivals if status == "429"))
+                        d["not_ok"].append(sum(1 for r in report if r.get("status") != "200"))
+                        d["rows"].append(len(report))
+                        d["windows"].append(len(counts))
+                        d["mean"].append(statistics.mean(whole) if whole else float("nan"))
+                        d["min"].append(min(whole) if whole else float("nan"))
+                        log(f"  {server}, {mode}, {label}: {m['wall'] if m else float('nan'):.1f} s (ideal {ideal:.1f}), "
+                            f"{d['refused'][-1]} refused, per window {counts}")
+                        # Every window over before the next run: it starts from a fresh one.
+                        time.sleep(ANNOUNCED_WINDOW + 0.5)
+            log(f"  {server} done")
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+    results["announced"] = {"rows": rows, "skipped": skipped, "versions": limiters_versions(py) if py else None}
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -1490,6 +1803,7 @@ def write_results(results, plotted):
         ("k", "many", report_many_hosts),
         ("l", "latency_many", report_latency_many),
         ("m", "picture", report_picture),
+        ("n", "announced", report_announced),
     ):
         if result in results:
             lines = []
@@ -2048,6 +2362,47 @@ def report_latency_many(results, w):
 
 
 
+ANNOUNCED_TARGET, ANNOUNCED_TARGET_LATE = 1.10, 1.40  # n: wall ÷ ideal; slowapi announces its reset a second late
+
+
+def report_announced(results, w):
+    a = results["announced"]
+    w(f"## n) Announced limits: used whole, against the middlewares' own headers\n")
+    w(f"{ANNOUNCED_N} URLs on one host whose server allows {ANNOUNCED_LIMIT} requests per {ANNOUNCED_WINDOW} s and says so in "
+      "its headers, as the middleware named does: express-rate-limit's four header forms (draft-6 `RateLimit-Limit/-Remaining/"
+      "-Reset`, draft-7 `RateLimit: limit=, remaining=, reset=`, draft-8 `RateLimit: \"name\"; r=; t=`, legacy `X-RateLimit-*` "
+      "with an epoch reset rounded up), emulated in Python from its source (npm is not reachable here); the real "
+      "Flask-Limiter with a fixed and a moving window (`X-RateLimit-Reset: int(T + 1)`, `Retry-After` on every response) and "
+      "the real slowapi (`X-RateLimit-Reset: 1 + T`, a second late), from PyPI"
+      + (f" ({a['versions']})" if a.get("versions") else "") + ". "
+      "Fixed windows open at the first request after the last one ended; the moving window accepts a request when fewer "
+      f"than {ANNOUNCED_LIMIT} were accepted in the {ANNOUNCED_WINDOW} s before it. Modes: `-r unlimited -c 8` (ideal "
+      f"{announced_modes()[0][2]:.1f} s: every window whole, each opened the moment the last ends), the default rate 10/s "
+      f"(ideal {announced_modes()[1][2]:.1f} s), and a reference at `-r unlimited -c 8` that ignores the headers and keeps the "
+      "same quota itself (a sliding window on the client's send times: a server's window opens when its first request "
+      "arrives, which may be later than it was sent by a connection's set-up, so the reference may be refused a few). "
+      "Wall time from start to exit; refusals are the server's 429s (the rows are what the report says: all 200 unless a "
+      "retry gave up); per window: the accepted requests of each window the server opened but the last (the moving window: "
+      "the windows a fixed one would have opened on the same arrivals). "
+      f"Target: within {ANNOUNCED_TARGET - 1:.0%} of ideal with no refusal; slowapi, whose reset is a second late, within "
+      f"{ANNOUNCED_TARGET_LATE:.1f}× the ideal.\n")
+    if a.get("skipped"):
+        w(f"**{a['skipped']}**\n")
+    w("| server | mode | tool | ideal s | wall s | vs ideal | 429 at server | rows not 200 | windows | mean / window | min / window | target |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for (server, mode, label), d in a["rows"].items():
+        wall, ideal = median(d["wall"]), d["ideal"]
+        ratio = wall / ideal if ideal else float("nan")
+        bound = ANNOUNCED_TARGET_LATE if server.startswith("slowapi") else ANNOUNCED_TARGET
+        refused, not_ok = max(d["refused"]), max(d["not_ok"])
+        ok = ratio <= bound and refused == 0 and not_ok == 0 and min(d["rows"]) == ANNOUNCED_N
+        rows_note = "" if min(d["rows"]) == ANNOUNCED_N else f" ({min(d['rows'])} rows)"
+        w(f"| {server} | {mode} | {label} | {ideal:.1f} | {wall:.1f} | {ratio:.2f}× | {refused} | {not_ok}{rows_note} | "
+          f"{fmt(median(d['windows']))} | {fmt(median(d['mean']), 1)} | {fmt(min((x for x in d['min'] if x == x), default=float('nan')))} | {'met' if ok else '**missed**'} |")
+    w("")
+    w("(medians over the runs; refusals and the smallest window are the worst of all runs.)\n")
+
+
 def report_baseline(results, w):
     base = "ratefetch (baseline)"
     rows = []
@@ -2138,10 +2493,11 @@ def main():
         "k": scenario_many_hosts,
         "l": scenario_latency_many,
         "m": scenario_picture,
+        "n": scenario_announced,
     }
     unknown = ONLY - scenarios.keys()
     if unknown:
-        raise SystemExit(f"bench: unknown scenario(s) in ONLY: {', '.join(sorted(unknown))} (known: a–m)")
+        raise SystemExit(f"bench: unknown scenario(s) in ONLY: {', '.join(sorted(unknown))} (known: a–n)")
     if BASELINE:
         log(f"baseline {BASELINE}: every ratefetch measurement runs it too, interleaved")
     conf = WORK / "nginx.conf"

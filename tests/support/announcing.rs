@@ -1,11 +1,44 @@
-//! The enforcing test server ([`AnnouncingServer`]): a fixed-window request limit that it
-//! announces in rate-limit headers on every response and enforces with 429 or 403.
+//! The enforcing test server ([`AnnouncingServer`]): a request limit per window that it
+//! announces in rate-limit headers on every response and enforces with 429 or 403, in the
+//! header style of a real server or middleware ([`Style`]).
 //!
 //! Like `server.rs`, it lives on its own OS thread with its own runtime, and tests synchronise
-//! on its arrivals (a condvar), never on sleeps. What it announces is never earlier than what it
-//! enforces: each window's end is computed once, when the window opens, the headers round the
-//! time to it up to whole seconds, and the window ends exactly at that instant.
+//! on its arrivals (a condvar), never on sleeps. Every arrival is recorded ([`Arrival`]): when
+//! the server decided on it, whether it was refused, and the fixed window it counted in, so
+//! that tests can count per window ([`AnnouncingServer::window_counts`]).
+//!
+//! Windows. A **fixed** window opens at the first request after the previous one ended and
+//! lasts `window` (express-rate-limit's `MemoryStore`, Python `limits`' `MemoryStorage`, which
+//! Flask-Limiter and slowapi use; GitHub style ends it on a whole second). The **moving**
+//! window (Python `limits`' moving window, [`Style::FlaskMoving`]) accepts a request when
+//! fewer than `limit` accepted requests arrived in `[now − window, now]`, and announces the
+//! reset `T` = the oldest accepted arrival still in `(now − window, now]`, plus `window`: a
+//! reset frees one slot.
+//!
+//! The middlewares' headers, with `T` the window's end as a wall-clock epoch (a float), `now`
+//! the wall clock at the decision, `w` the window in seconds, `L` the limit, `rem` what remains
+//! after this request:
+//! - express-rate-limit 7/8 (`source/headers.ts`): `getResetSeconds` = max(0, ceil(T − now)).
+//!   Every response has a `Date` (Node sends it; legacy headers set it), whole seconds floored.
+//!   A refusal is a 429 with the same headers (rem 0) and `Retry-After: ceil(T − now)`.
+//! - Flask-Limiter 4 (`reset_at = int(T + 1)`): `X-RateLimit-Reset: int(T + 1)` and
+//!   `Retry-After: int(reset_at − now)` on **every** response, 200s included; `Date` floored
+//!   (werkzeug).
+//! - slowapi 0.1.10: `X-RateLimit-Reset: str(1 + T)` (a float epoch a second late) and
+//!   `Retry-After: int(1 + T − now)` on every response. Its `Date` is uvicorn's, which
+//!   refreshes it once a second on its own tick: floored, and up to a second stale.
+//!
+//! Checked against the real middlewares (Flask-Limiter 4.1.1 with limits 5.8.0, fixed and
+//! moving window, werkzeug's server; slowapi 0.1.10 on uvicorn 0.55, `key_style="endpoint"`;
+//! `curl -si`, 3 per 2 s): the header names and value forms are these, for example
+//! `X-RateLimit-Reset: 1796686422` with `Retry-After: 2` on a 200 and `Retry-After: 1` on the
+//! 429 (Flask, both strategies), `x-ratelimit-reset: 1796686441.1984293` with `retry-after: 2`
+//! on a 200 and a `date` a second behind the clock (slowapi). express-rate-limit is emulated
+//! from its source (npm is not reachable from here). Differences left: Flask's 429 reads
+//! `429 TOO MANY REQUESTS`; the real servers read the clock a few times per request (the
+//! decision, then the headers), here once.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::panic::AssertUnwindSafe;
@@ -22,7 +55,7 @@ use hyper_util::rt::TokioIo;
 
 use super::panic_message;
 
-/// The headers a server announces its limit in.
+/// The headers a server announces its limit in, and how it counts (fixed windows unless said).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
     /// `RateLimit-Policy: "default";q=<limit>;w=<window secs>` and
@@ -33,9 +66,48 @@ pub enum Style {
     GitHub,
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` as seconds to go; refusals are 429.
     XRateLimitSeconds,
+    /// express-rate-limit `standardHeaders: 'draft-6'`: `RateLimit-Policy: L;w=W`,
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset: ceil(T − now)` (left out
+    /// when it is 0).
+    Draft6,
+    /// express-rate-limit `'draft-7'`: `RateLimit-Policy: L;w=W` and
+    /// `RateLimit: limit=L, remaining=rem, reset=ceil(T − now)`.
+    Draft7,
+    /// express-rate-limit `'draft-8'`: `RateLimit-Policy: "L-in-Wsec"; q=L; w=W; pk=:…:` and
+    /// `RateLimit: "L-in-Wsec"; r=rem; t=ceil(T − now)`.
+    Draft8,
+    /// express-rate-limit `legacyHeaders`: `X-RateLimit-Limit`, `-Remaining`,
+    /// `-Reset: ceil(T)` (epoch seconds) and `Date`.
+    Legacy,
+    /// Flask-Limiter, fixed window: `X-RateLimit-Limit`, `-Remaining`, `-Reset: int(T + 1)`,
+    /// `Retry-After: int(int(T + 1) − now)` on every response, `Date`.
+    FlaskFixed,
+    /// Flask-Limiter, moving window: the headers of [`Style::FlaskFixed`].
+    FlaskMoving,
+    /// slowapi, fixed window: `X-RateLimit-Limit`, `-Remaining`, `-Reset: str(1 + T)`,
+    /// `Retry-After: int(1 + T − now)` on every response, uvicorn's `Date`.
+    Slowapi,
 }
 
-/// A loopback server that allows `limit` requests per fixed window and says so; see
+impl Style {
+    /// Whether the server counts in a moving window rather than fixed ones.
+    pub fn moving(self) -> bool {
+        matches!(self, Style::FlaskMoving)
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// When the server decided on it.
+    pub at: Instant,
+    pub refused: bool,
+    /// The fixed window it counted in (0 for the first the server opened); `None` for the
+    /// moving window.
+    pub window: Option<u64>,
+}
+
+/// A loopback server that allows `limit` requests per window and says so; see
 /// [`AnnouncingServer::start`]. Any path gets the same treatment. Dropping it stops the server
 /// and joins its thread; if the server panicked, the drop panics with that message (unless the
 /// test is already panicking).
@@ -51,6 +123,9 @@ struct Shared {
     limit: u64,
     window: Duration,
     style: Style,
+    /// When the server started, on the wall clock: the phase of uvicorn's once-a-second
+    /// `Date` (slowapi style).
+    started: SystemTime,
     state: Mutex<State>,
     /// Notified on every arrival, for [`AnnouncingServer::wait_arrivals`].
     arrived: Condvar,
@@ -58,16 +133,23 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// The current window; `None` before the first request.
+    /// The current fixed window; `None` before the first request.
     window: Option<Window>,
+    /// Fixed windows opened so far.
+    opened: u64,
+    /// Moving window: the accepted arrivals that may still count, oldest first (instant and
+    /// wall clock).
+    moving: VecDeque<(Instant, SystemTime)>,
     accepted: u64,
     refused: u64,
-    arrivals: Vec<(Instant, bool)>,
+    arrivals: Vec<Arrival>,
     panics: Vec<String>,
 }
 
 /// One fixed window, fixed when its first request arrives.
 struct Window {
+    /// Its number: 0 for the first the server opened.
+    index: u64,
     /// Requests are accepted again from this instant on.
     end: Instant,
     /// The same instant on the wall clock: a whole second in GitHub style.
@@ -79,22 +161,25 @@ struct Window {
 struct Verdict {
     refused: bool,
     remaining: u64,
-    /// Time from the arrival to the window's end.
+    /// Time from the arrival to the window's end (the moving window: to the reset it
+    /// announces).
     to_reset: Duration,
+    /// `T`: the window's end (the moving window's reset) on the wall clock.
     end_wall: SystemTime,
-    /// The wall-clock time of the arrival, for GitHub's `Date`.
+    /// `now`: the wall-clock time of the arrival.
     wall: SystemTime,
 }
 
 impl AnnouncingServer {
-    /// A server on 127.0.0.<ip> enforcing `limit` requests per fixed window of `window`
-    /// (windows start at the first request), announcing what is left in `style` headers on
-    /// every response. A request over the limit is refused: 429 for Ietf and
-    /// XRateLimitSeconds (with the same headers, remaining 0), 403 with
-    /// `x-ratelimit-remaining: 0` for GitHub. GitHub style sends `x-ratelimit-reset` as epoch
-    /// seconds and a `Date` header, and ends each window on a whole second (at least `window`
-    /// after its start), so the epoch announced is exact; the other styles announce the
-    /// seconds to the reset rounded up.
+    /// A server on 127.0.0.<ip> enforcing `limit` requests per `window` (fixed windows start
+    /// at the first request after the last one ended; [`Style::FlaskMoving`] counts in a
+    /// moving window), announcing what is left in `style` headers on every response. A request
+    /// over the limit is refused: 403 with `x-ratelimit-remaining: 0` for GitHub, 429 (with the
+    /// same headers, remaining 0) for the others. GitHub style sends `x-ratelimit-reset` as
+    /// epoch seconds and a `Date` header, and ends each window on a whole second (at least
+    /// `window` after its start), so the epoch announced is exact; Ietf and
+    /// XRateLimitSeconds announce the seconds to the reset rounded up; the middleware styles
+    /// announce what their middleware does (see the module's doc).
     pub fn start(ip: [u8; 4], limit: u64, window: Duration, style: Style) -> AnnouncingServer {
         let listener = StdTcpListener::bind(SocketAddr::from((ip, 0)))
             .unwrap_or_else(|e| panic!("binding announcing server on {ip:?}: {e}"));
@@ -106,6 +191,7 @@ impl AnnouncingServer {
             limit,
             window,
             style,
+            started: SystemTime::now(),
             state: Mutex::new(State::default()),
             arrived: Condvar::new(),
         });
@@ -143,7 +229,48 @@ impl AnnouncingServer {
     /// Every arrival's time (taken when the server decided on it) and whether it was refused,
     /// in arrival order. Does not take them: a later call returns them again.
     pub fn arrivals(&self) -> Vec<(Instant, bool)> {
+        self.log().iter().map(|a| (a.at, a.refused)).collect()
+    }
+
+    /// Every arrival, in arrival order (which is decision order). Does not take them.
+    pub fn log(&self) -> Vec<Arrival> {
         self.shared.lock().arrivals.clone()
+    }
+
+    /// Accepted requests per window, in order. For fixed windows, the windows the server
+    /// opened (a window that only refused counts 0). For the moving window, the windows a
+    /// fixed one would have opened on the same accepted arrivals: each opens at the first
+    /// accepted arrival more than `window` after the one that opened the last, and holds the
+    /// accepted arrivals up to `window` after its opening. The moving window never lets one
+    /// of these hold more than `limit`; a client that sends what each allows as soon as it is
+    /// allowed fills every one but the last.
+    pub fn window_counts(&self) -> Vec<u64> {
+        let log = self.log();
+        let mut counts: Vec<u64> = Vec::new();
+        if self.shared.style.moving() {
+            let mut opened: Option<Instant> = None;
+            for a in log.iter().filter(|a| !a.refused) {
+                match opened {
+                    Some(start) if a.at.duration_since(start) <= self.shared.window => {
+                        *counts.last_mut().expect("a window is open") += 1;
+                    }
+                    _ => {
+                        opened = Some(a.at);
+                        counts.push(1);
+                    }
+                }
+            }
+        } else {
+            for a in &log {
+                let index = a.window.expect("fixed windows number every arrival");
+                let index = usize::try_from(index).expect("a window index fits");
+                if counts.len() <= index {
+                    counts.resize(index + 1, 0);
+                }
+                counts[index] += u64::from(!a.refused);
+            }
+        }
+        counts
     }
 
     /// Blocks until `n` requests have arrived or `timeout` has passed, and returns the first
@@ -155,7 +282,12 @@ impl AnnouncingServer {
             .arrived
             .wait_timeout_while(state, timeout, |s| s.arrivals.len() < n)
             .unwrap_or_else(|e| e.into_inner());
-        state.arrivals.iter().take(n).copied().collect()
+        state
+            .arrivals
+            .iter()
+            .take(n)
+            .map(|a| (a.at, a.refused))
+            .collect()
     }
 }
 
@@ -185,15 +317,40 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts one arrival against the window (opening a new one if the last has ended) and
-    /// records it. The clock is read under the lock, so arrival order is decision order.
+    /// Counts one arrival against the window (opening a new fixed one if the last has ended)
+    /// and records it. The clock is read under the lock, so arrival order is decision order.
     fn decide(&self) -> Verdict {
         let mut state = self.lock();
         // Instant first: `end_wall` then maps to an `end` no later than itself.
         let at = Instant::now();
         let wall = SystemTime::now();
+        let (verdict, window) = if self.style.moving() {
+            (self.decide_moving(&mut state, at, wall), None)
+        } else {
+            let (verdict, index) = self.decide_fixed(&mut state, at, wall);
+            (verdict, Some(index))
+        };
+        if verdict.refused {
+            state.refused += 1;
+        } else {
+            state.accepted += 1;
+        }
+        state.arrivals.push(Arrival {
+            at,
+            refused: verdict.refused,
+            window,
+        });
+        drop(state);
+        self.arrived.notify_all();
+        verdict
+    }
+
+    /// A fixed window: the verdict and the number of the window the arrival counted in.
+    fn decide_fixed(&self, state: &mut State, at: Instant, wall: SystemTime) -> (Verdict, u64) {
         if state.window.as_ref().is_none_or(|w| at >= w.end) {
-            state.window = Some(self.open_window(at, wall));
+            let index = state.opened;
+            state.opened += 1;
+            state.window = Some(self.open_window(index, at, wall));
         }
         let window = state.window.as_mut().expect("a window was just ensured");
         let refused = window.used >= self.limit;
@@ -207,29 +364,55 @@ impl Shared {
             end_wall: window.end_wall,
             wall,
         };
-        if refused {
-            state.refused += 1;
-        } else {
-            state.accepted += 1;
-        }
-        state.arrivals.push((at, refused));
-        drop(state);
-        self.arrived.notify_all();
-        verdict
+        (verdict, window.index)
     }
 
-    /// A window opening at `at` (`wall` on the wall clock): `window` long, or in GitHub style
-    /// up to the first whole second at least `window` away.
-    fn open_window(&self, at: Instant, wall: SystemTime) -> Window {
+    /// Python `limits`' moving window (`MemoryStorage.acquire_entry` and
+    /// `get_moving_window`): refused when `limit` accepted arrivals lie in
+    /// `[at − window, at]`; the reset is the oldest accepted arrival in `(at − window, at]`
+    /// plus `window` (or now when there is none), and what remains is `limit` less those.
+    fn decide_moving(&self, state: &mut State, at: Instant, wall: SystemTime) -> Verdict {
+        let w = self.window;
+        while state
+            .moving
+            .front()
+            .is_some_and(|&(a, _)| at.duration_since(a) > w)
+        {
+            state.moving.pop_front();
+        }
+        let refused = state.moving.len() as u64 >= self.limit;
+        if !refused {
+            state.moving.push_back((at, wall));
+        }
+        let mut inside = state
+            .moving
+            .iter()
+            .filter(|&&(a, _)| at.duration_since(a) < w);
+        let oldest = inside.next().copied();
+        let counted = oldest.map_or(0, |_| 1 + inside.count() as u64);
+        let (end, end_wall) = oldest.map_or((at, wall), |(a, a_wall)| (a + w, a_wall + w));
+        Verdict {
+            refused,
+            remaining: self.limit.saturating_sub(counted),
+            to_reset: end.saturating_duration_since(at),
+            end_wall,
+            wall,
+        }
+    }
+
+    /// Window `index`, opening at `at` (`wall` on the wall clock): `window` long, or in GitHub
+    /// style up to the first whole second at least `window` away.
+    fn open_window(&self, index: u64, at: Instant, wall: SystemTime) -> Window {
         let (end, end_wall) = match self.style {
             Style::GitHub => {
                 let end_wall = ceil_to_second(wall + self.window);
                 let to_end = end_wall.duration_since(wall).unwrap_or(self.window);
                 (at + to_end, end_wall)
             }
-            Style::Ietf | Style::XRateLimitSeconds => (at + self.window, wall + self.window),
+            _ => (at + self.window, wall + self.window),
         };
         Window {
+            index,
             end,
             end_wall,
             used: 0,
@@ -288,7 +471,125 @@ impl Shared {
                 ("x-ratelimit-remaining", remaining.to_string()),
                 ("x-ratelimit-reset", reset.to_string()),
             ],
+            Style::Draft6 | Style::Draft7 | Style::Draft8 | Style::Legacy => self.express(verdict),
+            Style::FlaskFixed | Style::FlaskMoving | Style::Slowapi => self.python(verdict),
         }
+    }
+
+    /// express-rate-limit's headers (`source/headers.ts`), `Retry-After` on a refusal.
+    fn express(&self, verdict: &Verdict) -> Vec<(&'static str, String)> {
+        let limit = self.limit;
+        let remaining = verdict.remaining;
+        // getResetSeconds: max(0, ceil(T − now)).
+        let reset = ceil_secs(
+            verdict
+                .end_wall
+                .duration_since(verdict.wall)
+                .unwrap_or(Duration::ZERO),
+        );
+        let w = ceil_secs(self.window);
+        // Node sends a `Date` on every response; legacy headers set their own, the same.
+        let mut headers = vec![("date", httpdate::fmt_http_date(verdict.wall))];
+        match self.style {
+            Style::Draft6 => {
+                headers.push(("ratelimit-policy", format!("{limit};w={w}")));
+                headers.push(("ratelimit-limit", limit.to_string()));
+                headers.push(("ratelimit-remaining", remaining.to_string()));
+                // `if (resetSeconds)`: a reset of 0 is left out.
+                if reset > 0 {
+                    headers.push(("ratelimit-reset", reset.to_string()));
+                }
+            }
+            Style::Draft7 => {
+                headers.push(("ratelimit-policy", format!("{limit};w={w}")));
+                headers.push((
+                    "ratelimit",
+                    format!("limit={limit}, remaining={remaining}, reset={reset}"),
+                ));
+            }
+            Style::Draft8 => {
+                // The default identifier (`${limit}-in-${seconds}sec` under a minute) and the
+                // partition key express derives for the key "127.0.0.1": base64 of the first
+                // 12 hex digits of its SHA-256.
+                let name = format!("{limit}-in-{}sec", self.window.as_secs_f64());
+                headers.push((
+                    "ratelimit-policy",
+                    format!("\"{name}\"; q={limit}; w={w}; pk=:MTJjYTE3YjQ5YWYy:"),
+                ));
+                headers.push(("ratelimit", format!("\"{name}\"; r={remaining}; t={reset}")));
+            }
+            Style::Legacy => {
+                let epoch = ceil_secs(since_epoch(verdict.end_wall));
+                headers.push(("x-ratelimit-limit", limit.to_string()));
+                headers.push(("x-ratelimit-remaining", remaining.to_string()));
+                headers.push(("x-ratelimit-reset", epoch.to_string()));
+            }
+            _ => unreachable!("not an express-rate-limit style: {:?}", self.style),
+        }
+        if verdict.refused {
+            headers.push(("retry-after", reset.to_string()));
+        }
+        headers
+    }
+
+    /// Flask-Limiter's and slowapi's headers (both on Python `limits`), `Retry-After` on every
+    /// response.
+    fn python(&self, verdict: &Verdict) -> Vec<(&'static str, String)> {
+        let t = since_epoch(verdict.end_wall).as_secs_f64();
+        let now = since_epoch(verdict.wall).as_secs_f64();
+        let (reset, retry_after, date) = match self.style {
+            Style::Slowapi => {
+                // reset_in = 1 + T; str(reset_in); int(reset_in − time.time()) (`as` truncates
+                // toward zero, as `int` does).
+                let reset_in = 1.0 + t;
+                (
+                    python_float(reset_in),
+                    (reset_in - now) as i64,
+                    self.uvicorn_date(verdict.wall),
+                )
+            }
+            _ => {
+                // reset_at = int(T + 1); int(reset_at − time.time()).
+                let reset_at = (t + 1.0).trunc();
+                (
+                    format!("{reset_at:.0}"),
+                    (reset_at - now) as i64,
+                    httpdate::fmt_http_date(verdict.wall),
+                )
+            }
+        };
+        vec![
+            ("date", date),
+            ("x-ratelimit-limit", self.limit.to_string()),
+            ("x-ratelimit-remaining", verdict.remaining.to_string()),
+            ("x-ratelimit-reset", reset),
+            ("retry-after", retry_after.to_string()),
+        ]
+    }
+
+    /// uvicorn's `Date`: the time of its last once-a-second tick (its main loop refreshes the
+    /// header every tenth 0.1 s sleep), floored to the second: up to a second stale.
+    fn uvicorn_date(&self, wall: SystemTime) -> String {
+        let up = wall.duration_since(self.started).unwrap_or(Duration::ZERO);
+        let tick = self.started + Duration::from_secs(up.as_secs());
+        httpdate::fmt_http_date(tick)
+    }
+}
+
+/// Time since the epoch of a test clock reading.
+fn since_epoch(t: SystemTime) -> Duration {
+    t.duration_since(UNIX_EPOCH)
+        .expect("the test clock is after 1970")
+}
+
+/// A float as Python's `str` writes it: the shortest text that reads back the same, with
+/// `.0` on a whole number (`1765142412.0`, `1765142412.8765433`).
+fn python_float(x: f64) -> String {
+    let text = x.to_string();
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
     }
 }
 
