@@ -449,9 +449,8 @@ impl Fetcher {
         // The server's announced allowance first: a host with nothing left pauses here,
         // taking no token.
         let host = url.host_str().unwrap_or("");
-        let queued = || self.scheduler.queued(host);
         if let Some(allowances) = &self.allowances {
-            if let Err(wait) = allowances.check(host, Instant::now(), queued) {
+            if let Err(wait) = allowances.check(host, Instant::now()) {
                 return self.wait_for_allowance(host, wait);
             }
         }
@@ -470,7 +469,7 @@ impl Fetcher {
         // answered while it waited for the rate counts (a token lost to a refusal here can
         // only slow the run).
         let mut taken = match &self.allowances {
-            Some(allowances) => match allowances.take(host, Instant::from_std(at), queued) {
+            Some(allowances) => match allowances.take(host, Instant::from_std(at)) {
                 Ok(seq) => Some(Taken {
                     allowances,
                     host,
@@ -567,11 +566,7 @@ impl Fetcher {
             let refused = step.status().is_some_and(|status| {
                 status == 429 || announce::explains_refusal(status, announced.as_ref())
             });
-            if let (true, Some(a)) = (taken.answered(announced.as_ref(), refused), &announced) {
-                // Its tasks queue on it from now on, so what remains can be spread over
-                // what is queued.
-                self.scheduler.track_host(host, a.reset);
-            }
+            taken.answered(announced.as_ref(), refused);
         }
         let host = hop.url.host_str().unwrap_or("");
         let said = announced.as_ref();
@@ -1172,15 +1167,12 @@ struct Taken<'a> {
 }
 
 impl Taken<'_> {
-    /// The request was answered: true when the answer began a new window of the host's
-    /// announced limit.
-    fn answered(self, announced: Option<&Announced>, refused: bool) -> bool {
+    /// The request was answered, saying `announced` (`refused`: turned away).
+    fn answered(self, announced: Option<&Announced>, refused: bool) {
         let answer = Answer { announced, refused };
-        let new_window = self
-            .allowances
+        self.allowances
             .done(self.host, self.seq, Some(answer), Instant::now());
         std::mem::forget(self);
-        new_window
     }
 }
 

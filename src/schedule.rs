@@ -284,8 +284,6 @@ struct Host {
     timer: Option<Instant>,
     /// Its `--per-host-quota` windows, from its first request on.
     windows: Vec<Window>,
-    /// Kept (its tasks queue on it) until then: the host announced a limit.
-    tracked_until: Option<Instant>,
 }
 
 impl Host {
@@ -301,7 +299,6 @@ impl Host {
         [
             self.pace.tat().map(|t| (t, Cause::Pace)),
             self.cool_until.map(|t| (t, Cause::Other)),
-            self.tracked_until.map(|t| (t, Cause::Other)),
         ]
         .into_iter()
         .flatten()
@@ -636,26 +633,6 @@ impl Scheduler {
     /// Why the run must fail, if it ran out of open files for good.
     pub fn files_error(&self) -> Option<String> {
         self.inner.lock().files_error.clone()
-    }
-
-    /// Keeps an entry for `host` for `wait` from now (it announced a limit): its tasks queue
-    /// on it meanwhile, so `queued` counts them.
-    pub fn track_host(&self, host: &str, wait: Duration) {
-        let inner = &*self.inner;
-        let mut s = inner.lock();
-        let until = inner.clock.now() + wait;
-        let h = inner.host_entry(&mut s.hosts, host);
-        h.tracked_until = Some(h.tracked_until.map_or(until, |t| t.max(until)));
-        inner.refresh(&mut s, host);
-    }
-
-    /// Requests waiting for `host` in its queue (0 for a host without an entry: its tasks
-    /// are not counted).
-    pub fn queued(&self, host: &str) -> u64 {
-        let s = self.inner.lock();
-        s.hosts
-            .get(host)
-            .map_or(0, |h| h.queue.len() as u64 + h.spilled_jobs)
     }
 
     /// Stops the run at a limit (a server's announced limit under `--on-quota stop`):

@@ -87,8 +87,19 @@ fn assert_nothing_refused(server: &AnnouncingServer, rows: &[Row], n: usize, sty
     assert_eq!(
         refused,
         0,
-        "{style:?}: the server refused {refused}; accepted per window {:?}",
-        server.window_counts()
+        "{style:?}: the server refused {refused}; accepted per window {:?}; arrivals {:?}",
+        server.window_counts(),
+        {
+            let log = server.log();
+            let t0 = log.first().map(|a| a.at);
+            log.iter()
+                .map(|a| {
+                    let ms = t0.map_or(0, |t| (a.at - t).as_millis());
+                    format!("{ms}{}", if a.refused { "X" } else { "" })
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
     );
     assert_eq!(accepted, n as u64, "{style:?}");
 }

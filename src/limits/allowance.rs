@@ -32,9 +32,10 @@
 //! - **Buckets.** A server may name buckets (GitHub's `core` and `search`): each is kept,
 //!   and each bounds every request to the host (which bucket a request falls in is known only
 //!   from its response), the safe side.
-//! - **Spread, then pause.** While more requests for the host are queued than remain in a
-//!   fixed window, what remains is spread over the time to the reset (remaining ÷ time to
-//!   reset, as prawcore does); when nothing remains, the whole host pauses until the reset.
+//! - **Used whole, then pause.** What remains in a fixed window leaves at the user's pace;
+//!   when nothing remains, the whole host pauses until the latest its reset may be. (What
+//!   remains is not spread over the time to the reset, as prawcore does: a reset known only
+//!   to a second or two would leave the end of every window unused.)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +53,10 @@ const JITTER: Duration = Duration::from_millis(10);
 /// How often a request waiting for a probe's answer (or for a slot of a moving window held by
 /// a request in flight) looks again.
 const POLL: Duration = Duration::from_millis(5);
+/// How long the run's first request goes alone, at most, waiting for its answer.
+const FIRST_ALONE: Duration = Duration::from_millis(250);
+/// How late a server may announce a reset beyond its resolution: slowapi adds a second.
+const LATE: Duration = Duration::from_secs(1);
 /// Requests remembered per host, answered ones beyond the longest window forgotten first.
 const LOG_CAP: usize = 4096;
 /// What a host is remembered for, per window, while its window's length is not known.
@@ -71,8 +76,8 @@ pub struct Answer<'a> {
 pub enum Wait {
     /// Nothing remains before the reset: the host pauses until `until`.
     Spent { until: Instant, reset: Instant },
-    /// What remains is spread over the time to the reset (or a moving window frees its next
-    /// slot, or a probe is under way): the next may leave at `until`.
+    /// A moving window frees its next slot, a probe or the requests under way are being
+    /// answered: the next may leave at `until`.
     Spread { until: Instant },
 }
 
@@ -89,9 +94,12 @@ pub struct Allowances {
     in_flight: AtomicU64,
     /// No request left before this: the earliest a host's first window may have opened.
     started: Instant,
-    /// Whether any request was answered yet: until then one goes at a time, so that a
-    /// server's first announcement comes before a burst it would refuse.
+    /// Whether any request was answered yet: until then one goes at a time (for up to
+    /// `FIRST_ALONE`), so that a server's first announcement comes before a burst it would
+    /// refuse.
     answered: AtomicBool,
+    /// When the run's first request left.
+    first_at: std::sync::OnceLock<Instant>,
 }
 
 impl Default for Allowances {
@@ -184,19 +192,25 @@ struct Bucket {
 }
 
 struct Window {
-    /// The server takes requests up to this sequence number before `reset`.
-    last_allowed: u64,
+    /// The least any answer in it said is left, and when that answer came: what may still
+    /// leave is that, less every request in flight (the server may count them after it).
+    floor: (Instant, u64),
     reset: Span,
     /// When the server opened it (its first request), when known.
     opened: Option<Span>,
-    /// When spreading: the next request leaves no earlier than this.
-    next: Option<Instant>,
-    /// When the request whose answer began it was let go: answers to requests let go before
-    /// are from an earlier window, or add nothing the seq bound does not hold.
+    /// When it began (for a provisional window: requests let go before may be the window
+    /// before's).
     first_sent: Instant,
     /// Opened by this side after a fixed window's reset, before any answer from the next
     /// window: its first answer replaces it.
     provisional: bool,
+}
+
+impl Window {
+    /// What may still leave in it, with `in_flight` requests under way.
+    fn left(&self, in_flight: u64) -> u64 {
+        self.floor.1.saturating_sub(in_flight)
+    }
 }
 
 impl Bucket {
@@ -278,38 +292,28 @@ impl Allowances {
             in_flight: AtomicU64::new(0),
             started: Instant::now(),
             answered: AtomicBool::new(false),
+            first_at: std::sync::OnceLock::new(),
         }
     }
 
     /// Whether a request to `host` may leave at `now`, as `take` would judge it, taking
     /// nothing: a worker asks before it waits for the global rate, so that a host with
     /// nothing left does not take a token.
-    pub fn check(
-        &self,
-        host: &str,
-        now: Instant,
-        queued: impl FnOnce() -> u64,
-    ) -> Result<(), Wait> {
+    pub fn check(&self, host: &str, now: Instant) -> Result<(), Wait> {
         if !self.any.load(Ordering::Acquire) {
             return self.first(now);
         }
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         match hosts.get_mut(host) {
-            Some(h) => h.judge(now, queued).map(|_| ()),
+            Some(h) => h.judge(now).map(|_| ()),
             None => Ok(()),
         }
     }
 
     /// Takes a sequence number for one request to `host`, leaving at `now` (judged at the
     /// instant it is sent, after the global rate let it go); or says how long to wait.
-    /// `queued` (asked only if needed) says how many more requests for it wait. Returns the
-    /// request's number (0: the host announced nothing; untracked).
-    pub fn take(
-        &self,
-        host: &str,
-        now: Instant,
-        queued: impl FnOnce() -> u64,
-    ) -> Result<u64, Wait> {
+    /// Returns the request's number (0: the host announced nothing; untracked).
+    pub fn take(&self, host: &str, now: Instant) -> Result<u64, Wait> {
         if !self.any.load(Ordering::Acquire) {
             self.first(now)?;
             self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -320,17 +324,10 @@ impl Allowances {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             return Ok(0);
         };
-        let judged = h.judge(now, queued)?;
-        let sent = h.sent;
-        for (_, b) in &mut h.buckets {
-            if let Some(w) = b.current.as_mut().filter(|w| judged.spreading(w, sent)) {
-                let left = u32::try_from(w.last_allowed - sent).unwrap_or(u32::MAX);
-                w.next = Some(now + w.reset.hi.saturating_duration_since(now) / left);
-            }
-        }
+        let probe = h.judge(now)?;
         h.sent += 1;
         let seq = h.sent;
-        if judged.probe {
+        if probe {
             for (_, b) in &mut h.buckets {
                 if b.kind == Kind::Unknown && b.current.is_none() && b.closed.is_some() {
                     b.probe = Some(seq);
@@ -347,12 +344,19 @@ impl Allowances {
         Ok(seq)
     }
 
-    /// Before the run's first answer, a request waits while another is in flight.
+    /// Before the run's first answer, and for at most `FIRST_ALONE` after its first request
+    /// left, a request waits while another is in flight (a slow server costs the run no more).
     fn first(&self, now: Instant) -> Result<(), Wait> {
-        if self.answered.load(Ordering::Acquire) || self.in_flight.load(Ordering::Acquire) == 0 {
+        if self.answered.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let first = *self.first_at.get_or_init(|| now);
+        if self.in_flight.load(Ordering::Acquire) == 0 || now >= first + FIRST_ALONE {
             Ok(())
         } else {
-            Err(Wait::Spread { until: now + POLL })
+            Err(Wait::Spread {
+                until: (now + POLL).min(first + FIRST_ALONE),
+            })
         }
     }
 
@@ -396,15 +400,9 @@ impl Allowances {
         }
         let sent = match h.log.iter_mut().find(|r| r.seq == seq) {
             Some(r) if answer.is_none() => {
-                // Not sent: it holds no slot, and its number within a window's bound is
-                // free again.
+                // Not sent: it holds no slot.
                 let sent = r.sent;
                 h.log.retain(|r| r.seq != seq);
-                for (_, b) in &mut h.buckets {
-                    if let Some(w) = b.current.as_mut().filter(|w| seq <= w.last_allowed) {
-                        w.last_allowed += 1;
-                    }
-                }
                 sent
             }
             Some(r) => {
@@ -438,36 +436,28 @@ impl Allowances {
     pub fn spent_until(&self, host: &str, now: Instant) -> Option<Instant> {
         let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         let h = hosts.get(host)?;
+        let in_flight = h.in_flight();
         h.buckets
             .iter()
             .filter_map(|(_, b)| b.current.as_ref())
-            .filter(|w| w.last_allowed <= h.sent && w.reset.hi > now)
+            .filter(|w| w.left(in_flight) == 0 && w.reset.hi > now)
             .map(|w| w.reset.hi + AFTER_RESET)
             .max()
     }
 }
 
-/// What `Host::judge` found: the request may leave; whether it is a probe, and how many
-/// more wait for the host (to spread what is left).
-struct Judged {
-    probe: bool,
-    queued: u64,
-}
-
-impl Judged {
-    /// Whether window `w` spreads what is left: more wait than remain after this one.
-    fn spreading(&self, w: &Window, sent: u64) -> bool {
-        self.queued > w.last_allowed - sent - 1
-    }
-}
-
 impl Host {
-    /// Whether a request may leave at `now` under every bucket; closes windows whose reset
-    /// has passed (opening a fixed window's next one, provisionally, at its full limit).
-    fn judge(&mut self, now: Instant, queued: impl FnOnce() -> u64) -> Result<Judged, Wait> {
-        let sent = self.sent;
+    /// Requests under way: numbered ones not answered, and untracked ones.
+    fn in_flight(&self) -> u64 {
+        self.log.iter().filter(|r| r.heard.is_none()).count() as u64 + self.untracked
+    }
+
+    /// Whether a request may leave at `now` under every bucket (`Ok(true)`: it goes alone,
+    /// as a probe); closes windows whose reset has passed (opening a fixed window's next one,
+    /// provisionally, at its full limit).
+    fn judge(&mut self, now: Instant) -> Result<bool, Wait> {
         let untracked = self.untracked;
-        let in_flight = self.log.iter().filter(|r| r.heard.is_none()).count() as u64 + untracked;
+        let in_flight = self.in_flight();
         let mut spent: Option<Instant> = None;
         let mut held: Option<Instant> = None;
         let mut probe = false;
@@ -501,10 +491,9 @@ impl Host {
                 // that leaves before the next one's first answer.
                 if let (Kind::Fixed, Some(limit), Some(len)) = (b.kind, b.limit, b.window) {
                     b.current = Some(Window {
-                        last_allowed: (sent + limit).saturating_sub(in_flight),
+                        floor: (now, limit),
                         reset: Span::new(now, now + len),
                         opened: None,
-                        next: None,
                         first_sent: now,
                         provisional: true,
                     });
@@ -519,8 +508,12 @@ impl Host {
                 }
                 continue;
             };
-            if w.last_allowed <= sent {
+            if w.floor.1 == 0 {
                 spent = spent.max(Some(w.reset.hi));
+            } else if w.left(in_flight) == 0 {
+                // What is left may go to the requests under way: look again when they are
+                // answered.
+                held = held.max(Some(now + POLL));
             }
         }
         if let Some(reset) = spent {
@@ -533,22 +526,7 @@ impl Host {
         if let Some(until) = held {
             return Err(Wait::Spread { until });
         }
-        // Queued beyond this one: more than what remains after it, in some window.
-        let windows = || self.buckets.iter().filter_map(|(_, b)| b.current.as_ref());
-        let queued = if windows().next().is_some() {
-            queued()
-        } else {
-            0
-        };
-        let judged = Judged { probe, queued };
-        let held = windows()
-            .filter(|w| judged.spreading(w, sent))
-            .filter_map(|w| w.next.filter(|&t| t > now))
-            .max();
-        if let Some(until) = held {
-            return Err(Wait::Spread { until });
-        }
-        Ok(judged)
+        Ok(probe)
     }
 
     /// What request `seq` (let go at `sent`, answered at `now`) was told: `a`. True when it
@@ -562,16 +540,11 @@ impl Host {
         now: Instant,
         started: Instant,
     ) -> bool {
-        // Sent before it and still in flight: the server may count them after it.
-        let earlier = self
-            .log
-            .iter()
-            .filter(|r| r.seq < seq && r.heard.is_none())
-            .count() as u64
-            + self.untracked;
-        let last_allowed = seq.saturating_add(a.remaining).saturating_sub(earlier);
         let reset_in = a.reset.min(MAX_RESET);
-        let said = Span::new(sent + reset_in.saturating_sub(a.resolution), now + reset_in);
+        // The latest the reset may be is what it says; the earliest, a resolution and a
+        // second before (servers that announce a second late, as slowapi does).
+        let slack = a.resolution + LATE;
+        let said = Span::new(sent + reset_in.saturating_sub(slack), now + reset_in);
         let index = match self.buckets.iter().position(|(b, _)| *b == a.bucket) {
             Some(i) => i,
             None => {
@@ -605,22 +578,29 @@ impl Host {
             return false;
         }
         let new_window = match &mut b.current {
-            // Let go before the window began, or naming a reset before the window's
-            // earliest: an earlier window's answer.
-            Some(w) if sent < w.first_sent || said.hi < w.reset.lo => return false,
+            // Naming a reset before the window's earliest: an earlier window's answer.
+            Some(w) if said.hi < w.reset.lo => return false,
+            // Let go before the window this side opened after a reset: from the window
+            // before, or one the next window counted, the safe side.
+            Some(w) if w.provisional && sent < w.first_sent => {
+                w.floor.1 = w.floor.1.saturating_sub(1);
+                return false;
+            }
             Some(w) if w.provisional => true,
-            // The server gave allowance back (within a fixed window what it leaves only
-            // shrinks), or names a reset later than this window's: a new window, which began
-            // while what was left was being spread.
-            // (Only a numbered answer tells: untracked ones come back in any order.)
+            // The server gave allowance back (within a fixed window what is left only shrinks:
+            // a request let go after an answer leaves less than it, unless refused), or names
+            // a reset later than this window's: a new window, which began while what was left
+            // was being sent.
             Some(w)
-                if (seq > 0 && untracked == 0 && last_allowed > w.last_allowed)
+                if (!refused && w.floor.0 <= sent && a.remaining >= w.floor.1)
                     || said.lo > w.reset.hi =>
             {
                 true
             }
             Some(w) => {
-                w.last_allowed = w.last_allowed.min(last_allowed);
+                if a.remaining < w.floor.1 {
+                    w.floor = (now, a.remaining);
+                }
                 w.reset = w.reset.meet(said);
                 if let Some(opened) = &mut w.opened {
                     opened.hi = opened.hi.min(now);
@@ -679,10 +659,9 @@ impl Host {
                 }
             }
             b.current = Some(Window {
-                last_allowed,
+                floor: (now, a.remaining),
                 reset: said,
                 opened,
-                next: None,
                 first_sent: sent,
                 provisional: false,
             });
@@ -808,11 +787,7 @@ mod tests {
     /// Allowances where "h" has announced `remaining` for `reset_ms`, nothing in flight.
     fn announced(remaining: u64, reset_ms: u64, t0: Instant) -> Allowances {
         let a = started_at(t0);
-        assert_eq!(
-            a.take("h", t0, || 0),
-            Ok(0),
-            "untracked before it announces"
-        );
+        assert_eq!(a.take("h", t0), Ok(0), "untracked before it announces");
         a.done("h", 0, heard(Some(&said(remaining, reset_ms))), t0);
         a
     }
@@ -821,10 +796,10 @@ mod tests {
     fn hosts_that_announce_nothing_are_not_tracked() {
         let a = Allowances::default();
         let t0 = Instant::now();
-        assert_eq!(a.take("h", t0, || panic!("not asked")), Ok(0));
+        assert_eq!(a.take("h", t0), Ok(0));
         assert!(!a.done("h", 0, heard(None), t0));
         for _ in 0..3 {
-            assert_eq!(a.take("h", t0, || panic!("not asked")), Ok(0));
+            assert_eq!(a.take("h", t0), Ok(0));
         }
         for _ in 0..3 {
             assert!(!a.done("h", 0, heard(None), t0));
@@ -836,9 +811,13 @@ mod tests {
     fn a_host_pauses_when_nothing_remains_until_the_reset() {
         let t0 = Instant::now();
         let a = announced(2, 10_000, t0);
-        assert_eq!(a.take("h", t0, || 0), Ok(1));
-        assert_eq!(a.take("h", t0, || 0), Ok(2));
-        match a.take("h", t0, || 0) {
+        assert_eq!(a.take("h", t0), Ok(1));
+        assert_eq!(a.take("h", t0), Ok(2));
+        // Both under way: they may take what is left; look again when they are answered.
+        assert_eq!(a.take("h", t0), Err(Wait::Spread { until: t0 + POLL }));
+        a.done("h", 1, heard(Some(&said(1, 10_000))), t0);
+        a.done("h", 2, heard(Some(&said(0, 10_000))), t0);
+        match a.take("h", t0) {
             Err(Wait::Spent { until, reset }) => {
                 assert_eq!(reset, t0 + Duration::from_secs(10));
                 assert!(until >= reset + AFTER_RESET && until <= reset + AFTER_RESET + JITTER);
@@ -848,26 +827,29 @@ mod tests {
         // Until the reset and its margin, nothing more; after it nothing is known: the user's
         // pace again.
         let reset = t0 + Duration::from_secs(10);
-        assert!(a.take("h", reset, || 0).is_err());
-        assert!(a.take("h", reset + AFTER_RESET, || 0).is_ok());
+        assert!(a.take("h", reset).is_err());
+        assert!(a.take("h", reset + AFTER_RESET).is_ok());
     }
 
     #[test]
     fn before_the_first_answer_one_request_goes_at_a_time() {
         let a = Allowances::default();
         let t0 = Instant::now();
-        assert_eq!(a.take("h", t0, || 0), Ok(0));
-        assert_eq!(
-            a.check("h", t0, || 0),
-            Err(Wait::Spread { until: t0 + POLL })
-        );
-        assert_eq!(
-            a.take("g", t0, || 0),
-            Err(Wait::Spread { until: t0 + POLL })
-        );
+        assert_eq!(a.take("h", t0), Ok(0));
+        assert_eq!(a.check("h", t0), Err(Wait::Spread { until: t0 + POLL }));
+        assert_eq!(a.take("g", t0), Err(Wait::Spread { until: t0 + POLL }));
         a.done("h", 0, heard(None), t0);
-        assert_eq!(a.take("h", t0, || 0), Ok(0));
-        assert_eq!(a.take("g", t0, || 0), Ok(0));
+        assert_eq!(a.take("h", t0), Ok(0));
+        assert_eq!(a.take("g", t0), Ok(0));
+    }
+
+    #[test]
+    fn a_first_answer_that_is_slow_holds_the_others_no_longer_than_a_moment() {
+        let a = Allowances::default();
+        let t0 = Instant::now();
+        assert_eq!(a.take("h", t0), Ok(0));
+        assert!(a.take("h", t0 + FIRST_ALONE - ms(1)).is_err());
+        assert_eq!(a.take("h", t0 + FIRST_ALONE), Ok(0));
     }
 
     #[test]
@@ -877,47 +859,63 @@ mod tests {
         // Another host answered already: requests go together.
         a.answered.store(true, Ordering::Release);
         // Four requests in flight, untracked; the first answer says 3 remain. The three
-        // others may be the host's, counted after it: nothing more may leave.
+        // others may be the host's, counted after it: nothing more may leave until they are
+        // answered.
         for _ in 0..4 {
-            assert_eq!(a.take("h", t0, || 0), Ok(0));
+            assert_eq!(a.take("h", t0), Ok(0));
         }
         a.done("h", 0, heard(Some(&said(3, 10_000))), t0);
-        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
+        assert_eq!(a.take("h", t0), Err(Wait::Spread { until: t0 + POLL }));
+        // Two are answered without an announcement (not the host's after all): two may leave.
+        a.done("h", 0, heard(None), t0);
+        a.done("h", 0, heard(None), t0);
+        assert!(a.take("h", t0).is_ok());
+        assert!(a.take("h", t0).is_ok());
+        assert!(matches!(a.take("h", t0), Err(Wait::Spread { .. })));
     }
 
     #[test]
     fn requests_in_flight_count_against_what_remains() {
         let t0 = Instant::now();
         let a = announced(100, 10_000, t0);
-        // Four requests in flight; the second answers "3 remaining" first.
-        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", t0, || 0).unwrap()).collect();
+        // Four requests in flight; the second answers "3 remaining" first. The three others
+        // under way may take those 3: nothing more may leave meanwhile.
+        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", t0).unwrap()).collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
         a.done("h", 2, heard(Some(&said(3, 10_000))), t0);
-        // The server may still count request 1 (sent before, in flight): up to 2 + 3 − 1 = 4.
-        // Numbers 3 and 4 are taken already: nothing more may leave.
-        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
-        // Within a fixed window what is left only shrinks: a later answer with more left is
-        // from a new window, which the server began.
-        assert!(a.done("h", 4, heard(Some(&said(9, 10_000))), t0));
-        assert!(a.take("h", t0, || 0).is_ok());
+        assert!(matches!(a.take("h", t0), Err(Wait::Spread { .. })));
+        // Request 1 was counted before it (4 left); 3 and 4 after it (2, 1 left): 1 remains.
+        a.done("h", 1, heard(Some(&said(4, 10_000))), t0);
+        a.done("h", 3, heard(Some(&said(2, 10_000))), t0);
+        a.done("h", 4, heard(Some(&said(1, 10_000))), t0);
+        let s5 = a.take("h", t0 + ms(1)).unwrap();
+        a.done("h", s5, heard(Some(&said(0, 10_000))), t0 + ms(2));
+        assert!(matches!(a.take("h", t0 + ms(2)), Err(Wait::Spent { .. })));
+        // Within a fixed window what is left only shrinks: an answer with more left, to a
+        // request let go after the last answer, is from a new window the server began.
+        let s6 = a
+            .take("h", t0 + Duration::from_secs(10) + AFTER_RESET)
+            .unwrap();
+        assert!(a.done("h", s6, heard(Some(&said(9, 10_000))), t0 + ms(3)));
+        assert!(a.take("h", t0 + ms(3)).is_ok());
     }
 
     #[test]
     fn a_later_window_replaces_the_bound_and_an_earlier_one_is_ignored() {
         let t0 = Instant::now();
         let a = announced(100, 60_000, t0);
-        let s1 = a.take("h", t0, || 0).unwrap();
-        let s2 = a.take("h", t0, || 0).unwrap();
+        let s1 = a.take("h", t0).unwrap();
+        let s2 = a.take("h", t0).unwrap();
         a.done("h", s2, heard(Some(&said(0, 60_000))), t0);
-        assert!(a.take("h", t0, || 0).is_err());
+        assert!(a.take("h", t0).is_err());
         // A response from a window already over (its reset sooner) changes nothing.
         a.done("h", s1, heard(Some(&said(50, 1_000))), t0);
-        assert!(a.take("h", t0, || 0).is_err());
+        assert!(a.take("h", t0).is_err());
         // One from a later window does.
         let later = t0 + Duration::from_secs(60) + AFTER_RESET;
-        let s3 = a.take("h", later, || 0).unwrap();
+        let s3 = a.take("h", later).unwrap();
         a.done("h", s3, heard(Some(&said(10, 60_000))), later);
-        assert!(a.take("h", later, || 0).is_ok());
+        assert!(a.take("h", later).is_ok());
     }
 
     #[test]
@@ -928,30 +926,16 @@ mod tests {
             bucket: Some(name.to_string()),
             ..said(remaining, reset_ms)
         };
-        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        assert_eq!(a.take("h", t0), Ok(0));
         a.done("h", 0, heard(Some(&bucket("core", 4000, 3_600_000))), t0);
-        let s1 = a.take("h", t0, || 0).unwrap();
+        let s1 = a.take("h", t0).unwrap();
         a.done("h", s1, heard(Some(&bucket("search", 0, 60_000))), t0);
-        match a.take("h", t0, || 0) {
+        match a.take("h", t0) {
             Err(Wait::Spent { reset, .. }) => assert_eq!(reset, t0 + Duration::from_secs(60)),
             other => panic!("{other:?}"),
         }
         let reset = t0 + Duration::from_secs(60);
-        assert!(a.take("h", reset + AFTER_RESET, || 0).is_ok());
-    }
-
-    #[test]
-    fn what_remains_is_spread_over_the_time_to_reset_when_more_is_queued() {
-        let t0 = Instant::now();
-        let a = announced(4, 8_000, t0);
-        // 100 queued, 4 remain over 8 s: one every 2 s.
-        assert!(a.take("h", t0, || 100).is_ok());
-        match a.take("h", t0 + Duration::from_millis(10), || 100) {
-            Err(Wait::Spread { until }) => assert_eq!(until, t0 + Duration::from_secs(2)),
-            other => panic!("{other:?}"),
-        }
-        // With fewer queued than remain, the user's pace.
-        assert!(a.take("h", t0 + Duration::from_millis(10), || 1).is_ok());
+        assert!(a.take("h", reset + AFTER_RESET).is_ok());
     }
 
     fn ms(n: u64) -> Duration {
@@ -981,7 +965,7 @@ mod tests {
     }
 
     fn spent_reset(a: &Allowances, now: Instant) -> Instant {
-        match a.take("h", now, || 0) {
+        match a.take("h", now) {
             Err(Wait::Spent { reset, .. }) => reset,
             other => panic!("{other:?}"),
         }
@@ -990,7 +974,7 @@ mod tests {
     /// Four requests taken at `sent`, answered at `heard` with 3, 2, 1, 0 remaining and
     /// `reset_s`.
     fn spend(a: &Allowances, sent: Instant, at: Instant, reset_s: u64, res: u64, w: Option<u64>) {
-        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", sent, || 0).unwrap()).collect();
+        let seqs: Vec<u64> = (0..4).map(|_| a.take("h", sent).unwrap()).collect();
         for (i, seq) in seqs.into_iter().enumerate() {
             let said = whole(3 - i as u64, reset_s, res, w);
             a.done("h", seq, heard(Some(&said)), at);
@@ -1001,7 +985,7 @@ mod tests {
     fn the_reset_is_where_every_answer_allows_it() {
         let t0 = Instant::now();
         let a = started_at(t0);
-        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        assert_eq!(a.take("h", t0), Ok(0));
         // At 1 ms: "4 left, reset in 4 s" allows the reset from 3.001 s to 4.001 s.
         a.done("h", 0, heard(Some(&whole(4, 4, 1, None))), t0 + ms(1));
         // At 1.6 s: "reset in 2 s" allows 2.6 s to 3.601 s. Together: 3.001 s to 3.601 s.
@@ -1013,7 +997,7 @@ mod tests {
     fn a_stated_window_ends_a_window_after_its_first_request() {
         let t0 = Instant::now();
         let a = started_at(t0);
-        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        assert_eq!(a.take("h", t0), Ok(0));
         // A reset up to 2 s loose (an epoch read against a Date), in a window stated as 3 s
         // that opened between 0 and 2 ms: the window ends by 3.002 s.
         a.done("h", 0, heard(Some(&whole(4, 4, 2, Some(3)))), t0 + ms(2));
@@ -1025,15 +1009,15 @@ mod tests {
     fn a_window_not_stated_is_learnt_from_the_windows_before() {
         let t0 = Instant::now();
         let a = started_at(t0);
-        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        assert_eq!(a.take("h", t0), Ok(0));
         // Window 1 opens by 1 ms and says its reset exactly: 3.001 s at the latest.
         a.done("h", 0, heard(Some(&whole(4, 3, 2, None))), t0 + ms(1));
         spend(&a, t0 + ms(2), t0 + ms(3), 3, 2, None);
         assert_eq!(spent_reset(&a, t0 + ms(4)), t0 + ms(3001));
         // After it, while the kind of window is not known, one request goes alone.
         let back = t0 + ms(3001) + AFTER_RESET;
-        let probe = a.take("h", back, || 0).unwrap();
-        assert!(matches!(a.take("h", back, || 0), Err(Wait::Spread { .. })));
+        let probe = a.take("h", back).unwrap();
+        assert!(matches!(a.take("h", back), Err(Wait::Spread { .. })));
         // Window 2 opens with the probe (4 left: a fixed window) and says its reset loosely
         // (an epoch read against a Date: up to 2 s late). It lasts no more than window 1
         // did: 3.001 s from its opening, by 1 ms after `back`.
@@ -1050,39 +1034,35 @@ mod tests {
             limit: Some(3),
             ..whole(remaining, reset_s, 1, Some(1))
         };
-        assert_eq!(a.take("h", t0, || 0), Ok(0));
+        assert_eq!(a.take("h", t0), Ok(0));
         a.done("h", 0, heard(Some(&said(2, 1))), t0 + ms(1));
         let (s1, s2) = (
-            a.take("h", t0 + ms(10), || 0).unwrap(),
-            a.take("h", t0 + ms(10), || 0).unwrap(),
+            a.take("h", t0 + ms(10)).unwrap(),
+            a.take("h", t0 + ms(10)).unwrap(),
         );
         a.done("h", s1, heard(Some(&said(1, 1))), t0 + ms(11));
         a.done("h", s2, heard(Some(&said(0, 1))), t0 + ms(11));
         assert_eq!(spent_reset(&a, t0 + ms(12)), t0 + ms(1001));
         // The probe after the reset: the window freed one slot only, the one it took.
         let back = t0 + ms(1020);
-        let probe = a.take("h", back, || 0).unwrap();
+        let probe = a.take("h", back).unwrap();
         a.done("h", probe, heard(Some(&said(0, 1))), back + ms(1));
         // The next slot frees a window after s1 and s2 were answered.
         let free = t0 + ms(11) + Duration::from_secs(1) + AFTER_RESET;
-        assert_eq!(
-            a.take("h", back + ms(2), || 0),
-            Err(Wait::Spread { until: free })
-        );
-        assert!(a.take("h", free, || 0).is_ok());
-        assert!(a.take("h", free, || 0).is_ok());
-        assert!(matches!(a.take("h", free, || 0), Err(Wait::Spread { .. })));
+        assert_eq!(a.take("h", back + ms(2)), Err(Wait::Spread { until: free }));
+        assert!(a.take("h", free).is_ok());
+        assert!(a.take("h", free).is_ok());
+        assert!(matches!(a.take("h", free), Err(Wait::Spread { .. })));
     }
 
     #[test]
-    fn what_remains_goes_at_once_when_it_all_fits() {
+    fn what_remains_goes_at_once() {
         let t0 = Instant::now();
         let a = announced(4, 8_000, t0);
-        // This one and 3 queued: all fit in the 4 left.
-        assert!(a.take("h", t0, || 3).is_ok());
-        assert!(a.take("h", t0, || 2).is_ok());
-        assert!(a.take("h", t0, || 1).is_ok());
-        assert!(a.take("h", t0, || 0).is_ok());
-        assert!(matches!(a.take("h", t0, || 0), Err(Wait::Spent { .. })));
+        // The 4 left leave together, not spread over the 8 s to the reset.
+        for _ in 0..4 {
+            assert!(a.take("h", t0).is_ok());
+        }
+        assert!(a.take("h", t0).is_err());
     }
 }

@@ -28,8 +28,8 @@
 //! server's clock) when it parses, else against the local receive time; a smaller one is
 //! seconds to go. Servers round a reset up to whole seconds (never announcing it early), so a
 //! value bounds the true reset to an interval: `reset` is its upper end and `resolution` how
-//! far below it the truth may lie (a second for whole seconds, a second more for an epoch read
-//! against a `Date`, which is itself rounded down). `limits::allowance` intersects the
+//! far below it the truth may lie (a second for whole seconds, two more for an epoch read
+//! against a `Date`, which is itself rounded down and cached by some servers). `limits::allowance` intersects the
 //! intervals of every response in a window.
 //!
 //! Malformed fields are ignored, as the IETF draft says: a family whose remaining or reset is
@@ -380,7 +380,8 @@ const EPOCH_THRESHOLD: Duration = Duration::from_secs(1_000_000_000);
 
 /// The time to a reset given as seconds to go or, above 10^9, as epoch seconds, measured
 /// against the response's `Date` if it parses, else `now`; zero if it has passed. With its
-/// resolution: the value's, and a second more for a `Date` (whole seconds, rounded down).
+/// resolution: the value's, and two seconds more for a `Date` (whole seconds, rounded down,
+/// and cached for a second by some servers).
 fn reset_in(text: &str, headers: &HeaderMap, now: SystemTime) -> Option<(Duration, Duration)> {
     let (value, resolution) = seconds(text)?;
     if value <= EPOCH_THRESHOLD {
@@ -389,7 +390,9 @@ fn reset_in(text: &str, headers: &HeaderMap, now: SystemTime) -> Option<(Duratio
     let at = UNIX_EPOCH.checked_add(value)?;
     let (base, resolution) =
         match field(headers, DATE.as_str()).and_then(|date| httpdate::parse_http_date(date).ok()) {
-            Some(date) => (date, resolution + SECOND),
+            // A Date is whole seconds rounded down, and some servers cache it for a second
+            // (uvicorn): two seconds more.
+            Some(date) => (date, resolution + 2 * SECOND),
             None => (now, resolution),
         };
     Some((
@@ -728,7 +731,7 @@ mod tests {
         ]);
         assert_eq!(
             got,
-            Some(announced(Some("core"), Some(5000), 0, secs(60)).resolved(2000))
+            Some(announced(Some("core"), Some(5000), 0, secs(60)).resolved(3000))
         );
     }
 
