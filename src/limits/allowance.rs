@@ -563,12 +563,19 @@ impl Host {
             b.stated = true;
         }
         if refused && seq > 0 {
-            // A request this model let go was refused: the server's windows do not open at
-            // the first request after a reset (they may be aligned to the clock), or others
-            // share them. Their length bounds nothing from now on.
-            b.trusted = false;
-            if !b.stated {
-                b.window = None;
+            if b.kind == Kind::Moving {
+                // A slot freed later than the window learnt says: it is longer.
+                if !b.stated {
+                    b.window = b.window.map(|w| (w * 2).min(MAX_RESET));
+                }
+            } else {
+                // A request this model let go was refused: the server's windows do not open
+                // at the first request after a reset (they may be aligned to the clock), or
+                // others share them. Their length bounds nothing from now on.
+                b.trusted = false;
+                if !b.stated {
+                    b.window = None;
+                }
             }
         }
         if b.kind == Kind::Moving {
