@@ -2,12 +2,12 @@
 //! request to it may leave. Used by `fetch` around every request; a host that announced
 //! nothing goes at the user's pace.
 //!
-//! - **Requests in flight count.** Every request to a host that announced a limit takes a
-//!   sequence number before it leaves (hosts that announce nothing cost one atomic add and
-//!   no lock). When a host first announces, every request then in flight may be one of its.
-//!   A response to request k saying "r remaining" lets the server take requests up to k + r,
-//!   less the requests sent before k still in flight (the server may count them after k).
-//!   Responses come back out of order: the smallest such bound seen for a window is kept.
+//! - **Requests in flight count.** Every request to a host that announced a limit is
+//!   recorded as it leaves (hosts that announce nothing cost one atomic add and no lock).
+//!   When a host first announces, every request then in flight may be one of its. What may
+//!   still leave in a window is the least any answer said is left, less every request under
+//!   way (the server may count them after that answer; answers overtake one another). Before
+//!   the run's first answer, one request goes at a time (for at most `FIRST_ALONE`).
 //! - **The reset is estimated, not taken at its latest bound.** A reset in whole seconds
 //!   bounds the true instant to an interval (`announce::Announced::resolution`): from the
 //!   request's send plus the value less its resolution, to the response plus the value. The
@@ -17,9 +17,11 @@
 //!   server states (`RateLimit-Policy`'s `w`), or at most what earlier windows showed (the
 //!   least of their reset's upper end less their opening's lower end). The host pauses until
 //!   the upper end of all that, plus `AFTER_RESET`.
-//! - **Windows.** A response whose interval lies after the current window's starts a new
-//!   window; one whose interval lies before it is from a window already over and changes
-//!   nothing. Once the reset has passed, nothing is known of the allowance until the next
+//! - **Windows.** A response whose interval lies after the current window's, or that says
+//!   more is left than an answer heard before its request left (within a fixed window what is
+//!   left only shrinks), starts a new window; one whose interval lies before it is from a
+//!   window already over and changes nothing. After a fixed window's reset, its whole limit
+//!   may leave again, no more, until the next window's first answer. Once the reset has passed, nothing is known of the allowance until the next
 //!   response says more, and the host goes at the user's pace.
 //! - **Fixed or moving.** After the first reset, while the kind of window is not known, one
 //!   request goes alone (a probe) and its answer tells: a fixed window gives its whole
@@ -145,6 +147,8 @@ struct Host {
     untracked_until: Option<Instant>,
     /// The numbered requests not forgotten yet, in number order.
     log: VecDeque<Request>,
+    /// Those of `log` not answered yet.
+    unanswered: u64,
     /// What is known per bucket (`None`: the host's own). Each bounds every request to the
     /// host, since which bucket a request falls in is known only from its response.
     buckets: Vec<(Option<String>, Bucket)>,
@@ -227,8 +231,8 @@ impl Bucket {
         }
     }
 
-    /// The window a reset interval `reset` belongs to: its opening is at most a window
-    /// before its reset.
+    /// Bounds `w`'s reset by its opening plus the window's length (stated: both ends;
+    /// learnt: the upper end only).
     fn bound_by_window(&self, w: &mut Window) {
         if !self.trusted {
             return;
@@ -334,6 +338,7 @@ impl Allowances {
                 }
             }
         }
+        h.unanswered += 1;
         h.log.push_back(Request {
             seq,
             sent: now,
@@ -362,8 +367,7 @@ impl Allowances {
 
     /// Request `seq` to `host` is over at `now`: answered (or timed out: it may have
     /// counted), with what the answer said, or `None` when it was not sent after all. True
-    /// when the answer began a new window for a bucket (the host is then worth tracking until
-    /// that reset).
+    /// when the answer began a new window for a bucket.
     pub fn done(&self, host: &str, seq: u64, answer: Option<Answer<'_>>, now: Instant) -> bool {
         let announced = answer.and_then(|a| a.announced);
         let refused = answer.is_some_and(|a| a.refused);
@@ -402,10 +406,12 @@ impl Allowances {
             Some(r) if answer.is_none() => {
                 // Not sent: it holds no slot.
                 let sent = r.sent;
+                h.unanswered -= u64::from(r.heard.is_none());
                 h.log.retain(|r| r.seq != seq);
                 sent
             }
             Some(r) => {
+                h.unanswered -= u64::from(r.heard.is_none());
                 r.heard = Some(now);
                 r.refused = refused;
                 r.sent
@@ -449,7 +455,7 @@ impl Allowances {
 impl Host {
     /// Requests under way: numbered ones not answered, and untracked ones.
     fn in_flight(&self) -> u64 {
-        self.log.iter().filter(|r| r.heard.is_none()).count() as u64 + self.untracked
+        self.unanswered + self.untracked
     }
 
     /// Whether a request may leave at `now` under every bucket (`Ok(true)`: it goes alone,
